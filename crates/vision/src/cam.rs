@@ -1,0 +1,262 @@
+//! Class Activation Maps and Grad-CAM, batched.
+//!
+//! CAM (for models whose head is a global average pool then a linear map, the
+//! CAM head) is the lecture's `einsum('cb,abij->acij', W, body(x))`, plus the
+//! bias at every position when the head has one, so the spatial mean of
+//! class c's map *is* logit c. Grad-CAM works for every head: the feature map
+//! weighted by the spatial mean of the target logit's gradient, summed over
+//! channels, through a ReLU. The body runs once without autograd; only the
+//! head is differentiated.
+
+use camshaft_data::{ResizeMethod, RgbImage, resize};
+use camshaft_render::{ActivationMap, OverlayOptions, Panel, format_title, overlay};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::loader::to_chw;
+use crate::model::Model;
+use crate::{Error, Result};
+
+/// Which explanation to compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CamMethod {
+    /// Zhou et al.'s CAM: CAM-head (pooled linear) models only.
+    #[default]
+    Cam,
+    /// Selvaraju et al.'s Grad-CAM: any head.
+    GradCam,
+}
+
+/// Logits and the CAM of every class, `(N, classes)` and `(N, classes, h, w)`.
+/// Fails for heads that are not a pooled linear map.
+pub fn cam_all_classes(model: &Model, images: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (w, b) = model.pooled_linear().ok_or_else(|| {
+        Error::Input(format!(
+            "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
+            model.spec().arch,
+            model.spec().head
+        ))
+    })?;
+    let _guard = tch::no_grad_guard();
+    let feats = model.features(images, false);
+    let mut why = Tensor::f_einsum("cb,abij->acij", &[w, &feats], None::<&[i64]>)?;
+    if let Some(b) = b {
+        why = why.f_add(&b.view([1, -1, 1, 1]))?;
+    }
+    let logits = model.head(&feats, false);
+    Ok((logits, why))
+}
+
+/// Logits `(N, classes)`, the map of each image's target class `(N, h, w)`
+/// and the targets (the predicted class where `targets[i]` is `None`).
+pub fn explain_batch(
+    model: &Model,
+    images: &Tensor,
+    method: CamMethod,
+    targets: &[Option<i64>],
+) -> Result<(Tensor, Tensor, Vec<i64>)> {
+    let n = images.size().first().copied().unwrap_or(0);
+    if targets.len() as i64 != n {
+        return Err(Error::Input(format!("{} targets for {n} images", targets.len())));
+    }
+    let classes = model.spec().num_classes() as i64;
+    if let Some(t) = targets.iter().flatten().find(|&&t| t < 0 || t >= classes) {
+        return Err(Error::Input(format!("target class {t} is outside 0..{classes}")));
+    }
+    match method {
+        CamMethod::Cam => {
+            let (logits, all) = cam_all_classes(model, images)?;
+            let chosen = resolve_targets(&logits, targets)?;
+            let idx = Tensor::from_slice(&chosen).to_device(all.device());
+            let (h, w) = (all.size()[2], all.size()[3]);
+            let maps = all
+                .f_gather(1, &idx.view([-1, 1, 1, 1]).expand([n, 1, h, w], false), false)?
+                .f_squeeze_dim(1)?;
+            Ok((logits, maps, chosen))
+        }
+        CamMethod::GradCam => {
+            let feats = tch::no_grad(|| model.features(images, false))
+                .detach()
+                .set_requires_grad(true);
+            let logits = model.head(&feats, false);
+            let chosen = resolve_targets(&logits, targets)?;
+            let idx = Tensor::from_slice(&chosen).to_device(logits.device());
+            let selected = logits.f_gather(1, &idx.view([-1, 1]), false)?.f_sum(Kind::Float)?;
+            let grads = Tensor::f_run_backward(&[selected], &[&feats], false, false)?;
+            let grad = grads
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Input("no gradient reached the feature map".into()))?;
+            let weights = grad.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
+            let maps = (weights * feats.detach())
+                .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
+                .f_relu()?;
+            Ok((logits.detach(), maps, chosen))
+        }
+    }
+}
+
+fn resolve_targets(logits: &Tensor, targets: &[Option<i64>]) -> Result<Vec<i64>> {
+    let pred: Vec<i64> = Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.to_device(tch::Device::Cpu))?;
+    Ok(targets.iter().zip(pred).map(|(t, p)| t.unwrap_or(p)).collect())
+}
+
+/// One image's explanation, on the CPU, ready to serialise or draw.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// Softmax probabilities per class.
+    pub probabilities: Vec<f32>,
+    /// Arg-max class.
+    pub predicted_class: usize,
+    /// The class the map explains.
+    pub target_class: usize,
+    /// Feature-map height.
+    pub height: u32,
+    /// Feature-map width.
+    pub width: u32,
+    /// The map, row-major, raw (not normalised).
+    pub values: Vec<f32>,
+}
+
+impl Explanation {
+    /// The map as [`camshaft_render`] takes it.
+    pub fn map(&self) -> ActivationMap<'_> {
+        ActivationMap {
+            values: &self.values,
+            height: self.height,
+            width: self.width,
+        }
+    }
+}
+
+/// Preprocess decoded images as validation does (resize to the model's input
+/// size with `resize_method` at the centre — a no-op for images that already
+/// have that size — scale to [0, 1], the model's normalisation) into a batch.
+pub fn preprocess(model: &Model, images: &[RgbImage], resize_method: ResizeMethod) -> Result<Tensor> {
+    if images.is_empty() {
+        return Err(Error::Input("no images".into()));
+    }
+    let spec = model.spec();
+    let tensors: Vec<Tensor> = images
+        .iter()
+        .map(|img| to_chw(&resize(img, spec.input_size, resize_method, (0.5, 0.5)), spec.normalization))
+        .collect();
+    Ok(Tensor::f_stack(&tensors, 0)?.to_device(model.device()))
+}
+
+/// Explain decoded images: preprocess, forward once, map per image.
+pub fn explain(
+    model: &Model,
+    images: &[RgbImage],
+    method: CamMethod,
+    targets: &[Option<i64>],
+    resize_method: ResizeMethod,
+) -> Result<Vec<Explanation>> {
+    let x = preprocess(model, images, resize_method)?;
+    let (logits, maps, chosen) = explain_batch(model, &x, method, targets)?;
+    let probs = logits.f_softmax(-1, Kind::Float)?.to_device(tch::Device::Cpu);
+    let maps = maps.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
+    let (h, w) = (maps.size()[1], maps.size()[2]);
+    let mut out = Vec::with_capacity(images.len());
+    for (i, target) in chosen.into_iter().enumerate() {
+        let p: Vec<f32> = Vec::try_from(&probs.get(i as i64))?;
+        let values: Vec<f32> = Vec::try_from(&maps.get(i as i64).flatten(0, -1))?;
+        let predicted = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(k, _)| k);
+        out.push(Explanation {
+            probabilities: p,
+            predicted_class: predicted,
+            target_class: target as usize,
+            height: h as u32,
+            width: w as u32,
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// The lecture's panel for one image: the image at the model's input size
+/// with its map on top, titled `class(probability)` of the explained class.
+pub fn panel(
+    model: &Model,
+    image: &RgbImage,
+    explanation: &Explanation,
+    resize_method: ResizeMethod,
+    options: &OverlayOptions,
+) -> Result<Panel> {
+    let spec = model.spec();
+    let shown = resize(image, spec.input_size, resize_method, (0.5, 0.5));
+    let drawn = overlay(&shown, &explanation.map(), options)?;
+    let t = explanation.target_class;
+    let name = spec.class_names.get(t).map_or("?", String::as_str);
+    let p = explanation.probabilities.get(t).copied().unwrap_or(f32::NAN);
+    Ok(Panel {
+        image: drawn,
+        title: format_title(name, p),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{Arch, HeadKind, ModelSpec, Normalization};
+
+    fn model(head: HeadKind) -> Model {
+        let spec = ModelSpec {
+            arch: Arch::Resnet18,
+            head,
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            input_size: 96,
+            normalization: Normalization::None,
+        };
+        Model::new(spec, tch::Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn spatial_mean_of_cam_is_the_logit() {
+        tch::manual_seed(1);
+        for head in [HeadKind::Cam, HeadKind::Linear] {
+            let m = model(head);
+            let x = Tensor::randn([4, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+            let (logits, maps) = cam_all_classes(&m, &x).unwrap();
+            assert_eq!(maps.size(), [4, 3, 3, 3]);
+            let mean = maps.mean_dim(&[2i64, 3][..], false, Kind::Float);
+            let diff = (mean - &logits).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4, "{head}: max |mean(cam) - logit| = {diff}");
+            assert!(logits.abs().max().double_value(&[]) > 1e-3);
+        }
+    }
+
+    #[test]
+    fn grad_cam_of_a_cam_head_is_relu_cam_over_area() {
+        tch::manual_seed(2);
+        let m = model(HeadKind::Cam);
+        let x = Tensor::randn([3, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let targets = [Some(0), Some(2), None];
+        let (_, cam, t1) = explain_batch(&m, &x, CamMethod::Cam, &targets).unwrap();
+        let (_, grad, t2) = explain_batch(&m, &x, CamMethod::GradCam, &targets).unwrap();
+        assert_eq!(t1, t2);
+        assert_eq!(&t1[..2], &[0, 2]);
+        // d logit / dA = W_c / (h·w) at every position.
+        let expect = cam.relu() / 9.0;
+        let diff = (grad - &expect).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5, "max diff {diff}");
+        assert!(expect.abs().max().double_value(&[]) > 1e-4);
+    }
+
+    #[test]
+    fn fastai_head_refuses_cam_but_gives_grad_cam() {
+        let m = model(HeadKind::Fastai);
+        let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        assert!(matches!(cam_all_classes(&m, &x), Err(Error::Input(_))));
+        let (_, maps, _) = explain_batch(&m, &x, CamMethod::GradCam, &[None, Some(1)]).unwrap();
+        assert_eq!(maps.size(), [2, 3, 3]);
+        assert!(explain_batch(&m, &x, CamMethod::GradCam, &[None, Some(3)]).is_err());
+        assert!(explain_batch(&m, &x, CamMethod::GradCam, &[None]).is_err());
+    }
+}

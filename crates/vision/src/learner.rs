@@ -1,0 +1,724 @@
+//! The fastai-style learner: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`,
+//! validation metrics, the epoch table and checkpoints that resume exactly.
+//!
+//! A run is a [`Plan`]; [`Learner::next_epoch`] trains one epoch of it and
+//! returns its [`EpochStats`], so a caller (the example, a worker) can report
+//! and checkpoint between epochs. Data-parallel training plugs in through
+//! [`GradientSync`]; one process uses [`SingleProcess`].
+//!
+//! Reproducibility: the sample order and augmentation come from the loader's
+//! `(seed, epoch)`, dropout from `tch::manual_seed(seed + epoch)` set at the
+//! start of every epoch, so a run resumed from a checkpoint continues the
+//! same loss curve as the run that never stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use camshaft_data::Splits;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::loader::{Loader, LoaderConfig, Shard, to_device};
+use crate::model::{Model, ModelSpec};
+use crate::optim::{Adam, AdamConfig};
+use crate::schedule::{LrRange, Plan};
+use crate::weights::{HeadPolicy, import_weights, save_weights};
+use crate::{Error, Result};
+
+/// What data-parallel training needs from a communicator.
+pub trait GradientSync: Send {
+    /// Average `tensors` (gradients) over all ranks, in place.
+    fn average(&mut self, tensors: &[Tensor]) -> Result<()>;
+    /// Sum `values` over all ranks, in place (exact metric reduction).
+    fn sum(&mut self, values: &mut [f64]) -> Result<()>;
+    /// Overwrite `tensors` with rank 0's values on every rank.
+    fn broadcast(&mut self, tensors: &[Tensor]) -> Result<()>;
+}
+
+/// One process, no communication.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SingleProcess;
+
+impl GradientSync for SingleProcess {
+    fn average(&mut self, _: &[Tensor]) -> Result<()> {
+        Ok(())
+    }
+    fn sum(&mut self, _: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A metric column of the epoch table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Share of validation samples classified right.
+    Accuracy,
+    /// 1 − accuracy.
+    ErrorRate,
+}
+
+impl Metric {
+    /// Column name, as fastai prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::ErrorRate => "error_rate",
+        }
+    }
+}
+
+/// Learner settings besides the model and data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnerConfig {
+    /// Batching, resizing, augmentation and the seed.
+    pub loader: LoaderConfig,
+    /// Optimiser hyper-parameters.
+    pub adam: AdamConfig,
+    /// Metric columns of the table.
+    pub metrics: Vec<Metric>,
+    /// This rank's place in a data-parallel group.
+    pub shard: Shard,
+    /// Draw a progress bar on stderr during epochs (only on a terminal).
+    pub progress: bool,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            loader: LoaderConfig::default(),
+            adam: AdamConfig::default(),
+            metrics: vec![Metric::Accuracy],
+            shard: Shard::default(),
+            progress: true,
+        }
+    }
+}
+
+/// One row of the epoch table, for the whole group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochStats {
+    /// 0-based epoch within the plan.
+    pub epoch: usize,
+    /// Stage of the plan (0 for `fit_one_cycle`; 0 frozen, 1 unfrozen for `fine_tune`).
+    pub stage: usize,
+    /// Mean training loss over every sample of the epoch (all ranks).
+    pub train_loss: f64,
+    /// Mean validation loss over the whole validation set.
+    pub valid_loss: f64,
+    /// Validation accuracy.
+    pub accuracy: f64,
+    /// Training samples seen (all ranks).
+    pub train_samples: u64,
+    /// Validation samples evaluated (all ranks).
+    pub valid_samples: u64,
+    /// Wall time of the epoch, training and validation.
+    pub seconds: f64,
+    /// Training throughput of the group.
+    pub images_per_sec: f64,
+}
+
+impl EpochStats {
+    /// The value of a metric column.
+    pub fn metric(&self, m: Metric) -> f64 {
+        match m {
+            Metric::Accuracy => self.accuracy,
+            Metric::ErrorRate => 1.0 - self.accuracy,
+        }
+    }
+}
+
+/// fastai's epoch table: `epoch train_loss valid_loss accuracy time`.
+#[derive(Clone, Debug)]
+pub struct EpochTable {
+    metrics: Vec<Metric>,
+}
+
+impl EpochTable {
+    /// A table with these metric columns.
+    pub fn new(metrics: &[Metric]) -> Self {
+        EpochTable {
+            metrics: metrics.to_vec(),
+        }
+    }
+
+    fn columns(&self) -> Vec<&'static str> {
+        let mut c = vec!["epoch", "train_loss", "valid_loss"];
+        c.extend(self.metrics.iter().map(|m| m.name()));
+        c.push("time");
+        c
+    }
+
+    /// The header line.
+    pub fn header(&self) -> String {
+        self.columns()
+            .iter()
+            .map(|c| format!("{c:<12}"))
+            .collect::<String>()
+            .trim_end()
+            .to_string()
+    }
+
+    /// One row: losses and metrics with six decimals, time as `mm:ss`.
+    pub fn row(&self, s: &EpochStats) -> String {
+        let secs = s.seconds.round() as u64;
+        let mut cells = vec![
+            s.epoch.to_string(),
+            format!("{:.6}", s.train_loss),
+            format!("{:.6}", s.valid_loss),
+        ];
+        cells.extend(self.metrics.iter().map(|&m| format!("{:.6}", s.metric(m))));
+        cells.push(format!("{:02}:{:02}", secs / 60, secs % 60));
+        cells
+            .iter()
+            .map(|c| format!("{c:<12}"))
+            .collect::<String>()
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// The result of [`Learner::lr_find`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrFind {
+    /// Learning rates tried, one per step.
+    pub lrs: Vec<f64>,
+    /// Smoothed training loss at each.
+    pub losses: Vec<f64>,
+    /// fastai's `valley` suggestion.
+    pub suggestion: f64,
+}
+
+/// What a checkpoint's `checkpoint.json` holds beside the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version of this file.
+    pub format: u32,
+    /// How to rebuild the model.
+    pub spec: ModelSpec,
+    /// The run's plan.
+    pub plan: Option<Plan>,
+    /// Epochs of the plan completed.
+    pub epochs_done: usize,
+    /// The epoch table so far.
+    pub history: Vec<EpochStats>,
+    /// The learner settings of the run.
+    pub config: LearnerConfig,
+}
+
+const CHECKPOINT_FORMAT: u32 = 1;
+/// File names inside a checkpoint directory.
+pub const CHECKPOINT_FILES: [&str; 3] = ["checkpoint.json", "weights.safetensors", "optimizer.safetensors"];
+
+/// Trains a [`Model`] on [`Splits`].
+pub struct Learner {
+    model: Model,
+    data: Splits,
+    loader: Loader,
+    opt: Adam,
+    config: LearnerConfig,
+    plan: Option<Plan>,
+    epochs_done: usize,
+    history: Vec<EpochStats>,
+    sync: Box<dyn GradientSync>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Learner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Learner")
+            .field("model", &self.model)
+            .field("epochs_done", &self.epochs_done)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cross_entropy(logits: &Tensor, labels: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    Ok(logits.f_cross_entropy_loss::<Tensor>(labels, None, reduction, -100, 0.0)?)
+}
+
+impl Learner {
+    /// A learner for `model` on `data`, one process.
+    pub fn new(model: Model, data: Splits, config: LearnerConfig) -> Result<Self> {
+        config.shard.validate()?;
+        let n = model.spec().num_classes();
+        if data.train.class_names().len() != n {
+            return Err(Error::Config(format!(
+                "the model has {n} classes but the data set has {}",
+                data.train.class_names().len()
+            )));
+        }
+        let loader = Loader::new(config.loader.clone())?;
+        let opt = Self::make_optimizer(&model, config.adam);
+        Ok(Learner {
+            model,
+            data,
+            loader,
+            opt,
+            config,
+            plan: None,
+            epochs_done: 0,
+            history: Vec::new(),
+            sync: Box::new(SingleProcess),
+            cancel: None,
+        })
+    }
+
+    fn make_optimizer(model: &Model, adam: AdamConfig) -> Adam {
+        Adam::new(adam, model.param_groups(), |name| {
+            model.is_batch_norm(name) || name.ends_with(".bias")
+        })
+    }
+
+    /// Train data-parallel through `sync`: rank 0's weights and buffers are
+    /// broadcast now, so every rank starts from the same model.
+    pub fn set_sync(&mut self, mut sync: Box<dyn GradientSync>) -> Result<()> {
+        let vars: Vec<Tensor> = self.model.named_variables().into_values().collect();
+        sync.broadcast(&vars)?;
+        self.sync = sync;
+        Ok(())
+    }
+
+    /// Stop training at the next batch when `flag` becomes true
+    /// ([`Error::Cancelled`]).
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Give the model back.
+    pub fn into_model(self) -> Model {
+        self.model
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LearnerConfig {
+        &self.config
+    }
+
+    /// Epoch rows so far.
+    pub fn history(&self) -> &[EpochStats] {
+        &self.history
+    }
+
+    /// The current plan and how many of its epochs are done.
+    pub fn progress(&self) -> (Option<&Plan>, usize) {
+        (self.plan.as_ref(), self.epochs_done)
+    }
+
+    /// Start a new plan (the epoch count restarts at 0).
+    pub fn start(&mut self, plan: Plan) -> Result<()> {
+        plan.validate()?;
+        self.plan = Some(plan);
+        self.epochs_done = 0;
+        Ok(())
+    }
+
+    /// Train the next epoch of the plan; `None` when the plan is done.
+    pub fn next_epoch(&mut self) -> Result<Option<EpochStats>> {
+        let Some(plan) = self.plan.clone() else {
+            return Ok(None);
+        };
+        let Some((stage_index, epoch_in_stage)) = plan.locate(self.epochs_done) else {
+            return Ok(None);
+        };
+        let stage = plan.stages[stage_index];
+        let epoch = self.epochs_done;
+        let started = Instant::now();
+        self.model.set_frozen(stage.frozen);
+        tch::manual_seed(self.config.loader.seed.wrapping_add(epoch as u64) as i64);
+
+        let cfg = &self.config;
+        let indices = cfg.shard.train_indices(
+            self.data.train.len(),
+            cfg.loader.batch_size,
+            cfg.loader.seed,
+            epoch,
+        );
+        if indices.is_empty() {
+            return Err(Error::Config(format!(
+                "the training set ({} samples) is smaller than one batch of the group ({} × {})",
+                self.data.train.len(),
+                cfg.shard.world_size,
+                cfg.loader.batch_size
+            )));
+        }
+        let batches = self.loader.batches(self.data.train.clone(), indices, epoch, true);
+        let steps = batches.len();
+        let total = (stage.epochs * steps) as f64;
+        let group_lrs = stage.lr.per_group(self.opt.num_groups());
+        let bar = self.progress_bar(steps as u64, format!("epoch {epoch}"));
+        let (mut loss_sum, mut seen) = (0.0f64, 0u64);
+        for (step, batch) in batches.enumerate() {
+            self.check_cancelled()?;
+            let batch = batch?;
+            let (x, y) = to_device(&batch, self.model.device());
+            let pos = (epoch_in_stage * steps + step) as f64 / total;
+            let (mult, mom) = stage.schedule.at(pos);
+            let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
+            let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
+            let value = loss.f_double_value(&[])?;
+            if !value.is_finite() {
+                return Err(Error::Diverged {
+                    epoch,
+                    step,
+                    loss: value,
+                });
+            }
+            self.opt.zero_grad();
+            loss.f_backward()?;
+            self.sync.average(&self.opt.gradients())?;
+            self.opt.step(&lrs, mom)?;
+            let n = batch.indices.len() as u64;
+            loss_sum += value * n as f64;
+            seen += n;
+            bar.inc(1);
+            bar.set_message(format!("loss {value:.4}"));
+        }
+        bar.finish_and_clear();
+        let train_secs = started.elapsed().as_secs_f64();
+        let mut sums = [loss_sum, seen as f64];
+        self.sync.sum(&mut sums)?;
+        let (valid_loss, accuracy, valid_samples) = self.evaluate()?;
+        let stats = EpochStats {
+            epoch,
+            stage: stage_index,
+            train_loss: sums[0] / sums[1].max(1.0),
+            valid_loss,
+            accuracy,
+            train_samples: sums[1] as u64,
+            valid_samples,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_sec: sums[1] / train_secs.max(1e-9),
+        };
+        tracing::info!(
+            epoch,
+            train_loss = stats.train_loss,
+            valid_loss,
+            accuracy,
+            images_per_sec = stats.images_per_sec,
+            "epoch done"
+        );
+        self.epochs_done += 1;
+        self.history.push(stats.clone());
+        Ok(Some(stats))
+    }
+
+    /// Run the rest of the plan, calling `on_epoch` after each epoch.
+    pub fn run(&mut self, mut on_epoch: impl FnMut(&Learner, &EpochStats) -> Result<()>) -> Result<()> {
+        while let Some(stats) = self.next_epoch()? {
+            on_epoch(self, &stats)?;
+        }
+        Ok(())
+    }
+
+    /// fastai's `fit(epochs, lr)`: constant learning rate.
+    pub fn fit(&mut self, epochs: usize, lr: f64) -> Result<Vec<EpochStats>> {
+        self.run_plan(Plan::fit(epochs, lr))
+    }
+
+    /// fastai's `fit_one_cycle(epochs, lr_max)`.
+    pub fn fit_one_cycle(&mut self, epochs: usize, lr_max: LrRange) -> Result<Vec<EpochStats>> {
+        self.run_plan(Plan::one_cycle(epochs, lr_max))
+    }
+
+    /// fastai's `fine_tune(epochs, base_lr, freeze_epochs)`.
+    pub fn fine_tune(&mut self, epochs: usize, base_lr: f64, freeze_epochs: usize) -> Result<Vec<EpochStats>> {
+        self.run_plan(Plan::fine_tune(epochs, base_lr, freeze_epochs))
+    }
+
+    fn run_plan(&mut self, plan: Plan) -> Result<Vec<EpochStats>> {
+        self.start(plan)?;
+        let mut rows = Vec::new();
+        while let Some(s) = self.next_epoch()? {
+            rows.push(s);
+        }
+        Ok(rows)
+    }
+
+    fn check_cancelled(&self) -> Result<()> {
+        match &self.cancel {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    fn progress_bar(&self, len: u64, prefix: String) -> indicatif::ProgressBar {
+        if !self.config.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(len);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed}<{eta} {msg}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(prefix);
+        bar
+    }
+
+    /// Validation loss, accuracy and sample count over the whole validation
+    /// set (this rank's disjoint block, summed over the group).
+    pub fn evaluate(&mut self) -> Result<(f64, f64, u64)> {
+        // BatchNorm statistics can drift apart between ranks: use rank 0's.
+        let buffers: Vec<Tensor> = self
+            .model
+            .named_variables()
+            .into_iter()
+            .filter(|(k, _)| crate::model::is_buffer(k))
+            .map(|(_, v)| v)
+            .collect();
+        self.sync.broadcast(&buffers)?;
+        let indices = self.config.shard.eval_indices(self.data.valid.len());
+        let batches = self.loader.batches(self.data.valid.clone(), indices, 0, false);
+        let bar = self.progress_bar(batches.len() as u64, "valid".into());
+        let mut sums = [0.0f64; 3];
+        let _guard = tch::no_grad_guard();
+        for batch in batches {
+            self.check_cancelled()?;
+            let batch = batch?;
+            let (x, y) = to_device(&batch, self.model.device());
+            let logits = self.model.forward_t(&x, false);
+            sums[0] += cross_entropy(&logits, &y, Reduction::Sum)?.f_double_value(&[])?;
+            sums[1] += logits
+                .f_argmax(-1, false)?
+                .f_eq_tensor(&y)?
+                .f_sum(Kind::Int64)?
+                .f_int64_value(&[])? as f64;
+            sums[2] += batch.indices.len() as f64;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        self.sync.sum(&mut sums)?;
+        let n = sums[2].max(1.0);
+        Ok((sums[0] / n, sums[1] / n, sums[2] as u64))
+    }
+
+    /// fastai's `lr_find`: train `num_it` steps with the learning rate growing
+    /// exponentially from `start_lr` to `end_lr` (stopping early when the
+    /// smoothed loss exceeds 4× its minimum), then restore the weights and
+    /// optimiser state. The suggestion is fastai's `valley`.
+    pub fn lr_find(&mut self, start_lr: f64, end_lr: f64, num_it: usize) -> Result<LrFind> {
+        if !(start_lr > 0.0 && end_lr > start_lr && num_it >= 10) {
+            return Err(Error::Config(format!(
+                "lr_find needs 0 < start_lr < end_lr and at least 10 steps, got {start_lr}, {end_lr}, {num_it}"
+            )));
+        }
+        let weights: Vec<(Tensor, Tensor)> = self
+            .model
+            .named_variables()
+            .into_values()
+            .map(|v| {
+                let copy = v.detach().copy();
+                (v, copy)
+            })
+            .collect();
+        let opt_state = self.opt.snapshot();
+        let result = self.lr_find_steps(start_lr, end_lr, num_it);
+        tch::no_grad(|| -> Result<()> {
+            for (var, saved) in &weights {
+                var.shallow_clone().f_copy_(saved)?;
+            }
+            Ok(())
+        })?;
+        self.opt.restore(opt_state);
+        let (lrs, losses) = result?;
+        let lo = num_it / 10;
+        let hi = losses.len().saturating_sub(5).max(lo + 1).min(losses.len());
+        let suggestion = valley(&lrs[lo..hi], &losses[lo..hi]);
+        Ok(LrFind {
+            lrs,
+            losses,
+            suggestion,
+        })
+    }
+
+    fn lr_find_steps(&mut self, start_lr: f64, end_lr: f64, num_it: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut lrs, mut losses) = (Vec::new(), Vec::new());
+        let (mut avg, mut best) = (0.0f64, f64::INFINITY);
+        let groups = self.opt.num_groups();
+        let mut epoch = 0;
+        'outer: loop {
+            let cfg = &self.config;
+            let indices = cfg.shard.train_indices(self.data.train.len(), cfg.loader.batch_size, cfg.loader.seed, epoch);
+            if indices.is_empty() {
+                return Err(Error::Config("the training set is smaller than one batch".into()));
+            }
+            for batch in self.loader.batches(self.data.train.clone(), indices, epoch, true) {
+                let i = lrs.len();
+                if i >= num_it {
+                    break 'outer;
+                }
+                let batch = batch?;
+                let (x, y) = to_device(&batch, self.model.device());
+                let lr = start_lr * (end_lr / start_lr).powf(i as f64 / num_it as f64);
+                let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
+                let value = loss.f_double_value(&[])?;
+                self.opt.zero_grad();
+                loss.f_backward()?;
+                self.sync.average(&self.opt.gradients())?;
+                self.opt.step(&vec![lr; groups], 0.9)?;
+                avg = 0.98 * avg + 0.02 * value;
+                let smooth = avg / (1.0 - 0.98f64.powi(i as i32 + 1));
+                lrs.push(lr);
+                losses.push(smooth);
+                best = best.min(smooth);
+                if !smooth.is_finite() || smooth > 4.0 * best {
+                    break 'outer;
+                }
+            }
+            epoch += 1;
+        }
+        Ok((lrs, losses))
+    }
+
+    /// Write a checkpoint directory (weights, optimiser state, plan, history)
+    /// atomically: into a temporary sibling, then renamed over `dir`.
+    pub fn save_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let buffers: Vec<Tensor> = self
+            .model
+            .named_variables()
+            .into_iter()
+            .filter(|(k, _)| crate::model::is_buffer(k))
+            .map(|(_, v)| v)
+            .collect();
+        self.sync.broadcast(&buffers)?;
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        let tmp = tmp_sibling(dir);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        save_weights(&self.model, &tmp.join(CHECKPOINT_FILES[1]))?;
+        self.opt.save(&tmp.join(CHECKPOINT_FILES[2]))?;
+        let meta = CheckpointMeta {
+            format: CHECKPOINT_FORMAT,
+            spec: self.model.spec().clone(),
+            plan: self.plan.clone(),
+            epochs_done: self.epochs_done,
+            history: self.history.clone(),
+            config: self.config.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Config(format!("cannot encode checkpoint metadata: {e}")))?;
+        let meta_path = tmp.join(CHECKPOINT_FILES[0]);
+        std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
+    }
+
+    /// Read a checkpoint's metadata.
+    pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta> {
+        let path = dir.join(CHECKPOINT_FILES[0]);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+            path: dir.to_path_buf(),
+            reason: format!("bad checkpoint.json: {e}"),
+        })?;
+        if meta.format != CHECKPOINT_FORMAT {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!("format {} is not the supported {CHECKPOINT_FORMAT}", meta.format),
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Rebuild a learner from a checkpoint to continue its plan where it
+    /// stopped. The checkpoint's loader settings (seed, batch size) are kept
+    /// so the continuation is exact; `threads`/`prefetch`/`progress` and the
+    /// shard come from `overrides`.
+    pub fn from_checkpoint(dir: &Path, data: Splits, device: tch::Device, overrides: &LearnerConfig) -> Result<Self> {
+        let meta = Self::read_checkpoint_meta(dir)?;
+        let mut model = Model::new(meta.spec.clone(), device)?;
+        import_weights(&mut model, &dir.join(CHECKPOINT_FILES[1]), HeadPolicy::Require)?;
+        let mut config = meta.config.clone();
+        config.loader.threads = overrides.loader.threads;
+        config.loader.prefetch = overrides.loader.prefetch;
+        config.progress = overrides.progress;
+        config.shard = overrides.shard;
+        let mut learner = Learner::new(model, data, config)?;
+        learner.opt.load(&dir.join(CHECKPOINT_FILES[2]))?;
+        learner.plan = meta.plan;
+        learner.epochs_done = meta.epochs_done;
+        learner.history = meta.history;
+        Ok(learner)
+    }
+}
+
+fn tmp_sibling(dir: &Path) -> PathBuf {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// fastai's `valley`: the longest descending run of the loss curve; the
+/// suggestion sits two thirds of the way down it.
+pub fn valley(lrs: &[f64], losses: &[f64]) -> f64 {
+    let n = losses.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mut lds = vec![1usize; n];
+    let (mut max_start, mut max_end) = (0usize, 0usize);
+    for i in 1..n {
+        for j in 0..i {
+            if losses[i] < losses[j] && lds[i] < lds[j] + 1 {
+                lds[i] = lds[j] + 1;
+            }
+            if lds[max_end] < lds[i] {
+                max_end = i;
+                max_start = max_end - lds[max_end];
+            }
+        }
+    }
+    let sections = (max_end - max_start) as f64 / 3.0;
+    let idx = max_start + sections as usize + (sections / 2.0) as usize;
+    lrs[idx.min(n - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valley_picks_the_descent() {
+        let lrs: Vec<f64> = (0..30).map(|i| 10f64.powf(-6.0 + i as f64 * 0.2)).collect();
+        let losses: Vec<f64> = (0..30)
+            .map(|i| match i {
+                0..10 => 2.0,
+                10..22 => 2.0 - (i - 9) as f64 * 0.1,
+                _ => 1.0 + (i - 21) as f64 * 0.5,
+            })
+            .collect();
+        let s = valley(&lrs, &losses);
+        assert!(s > lrs[10] && s < lrs[21], "suggestion {s}");
+    }
+
+    #[test]
+    fn table_rows_line_up() {
+        let t = EpochTable::new(&[Metric::Accuracy, Metric::ErrorRate]);
+        assert_eq!(t.header(), "epoch       train_loss  valid_loss  accuracy    error_rate  time");
+        let row = t.row(&EpochStats {
+            epoch: 3,
+            stage: 0,
+            train_loss: 0.5,
+            valid_loss: 0.25,
+            accuracy: 0.9,
+            train_samples: 1,
+            valid_samples: 1,
+            seconds: 65.2,
+            images_per_sec: 1.0,
+        });
+        assert_eq!(row, "3           0.500000    0.250000    0.900000    0.100000    01:05");
+    }
+}

@@ -1,0 +1,49 @@
+//! `camshaft-vision`: the lecture's image classifiers on libtorch (via `tch`).
+//!
+//! - [`model`]: [`Model`] = body (small CNN, ResNet18, ResNet34 with
+//!   torchvision's names) + head (linear, fastai, CAM), described by a
+//!   serialisable [`ModelSpec`].
+//! - [`weights`]: torchvision `.pth` / safetensors import and export.
+//! - [`loader`]: [`Loader`] turns a [`camshaft_data::Dataset`] into batches,
+//!   with exact per-epoch sharding ([`Shard`]).
+//! - [`learner`]: [`Learner`] with fastai's `fit`, `fit_one_cycle`,
+//!   `fine_tune`, `lr_find`, the epoch table and exact-resume checkpoints.
+//! - [`cam`]: CAM and Grad-CAM, batched, and the lecture's panels.
+//!
+//! ```no_run
+//! use camshaft_data::SyntheticConfig;
+//! use camshaft_vision::{Arch, HeadKind, Learner, LearnerConfig, LrRange, Model, ModelSpec, Normalization};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data = SyntheticConfig::default().splits()?;
+//! let spec = ModelSpec {
+//!     arch: Arch::Resnet18,
+//!     head: HeadKind::Cam,
+//!     class_names: data.train.class_names().to_vec(),
+//!     input_size: 64,
+//!     normalization: Normalization::None,
+//! };
+//! let model = Model::new(spec, tch::Device::cuda_if_available())?;
+//! let mut learner = Learner::new(model, data, LearnerConfig::default())?;
+//! for row in learner.fit_one_cycle(3, LrRange::Single(1e-3))? {
+//!     println!("{row:?}");
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod cam;
+mod error;
+pub mod learner;
+pub mod loader;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod weights;
+
+pub use cam::{CamMethod, Explanation};
+pub use error::{Error, Result};
+pub use learner::{EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, SingleProcess};
+pub use loader::{Batch, Loader, LoaderConfig, Shard};
+pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};
+pub use schedule::{LrRange, Plan, Schedule, Stage};
+pub use weights::{HeadPolicy, ImportReport, import_weights, save_weights};

@@ -1,0 +1,599 @@
+//! The lecture's models as body + head, with torchvision's parameter names.
+//!
+//! | arch       | body output (input S)            | parameter names            |
+//! |------------|----------------------------------|----------------------------|
+//! | `cnn`      | Conv2d(3,128,5) → ReLU → MaxPool2d(2): 128 × (S−4)/2 × (S−4)/2 | `0.weight`, `0.bias` |
+//! | `resnet18` | torchvision ResNet18 to `layer4`: 512 × S/32 × S/32 | `conv1.weight`, `layer1.0.bn1.running_mean`, ... |
+//! | `resnet34` | torchvision ResNet34 to `layer4`  | as above                   |
+//!
+//! Heads:
+//! - `linear`: the CNN's `Flatten → Linear(128·m², n)` (named `4.*`, as in the
+//!   lecture's `nn.Sequential`), or torchvision's `AdaptiveAvgPool2d(1) → fc`
+//!   with bias for a ResNet (named `fc.*`).
+//! - `cam`: `AdaptiveAvgPool2d(1) → Flatten → Linear(C, n, bias=False)` (named
+//!   `fc.weight`, so a torchvision ResNet whose `fc` has no bias imports as-is).
+//! - `fastai`: fastai's `create_head`: `AdaptiveConcatPool2d` (max then avg) →
+//!   BatchNorm1d(2C) → Dropout(.25) → Linear(2C,512,no bias) → ReLU →
+//!   BatchNorm1d(512) → Dropout(.5) → Linear(512,n,no bias), named `head.2`,
+//!   `head.4`, `head.6`, `head.8` after fastai's layer indices.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+use crate::{Error, Result};
+
+/// The network body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// The lecture's one-convolution CNN.
+    Cnn,
+    /// torchvision's ResNet18.
+    Resnet18,
+    /// torchvision's ResNet34.
+    Resnet34,
+}
+
+/// The classifier on top of the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// A plain linear layer (the lecture's CNN, or torchvision's `fc`).
+    Linear,
+    /// fastai's `create_head`.
+    Fastai,
+    /// Global average pooling then a bias-free linear map: the CAM head.
+    Cam,
+}
+
+/// Input normalisation applied after scaling pixels to [0, 1].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// `(x − mean) / std` with ImageNet's statistics, for pretrained bodies.
+    Imagenet,
+    /// Pixels in [0, 1] as they are.
+    #[default]
+    None,
+}
+
+/// ImageNet channel means (RGB).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+impl Normalization {
+    /// Per-channel (mean, std), or `None` for no normalisation.
+    pub fn mean_std(self) -> Option<([f32; 3], [f32; 3])> {
+        match self {
+            Normalization::Imagenet => Some((IMAGENET_MEAN, IMAGENET_STD)),
+            Normalization::None => None,
+        }
+    }
+}
+
+macro_rules! string_enum {
+    ($ty:ty, $what:literal, $($variant:path => $name:literal),+) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self { $($variant => $name),+ })
+            }
+        }
+        impl FromStr for $ty {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s.to_ascii_lowercase().as_str() {
+                    $($name => Ok($variant),)+
+                    _ => Err(Error::Config(format!(
+                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
+                        s,
+                        [$($name),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+string_enum!(Arch, "architecture", Arch::Cnn => "cnn", Arch::Resnet18 => "resnet18", Arch::Resnet34 => "resnet34");
+string_enum!(HeadKind, "head", HeadKind::Linear => "linear", HeadKind::Fastai => "fastai", HeadKind::Cam => "cam");
+string_enum!(Normalization, "normalization", Normalization::Imagenet => "imagenet", Normalization::None => "none");
+
+/// Everything needed to rebuild a model and feed it: saved beside every
+/// checkpoint and model version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// The body.
+    pub arch: Arch,
+    /// The head.
+    pub head: HeadKind,
+    /// One name per output class, in logit order.
+    pub class_names: Vec<String>,
+    /// Square input side in pixels.
+    pub input_size: u32,
+    /// Input normalisation.
+    pub normalization: Normalization,
+}
+
+impl ModelSpec {
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Channels of the body's last feature map.
+    pub fn feature_channels(&self) -> i64 {
+        match self.arch {
+            Arch::Cnn => 128,
+            Arch::Resnet18 | Arch::Resnet34 => 512,
+        }
+    }
+
+    /// Side of the body's last feature map for this input size.
+    pub fn feature_size(&self) -> i64 {
+        let s = i64::from(self.input_size);
+        match self.arch {
+            Arch::Cnn => (s - 4) / 2,
+            // conv1 (stride 2), max-pool (stride 2), layer2..4 (stride 2 each).
+            Arch::Resnet18 | Arch::Resnet34 => {
+                let mut s = s;
+                for _ in 0..5 {
+                    s = (s + 1) / 2;
+                }
+                s
+            }
+        }
+    }
+
+    /// Check the spec can be built.
+    pub fn validate(&self) -> Result<()> {
+        if self.class_names.len() < 2 {
+            return Err(Error::Config(format!(
+                "a classifier needs at least 2 classes, got {}",
+                self.class_names.len()
+            )));
+        }
+        let min = match self.arch {
+            Arch::Cnn => 6,
+            Arch::Resnet18 | Arch::Resnet34 => 32,
+        };
+        if self.input_size < min || self.input_size > 4096 {
+            return Err(Error::Config(format!(
+                "input size {} is outside {min}..=4096 for {}",
+                self.input_size, self.arch
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn torch_default_init(fan_in: i64) -> nn::Init {
+    // PyTorch's Conv/Linear default (kaiming_uniform with a = √5): U(±1/√fan_in).
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    // torchvision's ResNet init: kaiming normal, fan_out, ReLU gain.
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        bias: false,
+        ws_init: nn::Init::Kaiming {
+            dist: nn::init::NormalOrUniform::Normal,
+            fan: nn::init::FanInOut::FanOut,
+            non_linearity: nn::init::NonLinearity::ReLU,
+        },
+        ..Default::default()
+    };
+    nn::conv2d(p, c_in, c_out, k, cfg)
+}
+
+fn batch_norm(p: nn::Path, n: i64, bn_prefixes: &mut Vec<String>, two_d: bool) -> nn::BatchNorm {
+    bn_prefixes.push(p.components().collect::<Vec<_>>().join("."));
+    let cfg = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    if two_d {
+        nn::batch_norm2d(p, n, cfg)
+    } else {
+        nn::batch_norm1d(p, n, cfg)
+    }
+}
+
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(p: nn::Path, c_in: i64, c_out: i64, stride: i64, bns: &mut Vec<String>) -> Self {
+        let downsample = (stride != 1 || c_in != c_out).then(|| {
+            (
+                conv(&p / "downsample" / "0", c_in, c_out, 1, stride, 0),
+                batch_norm(&p / "downsample" / "1", c_out, bns, true),
+            )
+        });
+        BasicBlock {
+            conv1: conv(&p / "conv1", c_in, c_out, 3, stride, 1),
+            bn1: batch_norm(&p / "bn1", c_out, bns, true),
+            conv2: conv(&p / "conv2", c_out, c_out, 3, 1, 1),
+            bn2: batch_norm(&p / "bn2", c_out, bns, true),
+            downsample,
+        }
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let ys = xs
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu()
+            .apply(&self.conv2)
+            .apply_t(&self.bn2, train);
+        let shortcut = match &self.downsample {
+            Some((c, bn)) => xs.apply(c).apply_t(bn, train),
+            None => xs.shallow_clone(),
+        };
+        (ys + shortcut).relu()
+    }
+}
+
+#[derive(Debug)]
+enum Body {
+    Cnn(nn::Conv2D),
+    Resnet {
+        conv1: nn::Conv2D,
+        bn1: nn::BatchNorm,
+        layers: Vec<Vec<BasicBlock>>,
+    },
+}
+
+#[derive(Debug)]
+enum Head {
+    /// Flatten then linear (the lecture's CNN).
+    Flatten(nn::Linear),
+    /// Global average pool then linear (torchvision `fc`, or the CAM head).
+    Pooled(nn::Linear),
+    /// fastai's `create_head`.
+    Fastai {
+        bn1: nn::BatchNorm,
+        lin1: nn::Linear,
+        bn2: nn::BatchNorm,
+        lin2: nn::Linear,
+    },
+}
+
+/// A classifier: body + head in one `VarStore`, so the body can be frozen and
+/// the whole saved or loaded by torchvision-compatible names.
+pub struct Model {
+    spec: ModelSpec,
+    vs: nn::VarStore,
+    body: Body,
+    head: Head,
+    bn_prefixes: Vec<String>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("spec", &self.spec)
+            .field("device", &self.vs.device())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Build a freshly initialised model on `device` (PyTorch's and
+    /// torchvision's initialisations; fastai's kaiming-normal for its head).
+    pub fn new(spec: ModelSpec, device: Device) -> Result<Self> {
+        spec.validate()?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let mut bns = Vec::new();
+        let n = spec.num_classes() as i64;
+        let c = spec.feature_channels();
+        let body = match spec.arch {
+            Arch::Cnn => {
+                let fan_in = 3 * 5 * 5;
+                let cfg = nn::ConvConfig {
+                    ws_init: torch_default_init(fan_in),
+                    bs_init: torch_default_init(fan_in),
+                    ..Default::default()
+                };
+                Body::Cnn(nn::conv2d(&root / "0", 3, 128, 5, cfg))
+            }
+            Arch::Resnet18 | Arch::Resnet34 => {
+                let blocks: [i64; 4] = if spec.arch == Arch::Resnet18 {
+                    [2, 2, 2, 2]
+                } else {
+                    [3, 4, 6, 3]
+                };
+                let conv1 = conv(&root / "conv1", 3, 64, 7, 2, 3);
+                let bn1 = batch_norm(&root / "bn1", 64, &mut bns, true);
+                let mut layers = Vec::new();
+                let mut c_in = 64;
+                for (i, (&count, c_out)) in blocks.iter().zip([64, 128, 256, 512]).enumerate() {
+                    let p = &root / format!("layer{}", i + 1);
+                    let stride = if i == 0 { 1 } else { 2 };
+                    let mut layer = vec![BasicBlock::new(&p / "0", c_in, c_out, stride, &mut bns)];
+                    for j in 1..count {
+                        layer.push(BasicBlock::new(&p / j, c_out, c_out, 1, &mut bns));
+                    }
+                    layers.push(layer);
+                    c_in = c_out;
+                }
+                Body::Resnet { conv1, bn1, layers }
+            }
+        };
+        let head = match (spec.head, spec.arch) {
+            (HeadKind::Linear, Arch::Cnn) => {
+                let m = spec.feature_size();
+                let fan_in = c * m * m;
+                let cfg = nn::LinearConfig {
+                    ws_init: torch_default_init(fan_in),
+                    bs_init: Some(torch_default_init(fan_in)),
+                    bias: true,
+                };
+                Head::Flatten(nn::linear(&root / "4", fan_in, n, cfg))
+            }
+            (HeadKind::Linear | HeadKind::Cam, _) => {
+                let bias = spec.head == HeadKind::Linear;
+                let cfg = nn::LinearConfig {
+                    ws_init: torch_default_init(c),
+                    bs_init: bias.then(|| torch_default_init(c)),
+                    bias,
+                };
+                Head::Pooled(nn::linear(&root / "fc", c, n, cfg))
+            }
+            (HeadKind::Fastai, _) => {
+                let p = &root / "head";
+                let cfg = nn::LinearConfig {
+                    ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
+                    bs_init: None,
+                    bias: false,
+                };
+                Head::Fastai {
+                    bn1: batch_norm(&p / "2", 2 * c, &mut bns, false),
+                    lin1: nn::linear(&p / "4", 2 * c, 512, cfg),
+                    bn2: batch_norm(&p / "6", 512, &mut bns, false),
+                    lin2: nn::linear(&p / "8", 512, n, cfg),
+                }
+            }
+        };
+        Ok(Model {
+            spec,
+            vs,
+            body,
+            head,
+            bn_prefixes: bns,
+        })
+    }
+
+    /// The spec this model was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device holding the weights.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The variables (parameters and BatchNorm buffers).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable access to the variables (device moves, precision changes).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The body's last feature map, `(N, C, h, w)`.
+    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        match &self.body {
+            Body::Cnn(c) => xs.apply(c).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Body::Resnet { conv1, bn1, layers } => {
+                let mut x = xs
+                    .apply(conv1)
+                    .apply_t(bn1, train)
+                    .relu()
+                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+                for block in layers.iter().flatten() {
+                    x = block.forward(&x, train);
+                }
+                x
+            }
+        }
+    }
+
+    /// The head applied to a feature map: logits `(N, classes)`.
+    pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
+        match &self.head {
+            Head::Flatten(fc) => features.flatten(1, -1).apply(fc),
+            Head::Pooled(fc) => features.mean_dim(&[-2i64, -1][..], false, Kind::Float).apply(fc),
+            Head::Fastai {
+                bn1,
+                lin1,
+                bn2,
+                lin2,
+            } => {
+                let mx = features.amax(&[-2i64, -1][..], false);
+                let avg = features.mean_dim(&[-2i64, -1][..], false, Kind::Float);
+                Tensor::cat(&[mx, avg], 1)
+                    .apply_t(bn1, train)
+                    .dropout(0.25, train)
+                    .apply(lin1)
+                    .relu()
+                    .apply_t(bn2, train)
+                    .dropout(0.5, train)
+                    .apply(lin2)
+            }
+        }
+    }
+
+    /// Logits `(N, classes)` for a normalised batch `(N, 3, S, S)`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.head(&self.features(xs, train), train)
+    }
+
+    /// The linear map of a pooled head, `(classes, C)`, and its bias: what CAM
+    /// applies at every spatial position. `None` for the flatten and fastai heads.
+    pub fn pooled_linear(&self) -> Option<(&Tensor, Option<&Tensor>)> {
+        match &self.head {
+            Head::Pooled(fc) => Some((&fc.ws, fc.bs.as_ref())),
+            _ => None,
+        }
+    }
+
+    /// Whether `name` (a variable name) belongs to a BatchNorm layer.
+    pub fn is_batch_norm(&self, name: &str) -> bool {
+        self.bn_prefixes
+            .iter()
+            .any(|p| name.len() > p.len() && name.starts_with(p.as_str()) && name.as_bytes()[p.len()] == b'.')
+    }
+
+    /// Whether `name` is a head variable (the part replaced for a new task).
+    pub fn is_head(&self, name: &str) -> bool {
+        match &self.head {
+            Head::Flatten(_) => name.starts_with("4."),
+            Head::Pooled(_) => name.starts_with("fc."),
+            Head::Fastai { .. } => name.starts_with("head."),
+        }
+    }
+
+    /// The trainable parameters split into fastai's layer groups, by name:
+    /// ResNet: `[stem, layer1, layer2]`, `[layer3, layer4]`, head
+    /// (fastai's `_resnet_split`); CNN: body, head. Discriminative learning
+    /// rates are spread over these groups and freezing keeps only the last.
+    pub fn param_groups(&self) -> Vec<Vec<(String, Tensor)>> {
+        let vars: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        let n_groups = match self.spec.arch {
+            Arch::Cnn => 2,
+            _ => 3,
+        };
+        let mut groups: Vec<Vec<(String, Tensor)>> = (0..n_groups).map(|_| Vec::new()).collect();
+        for (name, t) in vars {
+            if is_buffer(&name) {
+                continue;
+            }
+            let g = if self.is_head(&name) {
+                n_groups - 1
+            } else if name.starts_with("layer3.") || name.starts_with("layer4.") {
+                1
+            } else {
+                0
+            };
+            groups[g].push((name, t));
+        }
+        groups
+    }
+
+    /// Freeze every group but the head, keeping BatchNorm affine parameters
+    /// trainable (fastai's `train_bn=True`), or unfreeze everything.
+    pub fn set_frozen(&self, frozen: bool) {
+        let groups = self.param_groups();
+        let last = groups.len() - 1;
+        for (i, group) in groups.into_iter().enumerate() {
+            for (name, t) in group {
+                let trainable = !frozen || i == last || self.is_batch_norm(&name);
+                let _ = t.set_requires_grad(trainable);
+            }
+        }
+    }
+
+    /// All variables by name, parameters and buffers, sorted.
+    pub fn named_variables(&self) -> BTreeMap<String, Tensor> {
+        self.vs.variables().into_iter().collect()
+    }
+}
+
+/// BatchNorm running statistics (not trained by gradients).
+pub fn is_buffer(name: &str) -> bool {
+    name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn spec(arch: Arch, head: HeadKind, size: u32) -> ModelSpec {
+        ModelSpec {
+            arch,
+            head,
+            class_names: (0..10).map(|i| format!("c{i}")).collect(),
+            input_size: size,
+            normalization: Normalization::None,
+        }
+    }
+
+    #[test]
+    fn lecture_cnn_has_the_lecture_shapes() {
+        let m = Model::new(spec(Arch::Cnn, HeadKind::Linear, 32), Device::Cpu).unwrap();
+        let vars = m.named_variables();
+        assert_eq!(vars["0.weight"].size(), [128, 3, 5, 5]);
+        assert_eq!(vars["4.weight"].size(), [10, 25088]);
+        let y = m.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
+        assert_eq!(y.size(), [2, 10]);
+    }
+
+    #[test]
+    fn heads_have_their_shapes_and_names() {
+        let cam = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 64), Device::Cpu).unwrap();
+        let vars = cam.named_variables();
+        assert_eq!(vars["fc.weight"].size(), [10, 512]);
+        assert!(!vars.contains_key("fc.bias"));
+        let fastai = Model::new(spec(Arch::Resnet34, HeadKind::Fastai, 64), Device::Cpu).unwrap();
+        let vars = fastai.named_variables();
+        assert_eq!(vars["head.4.weight"].size(), [512, 1024]);
+        assert_eq!(vars["head.8.weight"].size(), [10, 512]);
+        assert!(vars.contains_key("head.2.running_var"));
+        assert!(vars.contains_key("layer3.5.conv2.weight"));
+        let x = Tensor::zeros([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        assert_eq!(fastai.features(&x, false).size(), [2, 512, 2, 2]);
+        assert_eq!(fastai.forward_t(&x, false).size(), [2, 10]);
+    }
+
+    #[test]
+    fn freezing_keeps_batch_norm_and_head_trainable() {
+        let m = Model::new(spec(Arch::Resnet18, HeadKind::Fastai, 64), Device::Cpu).unwrap();
+        m.set_frozen(true);
+        let vars = m.named_variables();
+        assert!(!vars["conv1.weight"].requires_grad());
+        assert!(!vars["layer4.1.conv2.weight"].requires_grad());
+        assert!(vars["layer4.1.bn2.weight"].requires_grad());
+        assert!(vars["head.8.weight"].requires_grad());
+        m.set_frozen(false);
+        assert!(m.named_variables()["conv1.weight"].requires_grad());
+        let groups = m.param_groups();
+        assert_eq!(groups.len(), 3);
+        assert!(groups[1].iter().all(|(n, _)| n.starts_with("layer3") || n.starts_with("layer4")));
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut s = spec(Arch::Resnet18, HeadKind::Cam, 16);
+        assert!(Model::new(s.clone(), Device::Cpu).is_err());
+        s.input_size = 64;
+        s.class_names.truncate(1);
+        assert!(Model::new(s, Device::Cpu).is_err());
+        assert!("resnet50".parse::<Arch>().is_err());
+        assert_eq!("CAM".parse::<HeadKind>().unwrap(), HeadKind::Cam);
+    }
+}
