@@ -23,6 +23,9 @@ pub enum Checksum<'a> {
     Md5(&'a str),
     /// SHA-256.
     Sha256(&'a str),
+    /// The leading hex digits of the SHA-256: torchvision names its weight
+    /// files `<arch>-<first 8 digits>.pth` and checks exactly that.
+    Sha256Prefix(&'a str),
 }
 
 impl Checksum<'_> {
@@ -30,14 +33,24 @@ impl Checksum<'_> {
     pub fn algorithm(&self) -> &'static str {
         match self {
             Checksum::Md5(_) => "md5",
-            Checksum::Sha256(_) => "sha256",
+            Checksum::Sha256(_) | Checksum::Sha256Prefix(_) => "sha256",
         }
     }
 
     /// The expected hex digest.
     pub fn expected(&self) -> &str {
         match self {
-            Checksum::Md5(hex) | Checksum::Sha256(hex) => hex,
+            Checksum::Md5(hex) | Checksum::Sha256(hex) | Checksum::Sha256Prefix(hex) => hex,
+        }
+    }
+
+    /// Whether `actual` (a full hex digest of this algorithm) matches.
+    pub fn matches(&self, actual: &str) -> bool {
+        let expected = self.expected().to_ascii_lowercase();
+        let actual = actual.to_ascii_lowercase();
+        match self {
+            Checksum::Sha256Prefix(_) => !expected.is_empty() && actual.starts_with(&expected),
+            _ => actual == expected,
         }
     }
 
@@ -56,12 +69,12 @@ impl Checksum<'_> {
             }
             match self {
                 Checksum::Md5(_) => md5.update(&buffer[..n]),
-                Checksum::Sha256(_) => sha256.update(&buffer[..n]),
+                Checksum::Sha256(_) | Checksum::Sha256Prefix(_) => sha256.update(&buffer[..n]),
             }
         }
         Ok(match self {
             Checksum::Md5(_) => hex::encode(md5.finalize()),
-            Checksum::Sha256(_) => hex::encode(sha256.finalize()),
+            Checksum::Sha256(_) | Checksum::Sha256Prefix(_) => hex::encode(sha256.finalize()),
         })
     }
 }
@@ -366,7 +379,7 @@ fn verify(archive: &RemoteArchive<'_>, url: &str, path: &Path) -> Result<()> {
     match &archive.checksum {
         Some(checksum) => {
             let actual = checksum.digest_file(path)?;
-            if !actual.eq_ignore_ascii_case(checksum.expected()) {
+            if !checksum.matches(&actual) {
                 let _ = std::fs::remove_file(path);
                 return Err(Error::Checksum {
                     url: url.to_string(),
@@ -438,6 +451,17 @@ pub fn extract_archive(archive: &Path, inner: &str, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_prefixes_match_like_torchvision() {
+        let full = "f37072fd47e89c7ba7da0f21a7e8c8d4c6a5e3b1a9d8e7f6c5b4a3928170615f";
+        assert!(Checksum::Sha256Prefix("f37072fd").matches(full));
+        assert!(Checksum::Sha256Prefix("F37072FD").matches(full));
+        assert!(!Checksum::Sha256Prefix("f37072fe").matches(full));
+        assert!(!Checksum::Sha256Prefix("").matches(full));
+        assert!(!Checksum::Sha256("f37072fd").matches(full));
+        assert!(Checksum::Sha256(full).matches(full));
+    }
 
     #[test]
     fn file_names_and_mirrors() {

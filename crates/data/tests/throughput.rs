@@ -19,7 +19,8 @@ fn generated_jpeg() -> Vec<u8> {
     .splits()
     .unwrap();
     let square = splits.train.image(0).unwrap();
-    let mut photo = image::imageops::resize(&square, 500, 375, image::imageops::FilterType::Triangle);
+    let mut photo =
+        image::imageops::resize(&square, 500, 375, image::imageops::FilterType::Triangle);
     let mut rng = SplitMix64::new(1);
     for p in photo.pixels_mut() {
         for c in &mut p.0 {

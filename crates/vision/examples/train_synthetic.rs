@@ -11,9 +11,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use camshaft_data::{ResizeMethod, SyntheticConfig, write_folder};
+use camshaft_data::{ResizeMethod, Split, Synthetic, SyntheticConfig, write_folder};
 use camshaft_render::{OverlayOptions, grid, save_png};
-use camshaft_vision::cam::{explain, panel};
+use camshaft_vision::cam::{POINTING_TOLERANCE, explain, panel, pointing_game};
 use camshaft_vision::{
     Arch, CamMethod, EpochTable, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec,
     Normalization, Plan,
@@ -55,6 +55,10 @@ struct Args {
     valid_len: usize,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Continue the run saved in this checkpoint directory instead of starting
+    /// a new one (the data and model options must match the run's).
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// Where to write the checkpoint, the grid and the samples.
     #[arg(long, default_value = "out/demo")]
     out: PathBuf,
@@ -82,6 +86,8 @@ fn main() -> anyhow::Result<()> {
         normalization: Normalization::None,
     };
     let device = tch::Device::cuda_if_available();
+    // Model initialisation draws from libtorch's global generator.
+    tch::manual_seed(args.seed as i64);
     let model = Model::new(spec, device)?;
     let config = LearnerConfig {
         loader: LoaderConfig {
@@ -93,10 +99,14 @@ fn main() -> anyhow::Result<()> {
         ..LearnerConfig::default()
     };
     let valid = data.valid.clone();
-    let mut learner = Learner::new(model, data, config)?;
+    let resuming = args.resume.is_some();
+    let mut learner = match &args.resume {
+        Some(dir) => Learner::from_checkpoint(dir, data, device, &config)?,
+        None => Learner::new(model, data, config)?,
+    };
     println!("{} + {} head on {device:?}, {} classes", args.arch, args.head, args.classes);
 
-    if args.lr_find {
+    if args.lr_find && !resuming {
         let found = learner.lr_find(1e-7, 10.0, 100)?;
         println!("lr_find suggests {:.2e} (valley)", found.suggestion);
     }
@@ -106,7 +116,9 @@ fn main() -> anyhow::Result<()> {
         Plan::one_cycle(args.epochs, LrRange::Single(args.lr))
     };
     let table = EpochTable::new(&learner.config().metrics);
-    learner.start(plan)?;
+    if !resuming {
+        learner.start(plan)?;
+    }
     let checkpoint = args.out.join("checkpoint");
     let mut stage = usize::MAX;
     while let Some(row) = learner.next_epoch()? {
@@ -135,6 +147,14 @@ fn main() -> anyhow::Result<()> {
     let grid_path = args.out.join("cam-grid.png");
     save_png(&grid(&panels, 5)?, &grid_path)?;
     println!("CAM grid ({method:?}): {}", grid_path.display());
+    let synthetic_valid = Synthetic::new(data_cfg, Split::Valid)?;
+    let exact = pointing_game(&model, &synthetic_valid, 256, method, 0)?;
+    let score = pointing_game(&model, &synthetic_valid, 256, method, POINTING_TOLERANCE)?;
+    println!(
+        "pointing game ({method:?} peak inside the object's box): {:.1}% ({:.1}% with no tolerance)",
+        100.0 * score,
+        100.0 * exact
+    );
 
     let samples = args.out.join("samples");
     let sample_cfg = SyntheticConfig {

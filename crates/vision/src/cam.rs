@@ -8,7 +8,7 @@
 //! channels, through a ReLU. The body runs once without autograd; only the
 //! head is differentiated.
 
-use camshaft_data::{ResizeMethod, RgbImage, resize};
+use camshaft_data::{Dataset, ResizeMethod, RgbImage, Synthetic, resize};
 use camshaft_render::{ActivationMap, OverlayOptions, Panel, format_title, overlay};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -120,6 +120,18 @@ pub struct Explanation {
 }
 
 impl Explanation {
+    /// The (row, column) of the map's largest cell.
+    pub fn peak_cell(&self) -> (u32, u32) {
+        let k = self
+            .values
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(k, _)| k) as u32;
+        let w = self.width.max(1);
+        (k / w, k % w)
+    }
+
     /// The map as [`camshaft_render`] takes it.
     pub fn map(&self) -> ActivationMap<'_> {
         ActivationMap {
@@ -177,6 +189,43 @@ pub fn explain(
         });
     }
     Ok(out)
+}
+
+/// Tolerance of the pointing game in pixels, as Zhang et al. define it
+/// ("Top-down Neural Attention by Excitation Backprop", ECCV 2016).
+pub const POINTING_TOLERANCE: u32 = 15;
+
+/// The pointing game on the synthetic set: the share of the first `n`
+/// samples of `data` whose map for the *true* class peaks inside the
+/// object's box grown by `tolerance` pixels on every side. The peak is the
+/// largest cell's receptive-field centre
+/// ([`ModelSpec::feature_center`](crate::ModelSpec::feature_center)), in the
+/// data set's pixels. Images are explained in batches of 32.
+pub fn pointing_game(model: &Model, data: &Synthetic, n: usize, method: CamMethod, tolerance: u32) -> Result<f64> {
+    let n = n.min(data.len());
+    if n == 0 {
+        return Err(Error::Input("the pointing game needs at least one image".into()));
+    }
+    let size = model.spec().input_size;
+    let mut hits = 0usize;
+    for start in (0..n).step_by(32) {
+        let idx: Vec<usize> = (start..(start + 32).min(n)).collect();
+        let images = idx.iter().map(|&i| data.image(i)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let targets: Vec<Option<i64>> = idx.iter().map(|&i| Some(data.label(i) as i64)).collect();
+        let exps = explain(model, &images, method, &targets, ResizeMethod::Squish)?;
+        for ((&i, e), img) in idx.iter().zip(&exps).zip(&images) {
+            let (row, col) = e.peak_cell();
+            let spec = model.spec();
+            // Boxes are in the data set's pixels; scale if the model's input differs.
+            let to_image = |c: f64, side: u32| (c * f64::from(side) / f64::from(size)).max(0.0) as u32;
+            let x = to_image(spec.feature_center(col), img.width());
+            let y = to_image(spec.feature_center(row), img.height());
+            let b = data.object_box(i);
+            let inside = x + tolerance >= b.x0 && x < b.x1 + tolerance && y + tolerance >= b.y0 && y < b.y1 + tolerance;
+            hits += usize::from(inside);
+        }
+    }
+    Ok(hits as f64 / n as f64)
 }
 
 /// The lecture's panel for one image: the image at the model's input size

@@ -149,6 +149,19 @@ impl ModelSpec {
         }
     }
 
+    /// Input pixel at the centre of the receptive field of feature-map cell
+    /// `i` (along either axis). ResNet: every stride-2 stage is padded so that
+    /// output `o` is centred on input `2o`, hence `32·i`; CNN: the unpadded
+    /// 5×5 convolution then the 2×2 max-pool centre cell `i` on `2i + 2.5`.
+    /// Bilinear upsampling with `align_corners=False` (the lecture's drawing)
+    /// assumes `(i + ½)·stride` instead: half a cell off for a ResNet.
+    pub fn feature_center(&self, i: u32) -> f64 {
+        match self.arch {
+            Arch::Cnn => 2.0 * f64::from(i) + 2.5,
+            Arch::Resnet18 | Arch::Resnet34 => 32.0 * f64::from(i),
+        }
+    }
+
     /// Check the spec can be built.
     pub fn validate(&self) -> Result<()> {
         if self.class_names.len() < 2 {

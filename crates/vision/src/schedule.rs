@@ -36,14 +36,6 @@ impl LrRange {
             LrRange::Single(x) | LrRange::Slice(x) | LrRange::Range(_, x) => x,
         }
     }
-
-    fn scaled(self, k: f64) -> Self {
-        match self {
-            LrRange::Single(x) => LrRange::Single(x * k),
-            LrRange::Slice(x) => LrRange::Slice(x * k),
-            LrRange::Range(a, b) => LrRange::Range(a * k, b * k),
-        }
-    }
 }
 
 /// How lr and momentum move within a stage.
@@ -221,20 +213,6 @@ impl Plan {
             }
         }
         Ok(())
-    }
-
-    /// The same plan with every learning rate multiplied by `k`.
-    pub fn scaled(&self, k: f64) -> Self {
-        Plan {
-            stages: self
-                .stages
-                .iter()
-                .map(|s| Stage {
-                    lr: s.lr.scaled(k),
-                    ..*s
-                })
-                .collect(),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! safetensors and tch's `.ot`, with a report of what did not fit.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
@@ -33,7 +33,9 @@ pub struct ImportReport {
 }
 
 /// Read every named tensor of a weight file: `.safetensors`, a PyTorch state
-/// dict saved with `torch.save` (`.pth`, `.pt`, `.bin`), or tch's `.ot`.
+/// dict saved with `torch.save` (`.pth`, `.pt`, `.bin`; read by
+/// [`camshaft_pth`], since libtorch's own reader refuses the `OrderedDict`s
+/// torchvision publishes), or tch's `.ot`.
 pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     if !path.is_file() {
         return Err(Error::Weights {
@@ -46,15 +48,41 @@ pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let read = match ext.as_str() {
-        "safetensors" => Tensor::read_safetensors(path),
-        "ot" => Tensor::load_multi(path),
-        _ => Tensor::loadz_multi(path),
-    };
-    read.map_err(|e| Error::Weights {
+    let bad = |reason: String| Error::Weights {
         path: path.to_path_buf(),
-        reason: format!("cannot read tensors: {e}"),
-    })
+        reason,
+    };
+    match ext.as_str() {
+        "safetensors" => Tensor::read_safetensors(path).map_err(|e| bad(format!("cannot read tensors: {e}"))),
+        "ot" => Tensor::load_multi(path).map_err(|e| bad(format!("cannot read tensors: {e}"))),
+        _ => camshaft_pth::read_state_dict(path)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(name, raw)| {
+                let shape: Vec<i64> = raw.shape.iter().map(|&d| d as i64).collect();
+                let t = Tensor::f_from_data_size(&raw.data, &shape, kind_of(raw.dtype))
+                    .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+                Ok((name, t))
+            })
+            .collect(),
+    }
+}
+
+fn kind_of(dtype: camshaft_pth::DType) -> tch::Kind {
+    use camshaft_pth::DType;
+    use tch::Kind;
+    match dtype {
+        DType::F32 => Kind::Float,
+        DType::F64 => Kind::Double,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
 }
 
 /// Copy named tensors into the model's variables. Names may carry DDP's
@@ -178,6 +206,21 @@ impl PretrainedFile {
     pub fn file_name(&self) -> &'static str {
         self.url.rsplit('/').next().unwrap_or(self.url)
     }
+
+    /// The weight file under `cache_dir`, downloaded first if it is not
+    /// there (from `mirror`/`<file name>` when given), its sha256 prefix
+    /// checked as torchvision checks it. Offline, the error names the address
+    /// and the path where the file can be put by hand.
+    pub fn fetch(&self, cache_dir: &Path, mirror: Option<&str>) -> Result<PathBuf> {
+        let remote = camshaft_data::RemoteArchive {
+            name: self.file_name(),
+            url: self.url,
+            checksum: Some(camshaft_data::Checksum::Sha256Prefix(self.sha256_prefix)),
+            size: None,
+            extracted_dir: "",
+        };
+        Ok(camshaft_data::download_archive(&remote, mirror, cache_dir)?)
+    }
 }
 
 /// ImageNet (`IMAGENET1K_V1`) weights of the ResNets, as torchvision publishes them.
@@ -194,7 +237,45 @@ pub const PRETRAINED: [PretrainedFile; 2] = [
     },
 ];
 
-/// The published ImageNet weights for `arch`, if torchvision has them.
+/// The published ImageNet weights for `arch`, if torchvision has them
+/// (the lecture's CNN has none).
 pub fn pretrained_file(arch: Arch) -> Option<PretrainedFile> {
     PRETRAINED.into_iter().find(|p| p.arch == arch)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A wrong file is refused and removed, and an unreachable server gives
+    /// an error naming the address and where to put the file by hand.
+    #[test]
+    fn pretrained_fetch_checks_the_hash_and_explains_offline() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for stream in listener.incoming().take(1) {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).unwrap();
+                let body = b"not the resnet18 weights";
+                write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+                stream.write_all(body).unwrap();
+            }
+        });
+        let file = pretrained_file(Arch::Resnet18).unwrap();
+        let err = file.fetch(dir.path(), Some(&format!("http://{addr}"))).unwrap_err().to_string();
+        server.join().unwrap();
+        assert!(err.contains("sha256"), "{err}");
+        assert!(!dir.path().join(file.file_name()).exists());
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let err = file.fetch(dir.path(), Some(&format!("http://{closed}"))).unwrap_err().to_string();
+        assert!(err.contains("resnet18-f37072fd.pth"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(pretrained_file(Arch::Cnn).is_none());
+    }
 }

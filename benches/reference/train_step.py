@@ -1,0 +1,88 @@
+"""PyTorch eager reference for `camshaft-bench train`.
+
+Training steps per second of the lecture's small CNN or torchvision's ResNet18
+(fc -> Linear(512, 10)) on one fixed random batch, with
+AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01) -- fastai's Adam
+-- and cross-entropy. One step: forward (train mode), loss, zero_grad (PyTorch's
+default, set_to_none=True), backward, step.
+
+Prints one JSON line: {"bench", "unit": "steps/s", "median", "samples", ...}.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+
+def build(model: str, size: int) -> nn.Module:
+    if model == "cnn":
+        side = (size - 4) // 2
+        return nn.Sequential(
+            nn.Conv2d(3, 128, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(128 * side * side, 10),  # 25088 at 32 px, as in the lecture
+        )
+    if model == "resnet18":
+        net = torchvision.models.resnet18(weights=None)
+        net.fc = nn.Linear(512, 10)
+        return net
+    raise SystemExit(f"unknown model {model!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=["cnn", "resnet18"], default="cnn")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build(args.model, args.size).train()
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01
+    )
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    y = torch.randint(0, 10, (args.batch,))
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    samples = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        samples.append(args.steps / (time.perf_counter() - start))
+
+    print(json.dumps({
+        "bench": f"train_{args.model}",
+        "unit": "steps/s",
+        "median": statistics.median(samples),
+        "samples": samples,
+        "batch": args.batch,
+        "size": args.size,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

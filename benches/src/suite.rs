@@ -1,0 +1,169 @@
+//! Each bench run side by side: ours, then the reference script, in rounds.
+
+use anyhow::Context;
+
+use crate::cam::{self, CamArgs};
+use crate::loader::{self, LoaderArgs};
+use crate::measure::Measurement;
+use crate::reference::Reference;
+use crate::report::BenchResult;
+use crate::train::{self, TrainArgs};
+
+/// Goal of the training benches: at least PyTorch eager's steps/s.
+pub const TRAIN_GOAL: f64 = 1.0;
+/// Goal of the loader: twice PIL's images/s per core.
+pub const LOADER_GOAL: f64 = 2.0;
+/// Goal of the CAM bench: at least PyTorch eager's images/s.
+pub const CAM_GOAL: f64 = 1.0;
+
+/// Settings shared by every bench.
+#[derive(Clone, Debug)]
+pub struct Suite {
+    /// Intra-op threads for libtorch on both sides (not the loader).
+    pub threads: i32,
+    /// Rounds of (ours, reference); more rounds spread out a noisy machine.
+    pub rounds: usize,
+    /// The Python side.
+    pub reference: Reference,
+}
+
+impl Suite {
+    /// Run `ours` then the reference `rounds` times and pool the samples.
+    fn side_by_side(
+        &self,
+        name: &str,
+        mut ours: impl FnMut() -> anyhow::Result<Vec<f64>>,
+        script: (&str, Vec<String>),
+    ) -> anyhow::Result<(Measurement, Measurement)> {
+        let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=self.rounds {
+            eprintln!("[{name}] round {round}/{}: ours", self.rounds);
+            mine.extend(ours().with_context(|| format!("{name}: our side failed"))?);
+            eprintln!("[{name}] round {round}/{}: {}", self.rounds, script.0);
+            theirs.extend(self.reference.run(script.0, &script.1)?.samples);
+        }
+        let none = || format!("{name}: no timed repeats (is --repeats 0?)");
+        Ok((
+            Measurement::from_samples(mine).with_context(none)?,
+            Measurement::from_samples(theirs).with_context(none)?,
+        ))
+    }
+
+    /// Training steps/s of each model `args` selects.
+    pub fn train(&self, args: &TrainArgs) -> anyhow::Result<Vec<BenchResult>> {
+        tch::set_num_threads(self.threads);
+        let mut results = Vec::new();
+        for arch in args.model.archs() {
+            let name = format!("train_{arch}");
+            let script = args.reference_args(arch, self.threads);
+            let (ours, pytorch) = self.side_by_side(&name, || train::ours(arch, args), script)?;
+            let detail = format!(
+                "batch {}, {}×{}, {} threads",
+                args.batch, args.size, args.size, self.threads
+            );
+            results.push(BenchResult::new(
+                name, detail, "steps/s", ours, pytorch, TRAIN_GOAL,
+            ));
+        }
+        Ok(results)
+    }
+
+    /// Decode + resize + normalise images/s on one core.
+    pub fn loader(&self, args: &LoaderArgs) -> anyhow::Result<Vec<BenchResult>> {
+        let dir = tempfile::tempdir().context("cannot make a folder for the JPEGs")?;
+        let paths = loader::write_images(dir.path(), args)?;
+        tch::set_num_threads(1);
+        let script = args.reference_args(dir.path());
+        let measured = self.side_by_side("loader", || loader::ours(&paths, args), script);
+        let stages = if args.stages {
+            Some(self.loader_stages(&paths, dir.path(), args))
+        } else {
+            None
+        };
+        tch::set_num_threads(self.threads);
+        let (ours, pytorch) = measured?;
+        if let Some(stages) = stages {
+            eprint!("{}", stages?);
+        }
+        let detail = format!(
+            "{} JPEGs ~500×375 → {}×{}, 1 thread",
+            paths.len(),
+            args.size,
+            args.size
+        );
+        Ok(vec![BenchResult::new(
+            "loader",
+            detail,
+            "images/s",
+            ours,
+            pytorch,
+            LOADER_GOAL,
+        )])
+    }
+
+    /// A small table of ms per image per loader stage, ours and PIL's.
+    fn loader_stages(
+        &self,
+        paths: &[std::path::PathBuf],
+        dir: &std::path::Path,
+        args: &LoaderArgs,
+    ) -> anyhow::Result<String> {
+        eprintln!("[loader] stages: ours");
+        let ours = loader::our_stages(paths, args)?;
+        eprintln!("[loader] stages: loader.py --stages");
+        let (script, script_args) = args.reference_stage_args(dir);
+        let (line, value) = self.reference.run_json(script, &script_args)?;
+        let theirs: [f64; 3] = serde_json::from_value(value["stages_ms"].clone())
+            .with_context(|| format!("{script} --stages printed {line:?}, without stages_ms"))?;
+        let mut out =
+            String::from("loader stages, ms per image:  decode  resize  to tensor+normalise\n");
+        for (who, t) in [("ours", ours), ("PIL", theirs)] {
+            out.push_str(&format!(
+                "  {who:<28}{:>6.2}  {:>6.2}  {:>6.2}\n",
+                t[0], t[1], t[2]
+            ));
+        }
+        Ok(out)
+    }
+
+    /// CAM images/s of a ResNet34 CAM-head model.
+    pub fn cam(&self, args: &CamArgs) -> anyhow::Result<Vec<BenchResult>> {
+        tch::set_num_threads(self.threads);
+        let script = args.reference_args(self.threads);
+        let (ours, pytorch) = self.side_by_side("cam_resnet34", || cam::ours(args), script)?;
+        let detail = format!(
+            "batch {}, {}×{}, {} threads",
+            args.batch, args.size, args.size, self.threads
+        );
+        Ok(vec![BenchResult::new(
+            "cam_resnet34",
+            detail,
+            "images/s",
+            ours,
+            pytorch,
+            CAM_GOAL,
+        )])
+    }
+
+    /// Every bench with its default options (`stages` as `loader --stages`).
+    pub fn all(&self, stages: bool) -> anyhow::Result<Vec<BenchResult>> {
+        let mut results = self.train(&TrainArgs::try_parse_defaults()?)?;
+        let loader_args = LoaderArgs {
+            stages,
+            ..LoaderArgs::try_parse_defaults()?
+        };
+        results.extend(self.loader(&loader_args)?);
+        results.extend(self.cam(&CamArgs::try_parse_defaults()?)?);
+        Ok(results)
+    }
+}
+
+/// The defaults of a subcommand's options, as clap would parse them from
+/// an empty command line (one source of truth for `all`).
+trait ParseDefaults: clap::Parser {
+    fn try_parse_defaults() -> anyhow::Result<Self> {
+        Ok(Self::try_parse_from(["camshaft-bench"])?)
+    }
+}
+
+impl<T: clap::Parser> ParseDefaults for T {}
