@@ -45,7 +45,7 @@ struct Cli {
     /// Where to write the JSON results.
     #[arg(long, global = true, default_value = "bench-results/latest.json")]
     json: PathBuf,
-    /// Python with torch 2.11 and torchvision [default: <repo>/.venv/bin/python].
+    /// Python with torch 2.11 and torchvision (default: `<repo>/.venv/bin/python`).
     #[arg(long, global = true, env = "CAMSHAFT_PYTHON")]
     python: Option<PathBuf>,
     #[command(subcommand)]

@@ -237,15 +237,15 @@ impl<R: Read + Seek> Entries<'_, R> {
             }
         };
         let declared = file.size();
-        if let Some(expected) = expected {
-            if declared != expected {
-                return Err(Error::StorageSize {
-                    what: what.to_owned(),
-                    entry: name.to_owned(),
-                    expected,
-                    actual: declared,
-                });
-            }
+        if let Some(expected) = expected
+            && declared != expected
+        {
+            return Err(Error::StorageSize {
+                what: what.to_owned(),
+                entry: name.to_owned(),
+                expected,
+                actual: declared,
+            });
         }
         // The declared size is only a claim: never reserve more than the
         // whole file, nor read much past the claim. The one byte more lets

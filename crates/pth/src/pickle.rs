@@ -625,7 +625,7 @@ impl<'a> Machine<'a> {
 
     /// Sets `items` (key, value, key, value, ...) on the dict `dict`.
     fn set_items(&mut self, dict: ObjId, items: &[ObjId]) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("SETITEMS with an odd number of items".into()));
         }
         let keys: Vec<Option<DictKey>> = items

@@ -15,8 +15,8 @@ use camshaft_data::{ResizeMethod, Split, Synthetic, SyntheticConfig, write_folde
 use camshaft_render::{OverlayOptions, grid, save_png};
 use camshaft_vision::cam::{POINTING_TOLERANCE, explain, panel, pointing_game};
 use camshaft_vision::{
-    Arch, CamMethod, EpochTable, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec,
-    Normalization, Plan,
+    Arch, CamMethod, EpochTable, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model,
+    ModelSpec, Normalization, Plan,
 };
 use clap::Parser;
 
@@ -104,7 +104,10 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => Learner::from_checkpoint(dir, data, device, &config)?,
         None => Learner::new(model, data, config)?,
     };
-    println!("{} + {} head on {device:?}, {} classes", args.arch, args.head, args.classes);
+    println!(
+        "{} + {} head on {device:?}, {} classes",
+        args.arch, args.head, args.classes
+    );
 
     if args.lr_find && !resuming {
         let found = learner.lr_find(1e-7, 10.0, 100)?;
@@ -136,13 +139,25 @@ fn main() -> anyhow::Result<()> {
     let images = (0..25.min(valid.len()))
         .map(|i| valid.image(i))
         .collect::<Result<Vec<_>, _>>()?;
-    let method = if args.head == HeadKind::Cam { CamMethod::Cam } else { CamMethod::GradCam };
+    let method = if args.head == HeadKind::Cam {
+        CamMethod::Cam
+    } else {
+        CamMethod::GradCam
+    };
     let targets = vec![None; images.len()];
     let explanations = explain(&model, &images, method, &targets, ResizeMethod::Squish)?;
     let panels = images
         .iter()
         .zip(&explanations)
-        .map(|(img, e)| panel(&model, img, e, ResizeMethod::Squish, &OverlayOptions::default()))
+        .map(|(img, e)| {
+            panel(
+                &model,
+                img,
+                e,
+                ResizeMethod::Squish,
+                &OverlayOptions::default(),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let grid_path = args.out.join("cam-grid.png");
     save_png(&grid(&panels, 5)?, &grid_path)?;
@@ -162,7 +177,8 @@ fn main() -> anyhow::Result<()> {
         valid_len: 25,
         ..data_cfg
     };
-    write_folder(&sample_cfg, &samples).with_context(|| format!("writing {}", samples.display()))?;
+    write_folder(&sample_cfg, &samples)
+        .with_context(|| format!("writing {}", samples.display()))?;
     println!("sample images: {}/valid", samples.display());
     Ok(())
 }

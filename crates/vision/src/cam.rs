@@ -58,11 +58,16 @@ pub fn explain_batch(
 ) -> Result<(Tensor, Tensor, Vec<i64>)> {
     let n = images.size().first().copied().unwrap_or(0);
     if targets.len() as i64 != n {
-        return Err(Error::Input(format!("{} targets for {n} images", targets.len())));
+        return Err(Error::Input(format!(
+            "{} targets for {n} images",
+            targets.len()
+        )));
     }
     let classes = model.spec().num_classes() as i64;
     if let Some(t) = targets.iter().flatten().find(|&&t| t < 0 || t >= classes) {
-        return Err(Error::Input(format!("target class {t} is outside 0..{classes}")));
+        return Err(Error::Input(format!(
+            "target class {t} is outside 0..{classes}"
+        )));
     }
     match method {
         CamMethod::Cam => {
@@ -71,7 +76,11 @@ pub fn explain_batch(
             let idx = Tensor::from_slice(&chosen).to_device(all.device());
             let (h, w) = (all.size()[2], all.size()[3]);
             let maps = all
-                .f_gather(1, &idx.view([-1, 1, 1, 1]).expand([n, 1, h, w], false), false)?
+                .f_gather(
+                    1,
+                    &idx.view([-1, 1, 1, 1]).expand([n, 1, h, w], false),
+                    false,
+                )?
                 .f_squeeze_dim(1)?;
             Ok((logits, maps, chosen))
         }
@@ -82,7 +91,9 @@ pub fn explain_batch(
             let logits = model.head(&feats, false);
             let chosen = resolve_targets(&logits, targets)?;
             let idx = Tensor::from_slice(&chosen).to_device(logits.device());
-            let selected = logits.f_gather(1, &idx.view([-1, 1]), false)?.f_sum(Kind::Float)?;
+            let selected = logits
+                .f_gather(1, &idx.view([-1, 1]), false)?
+                .f_sum(Kind::Float)?;
             let grads = Tensor::f_run_backward(&[selected], &[&feats], false, false)?;
             let grad = grads
                 .into_iter()
@@ -98,8 +109,13 @@ pub fn explain_batch(
 }
 
 fn resolve_targets(logits: &Tensor, targets: &[Option<i64>]) -> Result<Vec<i64>> {
-    let pred: Vec<i64> = Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.to_device(tch::Device::Cpu))?;
-    Ok(targets.iter().zip(pred).map(|(t, p)| t.unwrap_or(p)).collect())
+    let pred: Vec<i64> =
+        Vec::<i64>::try_from(&logits.f_argmax(-1, false)?.to_device(tch::Device::Cpu))?;
+    Ok(targets
+        .iter()
+        .zip(pred)
+        .map(|(t, p)| t.unwrap_or(p))
+        .collect())
 }
 
 /// One image's explanation, on the CPU, ready to serialise or draw.
@@ -145,14 +161,23 @@ impl Explanation {
 /// Preprocess decoded images as validation does (resize to the model's input
 /// size with `resize_method` at the centre — a no-op for images that already
 /// have that size — scale to [0, 1], the model's normalisation) into a batch.
-pub fn preprocess(model: &Model, images: &[RgbImage], resize_method: ResizeMethod) -> Result<Tensor> {
+pub fn preprocess(
+    model: &Model,
+    images: &[RgbImage],
+    resize_method: ResizeMethod,
+) -> Result<Tensor> {
     if images.is_empty() {
         return Err(Error::Input("no images".into()));
     }
     let spec = model.spec();
     let tensors: Vec<Tensor> = images
         .iter()
-        .map(|img| to_chw(&resize(img, spec.input_size, resize_method, (0.5, 0.5)), spec.normalization))
+        .map(|img| {
+            to_chw(
+                &resize(img, spec.input_size, resize_method, (0.5, 0.5)),
+                spec.normalization,
+            )
+        })
         .collect();
     Ok(Tensor::f_stack(&tensors, 0)?.to_device(model.device()))
 }
@@ -167,8 +192,13 @@ pub fn explain(
 ) -> Result<Vec<Explanation>> {
     let x = preprocess(model, images, resize_method)?;
     let (logits, maps, chosen) = explain_batch(model, &x, method, targets)?;
-    let probs = logits.f_softmax(-1, Kind::Float)?.to_device(tch::Device::Cpu);
-    let maps = maps.to_kind(Kind::Float).to_device(tch::Device::Cpu).contiguous();
+    let probs = logits
+        .f_softmax(-1, Kind::Float)?
+        .to_device(tch::Device::Cpu);
+    let maps = maps
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
     let (h, w) = (maps.size()[1], maps.size()[2]);
     let mut out = Vec::with_capacity(images.len());
     for (i, target) in chosen.into_iter().enumerate() {
@@ -201,27 +231,42 @@ pub const POINTING_TOLERANCE: u32 = 15;
 /// largest cell's receptive-field centre
 /// ([`ModelSpec::feature_center`](crate::ModelSpec::feature_center)), in the
 /// data set's pixels. Images are explained in batches of 32.
-pub fn pointing_game(model: &Model, data: &Synthetic, n: usize, method: CamMethod, tolerance: u32) -> Result<f64> {
+pub fn pointing_game(
+    model: &Model,
+    data: &Synthetic,
+    n: usize,
+    method: CamMethod,
+    tolerance: u32,
+) -> Result<f64> {
     let n = n.min(data.len());
     if n == 0 {
-        return Err(Error::Input("the pointing game needs at least one image".into()));
+        return Err(Error::Input(
+            "the pointing game needs at least one image".into(),
+        ));
     }
     let size = model.spec().input_size;
     let mut hits = 0usize;
     for start in (0..n).step_by(32) {
         let idx: Vec<usize> = (start..(start + 32).min(n)).collect();
-        let images = idx.iter().map(|&i| data.image(i)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let images = idx
+            .iter()
+            .map(|&i| data.image(i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let targets: Vec<Option<i64>> = idx.iter().map(|&i| Some(data.label(i) as i64)).collect();
         let exps = explain(model, &images, method, &targets, ResizeMethod::Squish)?;
         for ((&i, e), img) in idx.iter().zip(&exps).zip(&images) {
             let (row, col) = e.peak_cell();
             let spec = model.spec();
             // Boxes are in the data set's pixels; scale if the model's input differs.
-            let to_image = |c: f64, side: u32| (c * f64::from(side) / f64::from(size)).max(0.0) as u32;
+            let to_image =
+                |c: f64, side: u32| (c * f64::from(side) / f64::from(size)).max(0.0) as u32;
             let x = to_image(spec.feature_center(col), img.width());
             let y = to_image(spec.feature_center(row), img.height());
             let b = data.object_box(i);
-            let inside = x + tolerance >= b.x0 && x < b.x1 + tolerance && y + tolerance >= b.y0 && y < b.y1 + tolerance;
+            let inside = x + tolerance >= b.x0
+                && x < b.x1 + tolerance
+                && y + tolerance >= b.y0
+                && y < b.y1 + tolerance;
             hits += usize::from(inside);
         }
     }
@@ -242,7 +287,11 @@ pub fn panel(
     let drawn = overlay(&shown, &explanation.map(), options)?;
     let t = explanation.target_class;
     let name = spec.class_names.get(t).map_or("?", String::as_str);
-    let p = explanation.probabilities.get(t).copied().unwrap_or(f32::NAN);
+    let p = explanation
+        .probabilities
+        .get(t)
+        .copied()
+        .unwrap_or(f32::NAN);
     Ok(Panel {
         image: drawn,
         title: format_title(name, p),

@@ -213,7 +213,11 @@ pub struct CheckpointMeta {
 
 const CHECKPOINT_FORMAT: u32 = 1;
 /// File names inside a checkpoint directory.
-pub const CHECKPOINT_FILES: [&str; 3] = ["checkpoint.json", "weights.safetensors", "optimizer.safetensors"];
+pub const CHECKPOINT_FILES: [&str; 3] = [
+    "checkpoint.json",
+    "weights.safetensors",
+    "optimizer.safetensors",
+];
 
 /// Trains a [`Model`] on [`Splits`].
 pub struct Learner {
@@ -353,7 +357,9 @@ impl Learner {
                 cfg.loader.batch_size
             )));
         }
-        let batches = self.loader.batches(self.data.train.clone(), indices, epoch, true);
+        let batches = self
+            .loader
+            .batches(self.data.train.clone(), indices, epoch, true);
         let steps = batches.len();
         let total = (stage.epochs * steps) as f64;
         let group_lrs = stage.lr.per_group(self.opt.num_groups());
@@ -415,7 +421,10 @@ impl Learner {
     }
 
     /// Run the rest of the plan, calling `on_epoch` after each epoch.
-    pub fn run(&mut self, mut on_epoch: impl FnMut(&Learner, &EpochStats) -> Result<()>) -> Result<()> {
+    pub fn run(
+        &mut self,
+        mut on_epoch: impl FnMut(&Learner, &EpochStats) -> Result<()>,
+    ) -> Result<()> {
         while let Some(stats) = self.next_epoch()? {
             on_epoch(self, &stats)?;
         }
@@ -433,7 +442,12 @@ impl Learner {
     }
 
     /// fastai's `fine_tune(epochs, base_lr, freeze_epochs)`.
-    pub fn fine_tune(&mut self, epochs: usize, base_lr: f64, freeze_epochs: usize) -> Result<Vec<EpochStats>> {
+    pub fn fine_tune(
+        &mut self,
+        epochs: usize,
+        base_lr: f64,
+        freeze_epochs: usize,
+    ) -> Result<Vec<EpochStats>> {
         self.run_plan(Plan::fine_tune(epochs, base_lr, freeze_epochs))
     }
 
@@ -458,9 +472,9 @@ impl Learner {
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(len);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed}<{eta} {msg}")
-        {
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {pos}/{len} {elapsed}<{eta} {msg}",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(prefix);
@@ -480,7 +494,9 @@ impl Learner {
             .collect();
         self.sync.broadcast(&buffers)?;
         let indices = self.config.shard.eval_indices(self.data.valid.len());
-        let batches = self.loader.batches(self.data.valid.clone(), indices, 0, false);
+        let batches = self
+            .loader
+            .batches(self.data.valid.clone(), indices, 0, false);
         let bar = self.progress_bar(batches.len() as u64, "valid".into());
         let mut sums = [0.0f64; 3];
         let _guard = tch::no_grad_guard();
@@ -543,18 +559,33 @@ impl Learner {
         })
     }
 
-    fn lr_find_steps(&mut self, start_lr: f64, end_lr: f64, num_it: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn lr_find_steps(
+        &mut self,
+        start_lr: f64,
+        end_lr: f64,
+        num_it: usize,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
         let (mut lrs, mut losses) = (Vec::new(), Vec::new());
         let (mut avg, mut best) = (0.0f64, f64::INFINITY);
         let groups = self.opt.num_groups();
         let mut epoch = 0;
         'outer: loop {
             let cfg = &self.config;
-            let indices = cfg.shard.train_indices(self.data.train.len(), cfg.loader.batch_size, cfg.loader.seed, epoch);
+            let indices = cfg.shard.train_indices(
+                self.data.train.len(),
+                cfg.loader.batch_size,
+                cfg.loader.seed,
+                epoch,
+            );
             if indices.is_empty() {
-                return Err(Error::Config("the training set is smaller than one batch".into()));
+                return Err(Error::Config(
+                    "the training set is smaller than one batch".into(),
+                ));
             }
-            for batch in self.loader.batches(self.data.train.clone(), indices, epoch, true) {
+            for batch in self
+                .loader
+                .batches(self.data.train.clone(), indices, epoch, true)
+            {
                 let i = lrs.len();
                 if i >= num_it {
                     break 'outer;
@@ -621,14 +652,18 @@ impl Learner {
     pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta> {
         let path = dir.join(CHECKPOINT_FILES[0]);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-            path: dir.to_path_buf(),
-            reason: format!("bad checkpoint.json: {e}"),
-        })?;
+        let meta: CheckpointMeta =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
+                path: dir.to_path_buf(),
+                reason: format!("bad checkpoint.json: {e}"),
+            })?;
         if meta.format != CHECKPOINT_FORMAT {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
-                reason: format!("format {} is not the supported {CHECKPOINT_FORMAT}", meta.format),
+                reason: format!(
+                    "format {} is not the supported {CHECKPOINT_FORMAT}",
+                    meta.format
+                ),
             });
         }
         Ok(meta)
@@ -638,10 +673,19 @@ impl Learner {
     /// stopped. The checkpoint's loader settings (seed, batch size) are kept
     /// so the continuation is exact; `threads`/`prefetch`/`progress` and the
     /// shard come from `overrides`.
-    pub fn from_checkpoint(dir: &Path, data: Splits, device: tch::Device, overrides: &LearnerConfig) -> Result<Self> {
+    pub fn from_checkpoint(
+        dir: &Path,
+        data: Splits,
+        device: tch::Device,
+        overrides: &LearnerConfig,
+    ) -> Result<Self> {
         let meta = Self::read_checkpoint_meta(dir)?;
         let mut model = Model::new(meta.spec.clone(), device)?;
-        import_weights(&mut model, &dir.join(CHECKPOINT_FILES[1]), HeadPolicy::Require)?;
+        import_weights(
+            &mut model,
+            &dir.join(CHECKPOINT_FILES[1]),
+            HeadPolicy::Require,
+        )?;
         let mut config = meta.config.clone();
         config.loader.threads = overrides.loader.threads;
         config.loader.prefetch = overrides.loader.prefetch;
@@ -657,7 +701,10 @@ impl Learner {
 }
 
 fn tmp_sibling(dir: &Path) -> PathBuf {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
     dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -707,7 +754,10 @@ mod tests {
     #[test]
     fn table_rows_line_up() {
         let t = EpochTable::new(&[Metric::Accuracy, Metric::ErrorRate]);
-        assert_eq!(t.header(), "epoch       train_loss  valid_loss  accuracy    error_rate  time");
+        assert_eq!(
+            t.header(),
+            "epoch       train_loss  valid_loss  accuracy    error_rate  time"
+        );
         let row = t.row(&EpochStats {
             epoch: 3,
             stage: 0,
@@ -719,6 +769,9 @@ mod tests {
             seconds: 65.2,
             images_per_sec: 1.0,
         });
-        assert_eq!(row, "3           0.500000    0.250000    0.900000    0.100000    01:05");
+        assert_eq!(
+            row,
+            "3           0.500000    0.250000    0.900000    0.100000    01:05"
+        );
     }
 }

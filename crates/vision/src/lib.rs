@@ -42,7 +42,9 @@ pub mod weights;
 
 pub use cam::{CamMethod, Explanation};
 pub use error::{Error, Result};
-pub use learner::{EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, SingleProcess};
+pub use learner::{
+    EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, SingleProcess,
+};
 pub use loader::{Batch, Loader, LoaderConfig, Shard};
 pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};
 pub use schedule::{LrRange, Plan, Schedule, Stage};

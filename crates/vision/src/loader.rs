@@ -65,7 +65,13 @@ impl Shard {
     /// N ranks with batch B see exactly the batches one rank with batch N·B
     /// would, split N ways. The ragged tail (fewer than N·B samples) is
     /// dropped, as fastai and DDP drop the last incomplete training batch.
-    pub fn train_indices(&self, n: usize, batch_size: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    pub fn train_indices(
+        &self,
+        n: usize,
+        batch_size: usize,
+        seed: u64,
+        epoch: usize,
+    ) -> Vec<usize> {
         let perm = epoch_permutation(n, seed, epoch);
         let global = batch_size * self.world_size;
         if global == 0 {
@@ -147,7 +153,9 @@ pub struct Loader {
 
 impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loader").field("config", &self.config).finish()
+        f.debug_struct("Loader")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -195,7 +203,8 @@ impl Loader {
             .name("camshaft-loader".into())
             .spawn(move || {
                 for chunk in indices.chunks(config.batch_size) {
-                    let batch = pool.install(|| make_batch(&*dataset, chunk, &config, epoch, augment));
+                    let batch =
+                        pool.install(|| make_batch(&*dataset, chunk, &config, epoch, augment));
                     let failed = batch.is_err();
                     if tx.send(batch).is_err() || failed {
                         break;
@@ -211,7 +220,9 @@ impl Loader {
             Err(e) => BatchStream {
                 rx: None,
                 len,
-                spawn_error: Some(Error::Config(format!("cannot start the loader thread: {e}"))),
+                spawn_error: Some(Error::Config(format!(
+                    "cannot start the loader thread: {e}"
+                ))),
             },
         }
     }
@@ -219,7 +230,12 @@ impl Loader {
     /// Preprocess one decoded image as evaluation does (centre crop/resize,
     /// no flip, normalisation): `(3, S, S)` float.
     pub fn eval_tensor(&self, image: &RgbImage) -> Tensor {
-        let img = resize(image, self.config.image_size, self.config.resize, (0.5, 0.5));
+        let img = resize(
+            image,
+            self.config.image_size,
+            self.config.resize,
+            (0.5, 0.5),
+        );
         to_chw(&img, self.config.normalization)
     }
 }
@@ -340,7 +356,10 @@ mod tests {
             let (n, b) = (103, 5);
             let mut seen = vec![0; n];
             for rank in 0..world {
-                let shard = Shard { rank, world_size: world };
+                let shard = Shard {
+                    rank,
+                    world_size: world,
+                };
                 let idx = shard.train_indices(n, b, 7, 3);
                 assert_eq!(idx.len(), (n / (b * world)) * b);
                 for i in idx {
@@ -351,7 +370,12 @@ mod tests {
             assert_eq!(seen.iter().sum::<usize>(), (n / (b * world)) * b * world);
             let mut eval = vec![0; n];
             for rank in 0..world {
-                for i in (Shard { rank, world_size: world }).eval_indices(n) {
+                for i in (Shard {
+                    rank,
+                    world_size: world,
+                })
+                .eval_indices(n)
+                {
                     eval[i] += 1;
                 }
             }
@@ -363,8 +387,16 @@ mod tests {
     fn n_ranks_split_the_one_rank_batches() {
         let (n, b) = (64, 4);
         let single = Shard::default().train_indices(n, 2 * b, 1, 0);
-        let r0 = Shard { rank: 0, world_size: 2 }.train_indices(n, b, 1, 0);
-        let r1 = Shard { rank: 1, world_size: 2 }.train_indices(n, b, 1, 0);
+        let r0 = Shard {
+            rank: 0,
+            world_size: 2,
+        }
+        .train_indices(n, b, 1, 0);
+        let r1 = Shard {
+            rank: 1,
+            world_size: 2,
+        }
+        .train_indices(n, b, 1, 0);
         for s in 0..n / (2 * b) {
             let mut both = [&r0[s * b..(s + 1) * b], &r1[s * b..(s + 1) * b]].concat();
             let mut one = single[s * 2 * b..(s + 1) * 2 * b].to_vec();
@@ -378,7 +410,9 @@ mod tests {
 
     #[test]
     fn normalisation_and_flip_are_exact() {
-        let img = RgbImage::from_fn(2, 1, |x, _| image::Rgb([if x == 0 { 255 } else { 0 }, 128, 0]));
+        let img = RgbImage::from_fn(2, 1, |x, _| {
+            image::Rgb([if x == 0 { 255 } else { 0 }, 128, 0])
+        });
         let mut out = vec![0f32; 6];
         write_chw(&img, true, Normalization::None, &mut out);
         assert_eq!(out[0], 0.0);

@@ -249,18 +249,18 @@ impl BasicBlock {
         }
     }
 
+    /// In-place ReLU and residual add where autograd allows, as torchvision
+    /// does (`ReLU(inplace=True)`, `out += identity`): fewer big temporaries.
     fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let ys = xs
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .apply(&self.conv2)
-            .apply_t(&self.bn2, train);
-        let shortcut = match &self.downsample {
-            Some((c, bn)) => xs.apply(c).apply_t(bn, train),
-            None => xs.shallow_clone(),
-        };
-        (ys + shortcut).relu()
+        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train);
+        let _ = ys.relu_();
+        let mut ys = ys.apply(&self.conv2).apply_t(&self.bn2, train);
+        match &self.downsample {
+            Some((c, bn)) => ys += xs.apply(c).apply_t(bn, train),
+            None => ys += xs,
+        }
+        let _ = ys.relu_();
+        ys
     }
 }
 
@@ -281,12 +281,15 @@ enum Head {
     /// Global average pool then linear (torchvision `fc`, or the CAM head).
     Pooled(nn::Linear),
     /// fastai's `create_head`.
-    Fastai {
-        bn1: nn::BatchNorm,
-        lin1: nn::Linear,
-        bn2: nn::BatchNorm,
-        lin2: nn::Linear,
-    },
+    Fastai(Box<FastaiHead>),
+}
+
+#[derive(Debug)]
+struct FastaiHead {
+    bn1: nn::BatchNorm,
+    lin1: nn::Linear,
+    bn2: nn::BatchNorm,
+    lin2: nn::Linear,
 }
 
 /// A classifier: body + head in one `VarStore`, so the body can be frozen and
@@ -378,12 +381,12 @@ impl Model {
                     bs_init: None,
                     bias: false,
                 };
-                Head::Fastai {
+                Head::Fastai(Box::new(FastaiHead {
                     bn1: batch_norm(&p / "2", 2 * c, &mut bns, false),
                     lin1: nn::linear(&p / "4", 2 * c, 512, cfg),
                     bn2: batch_norm(&p / "6", 512, &mut bns, false),
                     lin2: nn::linear(&p / "8", 512, n, cfg),
-                }
+                }))
             }
         };
         Ok(Model {
@@ -418,13 +421,18 @@ impl Model {
     /// The body's last feature map, `(N, C, h, w)`.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         match &self.body {
-            Body::Cnn(c) => xs.apply(c).relu().max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Body::Cnn(c) => xs
+                .apply(c)
+                .relu()
+                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             Body::Resnet { conv1, bn1, layers } => {
-                let mut x = xs
-                    .apply(conv1)
-                    .apply_t(bn1, train)
-                    .relu()
-                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+                let mut x = xs.apply(conv1).apply_t(bn1, train).relu().max_pool2d(
+                    [3, 3],
+                    [2, 2],
+                    [1, 1],
+                    [1, 1],
+                    false,
+                );
                 for block in layers.iter().flatten() {
                     x = block.forward(&x, train);
                 }
@@ -437,13 +445,16 @@ impl Model {
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
         match &self.head {
             Head::Flatten(fc) => features.flatten(1, -1).apply(fc),
-            Head::Pooled(fc) => features.mean_dim(&[-2i64, -1][..], false, Kind::Float).apply(fc),
-            Head::Fastai {
-                bn1,
-                lin1,
-                bn2,
-                lin2,
-            } => {
+            Head::Pooled(fc) => features
+                .mean_dim(&[-2i64, -1][..], false, Kind::Float)
+                .apply(fc),
+            Head::Fastai(h) => {
+                let FastaiHead {
+                    bn1,
+                    lin1,
+                    bn2,
+                    lin2,
+                } = &**h;
                 let mx = features.amax(&[-2i64, -1][..], false);
                 let avg = features.mean_dim(&[-2i64, -1][..], false, Kind::Float);
                 Tensor::cat(&[mx, avg], 1)
@@ -474,9 +485,9 @@ impl Model {
 
     /// Whether `name` (a variable name) belongs to a BatchNorm layer.
     pub fn is_batch_norm(&self, name: &str) -> bool {
-        self.bn_prefixes
-            .iter()
-            .any(|p| name.len() > p.len() && name.starts_with(p.as_str()) && name.as_bytes()[p.len()] == b'.')
+        self.bn_prefixes.iter().any(|p| {
+            name.len() > p.len() && name.starts_with(p.as_str()) && name.as_bytes()[p.len()] == b'.'
+        })
     }
 
     /// Whether `name` is a head variable (the part replaced for a new task).
@@ -484,7 +495,7 @@ impl Model {
         match &self.head {
             Head::Flatten(_) => name.starts_with("4."),
             Head::Pooled(_) => name.starts_with("fc."),
-            Head::Fastai { .. } => name.starts_with("head."),
+            Head::Fastai(_) => name.starts_with("head."),
         }
     }
 
@@ -562,7 +573,10 @@ mod tests {
         let vars = m.named_variables();
         assert_eq!(vars["0.weight"].size(), [128, 3, 5, 5]);
         assert_eq!(vars["4.weight"].size(), [10, 25088]);
-        let y = m.forward_t(&Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)), false);
+        let y = m.forward_t(
+            &Tensor::zeros([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            false,
+        );
         assert_eq!(y.size(), [2, 10]);
     }
 
@@ -596,7 +610,11 @@ mod tests {
         assert!(m.named_variables()["conv1.weight"].requires_grad());
         let groups = m.param_groups();
         assert_eq!(groups.len(), 3);
-        assert!(groups[1].iter().all(|(n, _)| n.starts_with("layer3") || n.starts_with("layer4")));
+        assert!(
+            groups[1]
+                .iter()
+                .all(|(n, _)| n.starts_with("layer3") || n.starts_with("layer4"))
+        );
     }
 
     #[test]

@@ -149,12 +149,19 @@ impl Adam {
                     let _ = p.param.f_mul_scalar_(1.0 - lr * cfg.wd)?;
                 }
                 let _ = p.exp_avg.f_lerp_(&g, 1.0 - mom)?;
-                let _ = p.exp_avg_sq.f_lerp_(&(&g * &g), 1.0 - cfg.sqr_mom)?;
+                let _ = p.exp_avg_sq.f_lerp_(&g.f_square()?, 1.0 - cfg.sqr_mom)?;
                 let debias1 = 1.0 - mom.powi(p.step as i32);
                 let debias2 = 1.0 - cfg.sqr_mom.powi(p.step as i32);
-                let denom = (&p.exp_avg_sq / debias2).f_sqrt()?.f_add_scalar(cfg.eps)?;
-                let update = p.exp_avg.f_div(&denom)?.f_mul_scalar(lr / debias1)?;
-                let _ = p.param.f_sub_(&update)?;
+                // denom = (√v / √debias2 + eps) · (−debias1/lr), so that
+                // p + m/denom = p − lr/debias1 · m / (√(v/debias2) + eps).
+                if lr == 0.0 {
+                    continue;
+                }
+                let mut denom = p.exp_avg_sq.f_sqrt()?;
+                let _ = denom.f_mul_scalar_(1.0 / debias2.sqrt())?;
+                let _ = denom.f_add_scalar_(cfg.eps)?;
+                let _ = denom.f_mul_scalar_(-debias1 / lr)?;
+                let _ = p.param.f_addcdiv_(&p.exp_avg, &denom)?;
             }
             Ok(())
         })
@@ -183,8 +190,14 @@ impl Adam {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut named = Vec::with_capacity(self.params.len() * 3);
         for p in &self.params {
-            named.push((format!("exp_avg.{}", p.name), p.exp_avg.to_device(tch::Device::Cpu)));
-            named.push((format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.to_device(tch::Device::Cpu)));
+            named.push((
+                format!("exp_avg.{}", p.name),
+                p.exp_avg.to_device(tch::Device::Cpu),
+            ));
+            named.push((
+                format!("exp_avg_sq.{}", p.name),
+                p.exp_avg_sq.to_device(tch::Device::Cpu),
+            ));
             named.push((format!("step.{}", p.name), Tensor::from_slice(&[p.step])));
         }
         write_safetensors_atomic(&named, path)
@@ -208,7 +221,10 @@ impl Adam {
                 };
                 let (m, v, s) = (take("exp_avg")?, take("exp_avg_sq")?, take("step")?);
                 if m.size() != p.param.size() || v.size() != p.param.size() {
-                    return Err(bad(format!("optimiser state for {} has the wrong shape", p.name)));
+                    return Err(bad(format!(
+                        "optimiser state for {} has the wrong shape",
+                        p.name
+                    )));
                 }
                 p.exp_avg.f_copy_(&m.to_kind(Kind::Float))?;
                 p.exp_avg_sq.f_copy_(&v.to_kind(Kind::Float))?;
@@ -231,7 +247,10 @@ mod tests {
         let b = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
         let mut opt = Adam::new(
             AdamConfig::default(),
-            vec![vec![("w".into(), p.shallow_clone()), ("fc.bias".into(), b.shallow_clone())]],
+            vec![vec![
+                ("w".into(), p.shallow_clone()),
+                ("fc.bias".into(), b.shallow_clone()),
+            ]],
             |n| n.ends_with("bias"),
         );
         let loss = (&p * &p).sum(Kind::Float) + &b * 3.0;

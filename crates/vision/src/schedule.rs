@@ -22,7 +22,9 @@ impl LrRange {
     pub fn per_group(self, n: usize) -> Vec<f64> {
         match self {
             LrRange::Single(lr) => vec![lr; n],
-            LrRange::Slice(hi) => (0..n).map(|i| if i + 1 == n { hi } else { hi / 10.0 }).collect(),
+            LrRange::Slice(hi) => (0..n)
+                .map(|i| if i + 1 == n { hi } else { hi / 10.0 })
+                .collect(),
             LrRange::Range(lo, hi) if n > 1 => {
                 let step = (hi / lo).powf(1.0 / (n - 1) as f64);
                 (0..n).map(|i| lo * step.powi(i as i32)).collect()
@@ -199,17 +201,23 @@ impl Plan {
     /// Check every stage trains at a positive, finite rate.
     pub fn validate(&self) -> Result<()> {
         if self.total_epochs() == 0 {
-            return Err(Error::Config("a training plan needs at least one epoch".into()));
+            return Err(Error::Config(
+                "a training plan needs at least one epoch".into(),
+            ));
         }
         for s in &self.stages {
             let lr = s.lr.max();
             if !(lr.is_finite() && lr > 0.0 && lr < 100.0) {
-                return Err(Error::Config(format!("learning rate {lr} is not in (0, 100)")));
+                return Err(Error::Config(format!(
+                    "learning rate {lr} is not in (0, 100)"
+                )));
             }
-            if let LrRange::Range(lo, hi) = s.lr {
-                if !(lo > 0.0 && lo <= hi) {
-                    return Err(Error::Config(format!("learning-rate range {lo}..{hi} is empty")));
-                }
+            if let LrRange::Range(lo, hi) = s.lr
+                && !(lo > 0.0 && lo <= hi)
+            {
+                return Err(Error::Config(format!(
+                    "learning-rate range {lo}..{hi} is empty"
+                )));
             }
         }
         Ok(())
@@ -240,7 +248,11 @@ mod tests {
     #[test]
     fn discriminative_rates_are_geometric() {
         let lrs = LrRange::Range(1e-5, 1e-3).per_group(3);
-        assert!((lrs[0] - 1e-5).abs() < 1e-15 && (lrs[1] - 1e-4).abs() < 1e-14 && (lrs[2] - 1e-3).abs() < 1e-14);
+        assert!(
+            (lrs[0] - 1e-5).abs() < 1e-15
+                && (lrs[1] - 1e-4).abs() < 1e-14
+                && (lrs[2] - 1e-3).abs() < 1e-14
+        );
         assert_eq!(LrRange::Slice(1e-3).per_group(3), vec![1e-4, 1e-4, 1e-3]);
     }
 

@@ -53,7 +53,9 @@ pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         reason,
     };
     match ext.as_str() {
-        "safetensors" => Tensor::read_safetensors(path).map_err(|e| bad(format!("cannot read tensors: {e}"))),
+        "safetensors" => {
+            Tensor::read_safetensors(path).map_err(|e| bad(format!("cannot read tensors: {e}")))
+        }
         "ot" => Tensor::load_multi(path).map_err(|e| bad(format!("cannot read tensors: {e}"))),
         _ => camshaft_pth::read_state_dict(path)
             .map_err(|e| bad(e.to_string()))?
@@ -123,7 +125,8 @@ pub fn load_named_tensors(
     }
     let mut unexpected = Vec::new();
     for (name, t) in file {
-        let old_head = name.starts_with("fc.") || name.starts_with("head.") || name.starts_with("4.");
+        let old_head =
+            name.starts_with("fc.") || name.starts_with("head.") || name.starts_with("4.");
         if name.ends_with("num_batches_tracked")
             || (old_head && policy == HeadPolicy::KeepInitialised)
         {
@@ -262,18 +265,32 @@ mod tests {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).unwrap();
                 let body = b"not the resnet18 weights";
-                write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
                 stream.write_all(body).unwrap();
             }
         });
         let file = pretrained_file(Arch::Resnet18).unwrap();
-        let err = file.fetch(dir.path(), Some(&format!("http://{addr}"))).unwrap_err().to_string();
+        let err = file
+            .fetch(dir.path(), Some(&format!("http://{addr}")))
+            .unwrap_err()
+            .to_string();
         server.join().unwrap();
         assert!(err.contains("sha256"), "{err}");
         assert!(!dir.path().join(file.file_name()).exists());
 
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let err = file.fetch(dir.path(), Some(&format!("http://{closed}"))).unwrap_err().to_string();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = file
+            .fetch(dir.path(), Some(&format!("http://{closed}")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("resnet18-f37072fd.pth"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         assert!(pretrained_file(Arch::Cnn).is_none());

@@ -52,7 +52,10 @@ fn batches_depend_only_on_seed_and_epoch() {
     assert_eq!(a.len(), 6);
     for ((ta, ia), (tb, ib)) in a.iter().zip(&b) {
         assert_eq!(ia, ib);
-        assert!(ta.equal(tb), "same (seed, epoch) must give the same pixels on any thread count");
+        assert!(
+            ta.equal(tb),
+            "same (seed, epoch) must give the same pixels on any thread count"
+        );
     }
     let c = epoch(&loader(2), &data, 4);
     assert_ne!(a[0].1, c[0].1, "another epoch, another order");
@@ -62,10 +65,18 @@ fn batches_depend_only_on_seed_and_epoch() {
 fn a_corrupt_file_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.png");
-    image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30])).save(&good).unwrap();
+    image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]))
+        .save(&good)
+        .unwrap();
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
-    let files = ImageFiles::new("test", vec![good, bad.clone()], vec![0, 1], vec!["a".into(), "b".into()]).unwrap();
+    let files = ImageFiles::new(
+        "test",
+        vec![good, bad.clone()],
+        vec![0, 1],
+        vec!["a".into(), "b".into()],
+    )
+    .unwrap();
     let data: Arc<dyn Dataset> = Arc::new(files);
     let mut batches = loader(2).batches(data, vec![0, 1], 0, false);
     let err = batches.next().unwrap().unwrap_err().to_string();

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use camshaft_vision::weights::read_named_tensors;
-use camshaft_vision::{Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization, import_weights};
+use camshaft_vision::{
+    Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization, import_weights,
+};
 use tch::{Device, Tensor};
 
 fn python() -> PathBuf {
@@ -19,15 +21,26 @@ fn python() -> PathBuf {
 }
 
 fn reference(arch: &str, cam_classes: usize, dir: &Path) -> (PathBuf, Tensor, Tensor) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torchvision_logits.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/torchvision_logits.py");
     let mut cmd = Command::new(python());
     cmd.arg(script).arg(arch).arg(dir);
     if cam_classes > 0 {
         cmd.args(["--no-bias-fc", &cam_classes.to_string()]);
     }
-    let out = cmd.output().expect("run the .venv python (scripts/setup creates it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let name = if cam_classes > 0 { format!("{arch}-cam") } else { arch.to_string() };
+    let out = cmd
+        .output()
+        .expect("run the .venv python (scripts/setup creates it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = if cam_classes > 0 {
+        format!("{arch}-cam")
+    } else {
+        arch.to_string()
+    };
     let io = read_named_tensors(&dir.join(format!("{name}-io.pth"))).unwrap();
     let get = |k: &str| io.iter().find(|(n, _)| n == k).unwrap().1.shallow_clone();
     (dir.join(format!("{name}.pth")), get("input"), get("logits"))
@@ -72,11 +85,18 @@ fn imagenet_fc_is_dropped_for_a_new_head_and_cam_head_imports_as_is() {
     assert!(report.ignored.iter().any(|k| k.starts_with("fc.bias")));
     // ...and the strict policy names the offending keys.
     let mut strict = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 2), Device::Cpu).unwrap();
-    let err = import_weights(&mut strict, &weights, HeadPolicy::Require).unwrap_err().to_string();
-    assert!(err.contains("fc.weight") && err.contains("fc.bias"), "{err}");
+    let err = import_weights(&mut strict, &weights, HeadPolicy::Require)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("fc.weight") && err.contains("fc.bias"),
+        "{err}"
+    );
     // A body mismatch is always an error.
     let mut wrong = Model::new(spec(Arch::Resnet34, HeadKind::Cam, 2), Device::Cpu).unwrap();
-    let err = import_weights(&mut wrong, &weights, HeadPolicy::KeepInitialised).unwrap_err().to_string();
+    let err = import_weights(&mut wrong, &weights, HeadPolicy::KeepInitialised)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("layer3.5.conv1.weight"), "{err}");
     let _ = x;
 
