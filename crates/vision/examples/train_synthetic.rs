@@ -6,7 +6,9 @@
 //! ```
 //! writes `out/demo/checkpoint/` (weights, optimiser, plan), `out/demo/cam-grid.png`
 //! (25 validation images, titled `class(p)`) and `out/demo/samples/` (the data
-//! set as PNG files).
+//! set as PNG files). The defaults are the run of the test
+//! `resnet18_learns_and_its_cam_points_at_the_object` (about 4 minutes on 2
+//! CPU cores).
 
 use std::path::PathBuf;
 
@@ -30,7 +32,7 @@ struct Args {
     #[arg(long, default_value = "cam")]
     head: HeadKind,
     /// Epochs of `fit_one_cycle` (or of the unfrozen stage with --fine-tune).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     epochs: usize,
     /// Maximum learning rate (base lr with --fine-tune).
     #[arg(long, default_value_t = 3e-3)]
@@ -41,13 +43,14 @@ struct Args {
     /// Run lr_find first and print its suggestion.
     #[arg(long)]
     lr_find: bool,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Side of the generated images (and the model input).
-    #[arg(long, default_value_t = 64)]
+    /// Side of the generated images (and the model input): 128 gives a
+    /// ResNet a 4×4 feature map.
+    #[arg(long, default_value_t = 128)]
     image_size: u32,
     /// Shapes to tell apart (2..=6).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 2)]
     classes: usize,
     #[arg(long, default_value_t = 2048)]
     train_len: usize,
