@@ -10,7 +10,10 @@
 //!   `fine_tune`, `lr_find`, the epoch table and exact-resume checkpoints.
 //! - [`cam`]: CAM and Grad-CAM, batched, and the lecture's panels.
 //!
-//! ```no_run
+//! (Compiled, not run, as a doctest: doctests run from a temporary folder
+//! that the binaries' rpath to `.venv/libtorch` cannot reach.)
+//!
+//! ```no_run,standalone_crate
 //! use camshaft_data::SyntheticConfig;
 //! use camshaft_vision::{Arch, HeadKind, Learner, LearnerConfig, LrRange, Model, ModelSpec, Normalization};
 //!

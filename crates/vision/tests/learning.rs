@@ -14,7 +14,7 @@ use camshaft_vision::{
 use tch::Device;
 
 /// These tests run one at a time and seed libtorch's global generator as
-/// `train_synthetic --seed` does, so each model starts from the same weights
+/// `train --seed` does, so each model starts from the same weights
 /// on every run and the example reproduces a test's numbers.
 fn serial(seed: u64) -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -57,7 +57,7 @@ fn with_model(model: Model, cfg: &SyntheticConfig, batch_size: usize) -> Learner
 }
 
 /// The lecture's small CNN, 2 shapes at 32×32: 0.94 after 6 epochs
-/// (`train_synthetic --arch cnn --head linear --image-size 32 --classes 2
+/// (`train --arch cnn --head linear --image-size 32 --classes 2
 /// --epochs 6 --lr 3e-3 --train-len 4096 --seed 1`; 0.98 with seed 2),
 /// about 15 s on 2 cores; chance is 0.5.
 #[test]
@@ -151,7 +151,7 @@ fn resumed_run_continues_the_same_loss_curve() {
 /// A ResNet18 with the CAM head learns 2 shapes at 128×128 (a 4×4 feature
 /// map), and the CAM of the true class peaks on the object: the pointing game
 /// with its usual 15-pixel tolerance, while the map of the *other* class
-/// avoids the object. This is the run of `train_synthetic` with its defaults
+/// avoids the object. This is the run of `train` with its defaults
 /// (`--image-size 128 --classes 2 --epochs 4 --lr 3e-3 --batch-size 32
 /// --seed 42`): accuracy 1.00, pointing 0.84 (0.53 with no tolerance; one
 /// cell is 32 px), other class 0.05; a random peak scores about 0.33.
