@@ -20,7 +20,7 @@ use camshaft_data::Splits;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
-use crate::loader::{Loader, LoaderConfig, Shard, to_device};
+use crate::loader::{Batch, Loader, LoaderConfig, Shard, to_device};
 use crate::model::{Model, ModelSpec};
 use crate::optim::{Adam, AdamConfig};
 use crate::schedule::{LrRange, Plan};
@@ -342,21 +342,7 @@ impl Learner {
         self.model.set_frozen(stage.frozen);
         tch::manual_seed(self.config.loader.seed.wrapping_add(epoch as u64) as i64);
 
-        let cfg = &self.config;
-        let indices = cfg.shard.train_indices(
-            self.data.train.len(),
-            cfg.loader.batch_size,
-            cfg.loader.seed,
-            epoch,
-        );
-        if indices.is_empty() {
-            return Err(Error::Config(format!(
-                "the training set ({} samples) is smaller than one batch of the group ({} × {})",
-                self.data.train.len(),
-                cfg.shard.world_size,
-                cfg.loader.batch_size
-            )));
-        }
+        let indices = self.train_indices(epoch)?;
         let batches = self
             .loader
             .batches(self.data.train.clone(), indices, epoch, true);
@@ -368,12 +354,10 @@ impl Learner {
         for (step, batch) in batches.enumerate() {
             self.check_cancelled()?;
             let batch = batch?;
-            let (x, y) = to_device(&batch, self.model.device());
             let pos = (epoch_in_stage * steps + step) as f64 / total;
             let (mult, mom) = stage.schedule.at(pos);
             let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
-            let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
-            let value = loss.f_double_value(&[])?;
+            let value = self.train_step(&batch, &lrs, mom)?;
             if !value.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
@@ -381,10 +365,6 @@ impl Learner {
                     loss: value,
                 });
             }
-            self.opt.zero_grad();
-            loss.f_backward()?;
-            self.sync.average(&self.opt.gradients())?;
-            self.opt.step(&lrs, mom)?;
             let n = batch.indices.len() as u64;
             loss_sum += value * n as f64;
             seen += n;
@@ -460,6 +440,53 @@ impl Learner {
         Ok(rows)
     }
 
+    /// This rank's training indices for `epoch`; an error when the data set
+    /// holds less than one batch of the whole group.
+    fn train_indices(&self, epoch: usize) -> Result<Vec<usize>> {
+        let cfg = &self.config;
+        let n = self.data.train.len();
+        let indices = cfg
+            .shard
+            .train_indices(n, cfg.loader.batch_size, cfg.loader.seed, epoch);
+        if indices.is_empty() {
+            return Err(Error::Config(format!(
+                "the training set ({n} samples) is smaller than one batch of the group ({} × {})",
+                cfg.shard.world_size, cfg.loader.batch_size
+            )));
+        }
+        Ok(indices)
+    }
+
+    /// Forward, backward, gradient averaging and one optimiser step; the
+    /// batch's mean loss (the step is taken even when it is not finite, the
+    /// caller decides).
+    fn train_step(&mut self, batch: &Batch, lrs: &[f64], mom: f64) -> Result<f64> {
+        let (x, y) = to_device(batch, self.model.device());
+        let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Ok(value);
+        }
+        self.opt.zero_grad();
+        loss.f_backward()?;
+        self.sync.average(&self.opt.gradients())?;
+        self.opt.step(lrs, mom)?;
+        Ok(value)
+    }
+
+    /// Give every rank rank 0's BatchNorm statistics (they drift apart as
+    /// each rank normalises its own batches), as DDP does.
+    fn sync_buffers(&mut self) -> Result<()> {
+        let buffers: Vec<Tensor> = self
+            .model
+            .named_variables()
+            .into_iter()
+            .filter(|(k, _)| crate::model::is_buffer(k))
+            .map(|(_, v)| v)
+            .collect();
+        self.sync.broadcast(&buffers)
+    }
+
     fn check_cancelled(&self) -> Result<()> {
         match &self.cancel {
             Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Cancelled),
@@ -484,15 +511,7 @@ impl Learner {
     /// Validation loss, accuracy and sample count over the whole validation
     /// set (this rank's disjoint block, summed over the group).
     pub fn evaluate(&mut self) -> Result<(f64, f64, u64)> {
-        // BatchNorm statistics can drift apart between ranks: use rank 0's.
-        let buffers: Vec<Tensor> = self
-            .model
-            .named_variables()
-            .into_iter()
-            .filter(|(k, _)| crate::model::is_buffer(k))
-            .map(|(_, v)| v)
-            .collect();
-        self.sync.broadcast(&buffers)?;
+        self.sync_buffers()?;
         let indices = self.config.shard.eval_indices(self.data.valid.len());
         let batches = self
             .loader
@@ -570,18 +589,7 @@ impl Learner {
         let groups = self.opt.num_groups();
         let mut epoch = 0;
         'outer: loop {
-            let cfg = &self.config;
-            let indices = cfg.shard.train_indices(
-                self.data.train.len(),
-                cfg.loader.batch_size,
-                cfg.loader.seed,
-                epoch,
-            );
-            if indices.is_empty() {
-                return Err(Error::Config(
-                    "the training set is smaller than one batch".into(),
-                ));
-            }
+            let indices = self.train_indices(epoch)?;
             for batch in self
                 .loader
                 .batches(self.data.train.clone(), indices, epoch, true)
@@ -591,14 +599,8 @@ impl Learner {
                     break 'outer;
                 }
                 let batch = batch?;
-                let (x, y) = to_device(&batch, self.model.device());
                 let lr = start_lr * (end_lr / start_lr).powf(i as f64 / num_it as f64);
-                let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
-                let value = loss.f_double_value(&[])?;
-                self.opt.zero_grad();
-                loss.f_backward()?;
-                self.sync.average(&self.opt.gradients())?;
-                self.opt.step(&vec![lr; groups], 0.9)?;
+                let value = self.train_step(&batch, &vec![lr; groups], 0.9)?;
                 avg = 0.98 * avg + 0.02 * value;
                 let smooth = avg / (1.0 - 0.98f64.powi(i as i32 + 1));
                 lrs.push(lr);
@@ -616,14 +618,7 @@ impl Learner {
     /// Write a checkpoint directory (weights, optimiser state, plan, history)
     /// atomically: into a temporary sibling, then renamed over `dir`.
     pub fn save_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        let buffers: Vec<Tensor> = self
-            .model
-            .named_variables()
-            .into_iter()
-            .filter(|(k, _)| crate::model::is_buffer(k))
-            .map(|(_, v)| v)
-            .collect();
-        self.sync.broadcast(&buffers)?;
+        self.sync_buffers()?;
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         let tmp = tmp_sibling(dir);
