@@ -1,0 +1,169 @@
+//! One gRPC status code per kind of failure, shared by every service.
+//!
+//! Each service library has its own error enum; each variant names an
+//! [`ErrorKind`], and `From<ServiceError> for tonic::Status` goes through
+//! [`ErrorKind::status`]. That keeps the codes stable across services, which
+//! is what clients (and `ctl`'s exit codes) depend on.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+/// Metadata key of a RESOURCE_EXHAUSTED or UNAVAILABLE answer that says how
+/// long to wait before retrying, in whole milliseconds (ASCII decimal).
+pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
+/// The kinds of failure a Camshaft service reports, each with one code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is wrong and will stay wrong: a bad job spec, a malformed
+    /// model reference, an option out of range. `INVALID_ARGUMENT`.
+    InvalidArgument,
+    /// The job, model, version, alias or worker does not exist. `NOT_FOUND`.
+    NotFound,
+    /// The thing to create exists already. `ALREADY_EXISTS`.
+    AlreadyExists,
+    /// Valid, but not in the current state: cancelling a finished job,
+    /// deleting an aliased version, CAM of a head that cannot have one.
+    /// `FAILED_PRECONDITION`.
+    FailedPrecondition,
+    /// A queue, quota or budget is full; retry later (see
+    /// [`RETRY_AFTER_METADATA`]). `RESOURCE_EXHAUSTED`.
+    ResourceExhausted,
+    /// A dependency (the store, a model still loading, a draining server) is
+    /// not available now; retry with backoff. `UNAVAILABLE`.
+    Unavailable,
+    /// The caller gave up or the operation was cancelled. `CANCELLED`.
+    Cancelled,
+    /// The operation ran past its deadline on the server. `DEADLINE_EXCEEDED`.
+    DeadlineExceeded,
+    /// A bug or corrupt stored data (e.g. a checkpoint failing its sha256).
+    /// `INTERNAL`.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::Unavailable,
+        ErrorKind::Cancelled,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::Internal,
+    ];
+
+    /// The status code of this kind.
+    pub fn code(self) -> Code {
+        match self {
+            ErrorKind::InvalidArgument => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AlreadyExists => Code::AlreadyExists,
+            ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Cancelled => Code::Cancelled,
+            ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    /// The kind a client should assume for a received code. Codes no Camshaft
+    /// service sends deliberately map to the nearest kind: `OUT_OF_RANGE`
+    /// (tonic's answer to an oversized message) to `InvalidArgument`, `ABORTED`
+    /// to `Unavailable` (retryable), everything else to `Internal`.
+    pub fn from_code(code: Code) -> ErrorKind {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => ErrorKind::InvalidArgument,
+            Code::NotFound => ErrorKind::NotFound,
+            Code::AlreadyExists => ErrorKind::AlreadyExists,
+            Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+            Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+            Code::Unavailable | Code::Aborted => ErrorKind::Unavailable,
+            Code::Cancelled => ErrorKind::Cancelled,
+            Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ResourceExhausted | ErrorKind::Unavailable | ErrorKind::DeadlineExceeded
+        )
+    }
+
+    /// A status of this kind with `message`.
+    pub fn status(self, message: impl Into<String>) -> tonic::Status {
+        tonic::Status::new(self.code(), message)
+    }
+
+    /// A status of this kind that also tells the client when to retry
+    /// (in the [`RETRY_AFTER_METADATA`] metadata).
+    pub fn status_with_retry(
+        self,
+        message: impl Into<String>,
+        retry_after: Duration,
+    ) -> tonic::Status {
+        let mut status = self.status(message);
+        let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+        status
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, MetadataValue::from(millis));
+        status
+    }
+}
+
+/// The retry hint of a status, if the server sent a valid one.
+pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    let value = status.metadata().get(RETRY_AFTER_METADATA)?;
+    let millis: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_code() {
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_code(kind.code()), kind);
+        }
+    }
+
+    #[test]
+    fn issue_codes_are_stable() {
+        assert_eq!(ErrorKind::InvalidArgument.code(), Code::InvalidArgument);
+        assert_eq!(ErrorKind::NotFound.code(), Code::NotFound);
+        assert_eq!(
+            ErrorKind::FailedPrecondition.code(),
+            Code::FailedPrecondition
+        );
+        assert_eq!(ErrorKind::ResourceExhausted.code(), Code::ResourceExhausted);
+        assert_eq!(ErrorKind::Unavailable.code(), Code::Unavailable);
+        assert_eq!(
+            ErrorKind::from_code(Code::OutOfRange),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(ErrorKind::from_code(Code::Unknown), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn retry_hint_survives_the_status() {
+        let status = ErrorKind::ResourceExhausted.status_with_retry(
+            "explain queue full (256 images)",
+            Duration::from_millis(250),
+        );
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
+        assert_eq!(retry_after(&ErrorKind::NotFound.status("no")), None);
+        assert!(ErrorKind::ResourceExhausted.is_retryable());
+        assert!(!ErrorKind::InvalidArgument.is_retryable());
+    }
+}

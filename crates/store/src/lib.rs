@@ -1,0 +1,122 @@
+//! The cluster's memory for Camshaft, with no libtorch and no gRPC dependency.
+//!
+//! This crate owns:
+//!
+//! - [`Store`]: the object-safe async trait every service holds as
+//!   `Arc<dyn Store>` — jobs with compare-and-set updates, the model registry
+//!   (versions, aliases, verified weights), chunked checkpoints with
+//!   retention, leases and the live worker set, and watches on aliases and
+//!   workers. It speaks domain records ([`JobRecord`], [`ModelVersion`],
+//!   [`CheckpointManifest`], [`WorkerRecord`]), not keys; its operations are
+//!   the ones etcd v3 does atomically (one transaction per write, revisions,
+//!   leases, watches), so the etcd backend implements the same trait.
+//! - [`EmbeddedStore`]: the file-backed implementation for one machine
+//!   (`camshaft up`) and tests.
+//! - `testing` (feature `testing`): the conformance suite every backend runs.
+//!
+//! # Invariants (every backend)
+//!
+//! - Ids are assigned inside the write that creates the record and never
+//!   reused: jobs `j-1, j-2, ...`; model versions `1, 2, ...` per name;
+//!   checkpoints `1, 2, ...` per job.
+//! - A blob (checkpoint or model weights) is split into chunks of at most
+//!   [`CHUNK_SIZE`] (1 MiB, under etcd's 1.5 MiB request limit), each stored
+//!   under its sha256; the manifest naming them is written after all of them,
+//!   so a reader sees the whole blob or nothing. Reads check every chunk and
+//!   the whole blob and fail with [`Error::Corrupt`] naming the owner and the
+//!   chunk.
+//! - [`Store::update_job`] is a compare-and-set on [`JobRecord::revision`]: a
+//!   stale writer gets [`Error::Conflict`] instead of overwriting.
+//! - A worker record exists exactly while its lease does.
+//! - A watch starts with a snapshot and then delivers every later change, in
+//!   order; when it cannot (the backend lost it), the stream ends.
+//!
+//! # The embedded store on disk
+//!
+//! ```text
+//! <data dir>/
+//!   LOCK               flock'ed while open; holds the owner's pid
+//!   wal.log            write-ahead log: "CSLOG\0\0\x01", then records
+//!                      [len u32 LE][crc32 u32 LE][json Commit {revision, ops}]
+//!   snapshot.json      the whole durable state at some revision (optional)
+//!   blobs/ab/ab12…     chunk files, named by their sha256
+//! ```
+//!
+//! Metadata (jobs, model versions, aliases, checkpoint manifests) lives in
+//! memory and is changed only by a *commit*: a list of ops, validated first,
+//! appended to the log as one record, `fdatasync`ed, then applied. A write is
+//! acknowledged only after that sync, so after a crash (`kill -9`, power loss
+//! with honest disks) replaying the snapshot and the log rebuilds every
+//! acknowledged write. The last record may be torn (the process died inside
+//! `write`); its length or crc32 does not check out and it is dropped — it
+//! was never acknowledged. A bad record with valid data after it is not a
+//! torn write, and opening fails with [`Error::Corrupt`].
+//!
+//! A multi-record change (a model version plus its `latest` alias; a
+//! checkpoint plus the ones retention prunes) is one log record, so it is
+//! atomic like an etcd transaction. When the log passes
+//! [`EmbeddedConfig::snapshot_after_bytes`], the state is written to
+//! `snapshot.json` (temp file, fsync, rename, fsync dir) and the log is
+//! replaced by an empty one the same way; commits carry revisions, so a crash
+//! between the two replays nothing twice.
+//!
+//! Chunk files are written before the commit that refers to them (temp file,
+//! fsync, rename, fsync dir), so a committed manifest never names a missing
+//! chunk. Chunks of a write that crashed before its commit are unreferenced
+//! and removed when the store next opens; chunks of pruned checkpoints and
+//! deleted versions are removed right after the commit that dropped them.
+//!
+//! Why a log rather than one file per record: commits need several records
+//! changed atomically, which renames cannot give without a log anyway; one
+//! sequential `fdatasync` per write is also cheaper than three syncs per file.
+//!
+//! Leases and worker records are memory only: a lease promises its holder is
+//! alive, which means nothing after the granting process restarts. A
+//! reopened store has no leases and no workers; holders see `NotFound` on
+//! their next keep-alive and register again. Leases expire by the tokio clock.
+//!
+//! One process owns a data dir: [`EmbeddedStore::open`] takes an `flock` on
+//! `LOCK` (dropped by the kernel if the process dies) and a second open fails
+//! with [`Error::DataDirLocked`]. Inside the process, share one store through
+//! an `Arc`; every file operation runs on tokio's blocking pool.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use camshaft_store::{EmbeddedConfig, EmbeddedStore, ModelRef, Store};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await?);
+//!
+//! let job = store.create_job(serde_json::json!({"dataset": "synthetic"})).await?;
+//! assert_eq!(job.id.to_string(), "j-1");
+//!
+//! let weights = bytes::Bytes::from(vec![7u8; 3 << 20]);
+//! store.put_checkpoint(job.id, 1, serde_json::json!({"step": 100}), weights.clone()).await?;
+//! let latest = store.latest_checkpoint(job.id).await?.expect("just written");
+//! assert_eq!(latest.blob.chunks.len(), 3);
+//!
+//! let v1 = store.register_model("pets", serde_json::json!({}), serde_json::json!({}), weights).await?;
+//! let model = store.get_model(&"pets@latest".parse::<ModelRef>()?).await?;
+//! assert_eq!(model.version, v1.version);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod embedded;
+mod error;
+mod records;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use error::{Error, Result};
+pub use records::{
+    Alias, AliasEvent, Attempt, BlobManifest, CHUNK_SIZE, Checkpoint, CheckpointManifest, Failure,
+    JobId, JobRecord, JobState, LATEST, LeaseId, ModelRef, ModelVersion, RegisteredModel,
+    WorkerEvent, WorkerRecord, now_ms, validate_name,
+};
+pub use store::{Store, WatchStream, Watched};
