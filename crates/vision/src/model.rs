@@ -421,10 +421,12 @@ impl Model {
     /// The body's last feature map, `(N, C, h, w)`.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         match &self.body {
-            Body::Cnn(c) => xs
-                .apply(c)
-                .relu()
-                .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            Body::Cnn(c) => {
+                // In place: the convolution's backward needs its input, not its output.
+                let mut x = xs.apply(c);
+                let _ = x.relu_();
+                x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
+            }
             Body::Resnet { conv1, bn1, layers } => {
                 let mut x = xs.apply(conv1).apply_t(bn1, train).relu().max_pool2d(
                     [3, 3],
