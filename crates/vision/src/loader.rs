@@ -226,18 +226,6 @@ impl Loader {
             },
         }
     }
-
-    /// Preprocess one decoded image as evaluation does (centre crop/resize,
-    /// no flip, normalisation): `(3, S, S)` float.
-    pub fn eval_tensor(&self, image: &RgbImage) -> Tensor {
-        let img = resize(
-            image,
-            self.config.image_size,
-            self.config.resize,
-            (0.5, 0.5),
-        );
-        to_chw(&img, self.config.normalization)
-    }
 }
 
 /// Batches in order; see [`Loader::batches`]. Dropping it stops the producer.
@@ -337,7 +325,7 @@ pub fn to_chw(img: &RgbImage, norm: Normalization) -> Tensor {
     Tensor::from_slice(&out).view([3, h, w])
 }
 
-/// Move a batch to `device` (non-blocking where libtorch can).
+/// A batch's images (as float) and labels on `device`.
 pub fn to_device(batch: &Batch, device: Device) -> (Tensor, Tensor) {
     (
         batch.images.to_device(device).to_kind(Kind::Float),
