@@ -51,4 +51,4 @@ pub use learner::{
 pub use loader::{Batch, Loader, LoaderConfig, Shard};
 pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};
 pub use schedule::{LrRange, Plan, Schedule, Stage};
-pub use weights::{HeadPolicy, ImportReport, import_weights, save_weights};
+pub use weights::{HeadPolicy, ImportReport, import_weights, load_safetensors_bytes, save_weights};

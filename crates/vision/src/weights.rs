@@ -172,6 +172,33 @@ pub fn import_weights(model: &mut Model, path: &Path, policy: HeadPolicy) -> Res
     load_named_tensors(model, tensors, policy, path)
 }
 
+/// Load a safetensors file held in memory (as [`save_weights`] writes it, e.g.
+/// a model version's weights read from the store) into `model`; see
+/// [`load_named_tensors`]. `source` names the bytes in errors ("pets:3").
+pub fn load_safetensors_bytes(
+    model: &mut Model,
+    bytes: &[u8],
+    policy: HeadPolicy,
+    source: &str,
+) -> Result<ImportReport> {
+    let path = Path::new(source);
+    let bad = |reason: String| Error::Weights {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let t = Tensor::try_from(view).map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            Ok((name, t))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    load_named_tensors(model, tensors, policy, path)
+}
+
 /// Save every variable (parameters and BatchNorm buffers) as safetensors,
 /// under torchvision's names, via a temporary file renamed into place.
 pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
@@ -250,6 +277,37 @@ pub fn pretrained_file(arch: Arch) -> Option<PretrainedFile> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Weights saved with `save_weights` load back from memory unchanged, and
+    /// bytes that are not safetensors are an error naming the source.
+    #[test]
+    fn safetensors_bytes_round_trip() {
+        use crate::model::{HeadKind, ModelSpec, Normalization};
+        let spec = ModelSpec {
+            arch: Arch::Cnn,
+            head: HeadKind::Linear,
+            class_names: vec!["a".into(), "b".into()],
+            input_size: 16,
+            normalization: Normalization::None,
+        };
+        let saved = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        save_weights(&saved, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut loaded = Model::new(spec, tch::Device::Cpu).unwrap();
+        let report =
+            load_safetensors_bytes(&mut loaded, &bytes, HeadPolicy::Require, "m:1").unwrap();
+        assert_eq!(report.loaded, saved.named_variables().len());
+        for (name, var) in saved.named_variables() {
+            let other = &loaded.named_variables()[&name];
+            assert!(var.equal(other), "{name} differs");
+        }
+        let err = load_safetensors_bytes(&mut loaded, b"junk", HeadPolicy::Require, "m:2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m:2") && err.contains("safetensors"), "{err}");
+    }
 
     /// A wrong file is refused and removed, and an unreachable server gives
     /// an error naming the address and where to put the file by hand.

@@ -1,0 +1,179 @@
+//! Loaded model versions: resolved per request through the store, loaded once
+//! per `name:version`, kept in a small LRU cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use camshaft_store::{ModelVersion, Store};
+use camshaft_vision::{HeadPolicy, Model, ModelSpec};
+use tokio::sync::OnceCell;
+
+use crate::{Error, Result};
+
+/// One model version ready to run. The model sits behind a mutex: one
+/// inference at a time per version (tch forward passes already use every
+/// core on CPU; dynamic batching across requests is a later step).
+pub struct LoadedModel {
+    /// `name:version`.
+    pub key: String,
+    /// How the network was built.
+    pub spec: ModelSpec,
+    /// Whether the head is a pooled linear map (CAM possible).
+    pub has_cam: bool,
+    model: Mutex<Model>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("key", &self.key)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedModel {
+    /// Builds the network of `spec` (a `camshaft_vision::ModelSpec` as JSON)
+    /// on `device` and loads `weights` (safetensors) into it. Blocking.
+    pub fn load(
+        key: String,
+        spec: &serde_json::Value,
+        weights: &[u8],
+        device: tch::Device,
+    ) -> Result<Self> {
+        let bad = |reason: String| Error::ModelLoad {
+            model: key.clone(),
+            reason,
+        };
+        let spec: ModelSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| bad(format!("spec is not a model spec: {e}")))?;
+        let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
+        camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
+            .map_err(|e| bad(e.to_string()))?;
+        let has_cam = model.pooled_linear().is_some();
+        Ok(LoadedModel {
+            key,
+            spec,
+            has_cam,
+            model: Mutex::new(model),
+        })
+    }
+
+    /// Runs `f` with exclusive use of the model. Blocking: call from a
+    /// blocking thread.
+    pub fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
+        // A panic inside a forward pass leaves no broken invariant in the
+        // model (its weights are only read), so a poisoned lock is usable.
+        let guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
+
+/// `name:version` → loaded model, at most `capacity` entries, least recently
+/// used evicted. Concurrent requests for a version not yet loaded wait on
+/// one load; a failed load is retried by the next request.
+pub struct ModelCache {
+    store: Arc<dyn Store>,
+    device: tch::Device,
+    capacity: usize,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    tick: u64,
+    entries: HashMap<String, (u64, Slot)>,
+}
+
+impl ModelCache {
+    /// An empty cache loading from `store` onto `device`.
+    pub fn new(store: Arc<dyn Store>, device: tch::Device, capacity: usize) -> Self {
+        ModelCache {
+            store,
+            device,
+            capacity: capacity.max(1),
+            slots: Mutex::new(Slots::default()),
+        }
+    }
+
+    /// The store the cache loads from.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The loaded model of `version`, loading it on a blocking thread if it
+    /// is not cached.
+    pub async fn get(&self, version: &ModelVersion) -> Result<Arc<LoadedModel>> {
+        let key = format!("{}:{}", version.name, version.version);
+        let slot = self.slot(&key);
+        let loaded = slot
+            .get_or_try_init(|| async {
+                let weights = self
+                    .store
+                    .model_weights(&version.name, version.version)
+                    .await
+                    .map_err(Error::from_store)?;
+                let spec = version.spec.clone();
+                let device = self.device;
+                let key = key.clone();
+                let started = std::time::Instant::now();
+                let model = tokio::task::spawn_blocking(move || {
+                    LoadedModel::load(key, &spec, &weights, device)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("model load task: {e}")))??;
+                tracing::info!(
+                    model = %model.key,
+                    ms = started.elapsed().as_millis() as u64,
+                    "loaded model version"
+                );
+                Ok::<_, Error>(Arc::new(model))
+            })
+            .await?;
+        Ok(Arc::clone(loaded))
+    }
+
+    /// Number of versions cached (loaded or loading).
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        let mut slots = self.lock();
+        slots.tick += 1;
+        let tick = slots.tick;
+        if let Some((used, slot)) = slots.entries.get_mut(key) {
+            *used = tick;
+            return Arc::clone(slot);
+        }
+        while slots.entries.len() >= self.capacity {
+            let oldest = slots
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    slots.entries.remove(&k);
+                }
+                None => break,
+            }
+        }
+        let slot = Slot::default();
+        slots
+            .entries
+            .insert(key.to_string(), (tick, Arc::clone(&slot)));
+        slot
+    }
+}
