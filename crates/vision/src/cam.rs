@@ -8,13 +8,13 @@
 //! channels, through a ReLU. The body runs once without autograd; only the
 //! head is differentiated.
 
-use camshaft_data::{Dataset, ResizeMethod, RgbImage, Synthetic, resize};
+use camshaft_data::{BoundingBox, Dataset, ResizeMethod, RgbImage, Synthetic, resize};
 use camshaft_render::{ActivationMap, OverlayOptions, Panel, format_title, overlay};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::loader::to_chw;
-use crate::model::Model;
+use crate::model::{Model, ModelSpec};
 use crate::{Error, Result};
 
 /// Which explanation to compute.
@@ -148,6 +148,29 @@ impl Explanation {
         (k / w, k % w)
     }
 
+    /// Whether the map's peak — its largest cell's receptive-field centre
+    /// ([`ModelSpec::feature_center`]), scaled from the model's input to an
+    /// image of `width × height` — falls inside `b` grown by `tolerance`
+    /// pixels on every side: one round of the pointing game.
+    pub fn peak_in_box(
+        &self,
+        spec: &ModelSpec,
+        width: u32,
+        height: u32,
+        b: &BoundingBox,
+        tolerance: u32,
+    ) -> bool {
+        let (row, col) = self.peak_cell();
+        let size = f64::from(spec.input_size);
+        let to_image = |c: f64, side: u32| (c * f64::from(side) / size).max(0.0) as u32;
+        let x = to_image(spec.feature_center(col), width);
+        let y = to_image(spec.feature_center(row), height);
+        x + tolerance >= b.x0
+            && x < b.x1 + tolerance
+            && y + tolerance >= b.y0
+            && y < b.y1 + tolerance
+    }
+
     /// The map as [`camshaft_render`] takes it.
     pub fn map(&self) -> ActivationMap<'_> {
         ActivationMap {
@@ -244,7 +267,6 @@ pub fn pointing_game(
             "the pointing game needs at least one image".into(),
         ));
     }
-    let size = model.spec().input_size;
     let mut hits = 0usize;
     for start in (0..n).step_by(32) {
         let idx: Vec<usize> = (start..(start + 32).min(n)).collect();
@@ -255,18 +277,13 @@ pub fn pointing_game(
         let targets: Vec<Option<i64>> = idx.iter().map(|&i| Some(data.label(i) as i64)).collect();
         let exps = explain(model, &images, method, &targets, ResizeMethod::Squish)?;
         for ((&i, e), img) in idx.iter().zip(&exps).zip(&images) {
-            let (row, col) = e.peak_cell();
-            let spec = model.spec();
-            // Boxes are in the data set's pixels; scale if the model's input differs.
-            let to_image =
-                |c: f64, side: u32| (c * f64::from(side) / f64::from(size)).max(0.0) as u32;
-            let x = to_image(spec.feature_center(col), img.width());
-            let y = to_image(spec.feature_center(row), img.height());
-            let b = data.object_box(i);
-            let inside = x + tolerance >= b.x0
-                && x < b.x1 + tolerance
-                && y + tolerance >= b.y0
-                && y < b.y1 + tolerance;
+            let inside = e.peak_in_box(
+                model.spec(),
+                img.width(),
+                img.height(),
+                &data.object_box(i),
+                tolerance,
+            );
             hits += usize::from(inside);
         }
     }

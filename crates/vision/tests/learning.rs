@@ -198,19 +198,18 @@ fn other_class_pointing(model: &Model, valid: &Synthetic, n: usize) -> f64 {
         ResizeMethod::Squish,
     )
     .unwrap();
-    let spec = model.spec();
     let hits = exps
         .iter()
         .enumerate()
         .filter(|(i, e)| {
-            let (row, col) = e.peak_cell();
-            let (x, y) = (
-                spec.feature_center(col) as u32,
-                spec.feature_center(row) as u32,
-            );
-            let b = valid.object_box(*i);
-            let t = POINTING_TOLERANCE;
-            x + t >= b.x0 && x < b.x1 + t && y + t >= b.y0 && y < b.y1 + t
+            let img = &images[*i];
+            e.peak_in_box(
+                model.spec(),
+                img.width(),
+                img.height(),
+                &valid.object_box(*i),
+                POINTING_TOLERANCE,
+            )
         })
         .count();
     hits as f64 / n as f64
