@@ -349,19 +349,33 @@ mod tests {
 
     #[test]
     fn grad_cam_of_a_cam_head_is_relu_cam_over_area() {
-        tch::manual_seed(2);
         let m = model(HeadKind::Cam);
-        let x = Tensor::randn([3, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
-        let targets = [Some(0), Some(2), None];
+        // Body features are ReLU outputs (≥ 0), so class 0 (weights ≥ 0) has a
+        // non-negative CAM, class 1 (weights ≤ 0) a non-positive one and
+        // class 2 both signs, whatever the random initialisation drew.
+        tch::no_grad(|| {
+            let (w, _) = m.pooled_linear().unwrap();
+            let w0 = w.get(0).abs();
+            w.get(0).copy_(&w0);
+            w.get(1).copy_(&(-w0));
+        });
+        let x = Tensor::randn([4, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let targets = [Some(0), Some(2), Some(1), None];
         let (_, cam, t1) = explain_batch(&m, &x, CamMethod::Cam, &targets).unwrap();
         let (_, grad, t2) = explain_batch(&m, &x, CamMethod::GradCam, &targets).unwrap();
         assert_eq!(t1, t2);
-        assert_eq!(&t1[..2], &[0, 2]);
+        assert_eq!(&t1[..3], &[0, 2, 1]);
         // d logit / dA = W_c / (h·w) at every position.
         let expect = cam.relu() / 9.0;
-        let diff = (grad - &expect).abs().max().double_value(&[]);
+        let diff = (&grad - &expect).abs().max().double_value(&[]);
         assert!(diff <= 1e-5, "max diff {diff}");
-        assert!(expect.abs().max().double_value(&[]) > 1e-4);
+        assert!(expect.get(0).max().double_value(&[]) > 1e-4);
+        assert!(cam.get(2).max().double_value(&[]) <= 0.0);
+        assert_eq!(
+            grad.get(2).abs().max().double_value(&[]),
+            0.0,
+            "ReLU drops a negative map"
+        );
     }
 
     #[test]
