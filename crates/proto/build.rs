@@ -29,6 +29,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Image payloads and weight chunks arrive as `Bytes`: decoding slices the
         // request buffer instead of copying every image.
         .bytes(".camshaft.v1")
+        // serde for every message and enum, so a service can keep wire
+        // records (a job's spec, its epoch rows) as JSON in the store.
+        // `default` keeps old records readable after fields are added.
+        .type_attribute(
+            ".camshaft.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .message_attribute(".camshaft.v1", "#[serde(default)]")
         .compile_protos(&protos, &[proto_root])?;
     Ok(())
 }

@@ -105,6 +105,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod bundle;
 mod embedded;
 mod error;
 mod records;

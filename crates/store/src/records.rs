@@ -97,6 +97,16 @@ pub struct Failure {
     pub worker: Option<String>,
     /// What happened, for people ("lease expired", "NCCL error: ...").
     pub reason: String,
+    /// The kind of failure as the coordinator names it (`task_error`,
+    /// `worker_lost`, ...), which decides the budget it is charged to.
+    #[serde(default)]
+    pub kind: String,
+    /// The epoch in progress when it failed, if any.
+    #[serde(default)]
+    pub epoch: Option<u32>,
+    /// When it was recorded (ms since the Unix epoch).
+    #[serde(default)]
+    pub recorded_ms: u64,
 }
 
 /// One try at running a job with a fixed group of workers.
@@ -134,6 +144,9 @@ pub struct JobRecord {
     pub history: Vec<serde_json::Value>,
     /// The registered model version (`name:version`) once the job succeeded.
     pub model_version: Option<String>,
+    /// Why the job failed or was cancelled, once it did or was.
+    #[serde(default)]
+    pub error: Option<String>,
     /// Creation time (ms since the Unix epoch).
     pub created_ms: u64,
     /// Last update time (ms since the Unix epoch), set by the store.

@@ -349,6 +349,7 @@ impl Store for EmbeddedStore {
                 attempts: Vec::new(),
                 history: Vec::new(),
                 model_version: None,
+                error: None,
                 created_ms: now,
                 updated_ms: now,
                 revision: durable.next_revision(),

@@ -1,0 +1,369 @@
+//! Flags and config files → service configs, and the process around them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "camshaft",
+    version,
+    about = "Data-parallel training and CAM explanations over gRPC"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The whole cluster in one process: coordinator, workers, explainer
+    /// and the embedded store under --data-dir.
+    Up(UpArgs),
+    /// The coordinator alone.
+    Coordinator(ServiceArgs),
+    /// One worker, connecting to a coordinator.
+    Worker(WorkerArgs),
+    /// The explainer alone.
+    Explainer(ServiceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct Common {
+    /// A TOML file with `data_dir` and `[coordinator]`, `[worker]`,
+    /// `[explainer]` tables (the services' config fields); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the embedded store keeps its files (`<dir>/store`).
+    #[arg(long, env = "CAMSHAFT_HOME")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The coordinator's address (`ctl --coordinator`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    coordinator_addr: String,
+    /// The explainer's address (`ctl --explainer`).
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    explainer_addr: String,
+    /// Worker processes to run (each trains one job at a time).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Workers' devices: auto (every GPU, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// The explainer's device: cpu, cuda or cuda:N (default: cuda:0 when
+    /// there is a GPU, else cpu).
+    #[arg(long)]
+    explainer_device: Option<String>,
+    /// Where workers find and download data sets and weights.
+    #[arg(long)]
+    dataset_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServiceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Address to serve on.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The explainer's device (explainer only).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct WorkerArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The coordinator's address.
+    #[arg(long, env = "CAMSHAFT_COORDINATOR")]
+    coordinator: Option<String>,
+    /// A stable worker id.
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    device: Option<String>,
+    /// Where data sets and weights are found and downloaded.
+    #[arg(long)]
+    dataset_dir: Option<PathBuf>,
+}
+
+/// The TOML config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    coordinator: camshaft_coordinator::Config,
+    worker: camshaft_worker::Config,
+    explainer: camshaft_explainer::Config,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<FileConfig> {
+        let mut file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            file.data_dir = Some(dir.clone());
+        }
+        Ok(file)
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(dir) = var("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("camshaft");
+    }
+    match var("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/camshaft"),
+        None => PathBuf::from("camshaft-data"),
+    }
+}
+
+async fn open_store(data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
+    let dir = data_dir
+        .map_or_else(default_data_dir, Path::to_path_buf)
+        .join("store");
+    let store = EmbeddedStore::open(EmbeddedConfig::new(&dir))
+        .await
+        .with_context(|| format!("opening the embedded store at {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {what} (is another camshaft running?)")
+    })
+}
+
+/// A shutdown signal (Ctrl-C or SIGTERM) every service can wait on.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            () = term => {}
+        }
+        tracing::info!("shutting down");
+        tx.send_replace(true);
+    });
+    rx
+}
+
+fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Runs the chosen command to its end.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Up(up) => run_up(up).await,
+        Command::Coordinator(a) => {
+            let file = a.common.load()?;
+            let mut config = file.coordinator;
+            if let Some(listen) = a.listen {
+                config.listen_addr = listen;
+            }
+            config.validate()?;
+            let store = open_store(file.data_dir.as_deref()).await?;
+            let listener = bind("coordinator", &config.listen_addr).await?;
+            camshaft_coordinator::serve(config, store, listener, until(shutdown_signal())).await?;
+            Ok(())
+        }
+        Command::Explainer(a) => {
+            let file = a.common.load()?;
+            let mut config = file.explainer;
+            if let Some(listen) = a.listen {
+                config.listen_addr = listen;
+            }
+            if let Some(device) = a.device {
+                config.device = device;
+            }
+            config.validate()?;
+            let store = open_store(file.data_dir.as_deref()).await?;
+            let listener = bind("explainer", &config.listen_addr).await?;
+            camshaft_explainer::serve(config, store, listener, until(shutdown_signal())).await?;
+            Ok(())
+        }
+        Command::Worker(a) => {
+            let file = a.common.load()?;
+            let mut config = file.worker;
+            if let Some(c) = a.coordinator {
+                config.coordinator = c;
+            }
+            if let Some(id) = a.worker_id {
+                config.worker_id = id;
+            }
+            if let Some(d) = a.device {
+                config.device = d;
+            }
+            if let Some(d) = a.dataset_dir {
+                config.data_dir = Some(d);
+            }
+            config.validate()?;
+            // Checkpoints go to the store the coordinator reads: with the
+            // embedded store that is only possible inside `camshaft up`.
+            let store = open_store(file.data_dir.as_deref()).await.context(
+                "a separate worker process needs the coordinator's store; with the embedded \
+                 store run everything in one process with `camshaft up`",
+            )?;
+            camshaft_worker::run(config, store, until(shutdown_signal())).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_up(up: UpArgs) -> anyhow::Result<()> {
+    let file = up.common.load()?;
+    if up.workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let data_dir = file.data_dir.clone().unwrap_or_else(default_data_dir);
+    let store = open_store(Some(&data_dir)).await?;
+
+    let mut coordinator = file.coordinator;
+    coordinator.listen_addr = up.coordinator_addr;
+    coordinator.validate()?;
+    let mut explainer = file.explainer;
+    explainer.listen_addr = up.explainer_addr;
+    explainer.device = match up.explainer_device {
+        Some(d) => d,
+        None if tch::Cuda::is_available() => "cuda:0".into(),
+        None => "cpu".into(),
+    };
+    explainer.validate()?;
+    let coordinator_listener = bind("coordinator", &coordinator.listen_addr).await?;
+    let explainer_listener = bind("explainer", &explainer.listen_addr).await?;
+    let coordinator_addr = coordinator_listener.local_addr()?;
+    let explainer_addr = explainer_listener.local_addr()?;
+
+    let mut worker = file.worker;
+    worker.coordinator = format!("http://{coordinator_addr}");
+    if let Some(d) = up.device {
+        worker.device = d;
+    }
+    if let Some(d) = up.dataset_dir {
+        worker.data_dir = Some(d);
+    }
+    worker.validate()?;
+    let devices = camshaft_worker::devices(&worker)?;
+
+    let stop = shutdown_signal();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(
+        camshaft_coordinator::serve(
+            coordinator,
+            Arc::clone(&store),
+            coordinator_listener,
+            until(stop.clone()),
+        )
+        .map_ok("coordinator"),
+    );
+    tasks.spawn(
+        camshaft_explainer::serve(
+            explainer,
+            Arc::clone(&store),
+            explainer_listener,
+            until(stop.clone()),
+        )
+        .map_ok("explainer"),
+    );
+    for i in 0..up.workers {
+        let mut config = worker.clone();
+        if !config.worker_id.is_empty() && up.workers > 1 {
+            config.worker_id = format!("{}-{i}", config.worker_id);
+        }
+        tasks.spawn(
+            camshaft_worker::run(config, Arc::clone(&store), until(stop.clone())).map_ok("worker"),
+        );
+    }
+    // One line on stdout once every listener is bound, for scripts and tests.
+    println!(
+        "camshaft up: coordinator {coordinator_addr}, explainer {explainer_addr}, {} worker(s) on {}, data {}",
+        up.workers,
+        devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        data_dir.display()
+    );
+    let mut failed = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(name)) => tracing::info!(service = name, "stopped"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a service failed; stopping the others");
+                failed.get_or_insert(e);
+            }
+            Err(e) => {
+                failed.get_or_insert(anyhow::anyhow!("a service panicked: {e}"));
+            }
+        }
+        if failed.is_some() {
+            // Stop the rest: this process is no longer a whole cluster.
+            tasks.abort_all();
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Names a service's result for the join loop.
+trait MapOk {
+    fn map_ok(
+        self,
+        name: &'static str,
+    ) -> impl std::future::Future<Output = anyhow::Result<&'static str>> + Send + 'static;
+}
+
+impl<F, E> MapOk for F
+where
+    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<anyhow::Error> + Send + 'static,
+{
+    fn map_ok(
+        self,
+        name: &'static str,
+    ) -> impl std::future::Future<Output = anyhow::Result<&'static str>> + Send + 'static {
+        async move {
+            self.await
+                .map_err(|e| e.into().context(format!("the {name} failed")))?;
+            Ok(name)
+        }
+    }
+}

@@ -1,0 +1,895 @@
+//! The coordinator's state: connected workers, job transitions and
+//! scheduling. The tonic adapters in `service` only translate to and from
+//! this.
+//!
+//! Every job transition (assign, epoch row, failure, completion, cancel)
+//! runs under one async lock, `transitions`, and is a compare-and-set on the
+//! job's record in the store, so two transitions never interleave and a
+//! stale coordinator cannot overwrite a newer one. Worker connections live in
+//! memory (a std mutex, never held across an `.await`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use camshaft_proto::now_unix_ms;
+use camshaft_proto::v1::{
+    self, CoordinatorMessage, DeviceKind, FailureKind, JobSpec, WorkerState,
+    coordinator_message::Message as ToWorker, job_event::Event,
+};
+use camshaft_store::{
+    Attempt, Failure, JobId, JobRecord, JobState, LeaseId, Store, WorkerRecord, bundle, now_ms,
+};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::jobs::{self, JobLog};
+use crate::{Config, Error, Result, registry, spec};
+
+/// The outbound half of a worker's control stream.
+pub type WorkerSender = mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>;
+
+/// The coordinator's major version; a worker with another one is refused.
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or("")
+}
+
+/// A connected worker.
+struct WorkerConn {
+    /// Which connection this is (a reconnect replaces the entry).
+    conn: u64,
+    info: v1::WorkerInfo,
+    tx: WorkerSender,
+    lease: LeaseId,
+    /// The job attempt it runs, if any.
+    task: Option<(JobId, u32)>,
+}
+
+/// How an attempt ended early.
+#[derive(Debug)]
+pub struct AttemptFailure {
+    /// Which budget it is charged to.
+    pub kind: FailureKind,
+    /// The failing rank, if one.
+    pub rank: Option<u32>,
+    /// The worker to blame, if one.
+    pub worker: Option<String>,
+    /// What happened.
+    pub reason: String,
+    /// The epoch in progress.
+    pub epoch: Option<u32>,
+    /// Whether a restart can help.
+    pub retryable: bool,
+}
+
+/// The shared state behind every coordinator RPC.
+pub struct Cluster {
+    config: Config,
+    store: Arc<dyn Store>,
+    workers: Mutex<BTreeMap<String, WorkerConn>>,
+    /// Workers whose lease ended, kept for `ListWorkers(include_lost)`.
+    lost: Mutex<BTreeMap<String, v1::WorkerInfo>>,
+    logs: Mutex<HashMap<JobId, Arc<JobLog>>>,
+    transitions: tokio::sync::Mutex<()>,
+    next_conn: AtomicU64,
+    next_worker: AtomicU64,
+    /// When this coordinator started.
+    pub started_unix_ms: i64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("store", &self.store.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the map consistent; a panic elsewhere
+    // does not make it unusable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cluster {
+    /// A coordinator over `store`.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Cluster {
+            config,
+            store,
+            workers: Mutex::new(BTreeMap::new()),
+            lost: Mutex::new(BTreeMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
+            next_conn: AtomicU64::new(1),
+            next_worker: AtomicU64::new(1),
+            started_unix_ms: now_unix_ms(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ───────────────────────────── jobs ─────────────────────────────
+
+    /// Jobs a previous coordinator left running cannot be reattached (their
+    /// workers' streams died with it): they go back to the queue, charged
+    /// to no budget, and resume from their last checkpoint.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for record in self.store.list_jobs().await? {
+            if record.state == JobState::Running {
+                tracing::warn!(job_id = %record.id, "job was running when the coordinator stopped; requeued");
+                self.fail_attempt(
+                    record.id,
+                    record.attempts.len() as u32,
+                    AttemptFailure {
+                        kind: FailureKind::CoordinatorRestart,
+                        rank: None,
+                        worker: None,
+                        reason: "the coordinator restarted".into(),
+                        epoch: None,
+                        retryable: true,
+                    },
+                )
+                .await?;
+            }
+        }
+        self.schedule().await;
+        Ok(())
+    }
+
+    /// Validates `spec`, stores the job and queues it.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<v1::Job> {
+        let seed = now_ms() ^ (u64::from(std::process::id()) << 32);
+        let spec = spec::complete(spec, seed)?;
+        let json = serde_json::to_value(&spec)
+            .map_err(|e| Error::Internal(format!("cannot encode the job spec: {e}")))?;
+        let record = self.store.create_job(json).await?;
+        tracing::info!(job_id = %record.id, name = %spec.name, "job submitted");
+        self.log(&record)
+            .push(Event::StateChanged(v1::JobStateChanged {
+                from: v1::JobState::Unspecified as i32,
+                to: v1::JobState::Pending as i32,
+                reason: "submitted".into(),
+                ..Default::default()
+            }));
+        self.schedule_soon();
+        Ok(jobs::to_wire(&record, None))
+    }
+
+    /// A job by its wire id.
+    pub async fn job(&self, id: &str) -> Result<v1::Job> {
+        let record = self.store.get_job(parse_job_id(id)?).await?;
+        self.wire_job(&record).await
+    }
+
+    async fn wire_job(&self, record: &JobRecord) -> Result<v1::Job> {
+        let last = self
+            .store
+            .latest_checkpoint(record.id)
+            .await?
+            .map(|c| (c.id, c.epoch));
+        Ok(jobs::to_wire(record, last))
+    }
+
+    /// Every job, newest first.
+    pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut all = self.store.list_jobs().await?;
+        all.sort_by_key(|j| std::cmp::Reverse(j.id.0));
+        Ok(all)
+    }
+
+    /// The event log of a job (rebuilt from its record after a restart).
+    pub async fn job_log(&self, id: &str) -> Result<Arc<JobLog>> {
+        let id = parse_job_id(id)?;
+        if let Some(log) = lock(&self.logs).get(&id) {
+            return Ok(Arc::clone(log));
+        }
+        let record = self.store.get_job(id).await?;
+        Ok(Arc::clone(
+            lock(&self.logs)
+                .entry(id)
+                .or_insert_with(|| Arc::new(JobLog::from_record(&record))),
+        ))
+    }
+
+    fn log(&self, record: &JobRecord) -> Arc<JobLog> {
+        Arc::clone(
+            lock(&self.logs)
+                .entry(record.id)
+                .or_insert_with(|| Arc::new(JobLog::new(record.id.to_string()))),
+        )
+    }
+
+    /// Cancels a pending or running job.
+    pub async fn cancel(self: &Arc<Self>, id: &str, reason: &str) -> Result<v1::Job> {
+        let id = parse_job_id(id)?;
+        let _guard = self.transitions.lock().await;
+        let record = self.store.get_job(id).await?;
+        match record.state {
+            JobState::Cancelled => return self.wire_job(&record).await,
+            s if s.is_terminal() => {
+                return Err(Error::FailedPrecondition(format!(
+                    "job {id} already {}",
+                    jobs::wire_state(&record).short_name()
+                )));
+            }
+            _ => {}
+        }
+        let from = jobs::wire_state(&record);
+        let reason = if reason.is_empty() {
+            "cancelled by a client".to_string()
+        } else {
+            reason.to_string()
+        };
+        let attempt = record.attempts.len() as u32;
+        let record = self
+            .modify(id, |job| {
+                job.state = JobState::Cancelled;
+                job.error = Some(reason.clone());
+                if let Some(a) = job.attempts.last_mut() {
+                    a.ended_ms.get_or_insert_with(now_ms);
+                }
+                Ok(())
+            })
+            .await?;
+        self.release_workers(id, attempt, None, &reason);
+        self.log(&record)
+            .push(Event::StateChanged(v1::JobStateChanged {
+                from: from as i32,
+                to: v1::JobState::Cancelled as i32,
+                attempt,
+                reason: reason.clone(),
+                world_size: 0,
+            }));
+        tracing::info!(job_id = %id, %reason, "job cancelled");
+        drop(_guard);
+        self.schedule_soon();
+        self.wire_job(&record).await
+    }
+
+    /// Re-reads a job and applies `change` until the compare-and-set wins.
+    async fn modify(
+        &self,
+        id: JobId,
+        mut change: impl FnMut(&mut JobRecord) -> Result<()>,
+    ) -> Result<JobRecord> {
+        for _ in 0..8 {
+            let mut record = self.store.get_job(id).await?;
+            change(&mut record)?;
+            match self.store.update_job(record).await {
+                Err(camshaft_store::Error::Conflict { .. }) => continue,
+                other => return Ok(other?),
+            }
+        }
+        Err(Error::Internal(format!(
+            "job {id} kept changing under the coordinator"
+        )))
+    }
+
+    /// Records one epoch row of the current attempt.
+    pub async fn epoch_done(
+        &self,
+        id: JobId,
+        attempt: u32,
+        mut row: v1::EpochMetrics,
+    ) -> Result<()> {
+        let _guard = self.transitions.lock().await;
+        row.attempt = attempt;
+        let value = serde_json::to_value(&row)
+            .map_err(|e| Error::Internal(format!("cannot encode an epoch row: {e}")))?;
+        let mut current = true;
+        let record = self
+            .modify(id, |job| {
+                current = is_current(job, attempt);
+                if current {
+                    job.history.push(value.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        if current {
+            self.log(&record).push(Event::Epoch(row));
+        }
+        Ok(())
+    }
+
+    /// Records a log line of a rank.
+    pub fn rank_log(&self, id: JobId, line: v1::LogLine) {
+        let log = lock(&self.logs).get(&id).cloned();
+        if let Some(log) = log {
+            log.push(Event::Log(line));
+        }
+    }
+
+    /// Ends the current attempt of `id` with `failure`: the job restarts
+    /// from its last checkpoint while the failure's budget lasts, else fails.
+    /// A report about an attempt that is no longer current is ignored.
+    pub async fn fail_attempt(
+        self: &Arc<Self>,
+        id: JobId,
+        attempt: u32,
+        failure: AttemptFailure,
+    ) -> Result<()> {
+        let guard = self.transitions.lock().await;
+        let record = self.store.get_job(id).await?;
+        if !is_current(&record, attempt) {
+            return Ok(());
+        }
+        let spec = jobs::spec_of(&record);
+        let stored = Failure {
+            rank: failure.rank,
+            worker: failure.worker.clone(),
+            reason: failure.reason.clone(),
+            kind: failure.kind.short_name().to_string(),
+            epoch: failure.epoch,
+            recorded_ms: now_ms(),
+        };
+        let mut give_up = None;
+        let record = self
+            .modify(id, |job| {
+                if let Some(a) = job.attempts.last_mut() {
+                    a.ended_ms = Some(now_ms());
+                    a.failure = Some(stored.clone());
+                }
+                let (failures, changes) = jobs::budgets_used(job);
+                give_up = if !failure.retryable {
+                    Some("it cannot succeed on retry".to_string())
+                } else if failures > spec.max_failures.unwrap_or(3) {
+                    Some(format!(
+                        "max_failures ({}) is spent",
+                        spec.max_failures.unwrap_or(3)
+                    ))
+                } else if changes > spec.max_membership_changes.unwrap_or(10) {
+                    Some(format!(
+                        "max_membership_changes ({}) is spent",
+                        spec.max_membership_changes.unwrap_or(10)
+                    ))
+                } else {
+                    None
+                };
+                match &give_up {
+                    Some(why) => {
+                        job.state = JobState::Failed;
+                        job.error = Some(format!(
+                            "attempt {attempt} failed ({}): {}; giving up because {why}",
+                            failure.kind.short_name(),
+                            failure.reason
+                        ));
+                    }
+                    None => job.state = JobState::Queued,
+                }
+                Ok(())
+            })
+            .await?;
+        self.release_workers(id, attempt, failure.worker.as_deref(), &failure.reason);
+        let log = self.log(&record);
+        log.push(Event::Failure(jobs::wire_failure(attempt, &stored)));
+        let to = jobs::wire_state(&record);
+        log.push(Event::StateChanged(v1::JobStateChanged {
+            from: v1::JobState::Running as i32,
+            to: to as i32,
+            attempt,
+            reason: record
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("restarting after {}", failure.kind.short_name())),
+            world_size: 0,
+        }));
+        tracing::warn!(job_id = %id, attempt, kind = failure.kind.short_name(), reason = %failure.reason, state = to.short_name(), "attempt failed");
+        drop(guard);
+        self.schedule_soon();
+        Ok(())
+    }
+
+    /// Registers the model of a finished attempt from its final checkpoint
+    /// and marks the job succeeded (or failed, if registration fails).
+    pub async fn complete(
+        self: &Arc<Self>,
+        id: JobId,
+        attempt: u32,
+        checkpoint_id: &str,
+    ) -> Result<()> {
+        let guard = self.transitions.lock().await;
+        let record = self.store.get_job(id).await?;
+        if !is_current(&record, attempt) {
+            return Ok(());
+        }
+        let registered = self.register_trained(&record, checkpoint_id).await;
+        let (state, error, version) = match registered {
+            Ok(v) => (JobState::Succeeded, None, Some(v)),
+            Err(e) => (
+                JobState::Failed,
+                Some(format!("registering the trained model failed: {e}")),
+                None,
+            ),
+        };
+        let model_version = version
+            .as_ref()
+            .map(|v| format!("{}:{}", v.name, v.version));
+        let record = self
+            .modify(id, |job| {
+                job.state = state;
+                job.error.clone_from(&error);
+                job.model_version.clone_from(&model_version);
+                if let Some(a) = job.attempts.last_mut() {
+                    a.ended_ms = Some(now_ms());
+                }
+                Ok(())
+            })
+            .await?;
+        self.release_workers(id, attempt, None, "the job is done");
+        let log = self.log(&record);
+        if let Some(version) = version {
+            tracing::info!(job_id = %id, model = %format!("{}:{}", version.name, version.version), "job succeeded");
+            log.push(Event::ModelRegistered(v1::ModelRegistered {
+                version: Some(version),
+            }));
+        } else {
+            tracing::error!(job_id = %id, error = ?error, "job failed at registration");
+        }
+        log.push(Event::StateChanged(v1::JobStateChanged {
+            from: v1::JobState::Running as i32,
+            to: jobs::wire_state(&record) as i32,
+            attempt,
+            reason: error.unwrap_or_else(|| "trained and registered".into()),
+            world_size: 0,
+        }));
+        drop(guard);
+        self.schedule_soon();
+        Ok(())
+    }
+
+    async fn register_trained(
+        &self,
+        record: &JobRecord,
+        checkpoint_id: &str,
+    ) -> Result<v1::ModelVersion> {
+        let spec = jobs::spec_of(record);
+        let checkpoint_id: u64 = checkpoint_id.parse().map_err(|_| {
+            Error::Internal(format!(
+                "the final checkpoint id {checkpoint_id:?} is not a number"
+            ))
+        })?;
+        let checkpoint = self.store.get_checkpoint(record.id, checkpoint_id).await?;
+        let weights = bundle::file(&checkpoint.blob, bundle::WEIGHTS)?;
+        let model_spec = checkpoint
+            .manifest
+            .meta
+            .get("spec")
+            .cloned()
+            .ok_or_else(|| Error::Internal("the checkpoint has no model spec".into()))?;
+        let last = record
+            .history
+            .last()
+            .and_then(|row| serde_json::from_value::<v1::EpochMetrics>(row.clone()).ok())
+            .unwrap_or_default();
+        let lineage = v1::Lineage {
+            job_id: record.id.to_string(),
+            dataset: spec::dataset_label(&spec),
+            metrics: [
+                ("accuracy".to_string(), last.accuracy),
+                ("valid_loss".to_string(), last.valid_loss),
+                ("train_loss".to_string(), last.train_loss),
+            ]
+            .into(),
+            created_unix_ms: now_unix_ms(),
+            checkpoint_id: checkpoint_id.to_string(),
+            ..Default::default()
+        };
+        self.register(&spec.name, model_spec, lineage, weights, &spec.aliases)
+            .await
+    }
+
+    /// Stores `weights` as the next version of `name`, points `latest` and
+    /// `aliases` at it, and returns its wire form.
+    pub async fn register(
+        &self,
+        name: &str,
+        model_spec: serde_json::Value,
+        lineage: v1::Lineage,
+        weights: bytes::Bytes,
+        aliases: &[String],
+    ) -> Result<v1::ModelVersion> {
+        let lineage = serde_json::to_value(&lineage)
+            .map_err(|e| Error::Internal(format!("cannot encode lineage: {e}")))?;
+        let version = self
+            .store
+            .register_model(name, model_spec, lineage, weights)
+            .await?;
+        for alias in aliases {
+            self.store.set_alias(name, alias, version.version).await?;
+        }
+        let models = self.store.list_models().await?;
+        Ok(registry::to_wire(
+            &version,
+            &registry::aliases_of(&models, name),
+        ))
+    }
+
+    // ───────────────────────────── workers ─────────────────────────────
+
+    /// Admits a worker: checks its version, takes a lease, stores its record,
+    /// answers `Registered`. A worker reconnecting under the same id replaces
+    /// its old stream (and whatever it ran is failed as lost).
+    pub async fn register_worker(
+        self: &Arc<Self>,
+        register: v1::Register,
+        tx: WorkerSender,
+    ) -> Result<(String, u64)> {
+        let ours = env!("CARGO_PKG_VERSION");
+        if major(&register.version) != major(ours) {
+            return Err(Error::FailedPrecondition(format!(
+                "worker version {:?} does not match the coordinator's major version {ours}",
+                register.version
+            )));
+        }
+        let id = if register.worker_id.is_empty() {
+            format!("w-{}", self.next_worker.fetch_add(1, Ordering::Relaxed))
+        } else {
+            camshaft_store::validate_name("worker id", &register.worker_id)?;
+            register.worker_id.clone()
+        };
+        let lease = self.store.grant_lease(self.config.lease_ttl()).await?;
+        let now = now_unix_ms();
+        self.store
+            .put_worker(WorkerRecord {
+                id: id.clone(),
+                hostname: register.hostname.clone(),
+                devices: register.devices.iter().map(device_label).collect(),
+                lease,
+                meta: serde_json::json!({ "version": register.version, "labels": register.labels }),
+                registered_ms: now_ms(),
+            })
+            .await?;
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let info = v1::WorkerInfo {
+            worker_id: id.clone(),
+            hostname: register.hostname,
+            devices: register.devices,
+            state: WorkerState::Idle as i32,
+            registered_unix_ms: now,
+            last_heartbeat_unix_ms: now,
+            lease_expires_unix_ms: now + self.config.lease_ttl_ms as i64,
+            version: register.version,
+            labels: register.labels,
+            ..Default::default()
+        };
+        let _ = tx.send(Ok(CoordinatorMessage {
+            message: Some(ToWorker::Registered(v1::Registered {
+                worker_id: id.clone(),
+                lease_ttl_ms: self.config.lease_ttl_ms,
+                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                coordinator_version: ours.to_string(),
+                keep_running: Vec::new(),
+            })),
+        }));
+        let replaced = lock(&self.workers).insert(
+            id.clone(),
+            WorkerConn {
+                conn,
+                info,
+                tx,
+                lease,
+                task: None,
+            },
+        );
+        lock(&self.lost).remove(&id);
+        tracing::info!(worker_id = %id, "worker registered");
+        if let Some(old) = replaced {
+            let _ = old.tx.send(Err(Status::aborted(
+                "replaced by a newer connection with the same worker id",
+            )));
+            if let Some((job, attempt)) = old.task {
+                self.fail_attempt(job, attempt, lost(&id, "it reconnected mid-attempt"))
+                    .await?;
+            }
+        }
+        self.schedule_soon();
+        Ok((id, conn))
+    }
+
+    /// Notes that a worker is alive.
+    pub async fn heartbeat(&self, id: &str, conn: u64) {
+        let lease = {
+            let mut workers = lock(&self.workers);
+            let Some(w) = workers.get_mut(id).filter(|w| w.conn == conn) else {
+                return;
+            };
+            let now = now_unix_ms();
+            w.info.last_heartbeat_unix_ms = now;
+            w.info.lease_expires_unix_ms = now + self.config.lease_ttl_ms as i64;
+            w.lease
+        };
+        if let Err(e) = self.store.keep_alive(lease).await {
+            tracing::warn!(worker_id = %id, error = %e, "lease keep-alive failed");
+        }
+    }
+
+    /// Marks a worker as draining: it gets no new work.
+    pub fn drain(&self, id: &str, conn: u64) {
+        if let Some(w) = lock(&self.workers).get_mut(id).filter(|w| w.conn == conn) {
+            w.info.state = WorkerState::Draining as i32;
+        }
+    }
+
+    /// A worker's stream ended (or went silent past its lease): it is lost,
+    /// and so is the attempt it was running.
+    pub async fn worker_gone(self: &Arc<Self>, id: &str, conn: u64, reason: &str) {
+        let gone = {
+            let mut workers = lock(&self.workers);
+            match workers.get(id) {
+                Some(w) if w.conn == conn => workers.remove(id),
+                _ => None,
+            }
+        };
+        let Some(mut gone) = gone else {
+            return;
+        };
+        tracing::warn!(worker_id = %id, %reason, "worker lost");
+        if let Err(e) = self.store.revoke_lease(gone.lease).await {
+            tracing::debug!(worker_id = %id, error = %e, "revoking the lease failed");
+        }
+        gone.info.state = WorkerState::Lost as i32;
+        let task = gone.task.take();
+        lock(&self.lost).insert(id.to_string(), gone.info);
+        if let Some((job, attempt)) = task
+            && let Err(e) = self.fail_attempt(job, attempt, lost(id, reason)).await
+        {
+            tracing::error!(job_id = %job, error = %e, "recording a lost worker failed");
+        }
+    }
+
+    /// The workers, by id (live ones, plus lost ones if asked).
+    pub fn list_workers(&self, include_lost: bool) -> Vec<v1::WorkerInfo> {
+        let mut all: BTreeMap<String, v1::WorkerInfo> = lock(&self.workers)
+            .iter()
+            .map(|(id, w)| (id.clone(), w.info.clone()))
+            .collect();
+        if include_lost {
+            for (id, info) in lock(&self.lost).iter() {
+                all.entry(id.clone()).or_insert_with(|| info.clone());
+            }
+        }
+        all.into_values().collect()
+    }
+
+    /// Tells every worker to exit and closes their streams (a stopping
+    /// coordinator must not wait for them).
+    pub fn shutdown_workers(&self, reason: &str) {
+        for (_, w) in std::mem::take(&mut *lock(&self.workers)) {
+            let _ = w.tx.send(Ok(CoordinatorMessage {
+                message: Some(ToWorker::Shutdown(v1::Shutdown {
+                    reason: reason.to_string(),
+                    drain: false,
+                })),
+            }));
+        }
+    }
+
+    /// Frees the workers of an attempt, telling all but `except` to stop.
+    fn release_workers(&self, job: JobId, attempt: u32, except: Option<&str>, reason: &str) {
+        for (id, w) in lock(&self.workers).iter_mut() {
+            if w.task != Some((job, attempt)) {
+                continue;
+            }
+            w.task = None;
+            w.info.job_id.clear();
+            w.info.ranks.clear();
+            if w.info.state == WorkerState::Busy as i32 {
+                w.info.state = WorkerState::Idle as i32;
+            }
+            if except != Some(id.as_str()) {
+                let _ = w.tx.send(Ok(CoordinatorMessage {
+                    message: Some(ToWorker::Cancel(v1::Cancel {
+                        job_id: job.to_string(),
+                        attempt,
+                        reason: reason.to_string(),
+                    })),
+                }));
+            }
+        }
+    }
+
+    // ───────────────────────────── scheduling ─────────────────────────────
+
+    /// Runs a scheduling pass on another task (callers may hold locks).
+    pub fn schedule_soon(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.schedule().await });
+    }
+
+    /// Assigns queued jobs, oldest first, to idle workers that can run them.
+    pub async fn schedule(self: &Arc<Self>) {
+        if let Err(e) = self.schedule_pass().await {
+            tracing::error!(error = %e, "scheduling failed");
+        }
+    }
+
+    async fn schedule_pass(self: &Arc<Self>) -> Result<()> {
+        let _guard = self.transitions.lock().await;
+        let mut queued: Vec<JobRecord> = self
+            .store
+            .list_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect();
+        queued.sort_by_key(|j| j.id.0);
+        for record in queued {
+            let spec = jobs::spec_of(&record);
+            let Some((worker, device)) = self.pick_worker(&spec) else {
+                continue;
+            };
+            self.assign(record, spec, worker, device).await?;
+        }
+        Ok(())
+    }
+
+    /// An idle worker that can run `spec`, with the device its rank gets.
+    fn pick_worker(&self, spec: &JobSpec) -> Option<(String, v1::Device)> {
+        let workers = lock(&self.workers);
+        workers.iter().find_map(|(id, w)| {
+            if w.task.is_some() || w.info.state != WorkerState::Idle as i32 {
+                return None;
+            }
+            let gpu = w
+                .info
+                .devices
+                .iter()
+                .find(|d| d.kind() == DeviceKind::Cuda)
+                .cloned();
+            let cpu = || v1::Device {
+                kind: DeviceKind::Cpu as i32,
+                name: "cpu".into(),
+                ..Default::default()
+            };
+            let device = match spec.device() {
+                DeviceKind::Cuda => gpu?,
+                DeviceKind::Cpu => cpu(),
+                DeviceKind::Unspecified => gpu.unwrap_or_else(cpu),
+            };
+            Some((id.clone(), device))
+        })
+    }
+
+    async fn assign(
+        self: &Arc<Self>,
+        record: JobRecord,
+        spec: JobSpec,
+        worker: String,
+        device: v1::Device,
+    ) -> Result<()> {
+        let id = record.id;
+        let attempt = record.attempts.len() as u32 + 1;
+        let resume = self
+            .store
+            .latest_checkpoint(id)
+            .await?
+            .map(|c| c.id.to_string())
+            .unwrap_or_default();
+        let from = jobs::wire_state(&record);
+        let workers = vec![worker.clone()];
+        let record = self
+            .modify(id, |job| {
+                job.state = JobState::Running;
+                job.attempts.push(Attempt {
+                    number: attempt,
+                    workers: workers.clone(),
+                    started_ms: now_ms(),
+                    ended_ms: None,
+                    failure: None,
+                });
+                Ok(())
+            })
+            .await?;
+        let assignment = v1::Assignment {
+            job_id: id.to_string(),
+            attempt,
+            world_size: 1,
+            ranks: vec![v1::LocalRank {
+                rank: 0,
+                local_rank: 0,
+                device: Some(device),
+            }],
+            shard_seed: spec.seed.unwrap_or(0),
+            spec: Some(spec),
+            backend: v1::CollectiveBackend::Ring as i32,
+            resume_checkpoint_id: resume.clone(),
+            rendezvous_timeout_ms: self.config.rendezvous_timeout_ms,
+            num_workers: 1,
+        };
+        let sent = {
+            let mut all = lock(&self.workers);
+            match all.get_mut(&worker) {
+                Some(w) => {
+                    w.task = Some((id, attempt));
+                    w.info.state = WorkerState::Busy as i32;
+                    w.info.job_id = id.to_string();
+                    w.info.ranks = vec![0];
+                    w.tx.send(Ok(CoordinatorMessage {
+                        message: Some(ToWorker::Assignment(assignment)),
+                    }))
+                    .is_ok()
+                }
+                None => false,
+            }
+        };
+        let reason = if resume.is_empty() {
+            format!("assigned to {worker}")
+        } else {
+            format!("assigned to {worker}, resuming from checkpoint {resume}")
+        };
+        tracing::info!(job_id = %id, attempt, %worker, "attempt started");
+        self.log(&record)
+            .push(Event::StateChanged(v1::JobStateChanged {
+                from: from as i32,
+                to: v1::JobState::Running as i32,
+                attempt,
+                reason,
+                world_size: 1,
+            }));
+        if !sent {
+            // The worker vanished between picking and sending; its stream's
+            // end will not find this attempt, so fail it here.
+            // It is recorded on another task, once this pass frees the lock.
+            let this = Arc::clone(self);
+            let failure = lost(&worker, "it disconnected before its assignment");
+            tokio::spawn(async move {
+                if let Err(e) = this.fail_attempt(id, attempt, failure).await {
+                    tracing::error!(job_id = %id, error = %e, "recording a failed assignment failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The number of live workers and of pending or running jobs.
+    pub async fn counts(&self) -> (u32, u32, bool) {
+        let live = lock(&self.workers).len() as u32;
+        match self.store.list_jobs().await {
+            Ok(all) => (
+                live,
+                all.iter().filter(|j| !j.state.is_terminal()).count() as u32,
+                true,
+            ),
+            Err(_) => (live, 0, false),
+        }
+    }
+}
+
+fn is_current(job: &JobRecord, attempt: u32) -> bool {
+    job.state == JobState::Running && job.attempts.len() as u32 == attempt
+}
+
+fn lost(worker: &str, reason: &str) -> AttemptFailure {
+    AttemptFailure {
+        kind: FailureKind::WorkerLost,
+        rank: None,
+        worker: Some(worker.to_string()),
+        reason: format!("worker {worker} lost: {reason}"),
+        epoch: None,
+        retryable: true,
+    }
+}
+
+/// `cuda:0`, `cpu`: how a worker record names a device.
+fn device_label(d: &v1::Device) -> String {
+    match d.kind() {
+        DeviceKind::Cuda => format!("cuda:{}", d.index),
+        _ => "cpu".to_string(),
+    }
+}
+
+/// Parses a wire job id (`j-17`).
+pub fn parse_job_id(id: &str) -> Result<JobId> {
+    id.parse()
+        .map_err(|_| Error::InvalidArgument(format!("{id:?} is not a job id (like j-17)")))
+}

@@ -1,0 +1,157 @@
+//! `camshaft-coordinator`: the coordinator service as a library. It accepts
+//! training jobs (`camshaft.v1.Coordinator`), keeps the workers' control
+//! streams (`camshaft.v1.WorkerLink`, opened by the workers), assigns queued
+//! jobs to idle workers, records their epoch rows and failures, restarts an
+//! attempt from its last checkpoint while the job's failure budget lasts,
+//! and registers the trained model in the store's registry. It holds no
+//! tensors and does not link libtorch.
+//!
+//! # Main types
+//!
+//! - [`Config`]: listen address, worker lease TTL and heartbeat interval;
+//!   serde with defaults, checked by [`Config::validate`].
+//! - [`Cluster`]: the state behind every RPC — connected workers, job
+//!   transitions (each a compare-and-set on the job's store record, one at a
+//!   time), scheduling, the per-job event logs that `WatchJob` follows.
+//! - [`CoordinatorService`]: the tonic adapter for `Coordinator`,
+//!   `WorkerLink` and `ServerInfo`.
+//! - [`spec::complete`]: a job spec with every default applied, or the
+//!   reason it is refused (INVALID_ARGUMENT).
+//! - [`Error`]: one variant per kind of failure, one status code each.
+//!
+//! # A job's life
+//!
+//! `SubmitJob` stores the job PENDING. A scheduling pass (after a submit, a
+//! worker registering, an attempt ending) gives the oldest queued job an
+//! idle worker with a suitable device: the job turns RUNNING with a new
+//! attempt, and the worker gets an `Assignment` naming the checkpoint to
+//! resume from. Rank 0 reports each epoch (appended to the job's history)
+//! and, at the end, `TaskDone` with its final checkpoint; the coordinator
+//! takes the checkpoint's weights, registers them as `name:N` with `latest`
+//! (and the spec's aliases) and lineage, and the job SUCCEEDS. A `TaskFailed`
+//! or a lost worker (its stream ended or was silent past the lease TTL)
+//! fails the attempt: the job goes back to the queue (RESTARTING) while
+//! `max_failures` lasts and the failure is retryable, else it FAILS. A
+//! coordinator that restarts requeues the jobs it finds RUNNING.
+//!
+//! In this version every job runs on one rank; the spec's `workers` and
+//! `gpus_per_worker` above 1 are refused.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use camshaft_coordinator::{Config, serve};
+//! use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::default();
+//! config.validate()?;
+//! let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new("data")).await?);
+//! let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
+//! serve(config, store, listener, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod config;
+mod error;
+pub mod jobs;
+pub mod registry;
+mod service;
+pub mod spec;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use camshaft_proto::MAX_MESSAGE_BYTES;
+use camshaft_proto::v1::coordinator_server::CoordinatorServer;
+use camshaft_proto::v1::server_info_server::ServerInfoServer;
+use camshaft_proto::v1::worker_link_server::WorkerLinkServer;
+use camshaft_store::Store;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+pub use cluster::{AttemptFailure, Cluster, WorkerSender, parse_job_id};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use service::{CoordinatorService, DRAIN_GRACE};
+
+/// Serves the coordinator, health and reflection on `listener` until
+/// `shutdown` completes. Then health turns NOT_SERVING, workers are told to
+/// shut down and their streams closed, open `WatchJob` streams end with
+/// UNAVAILABLE, and calls in flight get [`DRAIN_GRACE`] to finish.
+pub async fn serve(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let addr = listener.local_addr().ok();
+    let cluster = Cluster::new(config, Arc::clone(&store));
+    cluster.recover().await?;
+    let (closing_tx, closing) = watch::channel(false);
+    let service = CoordinatorService::new(Arc::clone(&cluster), closing);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
+    health
+        .set_serving::<WorkerLinkServer<CoordinatorService>>()
+        .await;
+    let reflection_v1 = camshaft_proto::reflection_v1()
+        .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
+    let reflection_v1alpha = camshaft_proto::reflection_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
+
+    tracing::info!(addr = ?addr, store = %store.describe(), "coordinator serving");
+    let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
+    let drain_cluster = Arc::clone(&cluster);
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("coordinator draining");
+        health
+            .set_not_serving::<CoordinatorServer<CoordinatorService>>()
+            .await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        closing_tx.send_replace(true);
+        drain_cluster.shutdown_workers("the coordinator is shutting down");
+        let _ = stopped_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            CoordinatorServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            WorkerLinkServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(ServerInfoServer::new(service))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            drain,
+        );
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = async {
+            let _ = stopped.await;
+            tokio::time::sleep(DRAIN_GRACE).await;
+        } => tracing::warn!("calls still open after the drain grace; stopping anyway"),
+    }
+    tracing::info!("coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,524 @@
+//! The tonic adapters: `Coordinator`, `WorkerLink` and `ServerInfo` over a
+//! [`Cluster`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use camshaft_proto::v1::{
+    self, coordinator_server, import_model_request::Part, server_info_server, worker_link_server,
+    worker_message::Message as FromWorker,
+};
+use camshaft_proto::{ErrorKind, ModelRef, VersionSelector};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cluster::{AttemptFailure, Cluster, parse_job_id};
+use crate::{Error, jobs, registry};
+
+/// Largest weights file `ImportModel` accepts.
+const MAX_IMPORT_BYTES: u64 = 2 << 30;
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The client-facing API (`ctl`) and the workers' control streams, over one
+/// [`Cluster`]. Cloned into each tonic service.
+#[derive(Clone, Debug)]
+pub struct CoordinatorService {
+    cluster: Arc<Cluster>,
+    /// Becomes true when the server drains: open streams end.
+    closing: watch::Receiver<bool>,
+}
+
+impl CoordinatorService {
+    /// The services over `cluster`; streams end when `closing` turns true.
+    pub fn new(cluster: Arc<Cluster>, closing: watch::Receiver<bool>) -> Self {
+        CoordinatorService { cluster, closing }
+    }
+}
+
+fn page<T>(items: Vec<T>, size: u32, token: &str) -> Result<(Vec<T>, String), Status> {
+    let start: usize = if token.is_empty() {
+        0
+    } else {
+        token
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("bad page_token {token:?}")))?
+    };
+    let size = if size == 0 { 100 } else { size as usize };
+    let total = items.len();
+    let items: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    let next = if start + items.len() < total {
+        (start + items.len()).to_string()
+    } else {
+        String::new()
+    };
+    Ok((items, next))
+}
+
+#[tonic::async_trait]
+impl coordinator_server::Coordinator for CoordinatorService {
+    async fn submit_job(
+        &self,
+        request: Request<v1::SubmitJobRequest>,
+    ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let spec = request.into_inner().spec.unwrap_or_default();
+        let job = self.cluster.submit(spec).await?;
+        Ok(Response::new(v1::SubmitJobResponse { job: Some(job) }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<v1::GetJobRequest>,
+    ) -> Result<Response<v1::GetJobResponse>, Status> {
+        let job = self.cluster.job(&request.into_inner().job_id).await?;
+        Ok(Response::new(v1::GetJobResponse { job: Some(job) }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<v1::ListJobsRequest>,
+    ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let states = request.states();
+        let states: Vec<v1::JobState> = states.collect();
+        let records: Vec<_> = self
+            .cluster
+            .jobs()
+            .await?
+            .into_iter()
+            .filter(|r| states.is_empty() || states.contains(&jobs::wire_state(r)))
+            .collect();
+        let (records, next_page_token) = page(records, request.page_size, &request.page_token)?;
+        Ok(Response::new(v1::ListJobsResponse {
+            jobs: records.iter().map(|r| jobs::to_wire(r, None)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<v1::CancelJobRequest>,
+    ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let request = request.into_inner();
+        let job = self
+            .cluster
+            .cancel(&request.job_id, &request.reason)
+            .await?;
+        Ok(Response::new(v1::CancelJobResponse { job: Some(job) }))
+    }
+
+    type WatchJobStream = EventStream<v1::JobEvent>;
+
+    async fn watch_job(
+        &self,
+        request: Request<v1::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let request = request.into_inner();
+        let log = self.cluster.job_log(&request.job_id).await?;
+        let (tx, rx) = mpsc::channel(64);
+        let mut closing = self.closing.clone();
+        tokio::spawn(async move {
+            let mut changed = log.subscribe();
+            let mut seen = request.after_sequence;
+            loop {
+                changed.borrow_and_update();
+                for event in log.after(seen) {
+                    seen = event.sequence;
+                    let is_log = matches!(event.event, Some(v1::job_event::Event::Log(_)));
+                    if is_log && !request.include_logs {
+                        continue;
+                    }
+                    let last = jobs::is_final(&event);
+                    if tx.send(Ok(event)).await.is_err() || last {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                        let _ = tx.send(Err(ErrorKind::Unavailable.status(
+                            "the coordinator is shutting down; watch again with after_sequence",
+                        ))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let workers = self.cluster.list_workers(request.into_inner().include_lost);
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<v1::ListModelsRequest>,
+    ) -> Result<Response<v1::ListModelsResponse>, Status> {
+        let request = request.into_inner();
+        let models = self
+            .cluster
+            .store()
+            .list_models()
+            .await
+            .map_err(Error::from)?;
+        let versions: Vec<v1::ModelVersion> = models
+            .iter()
+            .filter(|m| request.name.is_empty() || m.name == request.name)
+            .flat_map(|m| m.versions.iter().map(|v| registry::to_wire(v, &m.aliases)))
+            .collect();
+        let (versions, next_page_token) = page(versions, request.page_size, &request.page_token)?;
+        Ok(Response::new(v1::ListModelsResponse {
+            versions,
+            next_page_token,
+        }))
+    }
+
+    async fn get_model(
+        &self,
+        request: Request<v1::GetModelRequest>,
+    ) -> Result<Response<v1::GetModelResponse>, Status> {
+        let reference = ModelRef::parse(&request.into_inner().model)?;
+        let store_ref = match &reference.selector {
+            VersionSelector::Version(v) => {
+                camshaft_store::ModelRef::Version(reference.name.clone(), *v)
+            }
+            VersionSelector::Alias(a) => {
+                camshaft_store::ModelRef::Alias(reference.name.clone(), a.clone())
+            }
+            VersionSelector::Latest => camshaft_store::ModelRef::Alias(
+                reference.name.clone(),
+                camshaft_store::LATEST.to_string(),
+            ),
+        };
+        let store = self.cluster.store();
+        let version = store.get_model(&store_ref).await.map_err(Error::from)?;
+        let models = store.list_models().await.map_err(Error::from)?;
+        Ok(Response::new(v1::GetModelResponse {
+            version: Some(registry::to_wire(
+                &version,
+                &registry::aliases_of(&models, &reference.name),
+            )),
+        }))
+    }
+
+    async fn set_alias(
+        &self,
+        request: Request<v1::SetAliasRequest>,
+    ) -> Result<Response<v1::SetAliasResponse>, Status> {
+        let request = request.into_inner();
+        camshaft_proto::validate_alias(&request.alias)?;
+        let store = self.cluster.store();
+        let before = registry::aliases_of(
+            &store.list_models().await.map_err(Error::from)?,
+            &request.name,
+        );
+        store
+            .set_alias(&request.name, &request.alias, request.version)
+            .await
+            .map_err(Error::from)?;
+        let version = store
+            .get_model(&camshaft_store::ModelRef::Version(
+                request.name.clone(),
+                request.version,
+            ))
+            .await
+            .map_err(Error::from)?;
+        let after = registry::aliases_of(
+            &store.list_models().await.map_err(Error::from)?,
+            &request.name,
+        );
+        Ok(Response::new(v1::SetAliasResponse {
+            version: Some(registry::to_wire(&version, &after)),
+            previous_version: before.get(&request.alias).copied(),
+        }))
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<v1::DeleteAliasRequest>,
+    ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
+        let request = request.into_inner();
+        let store = self.cluster.store();
+        let before = registry::aliases_of(
+            &store.list_models().await.map_err(Error::from)?,
+            &request.name,
+        );
+        let previous_version = *before.get(&request.alias).ok_or_else(|| {
+            ErrorKind::NotFound.status(format!("no alias {}@{}", request.name, request.alias))
+        })?;
+        store
+            .remove_alias(&request.name, &request.alias)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(v1::DeleteAliasResponse { previous_version }))
+    }
+
+    async fn delete_model(
+        &self,
+        request: Request<v1::DeleteModelRequest>,
+    ) -> Result<Response<v1::DeleteModelResponse>, Status> {
+        let request = request.into_inner();
+        let store = self.cluster.store();
+        let aliases = registry::aliases_of(
+            &store.list_models().await.map_err(Error::from)?,
+            &request.name,
+        );
+        let pointing: Vec<String> = aliases
+            .iter()
+            .filter(|(a, v)| **v == request.version && a.as_str() != camshaft_store::LATEST)
+            .map(|(a, _)| a.clone())
+            .collect();
+        if !pointing.is_empty() && !request.force {
+            return Err(ErrorKind::FailedPrecondition.status(format!(
+                "{}:{} is aliased as {}; move the aliases or delete with force",
+                request.name,
+                request.version,
+                pointing.join(", ")
+            )));
+        }
+        for alias in &pointing {
+            store
+                .remove_alias(&request.name, alias)
+                .await
+                .map_err(Error::from)?;
+        }
+        store
+            .delete_model_version(&request.name, request.version)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(v1::DeleteModelResponse {
+            removed_aliases: pointing,
+        }))
+    }
+
+    async fn import_model(
+        &self,
+        request: Request<Streaming<v1::ImportModelRequest>>,
+    ) -> Result<Response<v1::ImportModelResponse>, Status> {
+        let mut parts = request.into_inner();
+        let header = match parts.message().await? {
+            Some(v1::ImportModelRequest {
+                part: Some(Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first ImportModel message must be the header",
+                ));
+            }
+        };
+        camshaft_proto::validate_name(&header.name)?;
+        for alias in &header.aliases {
+            camshaft_proto::validate_alias(alias)?;
+        }
+        let spec = registry::spec_from_wire(&header.spec.clone().unwrap_or_default())?;
+        if header.format() != v1::WeightsFormat::Safetensors {
+            return Err(Status::invalid_argument(
+                "the registry stores safetensors: convert the file first (`ctl models import` \
+                 converts a .pth state dict locally)",
+            ));
+        }
+        if header.size_bytes > MAX_IMPORT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "weights of {} bytes are over the import limit of {MAX_IMPORT_BYTES}",
+                header.size_bytes
+            )));
+        }
+        let mut weights = Vec::with_capacity(header.size_bytes as usize);
+        while let Some(part) = parts.message().await? {
+            match part.part {
+                Some(Part::Chunk(chunk)) => {
+                    if weights.len() as u64 + chunk.len() as u64 > header.size_bytes {
+                        return Err(Status::invalid_argument(format!(
+                            "more bytes arrived than the header's size_bytes {}",
+                            header.size_bytes
+                        )));
+                    }
+                    weights.extend_from_slice(&chunk);
+                }
+                _ => return Err(Status::invalid_argument("a second header after the first")),
+            }
+        }
+        if weights.len() as u64 != header.size_bytes {
+            return Err(Status::invalid_argument(format!(
+                "the upload ended after {} of {} bytes",
+                weights.len(),
+                header.size_bytes
+            )));
+        }
+        let sha = hex::encode(Sha256::digest(&weights));
+        if !header.sha256.is_empty() && !header.sha256.eq_ignore_ascii_case(&sha) {
+            return Err(Status::invalid_argument(format!(
+                "the uploaded bytes have sha256 {sha}, not the header's {}",
+                header.sha256
+            )));
+        }
+        registry::safetensors_names(&weights)?;
+        let lineage = v1::Lineage {
+            dataset: header.dataset.clone(),
+            metrics: header.metrics.clone(),
+            created_unix_ms: camshaft_proto::now_unix_ms(),
+            imported_from: header.file_name.clone(),
+            ..Default::default()
+        };
+        let version = self
+            .cluster
+            .register(&header.name, spec, lineage, weights.into(), &header.aliases)
+            .await?;
+        tracing::info!(model = %format!("{}:{}", version.name, version.version), "model imported");
+        Ok(Response::new(v1::ImportModelResponse {
+            version: Some(version),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl worker_link_server::WorkerLink for CoordinatorService {
+    type AttachStream = EventStream<v1::CoordinatorMessage>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut inbound = request.into_inner();
+        let ttl = self.cluster.config().lease_ttl();
+        let register = match tokio::time::timeout(ttl, inbound.message()).await {
+            Ok(Ok(Some(v1::WorkerMessage {
+                message: Some(FromWorker::Register(r)),
+            }))) => r,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "no Register within the lease TTL",
+                ));
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be Register",
+                ));
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (id, conn) = self.cluster.register_worker(register, tx).await?;
+        let cluster = Arc::clone(&self.cluster);
+        tokio::spawn(async move {
+            let reason = loop {
+                let message = match tokio::time::timeout(ttl, inbound.message()).await {
+                    Err(_) => {
+                        break format!("no message for {} ms (lease expired)", ttl.as_millis());
+                    }
+                    Ok(Err(status)) => break format!("stream broke: {}", status.message()),
+                    Ok(Ok(None)) => break "stream closed".to_string(),
+                    Ok(Ok(Some(m))) => m,
+                };
+                cluster.heartbeat(&id, conn).await;
+                if let Some(message) = message.message
+                    && let Err(e) = handle(&cluster, &id, conn, message).await
+                {
+                    tracing::error!(worker_id = %id, error = %e, "handling a worker message failed");
+                }
+            };
+            cluster.worker_gone(&id, conn, &reason).await;
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+/// One message of a worker, after `Register`.
+async fn handle(
+    cluster: &Arc<Cluster>,
+    worker: &str,
+    conn: u64,
+    message: FromWorker,
+) -> crate::Result<()> {
+    match message {
+        FromWorker::Register(_) => {
+            tracing::warn!(worker_id = %worker, "a second Register on one stream is ignored");
+        }
+        FromWorker::Heartbeat(_) | FromWorker::RendezvousOffer(_) => {}
+        FromWorker::EpochReport(report) => {
+            let job = parse_job_id(&report.job_id)?;
+            let mut row = report.metrics.unwrap_or_default();
+            row.world_size = 1;
+            cluster.epoch_done(job, report.attempt, row).await?;
+        }
+        FromWorker::CheckpointWritten(c) => {
+            tracing::info!(job_id = %c.job_id, checkpoint = %c.checkpoint_id, epochs_done = c.epochs_done, "checkpoint written");
+        }
+        FromWorker::TaskFailed(f) => {
+            let job = parse_job_id(&f.job_id)?;
+            let kind = match f.kind() {
+                v1::FailureKind::CollectiveTimeout => v1::FailureKind::CollectiveTimeout,
+                _ => v1::FailureKind::TaskError,
+            };
+            let failure = AttemptFailure {
+                kind,
+                rank: Some(f.rank),
+                worker: Some(worker.to_string()),
+                reason: f.reason,
+                epoch: f.epoch,
+                retryable: f.retryable,
+            };
+            cluster.fail_attempt(job, f.attempt, failure).await?;
+        }
+        FromWorker::TaskDone(done) => {
+            if done.rank == 0 {
+                let job = parse_job_id(&done.job_id)?;
+                cluster
+                    .complete(job, done.attempt, &done.final_checkpoint_id)
+                    .await?;
+            }
+        }
+        FromWorker::Log(line) => {
+            let job = parse_job_id(&line.job_id)?;
+            cluster.rank_log(
+                job,
+                v1::LogLine {
+                    level: line.level,
+                    rank: line.rank,
+                    worker_id: worker.to_string(),
+                    message: line.message,
+                },
+            );
+        }
+        FromWorker::Drain(d) => {
+            tracing::info!(worker_id = %worker, reason = %d.reason, "worker draining");
+            cluster.drain(worker, conn);
+        }
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl server_info_server::ServerInfo for CoordinatorService {
+    async fn get_server_info(
+        &self,
+        _request: Request<v1::GetServerInfoRequest>,
+    ) -> Result<Response<v1::GetServerInfoResponse>, Status> {
+        let (live_workers, active_jobs, store_healthy) = self.cluster.counts().await;
+        Ok(Response::new(v1::GetServerInfoResponse {
+            roles: vec![v1::ServerRole::Coordinator as i32],
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_unix_ms: self.cluster.started_unix_ms,
+            store: self.cluster.store().describe(),
+            store_healthy,
+            live_workers,
+            active_jobs,
+            ..Default::default()
+        }))
+    }
+}
+
+/// How long a draining server waits for open calls before it stops anyway.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,397 @@
+//! Job specs: every default filled in and every field checked on submit, so
+//! a stored spec is complete and a bad one is refused with the reason.
+
+use camshaft_proto::v1::{
+    Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, JobSpec, Normalization, Precision,
+    PretrainedSource, ResizeMethod,
+};
+use camshaft_proto::{names, validate_alias, validate_name};
+
+use crate::{Error, Result};
+
+/// Most epochs one job may ask for.
+const MAX_EPOCHS: u32 = 10_000;
+/// Largest per-rank batch.
+const MAX_BATCH: u32 = 65_536;
+
+fn invalid(reason: impl Into<String>) -> Error {
+    Error::InvalidArgument(reason.into())
+}
+
+/// `spec` with every default applied, or the first thing wrong with it.
+/// `random_seed` is recorded as the seed when the spec has none.
+pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
+    let dataset = spec.dataset.get_or_insert_with(Default::default);
+    let kind: DatasetKind = names::known("dataset kind", dataset.kind)?;
+    if kind == DatasetKind::Unspecified {
+        return Err(invalid(
+            "dataset.kind is required (synthetic, cifar10, pets, pets_breeds or folder)",
+        ));
+    }
+    if kind == DatasetKind::Folder && dataset.data_dir.is_empty() {
+        return Err(invalid("a folder data set needs dataset.data_dir"));
+    }
+    if let Some(pct) = dataset.valid_pct
+        && !(pct > 0.0 && pct < 1.0)
+    {
+        return Err(invalid(format!(
+            "dataset.valid_pct must be in (0, 1), not {pct}"
+        )));
+    }
+    dataset.valid_pct.get_or_insert(0.2);
+    dataset.split_seed.get_or_insert(42);
+
+    let arch: Arch = names::known("arch", spec.arch)?;
+    let head: Head = names::known("head", spec.head)?;
+    if arch == Arch::Unspecified {
+        return Err(invalid("arch is required (cnn, resnet18 or resnet34)"));
+    }
+    if head == Head::Unspecified {
+        return Err(invalid("head is required (linear, fastai or cam)"));
+    }
+    if arch == Arch::Cnn && head != Head::Linear {
+        return Err(invalid(format!(
+            "the cnn has a linear head only, not {}",
+            head.short_name()
+        )));
+    }
+
+    let pretrained: PretrainedSource = names::known("pretrained", spec.pretrained)?;
+    let pretrained = match pretrained {
+        PretrainedSource::Unspecified => PretrainedSource::None,
+        p => p,
+    };
+    spec.pretrained = pretrained as i32;
+    match pretrained {
+        PretrainedSource::Imagenet if arch == Arch::Cnn => {
+            return Err(invalid("there are no ImageNet weights for the cnn"));
+        }
+        PretrainedSource::Path if spec.pretrained_path.is_empty() => {
+            return Err(invalid("pretrained PATH needs pretrained_path"));
+        }
+        PretrainedSource::None | PretrainedSource::Imagenet if !spec.pretrained_path.is_empty() => {
+            return Err(invalid("pretrained_path is set but pretrained is not PATH"));
+        }
+        _ => {}
+    }
+    let is_pretrained = pretrained != PretrainedSource::None;
+    if names::known::<Normalization>("normalization", spec.normalization)?
+        == Normalization::Unspecified
+    {
+        spec.normalization = if is_pretrained {
+            Normalization::Imagenet
+        } else {
+            Normalization::None
+        } as i32;
+    }
+
+    if spec.epochs == 0 || spec.epochs > MAX_EPOCHS {
+        return Err(invalid(format!(
+            "epochs must be 1..={MAX_EPOCHS}, not {}",
+            spec.epochs
+        )));
+    }
+    if spec.fine_tune && !is_pretrained {
+        return Err(invalid(
+            "fine_tune needs a pretrained body (pretrained imagenet or PATH)",
+        ));
+    }
+    if spec.fine_tune {
+        match *spec.freeze_epochs.get_or_insert(1) {
+            1..=MAX_EPOCHS => {}
+            n => {
+                return Err(invalid(format!(
+                    "freeze_epochs must be 1..={MAX_EPOCHS}, not {n}"
+                )));
+            }
+        }
+    } else if spec.freeze_epochs.is_some() {
+        return Err(invalid("freeze_epochs is set but fine_tune is not"));
+    }
+    let lr = *spec
+        .lr
+        .get_or_insert(if spec.fine_tune { 2e-3 } else { 1e-3 });
+    if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
+        return Err(invalid(format!("lr must be in (0, 10], not {lr}")));
+    }
+    if spec.batch_size == 0 {
+        spec.batch_size = 64;
+    }
+    if spec.batch_size > MAX_BATCH {
+        return Err(invalid(format!(
+            "batch_size must be 1..={MAX_BATCH}, not {}",
+            spec.batch_size
+        )));
+    }
+
+    let synthetic = dataset.synthetic.get_or_insert_with(Default::default);
+    if kind == DatasetKind::Synthetic {
+        if synthetic.train_len == 0 {
+            synthetic.train_len = 2000;
+        }
+        if synthetic.valid_len == 0 {
+            synthetic.valid_len = 500;
+        }
+        if synthetic.image_size == 0 {
+            synthetic.image_size = if spec.image_size == 0 {
+                64
+            } else {
+                spec.image_size
+            };
+        }
+        if synthetic.num_classes == 0 {
+            synthetic.num_classes = 2;
+        }
+        if !(16..=2048).contains(&synthetic.image_size) {
+            return Err(invalid(format!(
+                "dataset.synthetic.image_size must be 16..=2048, not {}",
+                synthetic.image_size
+            )));
+        }
+        if !(2..=6).contains(&synthetic.num_classes) {
+            return Err(invalid(format!(
+                "dataset.synthetic.num_classes must be 2..=6, not {}",
+                synthetic.num_classes
+            )));
+        }
+    }
+    if spec.image_size == 0 {
+        spec.image_size = match kind {
+            DatasetKind::Synthetic => synthetic.image_size,
+            DatasetKind::Cifar10 => 32,
+            _ => 224,
+        };
+    }
+    if arch == Arch::Cnn && spec.image_size != 32 {
+        return Err(invalid(format!(
+            "the cnn takes 32×32 images (its Linear(25088, n) fixes the size), not {}",
+            spec.image_size
+        )));
+    }
+    if !(32..=2048).contains(&spec.image_size) {
+        return Err(invalid(format!(
+            "image_size must be 32..=2048, not {}",
+            spec.image_size
+        )));
+    }
+    if names::known::<ResizeMethod>("resize", spec.resize)? == ResizeMethod::Unspecified {
+        spec.resize = ResizeMethod::Crop as i32;
+    }
+    spec.flip.get_or_insert(true);
+    let wd = *spec.weight_decay.get_or_insert(0.01);
+    if !(wd.is_finite() && wd >= 0.0) {
+        return Err(invalid(format!("weight_decay must be ≥ 0, not {wd}")));
+    }
+    spec.seed.get_or_insert(random_seed);
+
+    if spec.workers == 0 {
+        spec.workers = 1;
+    }
+    if spec.gpus_per_worker == 0 {
+        spec.gpus_per_worker = 1;
+    }
+    if spec.workers > 1 || spec.gpus_per_worker > 1 {
+        return Err(invalid(format!(
+            "a group of {} worker(s) × {} GPU(s): data-parallel groups are not \
+             supported yet; every job runs on one rank",
+            spec.workers, spec.gpus_per_worker
+        )));
+    }
+    names::known::<DeviceKind>("device", spec.device)?;
+    if spec.min_workers == 0 {
+        spec.min_workers = spec.workers;
+    }
+    if spec.min_workers > spec.workers {
+        return Err(invalid(format!(
+            "min_workers {} is more than workers {}",
+            spec.min_workers, spec.workers
+        )));
+    }
+    spec.max_failures.get_or_insert(3);
+    spec.max_membership_changes.get_or_insert(10);
+    if spec.checkpoint_every == 0 {
+        spec.checkpoint_every = 1;
+    }
+    if spec.keep_checkpoints == 0 {
+        spec.keep_checkpoints = 2;
+    }
+    match names::known::<Precision>("precision", spec.precision)? {
+        Precision::Unspecified | Precision::Fp32 => spec.precision = Precision::Fp32 as i32,
+        other => {
+            return Err(invalid(format!(
+                "precision {} is not supported yet (fp32 only)",
+                other.short_name()
+            )));
+        }
+    }
+    if spec.channels_last {
+        return Err(invalid("channels_last is not supported yet"));
+    }
+    names::known::<CollectiveBackend>("collective", spec.collective)?;
+    if spec.bucket_mib == 0 {
+        spec.bucket_mib = 25;
+    }
+    if spec.collective_timeout_ms == 0 {
+        spec.collective_timeout_ms = 60_000;
+    }
+
+    if spec.name.is_empty() {
+        spec.name = kind.short_name().to_string();
+    }
+    validate_name(&spec.name)?;
+    for alias in &spec.aliases {
+        validate_alias(alias)?;
+    }
+    Ok(spec)
+}
+
+/// A short description of the data set for lineage: `kind` or `kind:dir`.
+pub fn dataset_label(spec: &JobSpec) -> String {
+    let Some(d) = &spec.dataset else {
+        return String::new();
+    };
+    let kind = d.kind().short_name();
+    if d.data_dir.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}:{}", d.data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use camshaft_proto::v1::DatasetSpec;
+
+    use super::*;
+
+    fn minimal() -> JobSpec {
+        JobSpec {
+            dataset: Some(DatasetSpec {
+                kind: DatasetKind::Synthetic as i32,
+                ..Default::default()
+            }),
+            arch: Arch::Resnet18 as i32,
+            head: Head::Cam as i32,
+            epochs: 3,
+            ..Default::default()
+        }
+    }
+
+    fn refused(spec: JobSpec) -> String {
+        complete(spec, 7).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let spec = complete(minimal(), 7).unwrap();
+        assert_eq!(spec.name, "synthetic");
+        assert_eq!(spec.seed, Some(7));
+        assert_eq!(spec.lr, Some(1e-3));
+        assert_eq!(spec.batch_size, 64);
+        assert_eq!(spec.image_size, 64);
+        assert_eq!(spec.normalization(), Normalization::None);
+        assert_eq!(spec.pretrained(), PretrainedSource::None);
+        let synthetic = spec.dataset.as_ref().unwrap().synthetic.as_ref().unwrap();
+        assert_eq!((synthetic.train_len, synthetic.num_classes), (2000, 2));
+        // A complete spec is a fixed point.
+        assert_eq!(complete(spec.clone(), 9).unwrap(), spec);
+    }
+
+    #[test]
+    fn pretrained_bodies_get_imagenet_normalisation_and_fine_tune_lr() {
+        let spec = complete(
+            JobSpec {
+                pretrained: PretrainedSource::Imagenet as i32,
+                fine_tune: true,
+                ..minimal()
+            },
+            7,
+        )
+        .unwrap();
+        assert_eq!(spec.normalization(), Normalization::Imagenet);
+        assert_eq!(spec.lr, Some(2e-3));
+        assert_eq!(spec.freeze_epochs, Some(1));
+    }
+
+    #[test]
+    fn bad_specs_say_what_is_wrong() {
+        assert!(
+            refused(JobSpec {
+                epochs: 0,
+                ..minimal()
+            })
+            .contains("epochs")
+        );
+        assert!(
+            refused(JobSpec {
+                arch: 0,
+                ..minimal()
+            })
+            .contains("arch is required")
+        );
+        assert!(
+            refused(JobSpec {
+                arch: 99,
+                ..minimal()
+            })
+            .contains("arch")
+        );
+        assert!(
+            refused(JobSpec {
+                dataset: None,
+                ..minimal()
+            })
+            .contains("dataset.kind")
+        );
+        assert!(
+            refused(JobSpec {
+                fine_tune: true,
+                ..minimal()
+            })
+            .contains("pretrained")
+        );
+        assert!(
+            refused(JobSpec {
+                lr: Some(-1.0),
+                ..minimal()
+            })
+            .contains("lr")
+        );
+        assert!(
+            refused(JobSpec {
+                name: "no spaces".into(),
+                ..minimal()
+            })
+            .contains("no spaces")
+        );
+        assert!(
+            refused(JobSpec {
+                workers: 2,
+                ..minimal()
+            })
+            .contains("one rank")
+        );
+        let cnn = JobSpec {
+            arch: Arch::Cnn as i32,
+            head: Head::Linear as i32,
+            ..minimal()
+        };
+        assert!(refused(cnn.clone()).contains("32×32"));
+        assert!(
+            refused(JobSpec {
+                head: Head::Cam as i32,
+                ..cnn
+            })
+            .contains("linear head")
+        );
+        let folder = JobSpec {
+            dataset: Some(DatasetSpec {
+                kind: DatasetKind::Folder as i32,
+                ..Default::default()
+            }),
+            ..minimal()
+        };
+        assert!(refused(folder).contains("data_dir"));
+    }
+}

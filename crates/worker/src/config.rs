@@ -1,0 +1,137 @@
+//! The worker's configuration: serde with defaults, checked once by
+//! [`Config::validate`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Everything a worker is configured with. Every field has a default, so
+/// `{}` (or `Config::default()`) is a working configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The coordinator's address (`http://host:port`, or `host:port`).
+    /// Default `http://127.0.0.1:50051`.
+    pub coordinator: String,
+    /// A stable id; empty: the coordinator assigns one (kept across
+    /// reconnects of this process).
+    pub worker_id: String,
+    /// Where data sets and downloaded weights live (a job's `data_dir`
+    /// overrides it); empty: `$CAMSHAFT_DATA_DIR` or the user cache.
+    pub data_dir: Option<PathBuf>,
+    /// `auto` (every GPU, else the CPU), `cpu`, `cuda` (every GPU; an error
+    /// without one) or `cuda:N`. Default `auto`.
+    pub device: String,
+    /// Image decoding threads per rank; 0: the number of cores.
+    pub loader_threads: usize,
+    /// Free-form labels sent at registration (e.g. `zone = "a"`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            coordinator: "http://127.0.0.1:50051".into(),
+            worker_id: String::new(),
+            data_dir: None,
+            device: "auto".into(),
+            loader_threads: 0,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which devices the worker offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// Every GPU, or the CPU when there is none.
+    Auto,
+    /// The CPU only.
+    Cpu,
+    /// Every GPU.
+    AllCuda,
+    /// One GPU.
+    Cuda(usize),
+}
+
+impl Config {
+    /// Checks the coordinator address and the device choice.
+    pub fn validate(&self) -> Result<()> {
+        self.coordinator_url()?;
+        self.device_choice()?;
+        if !self.worker_id.is_empty() {
+            camshaft_store::validate_name("worker_id", &self.worker_id)
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The coordinator's URL with a scheme.
+    pub fn coordinator_url(&self) -> Result<String> {
+        let addr = self.coordinator.trim();
+        if addr.is_empty() {
+            return Err(Error::Config("coordinator address is empty".into()));
+        }
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        url.parse::<tonic::transport::Uri>()
+            .map_err(|e| Error::Config(format!("coordinator {addr:?} is not an address: {e}")))?;
+        Ok(url)
+    }
+
+    /// [`Config::device`] parsed.
+    pub fn device_choice(&self) -> Result<DeviceChoice> {
+        let d = self.device.trim().to_ascii_lowercase();
+        match d.as_str() {
+            "auto" | "" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::AllCuda),
+            _ => d
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "device {:?} is not auto, cpu, cuda or cuda:N",
+                        self.device
+                    ))
+                }),
+        }
+    }
+
+    /// The data directory to use.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(camshaft_data::default_cache_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_addresses_get_a_scheme() {
+        Config::default().validate().unwrap();
+        let c = Config {
+            coordinator: "10.0.0.5:50051".into(),
+            device: "cuda:1".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.coordinator_url().unwrap(), "http://10.0.0.5:50051");
+        assert_eq!(c.device_choice().unwrap(), DeviceChoice::Cuda(1));
+        let bad = Config {
+            device: "tpu".into(),
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("tpu"));
+    }
+}

@@ -1,0 +1,433 @@
+//! One assigned rank: load the data, build (or resume) the learner, train
+//! the plan epoch by epoch, report each epoch, write checkpoints to the
+//! store. Blocking: runs on its own thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use camshaft_data::{
+    CIFAR10_BINARY, OXFORD_PETS, PetsLabels, RandomSplit, RemoteArchive, Splits, SyntheticConfig,
+    cifar10_binary, fetch, image_folder, oxford_pets,
+};
+use camshaft_proto::v1::{
+    self, DatasetKind, DeviceKind, PretrainedSource, ResizeMethod, worker_message::Message as Out,
+};
+use camshaft_store::{JobId, Store, bundle};
+use camshaft_vision::learner::CHECKPOINT_FILES;
+use camshaft_vision::weights::pretrained_file;
+use camshaft_vision::{
+    Arch, EpochStats, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric,
+    Model, ModelSpec, Normalization, Plan, import_weights,
+};
+
+/// Why a task stopped early, as the coordinator is told.
+#[derive(Debug)]
+pub struct TaskError {
+    /// What happened.
+    pub reason: String,
+    /// False when a retry cannot help (missing data, a bad spec).
+    pub retryable: bool,
+    /// The epoch in progress.
+    pub epoch: Option<u32>,
+}
+
+impl TaskError {
+    fn fatal(reason: impl Into<String>) -> Self {
+        TaskError {
+            reason: reason.into(),
+            retryable: false,
+            epoch: None,
+        }
+    }
+}
+
+impl From<camshaft_vision::Error> for TaskError {
+    fn from(e: camshaft_vision::Error) -> Self {
+        use camshaft_vision::Error as V;
+        let retryable = !matches!(
+            e,
+            V::Data(_) | V::Weights { .. } | V::Config(_) | V::Input(_) | V::Diverged { .. }
+        );
+        TaskError {
+            reason: e.to_string(),
+            retryable,
+            epoch: None,
+        }
+    }
+}
+
+impl From<camshaft_data::Error> for TaskError {
+    fn from(e: camshaft_data::Error) -> Self {
+        camshaft_vision::Error::from(e).into()
+    }
+}
+
+impl From<camshaft_store::Error> for TaskError {
+    fn from(e: camshaft_store::Error) -> Self {
+        TaskError {
+            reason: format!("store: {e}"),
+            retryable: true,
+            epoch: None,
+        }
+    }
+}
+
+/// Everything a task needs besides its assignment.
+pub struct TaskContext {
+    /// The store checkpoints go to.
+    pub store: Arc<dyn Store>,
+    /// The runtime the store's futures run on (the task thread blocks on them).
+    pub runtime: tokio::runtime::Handle,
+    /// Where data sets and weights are found or downloaded.
+    pub data_dir: PathBuf,
+    /// Image decoding threads.
+    pub loader_threads: usize,
+    /// Set by a Cancel: the learner stops at its next batch.
+    pub cancel: Arc<AtomicBool>,
+    /// Sends a message to the coordinator.
+    pub send: Box<dyn Fn(Out) + Send>,
+}
+
+/// The result of a finished task: the final checkpoint and epoch row.
+#[derive(Debug)]
+pub struct TaskDone {
+    /// The store id of the checkpoint holding the final weights.
+    pub checkpoint_id: u64,
+    /// The last epoch row.
+    pub final_metrics: Option<v1::EpochMetrics>,
+}
+
+/// Trains rank 0 of `assignment` to the end of its plan.
+pub fn run(assignment: &v1::Assignment, ctx: &TaskContext) -> Result<TaskDone, TaskError> {
+    let spec = assignment
+        .spec
+        .as_ref()
+        .ok_or_else(|| TaskError::fatal("the assignment has no job spec"))?;
+    if assignment.world_size != 1 {
+        return Err(TaskError::fatal(format!(
+            "world size {}: this worker runs single-rank jobs only",
+            assignment.world_size
+        )));
+    }
+    let job_id: JobId = assignment
+        .job_id
+        .parse()
+        .map_err(|_| TaskError::fatal(format!("bad job id {:?}", assignment.job_id)))?;
+    let device = torch_device(assignment)?;
+    let seed = spec.seed.unwrap_or(0);
+    let say = |message: String| {
+        (ctx.send)(Out::Log(v1::WorkerLog {
+            job_id: assignment.job_id.clone(),
+            rank: 0,
+            level: "info".into(),
+            message,
+        }));
+    };
+
+    let data = load_data(spec, seed, &ctx.data_dir)?;
+    say(format!(
+        "data: {} training, {} validation images, classes {}",
+        data.train.len(),
+        data.valid.len(),
+        data.train.class_names().join(", ")
+    ));
+    let config = learner_config(spec, seed, ctx.loader_threads)?;
+    let scratch = tempfile::tempdir()
+        .map_err(|e| TaskError::fatal(format!("cannot create a scratch directory: {e}")))?;
+    let mut last_checkpoint = None;
+    let mut learner = if assignment.resume_checkpoint_id.is_empty() {
+        let mut learner = Learner::new(
+            new_model(spec, &data, device, &ctx.data_dir, &say)?,
+            data,
+            config,
+        )?;
+        learner.start(plan(spec))?;
+        learner
+    } else {
+        let id: u64 = assignment.resume_checkpoint_id.parse().map_err(|_| {
+            TaskError::fatal(format!(
+                "bad checkpoint id {:?}",
+                assignment.resume_checkpoint_id
+            ))
+        })?;
+        let dir = scratch.path().join("resume");
+        unpack_checkpoint(
+            &ctx.runtime.block_on(ctx.store.get_checkpoint(job_id, id))?,
+            &dir,
+        )?;
+        let learner = Learner::from_checkpoint(&dir, data, device, &config)?;
+        say(format!(
+            "resumed from checkpoint {id} ({} epochs done)",
+            learner.progress().1
+        ));
+        last_checkpoint = Some(id);
+        learner
+    };
+    learner.set_cancel_flag(Arc::clone(&ctx.cancel));
+    say(format!("training on {device:?}"));
+
+    let total = learner.progress().0.map_or(0, Plan::total_epochs);
+    let mut final_metrics = None;
+    loop {
+        let epoch = learner.progress().1;
+        let row = match learner.next_epoch() {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(TaskError {
+                    epoch: Some(epoch as u32),
+                    ..e.into()
+                });
+            }
+        };
+        let metrics = wire_metrics(&row);
+        (ctx.send)(Out::EpochReport(v1::EpochReport {
+            job_id: assignment.job_id.clone(),
+            attempt: assignment.attempt,
+            rank: 0,
+            metrics: Some(metrics.clone()),
+        }));
+        final_metrics = Some(metrics);
+        let done = learner.progress().1;
+        if done % spec.checkpoint_every.max(1) as usize == 0 || done == total {
+            let manifest = write_checkpoint(&mut learner, job_id, scratch.path(), ctx)?;
+            (ctx.send)(Out::CheckpointWritten(v1::CheckpointWritten {
+                job_id: assignment.job_id.clone(),
+                attempt: assignment.attempt,
+                rank: 0,
+                checkpoint_id: manifest.id.to_string(),
+                epochs_done: done as u32,
+                size_bytes: manifest.blob.size,
+                weights_sha256: manifest.blob.sha256.clone(),
+            }));
+            last_checkpoint = Some(manifest.id);
+        }
+    }
+    let checkpoint_id =
+        last_checkpoint.ok_or_else(|| TaskError::fatal("the plan ended without a checkpoint"))?;
+    Ok(TaskDone {
+        checkpoint_id,
+        final_metrics,
+    })
+}
+
+fn torch_device(assignment: &v1::Assignment) -> Result<tch::Device, TaskError> {
+    let device = assignment
+        .ranks
+        .first()
+        .and_then(|r| r.device.clone())
+        .unwrap_or_default();
+    match device.kind() {
+        DeviceKind::Cuda => {
+            let count = tch::Cuda::device_count();
+            if i64::from(device.index) >= count {
+                return Err(TaskError::fatal(format!(
+                    "cuda:{} is not there ({count} CUDA devices)",
+                    device.index
+                )));
+            }
+            Ok(tch::Device::Cuda(device.index as usize))
+        }
+        _ => Ok(tch::Device::Cpu),
+    }
+}
+
+/// The data set of a job spec. `data_dir` of the spec wins over the
+/// worker's; CIFAR-10 and Pets are downloaded there when `download` is set.
+pub fn load_data(spec: &v1::JobSpec, seed: u64, worker_dir: &Path) -> Result<Splits, TaskError> {
+    let dataset = spec.dataset.clone().unwrap_or_default();
+    let dir = if dataset.data_dir.is_empty() {
+        worker_dir.to_path_buf()
+    } else {
+        PathBuf::from(&dataset.data_dir)
+    };
+    let archive_root = |archive: &RemoteArchive<'_>| -> Result<PathBuf, TaskError> {
+        if dataset.download {
+            return Ok(fetch(archive, &dir)?);
+        }
+        let inside = dir.join(archive.name);
+        Ok(if inside.is_dir() { inside } else { dir.clone() })
+    };
+    let split = RandomSplit {
+        valid_pct: dataset.valid_pct.unwrap_or(0.2),
+        seed: dataset.split_seed.unwrap_or(42),
+    };
+    Ok(match dataset.kind() {
+        DatasetKind::Synthetic => {
+            let s = dataset.synthetic.unwrap_or_default();
+            SyntheticConfig {
+                seed: s.seed.unwrap_or(seed),
+                train_len: s.train_len as usize,
+                valid_len: s.valid_len as usize,
+                image_size: s.image_size,
+                num_classes: s.num_classes as usize,
+            }
+            .splits()?
+        }
+        DatasetKind::Cifar10 => cifar10_binary(&archive_root(&CIFAR10_BINARY)?)?,
+        DatasetKind::Pets => oxford_pets(&archive_root(&OXFORD_PETS)?, PetsLabels::CatDog, split)?,
+        DatasetKind::PetsBreeds => {
+            oxford_pets(&archive_root(&OXFORD_PETS)?, PetsLabels::Breeds, split)?
+        }
+        DatasetKind::Folder => image_folder(&dir)?,
+        DatasetKind::Unspecified => return Err(TaskError::fatal("the job names no data set")),
+    })
+}
+
+fn parse_name<T: std::str::FromStr<Err = camshaft_vision::Error>>(
+    name: &str,
+) -> Result<T, TaskError> {
+    Ok(name.parse::<T>()?)
+}
+
+fn new_model(
+    spec: &v1::JobSpec,
+    data: &Splits,
+    device: tch::Device,
+    data_dir: &Path,
+    say: &dyn Fn(String),
+) -> Result<Model, TaskError> {
+    let arch: Arch = parse_name(spec.arch().short_name())?;
+    let model_spec = ModelSpec {
+        arch,
+        head: parse_name::<HeadKind>(spec.head().short_name())?,
+        class_names: data.train.class_names().to_vec(),
+        input_size: spec.image_size,
+        normalization: parse_name::<Normalization>(spec.normalization().short_name())?,
+    };
+    // Initialisation draws from libtorch's global generator.
+    tch::manual_seed(spec.seed.unwrap_or(0) as i64);
+    let mut model = Model::new(model_spec, device)?;
+    let path = match spec.pretrained() {
+        PretrainedSource::Imagenet => {
+            let file = pretrained_file(arch)
+                .ok_or_else(|| TaskError::fatal(format!("no ImageNet weights for {arch}")))?;
+            let mirror = std::env::var("CAMSHAFT_WEIGHTS_MIRROR").ok();
+            Some(file.fetch(data_dir, mirror.as_deref())?)
+        }
+        PretrainedSource::Path => Some(PathBuf::from(&spec.pretrained_path)),
+        _ => None,
+    };
+    if let Some(path) = path {
+        let report = import_weights(&mut model, &path, HeadPolicy::KeepInitialised)?;
+        say(format!(
+            "imported {} tensors from {} (new head: {})",
+            report.loaded,
+            path.display(),
+            report.kept_initialised.join(", ")
+        ));
+    }
+    Ok(model)
+}
+
+fn learner_config(
+    spec: &v1::JobSpec,
+    seed: u64,
+    threads: usize,
+) -> Result<LearnerConfig, TaskError> {
+    let defaults = LearnerConfig::default();
+    Ok(LearnerConfig {
+        loader: LoaderConfig {
+            batch_size: spec.batch_size as usize,
+            image_size: spec.image_size,
+            resize: match spec.resize() {
+                ResizeMethod::Squish => camshaft_data::ResizeMethod::Squish,
+                ResizeMethod::Pad => camshaft_data::ResizeMethod::Pad,
+                _ => camshaft_data::ResizeMethod::Crop,
+            },
+            flip: spec.flip.unwrap_or(true),
+            normalization: parse_name(spec.normalization().short_name())?,
+            threads: if threads == 0 {
+                defaults.loader.threads
+            } else {
+                threads
+            },
+            seed,
+            ..defaults.loader
+        },
+        adam: camshaft_vision::optim::AdamConfig {
+            wd: spec.weight_decay.unwrap_or(0.01),
+            ..defaults.adam
+        },
+        metrics: vec![Metric::Accuracy],
+        progress: false,
+        ..defaults
+    })
+}
+
+fn plan(spec: &v1::JobSpec) -> Plan {
+    let lr = spec.lr.unwrap_or(1e-3);
+    if spec.fine_tune {
+        Plan::fine_tune(
+            spec.epochs as usize,
+            lr,
+            spec.freeze_epochs.unwrap_or(1) as usize,
+        )
+    } else {
+        Plan::one_cycle(spec.epochs as usize, LrRange::Single(lr))
+    }
+}
+
+fn wire_metrics(row: &EpochStats) -> v1::EpochMetrics {
+    v1::EpochMetrics {
+        epoch: row.epoch as u32,
+        stage: row.stage as u32,
+        train_loss: row.train_loss,
+        valid_loss: row.valid_loss,
+        accuracy: row.accuracy,
+        seconds: row.seconds,
+        images_per_sec: row.images_per_sec,
+        attempt: 0,
+        train_samples: row.train_samples,
+        valid_samples: row.valid_samples,
+        world_size: 1,
+    }
+}
+
+/// Saves the learner's checkpoint directory and stores it: `checkpoint.json`
+/// as the manifest's metadata, the weights and optimiser files as a bundle.
+fn write_checkpoint(
+    learner: &mut Learner,
+    job_id: JobId,
+    scratch: &Path,
+    ctx: &TaskContext,
+) -> Result<camshaft_store::CheckpointManifest, TaskError> {
+    let dir = scratch.join("checkpoint");
+    learner.save_checkpoint(&dir)?;
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| TaskError::fatal(format!("reading the checkpoint's {name}: {e}")))
+    };
+    let [meta_file, weights_file, optimizer_file] = CHECKPOINT_FILES;
+    let meta: serde_json::Value = serde_json::from_slice(&read(meta_file)?)
+        .map_err(|e| TaskError::fatal(format!("the checkpoint's {meta_file}: {e}")))?;
+    let weights = read(weights_file)?;
+    let optimizer = read(optimizer_file)?;
+    let blob = bundle::pack([
+        (weights_file, weights.as_slice()),
+        (optimizer_file, optimizer.as_slice()),
+    ]);
+    let epochs = learner.progress().1 as u64;
+    Ok(ctx
+        .runtime
+        .block_on(ctx.store.put_checkpoint(job_id, epochs, meta, blob))?)
+}
+
+/// Writes a stored checkpoint back as the directory the learner reads.
+fn unpack_checkpoint(checkpoint: &camshaft_store::Checkpoint, dir: &Path) -> Result<(), TaskError> {
+    let io = |e: std::io::Error| TaskError::fatal(format!("writing {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let meta = serde_json::to_vec(&checkpoint.manifest.meta)
+        .map_err(|e| TaskError::fatal(format!("checkpoint metadata: {e}")))?;
+    std::fs::write(dir.join(CHECKPOINT_FILES[0]), meta).map_err(io)?;
+    for (name, data) in bundle::unpack(&checkpoint.blob)? {
+        if !CHECKPOINT_FILES.contains(&name.as_str()) {
+            return Err(TaskError::fatal(format!(
+                "unexpected checkpoint file {name:?}"
+            )));
+        }
+        std::fs::write(dir.join(&name), &data).map_err(io)?;
+    }
+    Ok(())
+}
