@@ -28,6 +28,7 @@ pub struct ExplainEngine {
     max_batch: usize,
     limits: DecodeLimits,
     cache: ModelCache,
+    started_unix_ms: i64,
 }
 
 /// The options of one request, checked.
@@ -58,7 +59,18 @@ impl ExplainEngine {
                 max_bytes: config.max_image_bytes,
             },
             cache: ModelCache::new(store, device, config.model_cache_size),
+            started_unix_ms: camshaft_proto::now_unix_ms(),
         }
+    }
+
+    /// The loaded model versions.
+    pub fn cache(&self) -> &ModelCache {
+        &self.cache
+    }
+
+    /// When the engine was created (ms since the Unix epoch).
+    pub fn started_unix_ms(&self) -> i64 {
+        self.started_unix_ms
     }
 
     /// Explains one request (see the crate doc for the contract).

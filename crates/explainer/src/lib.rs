@@ -2,7 +2,7 @@
 //! versions registered in the [`Store`], caches them,
 //! and answers `camshaft.v1.Explainer` (`Explain`, `ExplainStream`) with
 //! Class Activation Maps over gRPC, beside the standard health service and
-//! server reflection (v1 and v1alpha). A binary parses its flags into a
+//! server reflection (v1 and v1alpha) and `ServerInfo` (loaded models, device). A binary parses its flags into a
 //! [`Config`], opens a store, binds a listener and calls [`serve`].
 //!
 //! # Main types
@@ -92,6 +92,7 @@ use std::sync::Arc;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
 use camshaft_proto::v1::explainer_server::ExplainerServer;
+use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_store::Store;
 use tonic_health::ServingStatus;
 
@@ -114,7 +115,9 @@ pub async fn serve(
     let device = config.torch_device()?;
     let addr = listener.local_addr().ok();
     let engine = Arc::new(ExplainEngine::new(&config, Arc::clone(&store), device));
-    let explainer = ExplainerServer::new(ExplainerService::new(engine))
+    let service = ExplainerService::new(engine);
+    let info = ServerInfoServer::new(service.clone());
+    let explainer = ExplainerServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -143,6 +146,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(explainer)
+        .add_service(info)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             drain,

@@ -20,6 +20,8 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     /// Whether the head is a pooled linear map (CAM possible).
     pub has_cam: bool,
+    /// When it was loaded (ms since the Unix epoch).
+    pub loaded_unix_ms: i64,
     model: Mutex<Model>,
 }
 
@@ -55,6 +57,7 @@ impl LoadedModel {
             key,
             spec,
             has_cam,
+            loaded_unix_ms: camshaft_proto::now_unix_ms(),
             model: Mutex::new(model),
         })
     }
@@ -133,6 +136,23 @@ impl ModelCache {
             })
             .await?;
         Ok(Arc::clone(loaded))
+    }
+
+    /// The versions loaded now (not those still loading), by key.
+    pub fn loaded(&self) -> Vec<Arc<LoadedModel>> {
+        let mut loaded: Vec<Arc<LoadedModel>> = self
+            .lock()
+            .entries
+            .values()
+            .filter_map(|(_, slot)| slot.get().cloned())
+            .collect();
+        loaded.sort_by(|a, b| a.key.cmp(&b.key));
+        loaded
+    }
+
+    /// The device models are loaded onto.
+    pub fn device(&self) -> tch::Device {
+        self.device
     }
 
     /// Number of versions cached (loaded or loading).

@@ -76,3 +76,52 @@ impl Explainer for ExplainerService {
         Ok(Response::new(Box::pin(stream)))
     }
 }
+
+#[tonic::async_trait]
+impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
+    async fn get_server_info(
+        &self,
+        _request: Request<camshaft_proto::v1::GetServerInfoRequest>,
+    ) -> Result<Response<camshaft_proto::v1::GetServerInfoResponse>, Status> {
+        use camshaft_proto::v1::{
+            Device, DeviceKind, GetServerInfoResponse, LoadedModel, ServerRole,
+        };
+        let cache = self.engine.cache();
+        let device = cache.device();
+        let store_healthy = cache.store().list_models().await.is_ok();
+        let devices = match device {
+            tch::Device::Cuda(i) => vec![Device {
+                kind: DeviceKind::Cuda as i32,
+                index: i as u32,
+                name: format!("cuda:{i}"),
+                ..Default::default()
+            }],
+            _ => vec![Device {
+                kind: DeviceKind::Cpu as i32,
+                name: "cpu".into(),
+                cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                ..Default::default()
+            }],
+        };
+        Ok(Response::new(GetServerInfoResponse {
+            roles: vec![ServerRole::Explainer as i32],
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_unix_ms: self.engine.started_unix_ms(),
+            store: cache.store().describe(),
+            store_healthy,
+            cuda_available: tch::Cuda::is_available(),
+            devices,
+            loaded_models: cache
+                .loaded()
+                .iter()
+                .map(|m| LoadedModel {
+                    model_version: m.key.clone(),
+                    aliases: Vec::new(),
+                    device: format!("{device:?}").to_lowercase(),
+                    loaded_unix_ms: m.loaded_unix_ms,
+                })
+                .collect(),
+            ..Default::default()
+        }))
+    }
+}

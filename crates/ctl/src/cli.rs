@@ -1,0 +1,303 @@
+//! The command line, parsed once by clap into these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::address::{DEFAULT_COORDINATOR, DEFAULT_EXPLAINER};
+use crate::job_spec::JobOptions;
+
+/// ctl: the command line client of a Camshaft cluster.
+#[derive(Debug, Parser)]
+#[command(name = "ctl", version, about, long_about = None)]
+pub struct Cli {
+    /// The coordinator's address (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CAMSHAFT_COORDINATOR",
+        default_value = DEFAULT_COORDINATOR,
+        value_name = "ADDR"
+    )]
+    pub coordinator: String,
+    /// The explainer's address (`host:port` or `http://host:port`).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "CAMSHAFT_EXPLAINER",
+        default_value = DEFAULT_EXPLAINER,
+        value_name = "ADDR"
+    )]
+    pub explainer: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a training job; prints its id (or follows it with --wait).
+    SubmitJob(Box<SubmitJobArgs>),
+    /// List, inspect, follow and cancel jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// The model registry: list, inspect, alias, delete, import.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// The workers the coordinator knows.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+    /// CAM overlays of image files from the explainer.
+    Explain(ExplainArgs),
+    /// What the coordinator and the explainer say about themselves.
+    Status {
+        /// Print the servers' answers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ctl submit-job`.
+#[derive(Debug, Args)]
+pub struct SubmitJobArgs {
+    /// JSON file of job options (keys as the long flags, `-` or `_`); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// The job's options.
+    #[command(flatten)]
+    pub options: JobOptions,
+    /// Follow the job until it ends; exit non-zero unless it succeeds.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait, also print the ranks' log lines.
+    #[arg(long, requires = "wait")]
+    pub logs: bool,
+}
+
+/// `ctl jobs ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        /// Only jobs in these states (pending, running, restarting, succeeded,
+        /// failed, cancelled); repeatable or comma-separated.
+        #[arg(long = "state", value_name = "STATE", value_delimiter = ',')]
+        states: Vec<String>,
+        /// Print the jobs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: state, spec, epoch table, failures, model version, error.
+    Get {
+        /// The job id, e.g. j-3.
+        id: String,
+        /// Print the job as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job's events until it ends (as `submit-job --wait`).
+    Watch {
+        /// The job id.
+        id: String,
+        /// Also print the ranks' log lines.
+        #[arg(long)]
+        logs: bool,
+    },
+    /// Cancel a pending or running job.
+    Cancel {
+        /// The job id.
+        id: String,
+        /// Recorded as the job's error.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+/// `ctl models ...`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Registered versions, optionally of one model name.
+    List {
+        /// Only versions of this name.
+        name: Option<String>,
+        /// Print the versions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One version: `name` (latest), `name@alias` or `name:version`.
+    Get {
+        /// The model reference.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Print the version as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point an alias at a version.
+    Alias {
+        /// The model name.
+        name: String,
+        /// The alias to create or move.
+        alias: String,
+        /// The version it should point at.
+        version: u64,
+    },
+    /// Remove an alias.
+    Unalias {
+        /// The model name.
+        name: String,
+        /// The alias to remove.
+        alias: String,
+    },
+    /// Delete a version and its weights.
+    Delete {
+        /// The model name.
+        name: String,
+        /// The version to delete.
+        version: u64,
+        /// Also remove aliases that point at it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Register a version from a PyTorch state dict (.pth) or .safetensors file.
+    Import(ImportArgs),
+}
+
+/// `ctl models import`.
+#[derive(Clone, Debug, Args)]
+pub struct ImportArgs {
+    /// Name to register under.
+    #[arg(long)]
+    pub name: String,
+    /// Network body: cnn, resnet18 or resnet34.
+    #[arg(long)]
+    pub arch: String,
+    /// Head: linear (torchvision's fc with bias), fastai, or cam (fc without bias).
+    #[arg(long)]
+    pub head: String,
+    /// Class names in logit order, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub classes: Vec<String>,
+    /// Square input side the model was trained on, in pixels.
+    #[arg(long, value_name = "PIXELS")]
+    pub image_size: u32,
+    /// Input normalisation: imagenet or none (default: imagenet for ResNets, none for the CNN).
+    #[arg(long, value_name = "NORM")]
+    pub normalize: Option<String>,
+    /// Alias to point at the new version besides `latest` (repeatable).
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub aliases: Vec<String>,
+    /// Data set description recorded in the lineage.
+    #[arg(long, value_name = "TEXT")]
+    pub dataset: Option<String>,
+    /// Metric recorded in the lineage, e.g. accuracy=0.986 (repeatable).
+    #[arg(long = "metric", value_name = "NAME=VALUE")]
+    pub metrics: Vec<String>,
+    /// The weights file: .pth (torch.save of a state dict) or .safetensors.
+    #[arg(value_name = "WEIGHTS")]
+    pub weights: PathBuf,
+}
+
+/// `ctl workers ...`.
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// Workers with their state, devices and assignment.
+    List {
+        /// Also list lost workers still on record.
+        #[arg(long)]
+        all: bool,
+        /// Print the workers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ctl explain`.
+#[derive(Clone, Debug, Args)]
+pub struct ExplainArgs {
+    /// The model: `name` (latest), `name@alias` or `name:version`.
+    #[arg(long, value_name = "REF")]
+    pub model: String,
+    /// cam or grad-cam (default: CAM where the head allows it, else Grad-CAM).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Class to explain, as an index or a class name (default: the predicted class).
+    #[arg(long, value_name = "CLASS")]
+    pub target: Option<String>,
+    /// Maps per image (the overlay draws the first).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<u32>,
+    /// Overlay colormap: magma, viridis, inferno or jet.
+    #[arg(long)]
+    pub colormap: Option<String>,
+    /// Overlay opacity in [0, 1].
+    #[arg(long)]
+    pub alpha: Option<f32>,
+    /// Folder for the overlay PNGs.
+    #[arg(long, value_name = "DIR", default_value = "cams")]
+    pub out: PathBuf,
+    /// Also save all overlays as one titled grid (`cat(0.98)`) to this PNG.
+    #[arg(long, value_name = "FILE")]
+    pub grid: Option<PathBuf>,
+    /// Columns of the grid.
+    #[arg(long, default_value_t = 5)]
+    pub cols: u32,
+    /// Image files (PNG or JPEG).
+    #[arg(value_name = "IMAGES", required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn submit_job_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "ctl",
+            "--coordinator",
+            "h:1",
+            "submit-job",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "resnet18",
+            "--alias",
+            "a",
+            "--alias",
+            "b",
+            "--fine-tune",
+            "--lr",
+            "2e-3",
+        ])
+        .unwrap();
+        assert_eq!(cli.coordinator, "h:1");
+        let Command::SubmitJob(args) = cli.command else {
+            panic!("submit-job expected");
+        };
+        assert_eq!(args.options.aliases, vec!["a", "b"]);
+        assert!(args.options.fine_tune);
+        assert_eq!(args.options.lr, Some(0.002));
+        assert!(!args.wait);
+    }
+
+    #[test]
+    fn states_split_on_commas() {
+        let cli =
+            Cli::try_parse_from(["ctl", "jobs", "list", "--state", "running,pending"]).unwrap();
+        let Command::Jobs(JobsCommand::List { states, .. }) = cli.command else {
+            panic!("jobs list expected");
+        };
+        assert_eq!(states, vec!["running", "pending"]);
+    }
+}

@@ -1,0 +1,352 @@
+//! `ctl submit-job` and `ctl jobs list|get|watch|cancel`.
+
+use camshaft_proto::v1::{
+    Arch, CancelJobRequest, DatasetKind, GetJobRequest, Head, Job, JobSpec, JobState,
+    ListJobsRequest, PretrainedSource, SubmitJobRequest,
+};
+
+use crate::cli::{JobsCommand, SubmitJobArgs};
+use crate::client::Servers;
+use crate::console;
+use crate::error::{CallError, InputError};
+use crate::job_spec::{JobOptions, build_job_spec};
+use crate::output::{Table, failure_line, format_age, format_utc, state_name};
+use crate::watch;
+
+/// `ctl submit-job`: builds the spec, submits it, prints the job id (and
+/// with `--wait`, follows the job to its end).
+pub async fn submit(servers: &Servers, args: SubmitJobArgs) -> anyhow::Result<()> {
+    let file = match &args.spec {
+        Some(path) => JobOptions::from_file(path)?,
+        None => JobOptions::default(),
+    };
+    let spec = build_job_spec(&args.options.over(file))?;
+    let mut client = servers.coordinator().await?;
+    let job = client
+        .submit_job(SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(CallError::wrap("coordinator", "SubmitJob"))?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("the coordinator accepted the job but returned none"))?;
+    if !args.wait {
+        return console::line(&job.id);
+    }
+    console::line(format!("submitted {}", job.id))?;
+    watch::watch(servers, Some(client), &job.id, args.logs).await
+}
+
+/// `ctl jobs ...`.
+pub async fn run(servers: &Servers, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { states, json } => list(servers, &states, json).await,
+        JobsCommand::Get { id, json } => get(servers, &id, json).await,
+        JobsCommand::Watch { id, logs } => watch::watch(servers, None, &id, logs).await,
+        JobsCommand::Cancel { id, reason } => cancel(servers, &id, reason).await,
+    }
+}
+
+/// Parses `--state` values (short names such as `running`).
+pub fn parse_states(names: &[String]) -> Result<Vec<JobState>, InputError> {
+    names
+        .iter()
+        .map(|n| JobState::from_short_name(n).map_err(|e| InputError::new(e.to_string())))
+        .collect()
+}
+
+async fn list(servers: &Servers, states: &[String], json: bool) -> anyhow::Result<()> {
+    let states: Vec<i32> = parse_states(states)?.into_iter().map(i32::from).collect();
+    let mut client = servers.coordinator().await?;
+    let mut jobs = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_jobs(ListJobsRequest {
+                states: states.clone(),
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(CallError::wrap("coordinator", "ListJobs"))?
+            .into_inner();
+        jobs.extend(page.jobs);
+        if page.next_page_token.is_empty() || page.next_page_token == page_token {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if json {
+        return console::line(serde_json::to_string_pretty(&jobs)?);
+    }
+    let now = camshaft_proto::now_unix_ms();
+    let mut table = Table::new(&[
+        "ID", "STATE", "NAME", "DATASET", "MODEL", "EPOCHS", "ATTEMPT", "CREATED", "RESULT",
+    ]);
+    for job in &jobs {
+        let spec = job.spec.clone().unwrap_or_default();
+        table.row(vec![
+            job.id.clone(),
+            state_name(job.state),
+            if spec.name.is_empty() {
+                "-".into()
+            } else {
+                spec.name.clone()
+            },
+            dataset_name(&spec),
+            model_name(&spec),
+            format!("{}/{}", job.epochs_done, planned_epochs(&spec)),
+            job.attempt.to_string(),
+            format!("{} ago", format_age(now, job.created_unix_ms)),
+            result_cell(job),
+        ]);
+    }
+    console::text(table.render())
+}
+
+/// The data set of a spec: `synthetic`, `pets:/data/pets`.
+pub fn dataset_name(spec: &JobSpec) -> String {
+    match &spec.dataset {
+        None => "-".into(),
+        Some(dataset) => {
+            let kind = DatasetKind::try_from(dataset.kind)
+                .map(DatasetKind::short_name)
+                .unwrap_or("?");
+            if dataset.data_dir.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}:{}", dataset.data_dir)
+            }
+        }
+    }
+}
+
+/// Body and head of a spec: `resnet34/cam` (`-` for what is unset).
+pub fn model_name(spec: &JobSpec) -> String {
+    let arch = match Arch::try_from(spec.arch) {
+        Ok(Arch::Unspecified) | Err(_) => "-",
+        Ok(arch) => arch.short_name(),
+    };
+    let head = match Head::try_from(spec.head) {
+        Ok(Head::Unspecified) | Err(_) => "-",
+        Ok(head) => head.short_name(),
+    };
+    format!("{arch}/{head}")
+}
+
+/// Epochs in a job's plan: `epochs`, plus the frozen ones of fine_tune.
+pub fn planned_epochs(spec: &JobSpec) -> u32 {
+    if spec.fine_tune {
+        spec.epochs + spec.freeze_epochs.unwrap_or(1)
+    } else {
+        spec.epochs
+    }
+}
+
+fn result_cell(job: &Job) -> String {
+    if !job.model_version.is_empty() {
+        job.model_version.clone()
+    } else if !job.error.is_empty() {
+        let mut error: String = job.error.chars().take(60).collect();
+        if error.len() < job.error.len() {
+            error.push('…');
+        }
+        error
+    } else {
+        String::new()
+    }
+}
+
+/// A one-line summary of a spec: `synthetic → resnet18/cam, fit_one_cycle 3 epochs, lr 0.001, ...`.
+pub fn spec_summary(spec: &JobSpec) -> String {
+    let mut parts = vec![format!("{} → {}", dataset_name(spec), model_name(spec))];
+    if spec.fine_tune {
+        parts.push(format!(
+            "fine_tune({}) after {} frozen",
+            spec.epochs,
+            spec.freeze_epochs.unwrap_or(1)
+        ));
+    } else {
+        parts.push(format!("fit_one_cycle({})", spec.epochs));
+    }
+    match PretrainedSource::try_from(spec.pretrained) {
+        Ok(PretrainedSource::Imagenet) => parts.push("imagenet weights".into()),
+        Ok(PretrainedSource::Path) => parts.push(format!("weights {}", spec.pretrained_path)),
+        _ => {}
+    }
+    if let Some(lr) = spec.lr {
+        parts.push(format!("lr {lr}"));
+    }
+    if spec.batch_size > 0 {
+        parts.push(format!("batch {}", spec.batch_size));
+    }
+    if spec.image_size > 0 {
+        parts.push(format!("{}px", spec.image_size));
+    }
+    if spec.workers > 0 {
+        parts.push(format!(
+            "{} worker{}",
+            spec.workers,
+            if spec.workers == 1 { "" } else { "s" }
+        ));
+    }
+    if let Some(seed) = spec.seed {
+        parts.push(format!("seed {seed}"));
+    }
+    parts.join(", ")
+}
+
+/// The human summary of `ctl jobs get`.
+pub fn job_summary(job: &Job) -> String {
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("{:<10}{value}\n", format!("{name}:")));
+    };
+    field("job", job.id.clone());
+    field("state", state_name(job.state));
+    field("attempt", job.attempt.to_string());
+    if let Some(spec) = &job.spec {
+        field("spec", spec_summary(spec));
+        field(
+            "progress",
+            format!("{}/{} epochs", job.epochs_done, planned_epochs(spec)),
+        );
+    }
+    field("created", format_utc(job.created_unix_ms));
+    if job.started_unix_ms > 0 {
+        field("started", format_utc(job.started_unix_ms));
+    }
+    if job.finished_unix_ms > 0 {
+        field("finished", format_utc(job.finished_unix_ms));
+    }
+    if !job.worker_ids.is_empty() {
+        field(
+            "workers",
+            format!(
+                "{} (world size {})",
+                job.worker_ids.join(", "),
+                job.world_size
+            ),
+        );
+    }
+    if !job.last_checkpoint_id.is_empty() {
+        field("checkpoint", job.last_checkpoint_id.clone());
+    }
+    if !job.model_version.is_empty() {
+        field("model", job.model_version.clone());
+    }
+    if !job.error.is_empty() {
+        field("error", job.error.clone());
+    }
+    if !job.history.is_empty() {
+        out.push('\n');
+        let mut table = crate::output::EpochTable::default();
+        for metrics in &job.history {
+            for line in table.lines(metrics) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    if !job.failures.is_empty() {
+        out.push_str("\nfailures:\n");
+        for failure in &job.failures {
+            out.push_str("  ");
+            out.push_str(&failure_line(failure));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+async fn get(servers: &Servers, id: &str, json: bool) -> anyhow::Result<()> {
+    let mut client = servers.coordinator().await?;
+    let job = client
+        .get_job(GetJobRequest {
+            job_id: id.to_string(),
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "GetJob"))?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no job for {id}"))?;
+    if json {
+        console::line(serde_json::to_string_pretty(&job)?)
+    } else {
+        console::text(job_summary(&job))
+    }
+}
+
+async fn cancel(servers: &Servers, id: &str, reason: Option<String>) -> anyhow::Result<()> {
+    let mut client = servers.coordinator().await?;
+    let job = client
+        .cancel_job(CancelJobRequest {
+            job_id: id.to_string(),
+            reason: reason.unwrap_or_default(),
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "CancelJob"))?
+        .into_inner()
+        .job;
+    let state = job
+        .map(|j| state_name(j.state))
+        .unwrap_or_else(|| "cancelled".into());
+    console::line(format!("{id} {state}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::output::{epoch_header, epoch_row};
+    use camshaft_proto::v1::{DatasetSpec, EpochMetrics};
+
+    #[test]
+    fn summary_has_spec_table_and_model() {
+        let job = Job {
+            id: "j-3".into(),
+            state: JobState::Succeeded as i32,
+            attempt: 1,
+            spec: Some(JobSpec {
+                dataset: Some(DatasetSpec {
+                    kind: DatasetKind::Synthetic as i32,
+                    ..Default::default()
+                }),
+                arch: Arch::Resnet18 as i32,
+                head: Head::Cam as i32,
+                epochs: 1,
+                seed: Some(7),
+                ..Default::default()
+            }),
+            history: vec![EpochMetrics {
+                epoch: 0,
+                accuracy: 1.0,
+                attempt: 1,
+                ..Default::default()
+            }],
+            epochs_done: 1,
+            model_version: "synthetic:1".into(),
+            ..Default::default()
+        };
+        let text = job_summary(&job);
+        assert!(
+            text.starts_with("job:      j-3\nstate:    succeeded\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("spec:     synthetic → resnet18/cam, fit_one_cycle(1), seed 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("model:    synthetic:1\n"), "{text}");
+        assert!(text.contains(&epoch_header()));
+        assert!(text.contains(&epoch_row(&job.history[0])));
+    }
+
+    #[test]
+    fn states_parse() {
+        assert_eq!(
+            parse_states(&["running".into(), "FAILED".into()]).unwrap(),
+            vec![JobState::Running, JobState::Failed]
+        );
+        assert!(parse_states(&["done".into()]).is_err());
+    }
+}
