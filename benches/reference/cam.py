@@ -27,22 +27,26 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     ap.add_argument("--repeats", type=int, default=5, help="timed batches (median reported)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N")
     args = ap.parse_args()
+    device = torch.device(args.device)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     resnet = torchvision.models.resnet34(weights=None)
-    body = nn.Sequential(*list(resnet.children())[:-2]).eval()
+    body = nn.Sequential(*list(resnet.children())[:-2]).to(device).eval()
     head = nn.Sequential(
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 2, bias=False)
-    ).eval()
+    ).to(device).eval()
     w = head[2].weight
-    x = torch.randn(args.batch, 3, args.size, args.size)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
 
     def cam() -> torch.Tensor:
         feats = body(x)
         maps = torch.einsum("cb,abij->acij", w, feats)
         head(feats)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return maps
 
     samples = []
@@ -61,6 +65,7 @@ def main() -> None:
         "median": statistics.median(samples),
         "samples": samples,
         "batch": args.batch,
+        "device": args.device,
         "size": args.size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -46,16 +46,22 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N")
     args = ap.parse_args()
+    device = torch.device(args.device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(args.model, args.size).train()
+    model = build(args.model, args.size).to(device).train()
     opt = torch.optim.AdamW(
         model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01
     )
-    x = torch.randn(args.batch, 3, args.size, args.size)
-    y = torch.randint(0, 10, (args.batch,))
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    y = torch.randint(0, 10, (args.batch,), device=device)
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
@@ -65,11 +71,13 @@ def main() -> None:
 
     for _ in range(args.warmup):
         step()
+    sync()
     samples = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         for _ in range(args.steps):
             step()
+        sync()
         samples.append(args.steps / (time.perf_counter() - start))
 
     print(json.dumps({
@@ -78,6 +86,7 @@ def main() -> None:
         "median": statistics.median(samples),
         "samples": samples,
         "batch": args.batch,
+        "device": args.device,
         "size": args.size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

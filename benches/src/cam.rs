@@ -52,7 +52,7 @@ impl CamArgs {
 }
 
 /// Our images per second, one sample per batch.
-pub fn ours(args: &CamArgs) -> anyhow::Result<Vec<f64>> {
+pub fn ours(args: &CamArgs, device: Device) -> anyhow::Result<Vec<f64>> {
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch: Arch::Resnet34,
@@ -61,12 +61,13 @@ pub fn ours(args: &CamArgs) -> anyhow::Result<Vec<f64>> {
         input_size: args.size,
         normalization: Normalization::Imagenet,
     };
-    let model = Model::new(spec, Device::Cpu)?;
+    let model = Model::new(spec, device)?;
     let size = i64::from(args.size);
-    let x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, device));
     let batch = usize::try_from(args.batch)?;
     rates(args.warmup, args.repeats, || {
         let (logits, maps) = tch::no_grad(|| cam_all_classes(&model, &x))?;
+        crate::measure::sync(device);
         drop(black_box((logits, maps)));
         Ok(batch)
     })

@@ -45,6 +45,10 @@ struct Cli {
     /// Where to write the JSON results.
     #[arg(long, global = true, default_value = "bench-results/latest.json")]
     json: PathBuf,
+    /// Device of the training and CAM benches on both sides: `cpu`, `cuda`
+    /// or `cuda:N` (the loader bench is CPU work either way).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
     /// Python with torch 2.11 and torchvision (default: `<repo>/.venv/bin/python`).
     #[arg(long, global = true, env = "CAMSHAFT_PYTHON")]
     python: Option<PathBuf>,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         threads: cli.threads,
         rounds: cli.rounds,
         reference: Reference::locate(cli.python.clone()),
+        device: measure::parse_device(&cli.device)?,
     };
     let results = match &cli.command {
         Command::Train(args) => suite.train(args)?,

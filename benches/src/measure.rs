@@ -41,6 +41,40 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// `cpu`, `cuda` or `cuda:N` as a libtorch device; a GPU that is not there
+/// is an error here, not a crash later.
+pub fn parse_device(name: &str) -> anyhow::Result<tch::Device> {
+    let device = match name.trim().to_ascii_lowercase().as_str() {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "cuda" => 0,
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("--device {name:?} is not cpu, cuda or cuda:N"))?,
+    };
+    let count = tch::Cuda::device_count();
+    anyhow::ensure!(
+        i64::try_from(device).unwrap_or(i64::MAX) < count,
+        "--device {name}: {count} CUDA devices (is libtorch built with CUDA?)"
+    );
+    Ok(tch::Device::Cuda(device))
+}
+
+/// The name the reference scripts take for `device` (`cpu`, `cuda:0`).
+pub fn device_name(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+/// Waits for `device`'s queued kernels, so a timed repeat includes them.
+pub fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
 /// Run `work` `warmup` times untimed, then `repeats` times timed. `work`
 /// returns how many units (steps, images) it processed; each sample is
 /// units per second of wall-clock time.

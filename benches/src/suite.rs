@@ -4,7 +4,7 @@ use anyhow::Context;
 
 use crate::cam::{self, CamArgs};
 use crate::loader::{self, LoaderArgs};
-use crate::measure::Measurement;
+use crate::measure::{Measurement, device_name};
 use crate::reference::Reference;
 use crate::report::BenchResult;
 use crate::train::{self, TrainArgs};
@@ -25,9 +25,19 @@ pub struct Suite {
     pub rounds: usize,
     /// The Python side.
     pub reference: Reference,
+    /// Where the training and CAM benches run.
+    pub device: tch::Device,
 }
 
 impl Suite {
+    /// `2 threads` on the CPU, `cuda:0` on a GPU.
+    fn where_(&self) -> String {
+        match self.device {
+            tch::Device::Cpu => format!("{} threads", self.threads),
+            d => device_name(d),
+        }
+    }
+
     /// Run `ours` then the reference `rounds` times and pool the samples.
     fn side_by_side(
         &self,
@@ -55,11 +65,19 @@ impl Suite {
         let mut results = Vec::new();
         for arch in args.model.archs() {
             let name = format!("train_{arch}");
-            let script = args.reference_args(arch, self.threads);
-            let (ours, pytorch) = self.side_by_side(&name, || train::ours(arch, args), script)?;
+            let mut script = args.reference_args(arch, self.threads);
+            script
+                .1
+                .extend(["--device".into(), device_name(self.device)]);
+            let device = self.device;
+            let (ours, pytorch) =
+                self.side_by_side(&name, || train::ours(arch, args, device), script)?;
             let detail = format!(
-                "batch {}, {}×{}, {} threads",
-                args.batch, args.size, args.size, self.threads
+                "batch {}, {}×{}, {}",
+                args.batch,
+                args.size,
+                args.size,
+                self.where_()
             );
             results.push(BenchResult::new(
                 name, detail, "steps/s", ours, pytorch, TRAIN_GOAL,
@@ -129,11 +147,19 @@ impl Suite {
     /// CAM images/s of a ResNet34 CAM-head model.
     pub fn cam(&self, args: &CamArgs) -> anyhow::Result<Vec<BenchResult>> {
         tch::set_num_threads(self.threads);
-        let script = args.reference_args(self.threads);
-        let (ours, pytorch) = self.side_by_side("cam_resnet34", || cam::ours(args), script)?;
+        let mut script = args.reference_args(self.threads);
+        script
+            .1
+            .extend(["--device".into(), device_name(self.device)]);
+        let device = self.device;
+        let (ours, pytorch) =
+            self.side_by_side("cam_resnet34", || cam::ours(args, device), script)?;
         let detail = format!(
-            "batch {}, {}×{}, {} threads",
-            args.batch, args.size, args.size, self.threads
+            "batch {}, {}×{}, {}",
+            args.batch,
+            args.size,
+            args.size,
+            self.where_()
         );
         Ok(vec![BenchResult::new(
             "cam_resnet34",

@@ -92,7 +92,7 @@ impl TrainArgs {
 }
 
 /// Our training steps per second for `arch`, one sample per repeat.
-pub fn ours(arch: Arch, args: &TrainArgs) -> anyhow::Result<Vec<f64>> {
+pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<f64>> {
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch,
@@ -101,15 +101,15 @@ pub fn ours(arch: Arch, args: &TrainArgs) -> anyhow::Result<Vec<f64>> {
         input_size: args.size,
         normalization: Normalization::None,
     };
-    let model = Model::new(spec, Device::Cpu)?;
+    let model = Model::new(spec, device)?;
     // The learner's choice: no weight decay on BatchNorm and bias parameters.
     let mut opt = Adam::new(AdamConfig::default(), model.param_groups(), |name| {
         model.is_batch_norm(name) || name.ends_with(".bias")
     });
     let lrs = vec![1e-3; opt.num_groups()];
     let size = i64::from(args.size);
-    let x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(10, [args.batch], (Kind::Int64, Device::Cpu));
+    let x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, device));
+    let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
     let steps = args.steps_for(arch);
     let mut step = || -> anyhow::Result<()> {
         let logits = model.forward_t(&x, true);
@@ -123,10 +123,12 @@ pub fn ours(arch: Arch, args: &TrainArgs) -> anyhow::Result<Vec<f64>> {
     for _ in 0..args.warmup_for(arch) {
         step()?;
     }
+    crate::measure::sync(device);
     rates(0, args.repeats, || {
         for _ in 0..steps {
             step()?;
         }
+        crate::measure::sync(device);
         Ok(steps)
     })
 }

@@ -180,10 +180,8 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn until(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn until(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Runs the chosen command to its end.
@@ -282,32 +280,34 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
 
     let stop = shutdown_signal();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(
+    tasks.spawn(named(
+        "coordinator",
         camshaft_coordinator::serve(
             coordinator,
             Arc::clone(&store),
             coordinator_listener,
             until(stop.clone()),
-        )
-        .map_ok("coordinator"),
-    );
-    tasks.spawn(
+        ),
+    ));
+    tasks.spawn(named(
+        "explainer",
         camshaft_explainer::serve(
             explainer,
             Arc::clone(&store),
             explainer_listener,
             until(stop.clone()),
-        )
-        .map_ok("explainer"),
-    );
+        ),
+    ));
     for i in 0..up.workers {
         let mut config = worker.clone();
         if !config.worker_id.is_empty() && up.workers > 1 {
             config.worker_id = format!("{}-{i}", config.worker_id);
         }
-        tasks.spawn(
-            camshaft_worker::run(config, Arc::clone(&store), until(stop.clone())).map_ok("worker"),
-        );
+        let store = Arc::clone(&store);
+        tasks.spawn(named(
+            "worker",
+            camshaft_worker::run(config, store, until(stop.clone())),
+        ));
     }
     // One line on stdout once every listener is bound, for scripts and tests.
     println!(
@@ -343,27 +343,13 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Names a service's result for the join loop.
-trait MapOk {
-    fn map_ok(
-        self,
-        name: &'static str,
-    ) -> impl std::future::Future<Output = anyhow::Result<&'static str>> + Send + 'static;
-}
-
-impl<F, E> MapOk for F
-where
-    F: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<anyhow::Error> + Send + 'static,
-{
-    fn map_ok(
-        self,
-        name: &'static str,
-    ) -> impl std::future::Future<Output = anyhow::Result<&'static str>> + Send + 'static {
-        async move {
-            self.await
-                .map_err(|e| e.into().context(format!("the {name} failed")))?;
-            Ok(name)
-        }
-    }
+/// A service's future, its error named, its success the service's name.
+async fn named<E: Into<anyhow::Error>>(
+    name: &'static str,
+    service: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<&'static str> {
+    service
+        .await
+        .map_err(|e| e.into().context(format!("the {name} failed")))?;
+    Ok(name)
 }

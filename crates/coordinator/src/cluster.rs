@@ -283,7 +283,7 @@ impl Cluster {
     ) -> Result<()> {
         let _guard = self.transitions.lock().await;
         row.attempt = attempt;
-        let value = serde_json::to_value(&row)
+        let value = serde_json::to_value(row)
             .map_err(|e| Error::Internal(format!("cannot encode an epoch row: {e}")))?;
         let mut current = true;
         let record = self

@@ -49,8 +49,10 @@
 //! config.validate()?;
 //! let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new("data")).await?);
 //! let listener = tokio::net::TcpListener::bind(config.listen_addr()?).await?;
+//! // A binary would wait for SIGTERM / Ctrl-C here.
+//! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! serve(config, store, listener, async {
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     let _ = stopped.await;
 //! })
 //! .await?;
 //! # Ok(()) }

@@ -23,7 +23,7 @@ pub fn line(text: impl AsRef<str>) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `text` as is (it should end in a newline) to stdout; see [`line`].
+/// Writes `text` as is (it should end in a newline) to stdout; see [`line()`].
 pub fn text(text: impl AsRef<str>) -> anyhow::Result<()> {
     let text = text.as_ref();
     line(text.strip_suffix('\n').unwrap_or(text))

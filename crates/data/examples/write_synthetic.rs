@@ -2,7 +2,7 @@
 //! from other tools:
 //!
 //! ```text
-//! cargo run -p camshaft-data --example write_synthetic -- OUT_DIR [NUM_CLASSES] [TRAIN_LEN] [VALID_LEN] [SEED]
+//! cargo run -p camshaft-data --example write_synthetic -- OUT_DIR [NUM_CLASSES] [TRAIN_LEN] [VALID_LEN] [SEED] [IMAGE_SIZE]
 //! ```
 //!
 //! Layout: `OUT_DIR/{train,valid}/<shape>/<index>.png` plus `boxes.csv` per split.
@@ -15,7 +15,9 @@ use camshaft_data::{SyntheticConfig, write_folder};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(out) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: write_synthetic OUT_DIR [NUM_CLASSES] [TRAIN_LEN] [VALID_LEN] [SEED]");
+        eprintln!(
+            "usage: write_synthetic OUT_DIR [NUM_CLASSES] [TRAIN_LEN] [VALID_LEN] [SEED] [IMAGE_SIZE]"
+        );
         return ExitCode::from(2);
     };
     let number = |i: usize, default: u64| -> Result<u64, String> {
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
             train_len: number(2, 1200)? as usize,
             valid_len: number(3, 300)? as usize,
             seed: number(4, 0)?,
-            ..SyntheticConfig::default()
+            image_size: number(5, 64)? as u32,
         })
     })();
     let result = config.map_err(|e| e.to_string()).and_then(|config| {

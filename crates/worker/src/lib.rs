@@ -35,8 +35,9 @@
 //! // In one process with the coordinator (`camshaft up`), sharing its store.
 //! let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new("data")).await?);
 //! let config = Config::default();
+//! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! run(config, store, async {
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     let _ = stopped.await;
 //! })
 //! .await?;
 //! # Ok(()) }

@@ -186,7 +186,7 @@ pub fn run(assignment: &v1::Assignment, ctx: &TaskContext) -> Result<TaskDone, T
             job_id: assignment.job_id.clone(),
             attempt: assignment.attempt,
             rank: 0,
-            metrics: Some(metrics.clone()),
+            metrics: Some(metrics),
         }));
         final_metrics = Some(metrics);
         let done = learner.progress().1;
