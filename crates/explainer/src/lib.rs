@@ -41,6 +41,9 @@
 //!   of a request go through one forward pass (several if there are more
 //!   than [`Config::max_batch`]). Decoding and libtorch run on tokio's
 //!   blocking pool; one inference at a time per model version.
+//! - Health (`grpc.health.v1`): `camshaft.v1.Explainer` is NOT_SERVING
+//!   while a model version loads and from the moment the server drains;
+//!   SERVING otherwise.
 //! - Method: `EXPLAIN_METHOD_UNSPECIFIED` picks CAM when the head is a pooled
 //!   linear map and Grad-CAM otherwise. `top_k`, `colormap`, `alpha` and
 //!   `return_upsampled_maps` are honoured.
@@ -115,6 +118,7 @@ pub async fn serve(
     let device = config.torch_device()?;
     let addr = listener.local_addr().ok();
     let engine = Arc::new(ExplainEngine::new(&config, Arc::clone(&store), device));
+    let mut loading = engine.cache().loading();
     let service = ExplainerService::new(engine);
     let info = ServerInfoServer::new(service.clone());
     let explainer = ExplainerServer::new(service)
@@ -131,8 +135,34 @@ pub async fn serve(
         .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
 
     tracing::info!(addr = ?addr, store = %store.describe(), device = ?device, "explainer serving");
+    // NOT_SERVING while a model version loads: a balancer sends the next
+    // requests elsewhere instead of queueing them behind the load.
+    let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
+    let loads_health = health.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                changed = loading.changed() => if changed.is_err() { return },
+                _ = draining.wait_for(|d| *d) => return,
+            }
+            let busy = *loading.borrow_and_update() > 0;
+            if *draining.borrow() {
+                return;
+            }
+            if busy {
+                loads_health
+                    .set_not_serving::<ExplainerServer<ExplainerService>>()
+                    .await;
+            } else {
+                loads_health
+                    .set_serving::<ExplainerServer<ExplainerService>>()
+                    .await;
+            }
+        }
+    });
     let drain = async move {
         shutdown.await;
+        draining_tx.send_replace(true);
         health
             .set_not_serving::<ExplainerServer<ExplainerService>>()
             .await;

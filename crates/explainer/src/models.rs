@@ -82,6 +82,24 @@ pub struct ModelCache {
     device: tch::Device,
     capacity: usize,
     slots: Mutex<Slots>,
+    /// Loads in flight (the health service reports NOT_SERVING while > 0).
+    loading: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one load in flight for as long as it lives.
+struct Loading<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> Loading<'a> {
+    fn start(count: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Loading(count)
+    }
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 #[derive(Default)]
@@ -98,6 +116,7 @@ impl ModelCache {
             device,
             capacity: capacity.max(1),
             slots: Mutex::new(Slots::default()),
+            loading: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -113,6 +132,7 @@ impl ModelCache {
         let slot = self.slot(&key);
         let loaded = slot
             .get_or_try_init(|| async {
+                let _loading = Loading::start(&self.loading);
                 let weights = self
                     .store
                     .model_weights(&version.name, version.version)
@@ -148,6 +168,11 @@ impl ModelCache {
             .collect();
         loaded.sort_by(|a, b| a.key.cmp(&b.key));
         loaded
+    }
+
+    /// The number of loads in flight, watched.
+    pub fn loading(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.loading.subscribe()
     }
 
     /// The device models are loaded onto.
