@@ -55,9 +55,10 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
-/// A running `camshaft up`.
+/// A running `camshaft up`, and any extra `camshaft worker` processes.
 pub struct Cluster {
     child: Option<Child>,
+    workers: Vec<Child>,
     /// `host:port` of the coordinator.
     pub coordinator_addr: String,
     /// `host:port` of the explainer.
@@ -112,6 +113,7 @@ impl Cluster {
         };
         let cluster = Cluster {
             child: Some(child),
+            workers: Vec::new(),
             coordinator_addr,
             explainer_addr,
             data_dir: data_dir.to_path_buf(),
@@ -119,6 +121,34 @@ impl Cluster {
         };
         cluster.wait_for_workers(1)?;
         Ok(cluster)
+    }
+
+    /// Starts one more worker as its own `camshaft worker` process (on the
+    /// CPU) and waits until the coordinator lists `expected` workers; returns
+    /// its index for [`Cluster::kill_worker`].
+    pub fn add_worker(&mut self, expected: usize) -> anyhow::Result<usize> {
+        let log = self
+            .data_dir
+            .join(format!("worker-{}.log", self.workers.len()));
+        let child = Command::new(binary("camshaft")?)
+            .arg("worker")
+            .args(["--coordinator", &self.coordinator_addr, "--device", "cpu"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting camshaft worker")?;
+        self.workers.push(child);
+        self.wait_for_workers(expected)?;
+        Ok(self.workers.len() - 1)
+    }
+
+    /// Kills an extra worker process with SIGKILL.
+    pub fn kill_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let child = self.workers.get_mut(index).context("no such worker")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
     }
 
     /// What the server logged so far.
@@ -229,7 +259,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
+        for child in self.child.iter_mut().chain(self.workers.iter_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }

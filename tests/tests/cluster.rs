@@ -566,3 +566,81 @@ fn a_cancelled_job_frees_its_worker_for_the_next() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"));
     cluster.stop().unwrap();
 }
+
+#[test]
+fn two_workers_in_two_processes_train_as_one_group() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &[]).unwrap();
+    cluster.add_worker(2).unwrap();
+
+    let mut args = quick_job("2");
+    args.extend(["--workers", "2", "--wait"]);
+    let out = cluster.ctl_ok(&args).unwrap();
+    assert!(out.contains("world size 2"), "{out}");
+    let job = block_on(job(&cluster, "j-1"));
+    assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);
+    for row in &job.history {
+        assert_eq!(row.world_size, 2);
+        // 256 training images, 2 ranks × batch 32: every sample once, none
+        // twice; the whole validation set, exactly.
+        assert_eq!(row.train_samples, 256);
+        assert_eq!(row.valid_samples, 64);
+    }
+    cluster.stop().unwrap();
+}
+
+#[test]
+fn a_killed_worker_process_fails_the_attempt_and_the_job_resumes_without_it() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &[]).unwrap();
+    let extra = cluster.add_worker(2).unwrap();
+
+    let mut args = quick_job("4");
+    args.extend(["--workers", "2", "--min-workers", "1"]);
+    let id = cluster.ctl_ok(&args).unwrap().trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while block_on(job(&cluster, &id)).epochs_done < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    cluster.kill_worker(extra).unwrap();
+
+    // The surviving rank does not hang in its all-reduce: the attempt fails
+    // and the job resumes on the one worker left, from its checkpoint.
+    let restarted = wait_for_state(
+        &cluster,
+        &id,
+        &[JobState::Restarting, JobState::Running, JobState::Succeeded],
+        60,
+    );
+    let job = wait_for_state(&cluster, &id, &[JobState::Succeeded, JobState::Failed], 180);
+    assert_eq!(
+        job.state(),
+        JobState::Succeeded,
+        "{}\n{}",
+        job.error,
+        cluster.log()
+    );
+    assert!(job.attempt >= 2, "{restarted:?}");
+    let failure = &job.failures[0];
+    assert!(
+        matches!(
+            failure.kind(),
+            v1::FailureKind::WorkerLost | v1::FailureKind::CollectiveTimeout
+        ),
+        "{failure:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(170));
+    assert_eq!(job.failures_used, 1);
+    let last = job.history.last().unwrap();
+    assert_eq!((last.epoch, last.world_size), (3, 1));
+    assert!(job.history.iter().any(|r| r.world_size == 2));
+    cluster.stop().unwrap();
+}

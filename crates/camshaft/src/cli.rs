@@ -231,13 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 config.data_dir = Some(d);
             }
             config.validate()?;
-            // Checkpoints go to the store the coordinator reads: with the
-            // embedded store that is only possible inside `camshaft up`.
-            let store = open_store(file.data_dir.as_deref()).await.context(
-                "a separate worker process needs the coordinator's store; with the embedded \
-                 store run everything in one process with `camshaft up`",
-            )?;
-            camshaft_worker::run(config, store, until(shutdown_signal())).await?;
+            camshaft_worker::run(config, until(shutdown_signal())).await?;
             Ok(())
         }
     }
@@ -303,10 +297,9 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         if !config.worker_id.is_empty() && up.workers > 1 {
             config.worker_id = format!("{}-{i}", config.worker_id);
         }
-        let store = Arc::clone(&store);
         tasks.spawn(named(
             "worker",
-            camshaft_worker::run(config, store, until(stop.clone())),
+            camshaft_worker::run(config, until(stop.clone())),
         ));
     }
     // One line on stdout once every listener is bound, for scripts and tests.

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use camshaft_proto::now_unix_ms;
 use camshaft_proto::v1::{
@@ -43,6 +44,20 @@ struct WorkerConn {
     lease: LeaseId,
     /// The job attempt it runs, if any.
     task: Option<(JobId, u32)>,
+    /// The address its stream comes from (replaces a `0.0.0.0` ring address).
+    peer_ip: Option<std::net::IpAddr>,
+}
+
+/// The ranks of a running attempt, as far as the coordinator follows them.
+#[derive(Debug, Default)]
+struct Group {
+    world_size: u32,
+    /// Worker ids, in the rank order of their first rank.
+    workers: Vec<String>,
+    offers: BTreeMap<u32, v1::RendezvousOffer>,
+    done: std::collections::BTreeSet<u32>,
+    /// Rank 0's final checkpoint.
+    checkpoint: String,
 }
 
 /// How an attempt ended early.
@@ -70,6 +85,7 @@ pub struct Cluster {
     /// Workers whose lease ended, kept for `ListWorkers(include_lost)`.
     lost: Mutex<BTreeMap<String, v1::WorkerInfo>>,
     logs: Mutex<HashMap<JobId, Arc<JobLog>>>,
+    groups: Mutex<HashMap<(JobId, u32), Group>>,
     transitions: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
     next_worker: AtomicU64,
@@ -100,6 +116,7 @@ impl Cluster {
             workers: Mutex::new(BTreeMap::new()),
             lost: Mutex::new(BTreeMap::new()),
             logs: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             transitions: tokio::sync::Mutex::new(()),
             next_conn: AtomicU64::new(1),
             next_worker: AtomicU64::new(1),
@@ -240,7 +257,7 @@ impl Cluster {
                 Ok(())
             })
             .await?;
-        self.release_workers(id, attempt, None, &reason);
+        self.release_workers(id, attempt, &reason);
         self.log(&record)
             .push(Event::StateChanged(v1::JobStateChanged {
                 from: from as i32,
@@ -272,6 +289,11 @@ impl Cluster {
         Err(Error::Internal(format!(
             "job {id} kept changing under the coordinator"
         )))
+    }
+
+    /// Whether `attempt` is the running attempt of job `id`.
+    pub async fn is_current(&self, id: JobId, attempt: u32) -> Result<bool> {
+        Ok(is_current(&self.store.get_job(id).await?, attempt))
     }
 
     /// Records one epoch row of the current attempt.
@@ -369,7 +391,7 @@ impl Cluster {
                 Ok(())
             })
             .await?;
-        self.release_workers(id, attempt, failure.worker.as_deref(), &failure.reason);
+        self.release_workers(id, attempt, &failure.reason);
         let log = self.log(&record);
         log.push(Event::Failure(jobs::wire_failure(attempt, &stored)));
         let to = jobs::wire_state(&record);
@@ -425,7 +447,7 @@ impl Cluster {
                 Ok(())
             })
             .await?;
-        self.release_workers(id, attempt, None, "the job is done");
+        self.release_workers(id, attempt, "the job is done");
         let log = self.log(&record);
         if let Some(version) = version {
             tracing::info!(job_id = %id, model = %format!("{}:{}", version.name, version.version), "job succeeded");
@@ -523,6 +545,7 @@ impl Cluster {
         self: &Arc<Self>,
         register: v1::Register,
         tx: WorkerSender,
+        peer_ip: Option<std::net::IpAddr>,
     ) -> Result<(String, u64)> {
         let ours = env!("CARGO_PKG_VERSION");
         if major(&register.version) != major(ours) {
@@ -579,6 +602,7 @@ impl Cluster {
                 tx,
                 lease,
                 task: None,
+                peer_ip,
             },
         );
         lock(&self.lost).remove(&id);
@@ -674,9 +698,11 @@ impl Cluster {
         }
     }
 
-    /// Frees the workers of an attempt, telling all but `except` to stop.
-    fn release_workers(&self, job: JobId, attempt: u32, except: Option<&str>, reason: &str) {
-        for (id, w) in lock(&self.workers).iter_mut() {
+    /// Frees the workers of an attempt and tells them to stop its ranks
+    /// (a no-op for ranks that already ended); forgets its group.
+    fn release_workers(&self, job: JobId, attempt: u32, reason: &str) {
+        lock(&self.groups).remove(&(job, attempt));
+        for w in lock(&self.workers).values_mut() {
             if w.task != Some((job, attempt)) {
                 continue;
             }
@@ -686,15 +712,80 @@ impl Cluster {
             if w.info.state == WorkerState::Busy as i32 {
                 w.info.state = WorkerState::Idle as i32;
             }
-            if except != Some(id.as_str()) {
-                let _ = w.tx.send(Ok(CoordinatorMessage {
-                    message: Some(ToWorker::Cancel(v1::Cancel {
+            let _ = w.tx.send(Ok(CoordinatorMessage {
+                message: Some(ToWorker::Cancel(v1::Cancel {
+                    job_id: job.to_string(),
+                    attempt,
+                    reason: reason.to_string(),
+                })),
+            }));
+        }
+    }
+
+    // ───────────────────────────── groups ─────────────────────────────
+
+    /// Records a rank's rendezvous data; once every rank of the group
+    /// offered, sends them all the `Rendezvous`.
+    pub fn rendezvous_offer(&self, worker: &str, mut offer: v1::RendezvousOffer) -> Result<()> {
+        let job = parse_job_id(&offer.job_id)?;
+        let peer_ip = lock(&self.workers).get(worker).and_then(|w| w.peer_ip);
+        if let (Some(ip), Some((host, port))) = (peer_ip, offer.ring_address.rsplit_once(':'))
+            && matches!(host, "0.0.0.0" | "[::]" | "::")
+        {
+            offer.ring_address =
+                std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
+        }
+        let complete = {
+            let mut groups = lock(&self.groups);
+            let Some(group) = groups.get_mut(&(job, offer.attempt)) else {
+                return Ok(());
+            };
+            group.offers.insert(offer.rank, offer.clone());
+            (group.offers.len() == group.world_size as usize).then(|| {
+                let offers: Vec<&v1::RendezvousOffer> = group.offers.values().collect();
+                (
+                    group.workers.clone(),
+                    v1::Rendezvous {
                         job_id: job.to_string(),
-                        attempt,
-                        reason: reason.to_string(),
-                    })),
-                }));
+                        attempt: offer.attempt,
+                        nccl_unique_id: offers[0].nccl_unique_id.clone(),
+                        ring_peers: offers.iter().map(|o| o.ring_address.clone()).collect(),
+                    },
+                )
+            })
+        };
+        if let Some((workers, rendezvous)) = complete {
+            tracing::info!(job_id = %job, attempt = offer.attempt, ranks = rendezvous.ring_peers.len(), "rendezvous complete");
+            let all = lock(&self.workers);
+            for id in &workers {
+                if let Some(w) = all.get(id) {
+                    let _ = w.tx.send(Ok(CoordinatorMessage {
+                        message: Some(ToWorker::Rendezvous(rendezvous.clone())),
+                    }));
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Records a finished rank; when the whole group finished, registers
+    /// rank 0's final checkpoint.
+    pub async fn rank_done(self: &Arc<Self>, done: v1::TaskDone) -> Result<()> {
+        let job = parse_job_id(&done.job_id)?;
+        let finished = {
+            let mut groups = lock(&self.groups);
+            let Some(group) = groups.get_mut(&(job, done.attempt)) else {
+                return Ok(());
+            };
+            group.done.insert(done.rank);
+            if done.rank == 0 {
+                group.checkpoint = done.final_checkpoint_id.clone();
+            }
+            (group.done.len() == group.world_size as usize).then(|| group.checkpoint.clone())
+        };
+        match finished {
+            Some(checkpoint) => self.complete(job, done.attempt, &checkpoint).await,
+            None => Ok(()),
         }
     }
 
@@ -725,47 +816,85 @@ impl Cluster {
         queued.sort_by_key(|j| j.id.0);
         for record in queued {
             let spec = jobs::spec_of(&record);
-            let Some((worker, device)) = self.pick_worker(&spec) else {
-                continue;
-            };
-            self.assign(record, spec, worker, device).await?;
+            let restart = !record.attempts.is_empty();
+            if let Some(group) = self.pick_group(&spec, restart) {
+                self.assign(record, spec, group).await?;
+            }
         }
         Ok(())
     }
 
-    /// An idle worker that can run `spec`, with the device its rank gets.
-    fn pick_worker(&self, spec: &JobSpec) -> Option<(String, v1::Device)> {
+    /// Idle workers that can run `spec`, each with the devices of its
+    /// ranks: `spec.workers` of them, or (on a restart) as many as are
+    /// there down to `min_workers`. GPUs where the spec asks for CUDA or
+    /// leaves the device open and every picked worker has them.
+    fn pick_group(&self, spec: &JobSpec, restart: bool) -> Option<Vec<(String, Vec<v1::Device>)>> {
+        let wanted = spec.workers.max(1) as usize;
+        let least = if restart {
+            spec.min_workers.clamp(1, spec.workers.max(1)) as usize
+        } else {
+            wanted
+        };
         let workers = lock(&self.workers);
-        workers.iter().find_map(|(id, w)| {
-            if w.task.is_some() || w.info.state != WorkerState::Idle as i32 {
-                return None;
-            }
-            let gpu = w
+        let idle: Vec<(&String, &WorkerConn)> = workers
+            .iter()
+            .filter(|(_, w)| w.task.is_none() && w.info.state == WorkerState::Idle as i32)
+            .collect();
+        let gpus = |w: &WorkerConn| -> Option<Vec<v1::Device>> {
+            let all: Vec<v1::Device> = w
                 .info
                 .devices
                 .iter()
-                .find(|d| d.kind() == DeviceKind::Cuda)
-                .cloned();
-            let cpu = || v1::Device {
+                .filter(|d| d.kind() == DeviceKind::Cuda)
+                .cloned()
+                .collect();
+            let want = if spec.gpus_per_worker == 0 {
+                all.len()
+            } else {
+                spec.gpus_per_worker as usize
+            };
+            (want > 0 && all.len() >= want).then(|| all.into_iter().take(want).collect())
+        };
+        let cpu = || {
+            vec![v1::Device {
                 kind: DeviceKind::Cpu as i32,
                 name: "cpu".into(),
                 ..Default::default()
-            };
-            let device = match spec.device() {
-                DeviceKind::Cuda => gpu?,
-                DeviceKind::Cpu => cpu(),
-                DeviceKind::Unspecified => gpu.unwrap_or_else(cpu),
-            };
-            Some((id.clone(), device))
-        })
+            }]
+        };
+        let on_gpus: Vec<(String, Vec<v1::Device>)> = idle
+            .iter()
+            .filter_map(|(id, w)| gpus(w).map(|d| ((*id).clone(), d)))
+            .take(wanted)
+            .collect();
+        let nccl_only = spec.collective() == v1::CollectiveBackend::Nccl;
+        let group = match spec.device() {
+            DeviceKind::Cuda => on_gpus,
+            _ if nccl_only => on_gpus,
+            DeviceKind::Cpu => idle
+                .iter()
+                .take(wanted)
+                .map(|(id, _)| ((*id).clone(), cpu()))
+                .collect(),
+            DeviceKind::Unspecified => {
+                if on_gpus.len() >= least {
+                    on_gpus
+                } else {
+                    idle.iter()
+                        .take(wanted)
+                        .map(|(id, _)| ((*id).clone(), cpu()))
+                        .collect()
+                }
+            }
+        };
+        (group.len() >= least).then_some(group)
     }
 
     async fn assign(
         self: &Arc<Self>,
         record: JobRecord,
         spec: JobSpec,
-        worker: String,
-        device: v1::Device,
+        group: Vec<(String, Vec<v1::Device>)>,
     ) -> Result<()> {
         let id = record.id;
         let attempt = record.attempts.len() as u32 + 1;
@@ -776,7 +905,16 @@ impl Cluster {
             .map(|c| c.id.to_string())
             .unwrap_or_default();
         let from = jobs::wire_state(&record);
-        let workers = vec![worker.clone()];
+        let workers: Vec<String> = group.iter().map(|(w, _)| w.clone()).collect();
+        let world_size: u32 = group.iter().map(|(_, d)| d.len() as u32).sum();
+        let all_cuda = group
+            .iter()
+            .all(|(_, d)| d.iter().all(|d| d.kind() == DeviceKind::Cuda));
+        let backend = if all_cuda && spec.collective() != v1::CollectiveBackend::Ring {
+            v1::CollectiveBackend::Nccl
+        } else {
+            v1::CollectiveBackend::Ring
+        };
         let record = self
             .modify(id, |job| {
                 job.state = JobState::Running;
@@ -790,64 +928,110 @@ impl Cluster {
                 Ok(())
             })
             .await?;
-        let assignment = v1::Assignment {
-            job_id: id.to_string(),
-            attempt,
-            world_size: 1,
-            ranks: vec![v1::LocalRank {
-                rank: 0,
-                local_rank: 0,
-                device: Some(device),
-            }],
-            shard_seed: spec.seed.unwrap_or(0),
-            spec: Some(spec),
-            backend: v1::CollectiveBackend::Ring as i32,
-            resume_checkpoint_id: resume.clone(),
-            rendezvous_timeout_ms: self.config.rendezvous_timeout_ms,
-            num_workers: 1,
-        };
-        let sent = {
+        lock(&self.groups).insert(
+            (id, attempt),
+            Group {
+                world_size,
+                workers: workers.clone(),
+                ..Group::default()
+            },
+        );
+        let mut next_rank = 0u32;
+        let mut unsent = None;
+        {
             let mut all = lock(&self.workers);
-            match all.get_mut(&worker) {
-                Some(w) => {
+            for (worker, devices) in &group {
+                let ranks: Vec<v1::LocalRank> = devices
+                    .iter()
+                    .enumerate()
+                    .map(|(local, device)| v1::LocalRank {
+                        rank: next_rank + local as u32,
+                        local_rank: local as u32,
+                        device: Some(device.clone()),
+                    })
+                    .collect();
+                next_rank += ranks.len() as u32;
+                let assignment = v1::Assignment {
+                    job_id: id.to_string(),
+                    attempt,
+                    world_size,
+                    ranks: ranks.clone(),
+                    spec: Some(spec.clone()),
+                    backend: backend as i32,
+                    resume_checkpoint_id: resume.clone(),
+                    shard_seed: spec.seed.unwrap_or(0),
+                    rendezvous_timeout_ms: self.config.rendezvous_timeout_ms,
+                    num_workers: group.len() as u32,
+                };
+                let sent = all.get_mut(worker).is_some_and(|w| {
                     w.task = Some((id, attempt));
                     w.info.state = WorkerState::Busy as i32;
                     w.info.job_id = id.to_string();
-                    w.info.ranks = vec![0];
+                    w.info.ranks = ranks.iter().map(|r| r.rank).collect();
                     w.tx.send(Ok(CoordinatorMessage {
                         message: Some(ToWorker::Assignment(assignment)),
                     }))
                     .is_ok()
+                });
+                if !sent {
+                    unsent.get_or_insert_with(|| worker.clone());
                 }
-                None => false,
             }
-        };
-        let reason = if resume.is_empty() {
-            format!("assigned to {worker}")
-        } else {
-            format!("assigned to {worker}, resuming from checkpoint {resume}")
-        };
-        tracing::info!(job_id = %id, attempt, %worker, "attempt started");
+        }
+        let mut reason = format!(
+            "{} worker(s) ({}), {}",
+            workers.len(),
+            workers.join(", "),
+            backend.short_name()
+        );
+        if !resume.is_empty() {
+            reason.push_str(&format!(", resuming from checkpoint {resume}"));
+        }
+        tracing::info!(job_id = %id, attempt, world_size, workers = %workers.join(","), "attempt started");
         self.log(&record)
             .push(Event::StateChanged(v1::JobStateChanged {
                 from: from as i32,
                 to: v1::JobState::Running as i32,
                 attempt,
                 reason,
-                world_size: 1,
+                world_size,
             }));
-        if !sent {
-            // The worker vanished between picking and sending; its stream's
-            // end will not find this attempt, so fail it here.
-            // It is recorded on another task, once this pass frees the lock.
-            let this = Arc::clone(self);
-            let failure = lost(&worker, "it disconnected before its assignment");
-            tokio::spawn(async move {
-                if let Err(e) = this.fail_attempt(id, attempt, failure).await {
-                    tracing::error!(job_id = %id, error = %e, "recording a failed assignment failed");
+        // Failures found here are recorded on another task, once this pass
+        // frees the transition lock.
+        let this = Arc::clone(self);
+        let rendezvous = Duration::from_millis(self.config.rendezvous_timeout_ms);
+        tokio::spawn(async move {
+            let failure = match unsent {
+                Some(worker) => lost(&worker, "it disconnected before its assignment"),
+                None if world_size <= 1 => return,
+                None => {
+                    tokio::time::sleep(rendezvous).await;
+                    let missing: Vec<u32> = match lock(&this.groups).get(&(id, attempt)) {
+                        Some(g) => (0..g.world_size)
+                            .filter(|r| !g.offers.contains_key(r))
+                            .collect(),
+                        None => return,
+                    };
+                    if missing.is_empty() {
+                        return;
+                    }
+                    AttemptFailure {
+                        kind: FailureKind::CollectiveTimeout,
+                        rank: missing.first().copied(),
+                        worker: None,
+                        reason: format!(
+                            "ranks {missing:?} did not offer rendezvous data within {} ms",
+                            rendezvous.as_millis()
+                        ),
+                        epoch: None,
+                        retryable: true,
+                    }
                 }
-            });
-        }
+            };
+            if let Err(e) = this.fail_attempt(id, attempt, failure).await {
+                tracing::error!(job_id = %id, error = %e, "recording a failed start failed");
+            }
+        });
         Ok(())
     }
 

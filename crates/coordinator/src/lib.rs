@@ -22,21 +22,28 @@
 //! # A job's life
 //!
 //! `SubmitJob` stores the job PENDING. A scheduling pass (after a submit, a
-//! worker registering, an attempt ending) gives the oldest queued job an
-//! idle worker with a suitable device: the job turns RUNNING with a new
-//! attempt, and the worker gets an `Assignment` naming the checkpoint to
-//! resume from. Rank 0 reports each epoch (appended to the job's history)
-//! and, at the end, `TaskDone` with its final checkpoint; the coordinator
-//! takes the checkpoint's weights, registers them as `name:N` with `latest`
-//! (and the spec's aliases) and lineage, and the job SUCCEEDS. A `TaskFailed`
-//! or a lost worker (its stream ended or was silent past the lease TTL)
-//! fails the attempt: the job goes back to the queue (RESTARTING) while
-//! `max_failures` lasts and the failure is retryable, else it FAILS. A
-//! coordinator that restarts requeues the jobs it finds RUNNING.
-//!
-//! In this version every job runs on one rank; the spec's `workers` and
-//! `gpus_per_worker` above 1 are refused.
-//!
+//! worker registering, an attempt ending) gives the oldest queued job a
+//! group of idle workers — `workers` of them (on a restart, down to
+//! `min_workers`), each hosting one rank per GPU it offers (or one CPU
+//! rank) — and the job turns RUNNING with a new attempt. Every worker of the
+//! group gets an `Assignment` (its ranks, the world size, the collective:
+//! NCCL when every rank is on a GPU, else the TCP ring; the checkpoint to
+//! resume from). A group larger than one rank meets first: every rank
+//! offers its rendezvous data (rank 0 the NCCL unique id; each rank its
+//! ring address, a `0.0.0.0` host replaced by the address its worker
+//! connects from), and once all have, every worker gets the `Rendezvous`;
+//! ranks missing after `rendezvous_timeout_ms` fail the attempt. Rank 0
+//! reports each epoch (appended to the job's history) and stores
+//! checkpoints through `WorkerLink.PutCheckpoint`; when every rank sent
+//! `TaskDone`, the coordinator takes rank 0's final checkpoint, registers
+//! its weights as `name:N` with `latest` (and the spec's aliases) and
+//! lineage, and the job SUCCEEDS. A `TaskFailed` or a lost worker (its
+//! stream ended or was silent past the lease TTL) fails the attempt: the
+//! other workers are told to cancel, and the job goes back to the queue
+//! (RESTARTING) while `max_failures` lasts and the failure is retryable,
+//! else it FAILS. A coordinator that restarts requeues the jobs it finds
+//! RUNNING.
+
 //! # Example
 //!
 //! ```no_run

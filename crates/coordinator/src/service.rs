@@ -335,35 +335,13 @@ impl coordinator_server::Coordinator for CoordinatorService {
                 header.size_bytes
             )));
         }
-        let mut weights = Vec::with_capacity(header.size_bytes as usize);
-        while let Some(part) = parts.message().await? {
-            match part.part {
-                Some(Part::Chunk(chunk)) => {
-                    if weights.len() as u64 + chunk.len() as u64 > header.size_bytes {
-                        return Err(Status::invalid_argument(format!(
-                            "more bytes arrived than the header's size_bytes {}",
-                            header.size_bytes
-                        )));
-                    }
-                    weights.extend_from_slice(&chunk);
-                }
-                _ => return Err(Status::invalid_argument("a second header after the first")),
+        let weights = receive_blob(&mut parts, header.size_bytes, &header.sha256, |p| {
+            match p.part {
+                Some(Part::Chunk(chunk)) => Some(chunk),
+                _ => None,
             }
-        }
-        if weights.len() as u64 != header.size_bytes {
-            return Err(Status::invalid_argument(format!(
-                "the upload ended after {} of {} bytes",
-                weights.len(),
-                header.size_bytes
-            )));
-        }
-        let sha = hex::encode(Sha256::digest(&weights));
-        if !header.sha256.is_empty() && !header.sha256.eq_ignore_ascii_case(&sha) {
-            return Err(Status::invalid_argument(format!(
-                "the uploaded bytes have sha256 {sha}, not the header's {}",
-                header.sha256
-            )));
-        }
+        })
+        .await?;
         registry::safetensors_names(&weights)?;
         let lineage = v1::Lineage {
             dataset: header.dataset.clone(),
@@ -374,7 +352,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
         };
         let version = self
             .cluster
-            .register(&header.name, spec, lineage, weights.into(), &header.aliases)
+            .register(&header.name, spec, lineage, weights, &header.aliases)
             .await?;
         tracing::info!(model = %format!("{}:{}", version.name, version.version), "model imported");
         Ok(Response::new(v1::ImportModelResponse {
@@ -383,14 +361,130 @@ impl coordinator_server::Coordinator for CoordinatorService {
     }
 }
 
+/// The chunks after a header, checked against the header's size and sha256
+/// (an empty sha256 skips that check). `chunk_of` gives a message's chunk,
+/// `None` for anything else (refused).
+async fn receive_blob<M>(
+    parts: &mut Streaming<M>,
+    size: u64,
+    sha256: &str,
+    chunk_of: impl Fn(M) -> Option<bytes::Bytes>,
+) -> Result<bytes::Bytes, Status> {
+    let mut blob = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(part) = parts.message().await? {
+        let chunk = chunk_of(part)
+            .ok_or_else(|| Status::invalid_argument("only chunks may follow the header"))?;
+        if blob.len() as u64 + chunk.len() as u64 > size {
+            return Err(Status::invalid_argument(format!(
+                "more bytes arrived than the header's size_bytes {size}"
+            )));
+        }
+        blob.extend_from_slice(&chunk);
+    }
+    if blob.len() as u64 != size {
+        return Err(Status::invalid_argument(format!(
+            "the upload ended after {} of {size} bytes",
+            blob.len()
+        )));
+    }
+    let sha = hex::encode(Sha256::digest(&blob));
+    if !sha256.is_empty() && !sha256.eq_ignore_ascii_case(&sha) {
+        return Err(Status::invalid_argument(format!(
+            "the uploaded bytes have sha256 {sha}, not the header's {sha256}"
+        )));
+    }
+    Ok(blob.into())
+}
+
 #[tonic::async_trait]
 impl worker_link_server::WorkerLink for CoordinatorService {
+    async fn put_checkpoint(
+        &self,
+        request: Request<Streaming<v1::CheckpointPart>>,
+    ) -> Result<Response<v1::CheckpointStored>, Status> {
+        use v1::checkpoint_part::Part as CPart;
+        let mut parts = request.into_inner();
+        let header = match parts.message().await? {
+            Some(v1::CheckpointPart {
+                part: Some(CPart::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the header",
+                ));
+            }
+        };
+        let job = parse_job_id(&header.job_id)?;
+        if !self.cluster.is_current(job, header.attempt).await? {
+            return Err(ErrorKind::FailedPrecondition.status(format!(
+                "attempt {} of job {job} is not running; its checkpoint is refused",
+                header.attempt
+            )));
+        }
+        let meta: serde_json::Value = serde_json::from_str(&header.meta_json)
+            .map_err(|e| Status::invalid_argument(format!("meta_json is not JSON: {e}")))?;
+        let blob = receive_blob(&mut parts, header.size_bytes, &header.sha256, |p| {
+            match p.part {
+                Some(CPart::Chunk(chunk)) => Some(chunk),
+                _ => None,
+            }
+        })
+        .await?;
+        let manifest = self
+            .cluster
+            .store()
+            .put_checkpoint(job, header.epochs_done, meta, blob)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(v1::CheckpointStored {
+            checkpoint_id: manifest.id.to_string(),
+            size_bytes: manifest.blob.size,
+            sha256: manifest.blob.sha256,
+        }))
+    }
+
+    type GetCheckpointStream = EventStream<v1::CheckpointPart>;
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<Self::GetCheckpointStream>, Status> {
+        let request = request.into_inner();
+        let job = parse_job_id(&request.job_id)?;
+        let id: u64 = request.checkpoint_id.parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "{:?} is not a checkpoint id",
+                request.checkpoint_id
+            ))
+        })?;
+        let checkpoint = self
+            .cluster
+            .store()
+            .get_checkpoint(job, id)
+            .await
+            .map_err(Error::from)?;
+        let header = v1::CheckpointHeader {
+            job_id: job.to_string(),
+            attempt: 0,
+            epochs_done: checkpoint.manifest.epoch,
+            meta_json: checkpoint.manifest.meta.to_string(),
+            size_bytes: 0,
+            sha256: checkpoint.manifest.blob.sha256.clone(),
+            checkpoint_id: id.to_string(),
+        };
+        let parts = v1::CheckpointPart::stream_parts(header, checkpoint.blob);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            parts.into_iter().map(Ok),
+        ))))
+    }
+
     type AttachStream = EventStream<v1::CoordinatorMessage>;
 
     async fn attach(
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer_ip = request.remote_addr().map(|a| a.ip());
         let mut inbound = request.into_inner();
         let ttl = self.cluster.config().lease_ttl();
         let register = match tokio::time::timeout(ttl, inbound.message()).await {
@@ -410,7 +504,7 @@ impl worker_link_server::WorkerLink for CoordinatorService {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let (id, conn) = self.cluster.register_worker(register, tx).await?;
+        let (id, conn) = self.cluster.register_worker(register, tx, peer_ip).await?;
         let cluster = Arc::clone(&self.cluster);
         tokio::spawn(async move {
             let reason = loop {
@@ -446,11 +540,11 @@ async fn handle(
         FromWorker::Register(_) => {
             tracing::warn!(worker_id = %worker, "a second Register on one stream is ignored");
         }
-        FromWorker::Heartbeat(_) | FromWorker::RendezvousOffer(_) => {}
+        FromWorker::Heartbeat(_) => {}
+        FromWorker::RendezvousOffer(offer) => cluster.rendezvous_offer(worker, offer)?,
         FromWorker::EpochReport(report) => {
             let job = parse_job_id(&report.job_id)?;
-            let mut row = report.metrics.unwrap_or_default();
-            row.world_size = 1;
+            let row = report.metrics.unwrap_or_default();
             cluster.epoch_done(job, report.attempt, row).await?;
         }
         FromWorker::CheckpointWritten(c) => {

@@ -11,6 +11,8 @@ use crate::{Error, Result};
 
 /// Most epochs one job may ask for.
 const MAX_EPOCHS: u32 = 10_000;
+/// Most workers (or GPUs per worker) one job may ask for.
+const MAX_WORKERS: u32 = 1024;
 /// Largest per-rank batch.
 const MAX_BATCH: u32 = 65_536;
 
@@ -187,17 +189,12 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.workers == 0 {
         spec.workers = 1;
     }
-    if spec.gpus_per_worker == 0 {
-        spec.gpus_per_worker = 1;
-    }
-    if spec.workers > 1 || spec.gpus_per_worker > 1 {
+    if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
         return Err(invalid(format!(
-            "a group of {} worker(s) × {} GPU(s): data-parallel groups are not \
-             supported yet; every job runs on one rank",
-            spec.workers, spec.gpus_per_worker
+            "workers and gpus_per_worker must be at most {MAX_WORKERS}"
         )));
     }
-    names::known::<DeviceKind>("device", spec.device)?;
+    let device: DeviceKind = names::known("device", spec.device)?;
     if spec.min_workers == 0 {
         spec.min_workers = spec.workers;
     }
@@ -227,7 +224,10 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.channels_last {
         return Err(invalid("channels_last is not supported yet"));
     }
-    names::known::<CollectiveBackend>("collective", spec.collective)?;
+    let collective: CollectiveBackend = names::known("collective", spec.collective)?;
+    if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
+        return Err(invalid("the nccl collective needs CUDA devices, not cpu"));
+    }
     if spec.bucket_mib == 0 {
         spec.bucket_mib = 25;
     }
@@ -367,11 +367,17 @@ mod tests {
         );
         assert!(
             refused(JobSpec {
-                workers: 2,
+                workers: 5000,
                 ..minimal()
             })
-            .contains("one rank")
+            .contains("workers")
         );
+        let nccl_on_cpu = JobSpec {
+            device: DeviceKind::Cpu as i32,
+            collective: CollectiveBackend::Nccl as i32,
+            ..minimal()
+        };
+        assert!(refused(nccl_on_cpu).contains("nccl"));
         let cnn = JobSpec {
             arch: Arch::Cnn as i32,
             head: Head::Linear as i32,

@@ -1,9 +1,13 @@
-//! Splitting a weights file into the messages of `Coordinator.ImportModel`.
+//! Splitting a blob into the messages of a chunked upload:
+//! `Coordinator.ImportModel` (weights) and `WorkerLink.PutCheckpoint` /
+//! `GetCheckpoint` (checkpoints).
 
 use prost::bytes::Bytes;
 
 use crate::v1::import_model_request::Part;
-use crate::v1::{ImportModelHeader, ImportModelRequest};
+use crate::v1::{
+    CheckpointHeader, CheckpointPart, ImportModelHeader, ImportModelRequest, checkpoint_part,
+};
 
 /// Chunk size of an ImportModel upload: 1 MiB, well under every message
 /// limit and the size of a store chunk.
@@ -25,20 +29,37 @@ impl ImportModelRequest {
             chunk_bytes
         };
         header.size_bytes = weights.len() as u64;
-        let mut parts = Vec::with_capacity(1 + weights.len().div_ceil(chunk_bytes));
-        parts.push(ImportModelRequest {
+        std::iter::once(ImportModelRequest {
             part: Some(Part::Header(header)),
-        });
-        let mut offset = 0;
-        while offset < weights.len() {
-            let end = weights.len().min(offset + chunk_bytes);
-            parts.push(ImportModelRequest {
-                part: Some(Part::Chunk(weights.slice(offset..end))),
-            });
-            offset = end;
-        }
-        parts
+        })
+        .chain(chunks(&weights, chunk_bytes).map(|c| ImportModelRequest {
+            part: Some(Part::Chunk(c)),
+        }))
+        .collect()
     }
+}
+
+impl CheckpointPart {
+    /// The whole checkpoint stream for `blob`: the header first (its
+    /// `size_bytes` set to the length of `blob`), then chunks of
+    /// [`IMPORT_CHUNK_BYTES`], sharing `blob`'s buffer.
+    pub fn stream_parts(mut header: CheckpointHeader, blob: Bytes) -> Vec<CheckpointPart> {
+        header.size_bytes = blob.len() as u64;
+        std::iter::once(CheckpointPart {
+            part: Some(checkpoint_part::Part::Header(header)),
+        })
+        .chain(chunks(&blob, IMPORT_CHUNK_BYTES).map(|c| CheckpointPart {
+            part: Some(checkpoint_part::Part::Chunk(c)),
+        }))
+        .collect()
+    }
+}
+
+/// `bytes` in slices of at most `size` bytes, sharing its buffer.
+fn chunks(bytes: &Bytes, size: usize) -> impl Iterator<Item = Bytes> + '_ {
+    (0..bytes.len())
+        .step_by(size.max(1))
+        .map(move |start| bytes.slice(start..bytes.len().min(start + size)))
 }
 
 #[cfg(test)]

@@ -475,8 +475,10 @@ impl Learner {
     }
 
     /// Give every rank rank 0's BatchNorm statistics (they drift apart as
-    /// each rank normalises its own batches), as DDP does.
-    fn sync_buffers(&mut self) -> Result<()> {
+    /// each rank normalises its own batches), as DDP does. A collective:
+    /// where rank 0 calls [`Learner::save_checkpoint`] (which calls this),
+    /// every other rank must call this.
+    pub fn sync_buffers(&mut self) -> Result<()> {
         let buffers: Vec<Tensor> = self
             .model
             .named_variables()

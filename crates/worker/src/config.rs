@@ -29,6 +29,10 @@ pub struct Config {
     pub loader_threads: usize,
     /// Free-form labels sent at registration (e.g. `zone = "a"`).
     pub labels: BTreeMap<String, String>,
+    /// Host the TCP ring listeners bind (port chosen by the system). The
+    /// default `0.0.0.0` is offered as such and the coordinator replaces it
+    /// with the address it sees this worker connect from.
+    pub ring_host: String,
 }
 
 impl Default for Config {
@@ -40,6 +44,7 @@ impl Default for Config {
             device: "auto".into(),
             loader_threads: 0,
             labels: BTreeMap::new(),
+            ring_host: "0.0.0.0".into(),
         }
     }
 }

@@ -1,56 +1,62 @@
 //! `camshaft-worker`: the worker as a library. It opens its control stream
 //! to the coordinator (`WorkerLink.Attach`; the worker needs no inbound
-//! port), registers its devices, heartbeats, and trains what it is assigned
-//! with `camshaft-vision` on a thread of its own per rank: it reports each
-//! epoch's row, writes checkpoints to the store (`checkpoint.json` as the
-//! manifest's metadata; weights and optimiser state as a
-//! [`bundle`](camshaft_store::bundle)), and ends with `TaskDone` naming the
-//! final checkpoint or `TaskFailed` saying why and whether a retry can help.
+//! port for control), registers its devices, heartbeats, and runs what it
+//! is assigned: one thread per rank, each training with `camshaft-vision`.
+//! A group larger than one rank forms its communicator first (TCP ring on
+//! CPU, NCCL on CUDA, from `camshaft-collective`) with the rendezvous data
+//! the coordinator hands out, and all-reduces gradients in buckets. Rank 0
+//! reports each epoch's row (the whole group's) and stores checkpoints
+//! through the coordinator (`WorkerLink.PutCheckpoint`: `checkpoint.json` as
+//! the metadata, weights and optimiser state as a
+//! [`bundle`](camshaft_store::bundle)) — a worker needs no store of its own.
+//! Every rank ends with `TaskDone` or `TaskFailed` (saying why and whether a
+//! retry can help).
 //!
 //! # Main types
 //!
 //! - [`Config`]: the coordinator's address, the worker id, the data
-//!   directory, the device choice; serde with defaults.
+//!   directory, the device choice, the ring's bind host; serde with defaults.
 //! - [`run`]: the connection loop — connect, register, serve the stream,
 //!   reconnect with backoff when it breaks — until shutdown or the
 //!   coordinator's `Shutdown`.
-//! - [`task::run`]: one assigned rank, blocking; usable without a network.
+//! - [`task::run`]: one rank's training, blocking; [`Checkpoints`]: the
+//!   coordinator's checkpoint calls.
 //!
 //! # Failure behaviour
 //!
 //! A broken stream cancels the running ranks (the coordinator counts the
 //! worker as lost and restarts the attempt from its last checkpoint), then
-//! the worker reconnects under the same id. A `Cancel` stops the rank at
-//! its next batch. Missing data, a bad pretrained path or a diverged loss
-//! are reported as not retryable.
+//! the worker reconnects under the same id. A `Cancel` stops the ranks at
+//! their next batch and aborts their communicator. A collective that fails
+//! (a peer died) or times out is reported as `collective_timeout`; missing
+//! data, a bad pretrained path or a diverged loss as not retryable.
 //!
 //! # Example
 //!
 //! ```no_run,standalone_crate
-//! use std::sync::Arc;
-//! use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
 //! use camshaft_worker::{Config, run};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // In one process with the coordinator (`camshaft up`), sharing its store.
-//! let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new("data")).await?);
-//! let config = Config::default();
+//! let config = Config {
+//!     coordinator: "http://10.0.0.5:50051".into(),
+//!     ..Config::default()
+//! };
 //! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-//! run(config, store, async {
+//! run(config, async {
 //!     let _ = stopped.await;
 //! })
 //! .await?;
 //! # Ok(()) }
 //! ```
 
+mod checkpoints;
 mod config;
 mod error;
+mod group;
 pub mod task;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
@@ -58,9 +64,11 @@ use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
 use camshaft_proto::v1::{
     self, DeviceKind, coordinator_message::Message as In, worker_message::Message as Out,
 };
-use camshaft_store::Store;
 use tokio::sync::mpsc;
 
+use crate::group::Attempt;
+
+pub use checkpoints::{Checkpoints, StoredCheckpoint};
 pub use config::{Config, DeviceChoice};
 pub use error::{Error, Result};
 
@@ -107,11 +115,7 @@ enum Ended {
 
 /// Runs the worker until `shutdown` completes or the coordinator sends
 /// `Shutdown`; reconnects with backoff whenever the stream breaks.
-pub async fn run(
-    config: Config,
-    store: Arc<dyn Store>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     config.validate()?;
     let devices = devices(&config)?;
     let url = config.coordinator_url()?;
@@ -119,7 +123,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let session = connect_and_serve(&config, &url, &devices, &mut worker_id, &store);
+        let session = connect_and_serve(&config, &url, &devices, &mut worker_id);
         let ended = tokio::select! {
             ended = session => ended?,
             () = &mut shutdown => Ended::Shutdown,
@@ -141,14 +145,15 @@ pub async fn run(
     }
 }
 
-/// Cancels its ranks when dropped, so no rank outlives its stream.
+/// The attempts this worker runs; dropping it cancels them all, so no rank
+/// outlives its stream.
 #[derive(Default)]
-struct Ranks(HashMap<(String, u32), Arc<AtomicBool>>);
+struct Attempts(HashMap<(String, u32), Attempt>);
 
-impl Drop for Ranks {
+impl Drop for Attempts {
     fn drop(&mut self) {
-        for flag in self.0.values() {
-            flag.store(true, Ordering::Relaxed);
+        for attempt in self.0.values() {
+            attempt.cancel("the coordinator stream ended");
         }
     }
 }
@@ -158,7 +163,6 @@ async fn connect_and_serve(
     url: &str,
     devices: &[v1::Device],
     worker_id: &mut String,
-    store: &Arc<dyn Store>,
 ) -> Result<Ended> {
     let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
         Ok(e) => e.connect_timeout(Duration::from_secs(5)),
@@ -168,6 +172,7 @@ async fn connect_and_serve(
         Ok(c) => c,
         Err(e) => return Ok(Ended::Broken(format!("cannot connect to {url}: {e}"))),
     };
+    let checkpoints = Checkpoints::new(channel.clone(), tokio::runtime::Handle::current());
     let mut client = WorkerLinkClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -185,7 +190,8 @@ async fn connect_and_serve(
         version: env!("CARGO_PKG_VERSION").to_string(),
         labels: config.labels.clone().into_iter().collect(),
         running: Vec::new(),
-        nccl_available: false,
+        nccl_available: devices.iter().any(|d| d.kind() == DeviceKind::Cuda)
+            && camshaft_collective::nccl_available(),
     }));
     let mut inbound = match client
         .attach(tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx))
@@ -219,7 +225,7 @@ async fn connect_and_serve(
         Err(s) => return Ok(Ended::Broken(format!("register: {}", s.message()))),
     };
 
-    let mut ranks = Ranks::default();
+    let mut attempts = Attempts::default();
     let (finished_tx, mut finished) = mpsc::unbounded_channel::<(String, u32)>();
     let mut heartbeat = tokio::time::interval(heartbeat_every);
     loop {
@@ -228,91 +234,41 @@ async fn connect_and_serve(
                 unix_ms: camshaft_proto::now_unix_ms(),
                 ranks: Vec::new(),
             })),
-            Some(key) = finished.recv() => { ranks.0.remove(&key); }
+            Some(key) = finished.recv() => { attempts.0.remove(&key); }
             message = inbound.message() => match message {
                 Ok(Some(v1::CoordinatorMessage { message: Some(m) })) => match m {
                     In::Assignment(a) => {
                         let key = (a.job_id.clone(), a.attempt);
-                        let cancel = Arc::new(AtomicBool::new(false));
-                        ranks.0.insert(key.clone(), Arc::clone(&cancel));
-                        start_rank(a, config, store, cancel, out.clone(), finished_tx.clone(), key);
+                        tracing::info!(job_id = %a.job_id, attempt = a.attempt, ranks = a.ranks.len(), world_size = a.world_size, "assignment");
+                        let context = group::Context {
+                            config: config.clone(),
+                            checkpoints: checkpoints.clone(),
+                            out: out.clone(),
+                            finished: finished_tx.clone(),
+                        };
+                        attempts.0.insert(key, group::start(a, context));
                     }
+                    In::Rendezvous(r) => match attempts.0.get(&(r.job_id.clone(), r.attempt)) {
+                        Some(attempt) => attempt.rendezvous(&r),
+                        None => tracing::warn!(job_id = %r.job_id, attempt = r.attempt, "rendezvous for an attempt this worker does not run"),
+                    },
                     In::Cancel(c) => {
-                        if let Some(flag) = ranks.0.get(&(c.job_id.clone(), c.attempt)) {
+                        if let Some(attempt) = attempts.0.get(&(c.job_id.clone(), c.attempt)) {
                             tracing::info!(job_id = %c.job_id, attempt = c.attempt, reason = %c.reason, "cancelling");
-                            flag.store(true, Ordering::Relaxed);
+                            attempt.cancel(&c.reason);
                         }
                     }
                     In::Shutdown(s) => {
                         tracing::info!(reason = %s.reason, "the coordinator asked this worker to exit");
                         return Ok(Ended::Shutdown);
                     }
-                    In::Registered(_) | In::Rendezvous(_) => {}
+                    In::Registered(_) => {}
                 },
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(Ended::Broken("the coordinator closed the stream".into())),
                 Err(s) => return Ok(Ended::Broken(s.message().to_string())),
             },
         }
-    }
-}
-
-/// Starts one rank on its own thread; it reports `TaskDone` or `TaskFailed`
-/// and then tells the loop it finished.
-fn start_rank(
-    assignment: v1::Assignment,
-    config: &Config,
-    store: &Arc<dyn Store>,
-    cancel: Arc<AtomicBool>,
-    out: mpsc::UnboundedSender<v1::WorkerMessage>,
-    finished: mpsc::UnboundedSender<(String, u32)>,
-    key: (String, u32),
-) {
-    let send = move |m: Out| {
-        let _ = out.send(v1::WorkerMessage { message: Some(m) });
-    };
-    let ctx = task::TaskContext {
-        store: Arc::clone(store),
-        runtime: tokio::runtime::Handle::current(),
-        data_dir: config.data_dir(),
-        loader_threads: config.loader_threads,
-        cancel: Arc::clone(&cancel),
-        send: Box::new(send.clone()),
-    };
-    tracing::info!(job_id = %assignment.job_id, attempt = assignment.attempt, "rank starting");
-    let spawned = std::thread::Builder::new()
-        .name(format!("rank-{}-{}", assignment.job_id, assignment.attempt))
-        .spawn(move || {
-            let job_id = assignment.job_id.clone();
-            let attempt = assignment.attempt;
-            match task::run(&assignment, &ctx) {
-                Ok(done) => send(Out::TaskDone(v1::TaskDone {
-                    job_id: job_id.clone(),
-                    attempt,
-                    rank: 0,
-                    final_checkpoint_id: done.checkpoint_id.to_string(),
-                    final_metrics: done.final_metrics,
-                })),
-                Err(_) if cancel.load(Ordering::Relaxed) => {
-                    tracing::info!(%job_id, attempt, "rank cancelled");
-                }
-                Err(e) => {
-                    tracing::error!(%job_id, attempt, reason = %e.reason, "rank failed");
-                    send(Out::TaskFailed(v1::TaskFailed {
-                        job_id: job_id.clone(),
-                        attempt,
-                        rank: 0,
-                        kind: v1::FailureKind::TaskError as i32,
-                        reason: e.reason,
-                        epoch: e.epoch,
-                        retryable: e.retryable,
-                    }));
-                }
-            }
-            let _ = finished.send(key);
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start a rank thread");
     }
 }
 

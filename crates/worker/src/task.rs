@@ -13,12 +13,15 @@ use camshaft_data::{
 use camshaft_proto::v1::{
     self, DatasetKind, DeviceKind, PretrainedSource, ResizeMethod, worker_message::Message as Out,
 };
-use camshaft_store::{JobId, Store, bundle};
+use camshaft_store::bundle;
 use camshaft_vision::learner::CHECKPOINT_FILES;
+
+use crate::checkpoints::{Checkpoints, StoredCheckpoint};
+use camshaft_vision::learner::GradientSync;
 use camshaft_vision::weights::pretrained_file;
 use camshaft_vision::{
     Arch, EpochStats, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric,
-    Model, ModelSpec, Normalization, Plan, import_weights,
+    Model, ModelSpec, Normalization, Plan, Shard, import_weights,
 };
 
 /// Why a task stopped early, as the coordinator is told.
@@ -30,14 +33,29 @@ pub struct TaskError {
     pub retryable: bool,
     /// The epoch in progress.
     pub epoch: Option<u32>,
+    /// `TaskError` or `CollectiveTimeout`.
+    pub kind: v1::FailureKind,
 }
 
 impl TaskError {
-    fn fatal(reason: impl Into<String>) -> Self {
+    /// A failure a retry cannot fix.
+    pub fn fatal(reason: impl Into<String>) -> Self {
         TaskError {
             reason: reason.into(),
             retryable: false,
             epoch: None,
+            kind: v1::FailureKind::TaskError,
+        }
+    }
+
+    /// A collective that failed or timed out (a peer died, the network
+    /// broke): a restart with the ranks that are alive can help.
+    pub fn collective(reason: impl Into<String>) -> Self {
+        TaskError {
+            reason: reason.into(),
+            retryable: true,
+            epoch: None,
+            kind: v1::FailureKind::CollectiveTimeout,
         }
     }
 }
@@ -53,6 +71,7 @@ impl From<camshaft_vision::Error> for TaskError {
             reason: e.to_string(),
             retryable,
             epoch: None,
+            kind: v1::FailureKind::TaskError,
         }
     }
 }
@@ -65,20 +84,29 @@ impl From<camshaft_data::Error> for TaskError {
 
 impl From<camshaft_store::Error> for TaskError {
     fn from(e: camshaft_store::Error) -> Self {
+        TaskError::fatal(format!("checkpoint: {e}"))
+    }
+}
+
+impl From<tonic::Status> for TaskError {
+    fn from(s: tonic::Status) -> Self {
         TaskError {
-            reason: format!("store: {e}"),
+            reason: format!("checkpoint through the coordinator: {}", s.message()),
             retryable: true,
             epoch: None,
+            kind: v1::FailureKind::TaskError,
         }
     }
 }
 
-/// Everything a task needs besides its assignment.
+/// Everything a rank needs besides its assignment.
 pub struct TaskContext {
-    /// The store checkpoints go to.
-    pub store: Arc<dyn Store>,
-    /// The runtime the store's futures run on (the task thread blocks on them).
-    pub runtime: tokio::runtime::Handle,
+    /// Which of the assignment's ranks this is (an index into its `ranks`).
+    pub local_rank: usize,
+    /// The group's gradient all-reduce (`SingleProcess` for one rank).
+    pub sync: Box<dyn GradientSync>,
+    /// Where checkpoints go (through the coordinator).
+    pub checkpoints: Checkpoints,
     /// Where data sets and weights are found or downloaded.
     pub data_dir: PathBuf,
     /// Image decoding threads.
@@ -89,40 +117,45 @@ pub struct TaskContext {
     pub send: Box<dyn Fn(Out) + Send>,
 }
 
-/// The result of a finished task: the final checkpoint and epoch row.
+/// The result of a finished rank: the final checkpoint and epoch row.
 #[derive(Debug)]
 pub struct TaskDone {
-    /// The store id of the checkpoint holding the final weights.
-    pub checkpoint_id: u64,
+    /// Rank 0: the id of the checkpoint holding the final weights; empty
+    /// on other ranks.
+    pub checkpoint_id: String,
     /// The last epoch row.
     pub final_metrics: Option<v1::EpochMetrics>,
 }
 
-/// Trains rank 0 of `assignment` to the end of its plan.
-pub fn run(assignment: &v1::Assignment, ctx: &TaskContext) -> Result<TaskDone, TaskError> {
+/// Trains one rank of `assignment` to the end of its plan. Rank 0 reports
+/// the group's epoch rows and writes the checkpoints; every rank takes part
+/// in the collectives.
+pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, TaskError> {
     let spec = assignment
         .spec
         .as_ref()
         .ok_or_else(|| TaskError::fatal("the assignment has no job spec"))?;
-    if assignment.world_size != 1 {
-        return Err(TaskError::fatal(format!(
-            "world size {}: this worker runs single-rank jobs only",
-            assignment.world_size
-        )));
-    }
-    let job_id: JobId = assignment
-        .job_id
-        .parse()
-        .map_err(|_| TaskError::fatal(format!("bad job id {:?}", assignment.job_id)))?;
-    let device = torch_device(assignment)?;
+    let local = assignment
+        .ranks
+        .get(ctx.local_rank)
+        .ok_or_else(|| TaskError::fatal("the assignment has no such rank"))?;
+    let rank = local.rank;
+    let shard = Shard {
+        rank: rank as usize,
+        world_size: assignment.world_size as usize,
+    };
+    let device = torch_device(local)?;
     let seed = spec.seed.unwrap_or(0);
+    let job_id = assignment.job_id.as_str();
     let say = |message: String| {
-        (ctx.send)(Out::Log(v1::WorkerLog {
-            job_id: assignment.job_id.clone(),
-            rank: 0,
-            level: "info".into(),
-            message,
-        }));
+        if rank == 0 {
+            (ctx.send)(Out::Log(v1::WorkerLog {
+                job_id: job_id.to_string(),
+                rank,
+                level: "info".into(),
+                message,
+            }));
+        }
     };
 
     let data = load_data(spec, seed, &ctx.data_dir)?;
@@ -132,40 +165,37 @@ pub fn run(assignment: &v1::Assignment, ctx: &TaskContext) -> Result<TaskDone, T
         data.valid.len(),
         data.train.class_names().join(", ")
     ));
-    let config = learner_config(spec, seed, ctx.loader_threads)?;
+    let config = LearnerConfig {
+        shard,
+        ..learner_config(spec, seed, ctx.loader_threads)?
+    };
     let scratch = tempfile::tempdir()
         .map_err(|e| TaskError::fatal(format!("cannot create a scratch directory: {e}")))?;
     let mut last_checkpoint = None;
     let mut learner = if assignment.resume_checkpoint_id.is_empty() {
-        let mut learner = Learner::new(
-            new_model(spec, &data, device, &ctx.data_dir, &say)?,
-            data,
-            config,
-        )?;
+        let model = new_model(spec, &data, device, &ctx.data_dir, &say)?;
+        let mut learner = Learner::new(model, data, config)?;
         learner.start(plan(spec))?;
         learner
     } else {
-        let id: u64 = assignment.resume_checkpoint_id.parse().map_err(|_| {
-            TaskError::fatal(format!(
-                "bad checkpoint id {:?}",
-                assignment.resume_checkpoint_id
-            ))
-        })?;
+        let id = &assignment.resume_checkpoint_id;
         let dir = scratch.path().join("resume");
-        unpack_checkpoint(
-            &ctx.runtime.block_on(ctx.store.get_checkpoint(job_id, id))?,
-            &dir,
-        )?;
+        unpack_checkpoint(&ctx.checkpoints.get(job_id, id)?, &dir)?;
         let learner = Learner::from_checkpoint(&dir, data, device, &config)?;
         say(format!(
             "resumed from checkpoint {id} ({} epochs done)",
             learner.progress().1
         ));
-        last_checkpoint = Some(id);
+        last_checkpoint = Some(id.clone());
         learner
     };
+    // Every rank starts from rank 0's weights.
+    learner.set_sync(ctx.sync)?;
     learner.set_cancel_flag(Arc::clone(&ctx.cancel));
-    say(format!("training on {device:?}"));
+    say(format!(
+        "training on {device:?}, rank {rank} of {}",
+        assignment.world_size
+    ));
 
     let total = learner.progress().0.map_or(0, Plan::total_epochs);
     let mut final_metrics = None;
@@ -181,43 +211,51 @@ pub fn run(assignment: &v1::Assignment, ctx: &TaskContext) -> Result<TaskDone, T
                 });
             }
         };
-        let metrics = wire_metrics(&row);
-        (ctx.send)(Out::EpochReport(v1::EpochReport {
-            job_id: assignment.job_id.clone(),
-            attempt: assignment.attempt,
-            rank: 0,
-            metrics: Some(metrics),
-        }));
+        let mut metrics = wire_metrics(&row);
+        metrics.world_size = assignment.world_size;
         final_metrics = Some(metrics);
-        let done = learner.progress().1;
-        if done % spec.checkpoint_every.max(1) as usize == 0 || done == total {
-            let manifest = write_checkpoint(&mut learner, job_id, scratch.path(), ctx)?;
-            (ctx.send)(Out::CheckpointWritten(v1::CheckpointWritten {
-                job_id: assignment.job_id.clone(),
+        if rank == 0 {
+            (ctx.send)(Out::EpochReport(v1::EpochReport {
+                job_id: job_id.to_string(),
                 attempt: assignment.attempt,
-                rank: 0,
-                checkpoint_id: manifest.id.to_string(),
-                epochs_done: done as u32,
-                size_bytes: manifest.blob.size,
-                weights_sha256: manifest.blob.sha256.clone(),
+                rank,
+                metrics: Some(metrics),
             }));
-            last_checkpoint = Some(manifest.id);
         }
+        let done = learner.progress().1;
+        if done % spec.checkpoint_every.max(1) as usize != 0 && done != total {
+            continue;
+        }
+        if rank != 0 {
+            // Rank 0 broadcasts the BatchNorm buffers as it saves.
+            learner.sync_buffers()?;
+            continue;
+        }
+        let stored = write_checkpoint(&mut learner, assignment, scratch.path(), &ctx.checkpoints)?;
+        (ctx.send)(Out::CheckpointWritten(v1::CheckpointWritten {
+            job_id: job_id.to_string(),
+            attempt: assignment.attempt,
+            rank,
+            checkpoint_id: stored.checkpoint_id.clone(),
+            epochs_done: done as u32,
+            size_bytes: stored.size_bytes,
+            weights_sha256: stored.sha256,
+        }));
+        last_checkpoint = Some(stored.checkpoint_id);
     }
-    let checkpoint_id =
-        last_checkpoint.ok_or_else(|| TaskError::fatal("the plan ended without a checkpoint"))?;
+    let checkpoint_id = if rank == 0 {
+        last_checkpoint.ok_or_else(|| TaskError::fatal("the plan ended without a checkpoint"))?
+    } else {
+        String::new()
+    };
     Ok(TaskDone {
         checkpoint_id,
         final_metrics,
     })
 }
 
-fn torch_device(assignment: &v1::Assignment) -> Result<tch::Device, TaskError> {
-    let device = assignment
-        .ranks
-        .first()
-        .and_then(|r| r.device.clone())
-        .unwrap_or_default();
+fn torch_device(rank: &v1::LocalRank) -> Result<tch::Device, TaskError> {
+    let device = rank.device.clone().unwrap_or_default();
     match device.kind() {
         DeviceKind::Cuda => {
             let count = tch::Cuda::device_count();
@@ -385,14 +423,15 @@ fn wire_metrics(row: &EpochStats) -> v1::EpochMetrics {
     }
 }
 
-/// Saves the learner's checkpoint directory and stores it: `checkpoint.json`
-/// as the manifest's metadata, the weights and optimiser files as a bundle.
+/// Saves the learner's checkpoint directory and stores it through the
+/// coordinator: `checkpoint.json` as the metadata, the weights and
+/// optimiser files as a bundle.
 fn write_checkpoint(
     learner: &mut Learner,
-    job_id: JobId,
+    assignment: &v1::Assignment,
     scratch: &Path,
-    ctx: &TaskContext,
-) -> Result<camshaft_store::CheckpointManifest, TaskError> {
+    checkpoints: &Checkpoints,
+) -> Result<v1::CheckpointStored, TaskError> {
     let dir = scratch.join("checkpoint");
     learner.save_checkpoint(&dir)?;
     let read = |name: &str| {
@@ -409,16 +448,14 @@ fn write_checkpoint(
         (optimizer_file, optimizer.as_slice()),
     ]);
     let epochs = learner.progress().1 as u64;
-    Ok(ctx
-        .runtime
-        .block_on(ctx.store.put_checkpoint(job_id, epochs, meta, blob))?)
+    Ok(checkpoints.put(&assignment.job_id, assignment.attempt, epochs, &meta, blob)?)
 }
 
 /// Writes a stored checkpoint back as the directory the learner reads.
-fn unpack_checkpoint(checkpoint: &camshaft_store::Checkpoint, dir: &Path) -> Result<(), TaskError> {
+fn unpack_checkpoint(checkpoint: &StoredCheckpoint, dir: &Path) -> Result<(), TaskError> {
     let io = |e: std::io::Error| TaskError::fatal(format!("writing {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let meta = serde_json::to_vec(&checkpoint.manifest.meta)
+    let meta = serde_json::to_vec(&checkpoint.meta)
         .map_err(|e| TaskError::fatal(format!("checkpoint metadata: {e}")))?;
     std::fs::write(dir.join(CHECKPOINT_FILES[0]), meta).map_err(io)?;
     for (name, data) in bundle::unpack(&checkpoint.blob)? {

@@ -1,0 +1,170 @@
+//! [`BucketedSync`]: data-parallel gradient averaging for the learner.
+
+use std::ops::Range;
+
+use camshaft_vision::learner::GradientSync;
+use tch::{Device, Kind, Tensor};
+
+use crate::{Communicator, Error, ReduceOp, Result};
+
+/// Default bucket size: what PyTorch DDP uses.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// Implements `camshaft_vision::learner::GradientSync` over any
+/// [`Communicator`].
+///
+/// Gradients are packed, in order, into buckets of about `bucket_bytes`
+/// (tensors of one device and dtype; a tensor larger than a bucket is a bucket
+/// of its own), each bucket is one flat tensor all-reduced with
+/// [`ReduceOp::Average`] and copied back. `sum` reduces metric sums as f64, so
+/// integer counts stay exact up to 2^53. `broadcast` sends rank 0's values.
+#[derive(Debug)]
+pub struct BucketedSync<C> {
+    comm: C,
+    bucket_bytes: usize,
+}
+
+impl<C: Communicator> BucketedSync<C> {
+    /// Wraps `comm` with buckets of [`DEFAULT_BUCKET_BYTES`].
+    pub fn new(comm: C) -> Self {
+        BucketedSync {
+            comm,
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+        }
+    }
+
+    /// Sets the bucket size in bytes (at least one tensor per bucket).
+    pub fn with_bucket_bytes(mut self, bucket_bytes: usize) -> Self {
+        self.bucket_bytes = bucket_bytes.max(1);
+        self
+    }
+
+    /// The bucket size in bytes.
+    pub fn bucket_bytes(&self) -> usize {
+        self.bucket_bytes
+    }
+
+    /// The wrapped communicator.
+    pub fn communicator(&self) -> &C {
+        &self.comm
+    }
+
+    /// The wrapped communicator, mutably.
+    pub fn communicator_mut(&mut self) -> &mut C {
+        &mut self.comm
+    }
+
+    /// Unwraps the communicator.
+    pub fn into_inner(self) -> C {
+        self.comm
+    }
+
+    /// Splits `tensors` into consecutive buckets (index ranges).
+    fn buckets(&self, tensors: &[Tensor]) -> Result<Vec<Range<usize>>> {
+        let mut buckets = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0;
+        let mut key: Option<(Device, Kind)> = None;
+        for (i, t) in tensors.iter().enumerate() {
+            if !t.defined() {
+                return Err(Error::Tensor(format!(
+                    "gradient sync: tensor {i} is undefined"
+                )));
+            }
+            let kind = t.f_kind()?;
+            let size = t.numel() * kind.elt_size_in_bytes();
+            let this = (t.device(), kind);
+            let fits = key == Some(this) && bytes + size <= self.bucket_bytes;
+            if i > start && !fits {
+                buckets.push(start..i);
+                start = i;
+                bytes = 0;
+            }
+            key = Some(this);
+            bytes += size;
+        }
+        if start < tensors.len() {
+            buckets.push(start..tensors.len());
+        }
+        Ok(buckets)
+    }
+
+    /// Runs `collective` on each bucket as one flat tensor, then copies the
+    /// result back into the bucket's tensors.
+    fn per_bucket(
+        &mut self,
+        tensors: &[Tensor],
+        mut collective: impl FnMut(&mut C, &[Tensor]) -> Result<()>,
+    ) -> Result<()> {
+        for range in self.buckets(tensors)? {
+            let bucket = &tensors[range];
+            if let [single] = bucket
+                && single.is_contiguous()
+            {
+                collective(&mut self.comm, std::slice::from_ref(single))?;
+                continue;
+            }
+            let flat = tch::no_grad(|| {
+                let views: Vec<Tensor> = bucket
+                    .iter()
+                    .map(|t| t.detach().f_reshape([-1]))
+                    .collect::<std::result::Result<_, _>>()?;
+                Tensor::f_cat(&views, 0)
+            })?;
+            collective(&mut self.comm, std::slice::from_ref(&flat))?;
+            tch::no_grad(|| -> Result<()> {
+                let mut offset = 0i64;
+                for t in bucket {
+                    let n = t.numel() as i64;
+                    let part = flat.f_narrow(0, offset, n)?.f_reshape(t.size())?;
+                    t.shallow_clone().f_copy_(&part)?;
+                    offset += n;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The learner's error for a failed collective.
+///
+/// `camshaft_vision::Error` has no variant for a failed collective: an abort
+/// becomes `Cancelled`, libtorch errors stay `Torch`, anything else is
+/// reported through `Config` with the collective's message.
+fn to_vision(e: Error) -> camshaft_vision::Error {
+    match e {
+        Error::Aborted => camshaft_vision::Error::Cancelled,
+        Error::Torch(e) => camshaft_vision::Error::Torch(e),
+        e => camshaft_vision::Error::Config(format!("gradient synchronisation failed: {e}")),
+    }
+}
+
+impl<C: Communicator> GradientSync for BucketedSync<C> {
+    fn average(&mut self, tensors: &[Tensor]) -> camshaft_vision::Result<()> {
+        self.per_bucket(tensors, |comm, bucket| {
+            comm.all_reduce(bucket, ReduceOp::Average)
+        })
+        .map_err(to_vision)
+    }
+
+    fn sum(&mut self, values: &mut [f64]) -> camshaft_vision::Result<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let result = (|| -> Result<()> {
+            let t = Tensor::f_from_slice(values)?.f_to_device(self.comm.device())?;
+            self.comm
+                .all_reduce(std::slice::from_ref(&t), ReduceOp::Sum)?;
+            t.f_to_device(Device::Cpu)?
+                .f_copy_data(values, values.len())?;
+            Ok(())
+        })();
+        result.map_err(to_vision)
+    }
+
+    fn broadcast(&mut self, tensors: &[Tensor]) -> camshaft_vision::Result<()> {
+        self.per_bucket(tensors, |comm, bucket| comm.broadcast(bucket, 0))
+            .map_err(to_vision)
+    }
+}

@@ -1,0 +1,124 @@
+//! `BucketedSync` over a real two-rank ring.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use camshaft_collective::BucketedSync;
+use camshaft_vision::learner::GradientSync;
+use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use common::{config, ring};
+use tch::{Device, Kind, Tensor};
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).reshape([-1])).unwrap()
+}
+
+#[test]
+fn average_crosses_bucket_boundaries() {
+    let shapes: Vec<Vec<i64>> = vec![
+        vec![3, 4],
+        vec![7],
+        vec![2, 2, 2],
+        vec![],
+        vec![33],
+        vec![1],
+    ];
+    let shapes_for_ranks = shapes.clone();
+    let results = ring(2, config(20), move |rank, comm| {
+        // 40-byte buckets: most tensors share none, some are split apart.
+        let mut sync = BucketedSync::new(comm).with_bucket_bytes(40);
+        let params: Vec<Tensor> = shapes_for_ranks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Tensor::ones(s.as_slice(), (Kind::Float, Device::Cpu))
+                    .g_mul_scalar(i as f64 + 1.0)
+                    .set_requires_grad(true)
+            })
+            .collect();
+        let loss = params
+            .iter()
+            .map(|p| (p * p).sum(Kind::Float) * (rank as f64 + 1.0))
+            .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+        loss.backward();
+        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+        sync.average(&grads).unwrap();
+        grads.iter().map(flat).collect::<Vec<_>>()
+    });
+    // d/dp (k·p²) = 2kp with p = i + 1; the mean of k over ranks is 1.5.
+    for grads in results {
+        for (i, g) in grads.iter().enumerate() {
+            let n = shapes[i].iter().product::<i64>() as usize;
+            assert_eq!(*g, vec![3.0 * (i as f32 + 1.0); n], "tensor {i}");
+        }
+    }
+}
+
+#[test]
+fn sum_is_exact_for_large_integers() {
+    let results = ring(2, config(20), |rank, comm| {
+        let mut sync = BucketedSync::new(comm);
+        let big = (1u64 << 52) as f64;
+        let mut values = if rank == 0 {
+            vec![1.0, big, 0.25]
+        } else {
+            vec![2.0, big - 1.0, 0.5]
+        };
+        sync.sum(&mut values).unwrap();
+        values
+    });
+    let expected = vec![3.0, ((1u64 << 53) - 1) as f64, 0.75];
+    assert!(results.iter().all(|v| *v == expected), "{results:?}");
+}
+
+fn cnn() -> Model {
+    let spec = ModelSpec {
+        arch: Arch::Cnn,
+        head: HeadKind::Linear,
+        class_names: (0..10).map(|i| format!("c{i}")).collect(),
+        input_size: 32,
+        normalization: Normalization::None,
+    };
+    Model::new(spec, Device::Cpu).unwrap()
+}
+
+#[test]
+fn model_weights_broadcast_and_gradients_average() {
+    let results = ring(2, config(30), |rank, comm| {
+        tch::manual_seed(rank as i64);
+        let model = cnn();
+        let mut sync = BucketedSync::new(comm).with_bucket_bytes(64 << 10);
+        let vars: Vec<Tensor> = model.named_variables().into_values().collect();
+        let before: Vec<Vec<f32>> = vars.iter().map(flat).collect();
+        sync.broadcast(&vars).unwrap();
+        let after: Vec<Vec<f32>> = vars.iter().map(flat).collect();
+
+        let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let ys = Tensor::from_slice(&[rank as i64, 9]);
+        model
+            .forward_t(&xs, true)
+            .cross_entropy_for_logits(&ys)
+            .backward();
+        let grads: Vec<Tensor> = vars
+            .iter()
+            .map(Tensor::grad)
+            .filter(Tensor::defined)
+            .collect();
+        let local: Vec<Vec<f32>> = grads.iter().map(flat).collect();
+        sync.average(&grads).unwrap();
+        let averaged: Vec<Vec<f32>> = grads.iter().map(flat).collect();
+        (before, after, local, averaged)
+    });
+    let (before0, after0, local0, avg0) = &results[0];
+    let (before1, after1, local1, avg1) = &results[1];
+    assert_eq!(after0, before0, "rank 0 keeps its weights");
+    assert_eq!(after1, before0, "rank 1 gets rank 0's weights");
+    assert_ne!(before1, before0, "the ranks started different");
+    assert_eq!(avg0, avg1, "both ranks hold the same average");
+    assert!(!local0.is_empty());
+    for ((a, b), m) in local0.iter().zip(local1).zip(avg0) {
+        for ((x, y), z) in a.iter().zip(b).zip(m) {
+            assert!(((x + y) / 2.0 - z).abs() <= 1e-6 * (1.0 + z.abs()));
+        }
+    }
+}

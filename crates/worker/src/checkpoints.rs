@@ -1,0 +1,105 @@
+//! Checkpoints go to the store through the coordinator
+//! (`WorkerLink.PutCheckpoint` / `GetCheckpoint`): a worker needs no store
+//! of its own, and the coordinator refuses a write from a stale attempt.
+
+use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
+use camshaft_proto::v1::{CheckpointHeader, CheckpointPart, GetCheckpointRequest, checkpoint_part};
+use camshaft_proto::{MAX_MESSAGE_BYTES, bytes::Bytes};
+use tonic::transport::Channel;
+
+/// A stored checkpoint: the learner's metadata and the bundle of its files.
+#[derive(Debug)]
+pub struct StoredCheckpoint {
+    /// The learner's `checkpoint.json`.
+    pub meta: serde_json::Value,
+    /// The weights and optimiser files, as a [`camshaft_store::bundle`].
+    pub blob: Bytes,
+}
+
+/// The coordinator's checkpoint calls, usable from a rank's (non-async)
+/// thread.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    client: WorkerLinkClient<Channel>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Checkpoints {
+    /// Calls over `channel` (the worker's connection to the coordinator),
+    /// driven by `runtime`.
+    pub fn new(channel: Channel, runtime: tokio::runtime::Handle) -> Self {
+        let client = WorkerLinkClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Checkpoints { client, runtime }
+    }
+
+    /// Stores a checkpoint of `job_id`'s `attempt`; returns its id. Blocking.
+    pub fn put(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        epochs_done: u64,
+        meta: &serde_json::Value,
+        blob: Bytes,
+    ) -> Result<camshaft_proto::v1::CheckpointStored, tonic::Status> {
+        let header = CheckpointHeader {
+            job_id: job_id.to_string(),
+            attempt,
+            epochs_done,
+            meta_json: meta.to_string(),
+            sha256: String::new(),
+            ..Default::default()
+        };
+        let parts = CheckpointPart::stream_parts(header, blob);
+        let mut client = self.client.clone();
+        self.runtime.block_on(async move {
+            Ok(client
+                .put_checkpoint(tokio_stream::iter(parts))
+                .await?
+                .into_inner())
+        })
+    }
+
+    /// Reads checkpoint `id` of `job_id`. Blocking.
+    pub fn get(&self, job_id: &str, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
+        let mut client = self.client.clone();
+        let request = GetCheckpointRequest {
+            job_id: job_id.to_string(),
+            checkpoint_id: id.to_string(),
+        };
+        self.runtime.block_on(async move {
+            let mut parts = client.get_checkpoint(request).await?.into_inner();
+            let header = match parts.message().await? {
+                Some(CheckpointPart {
+                    part: Some(checkpoint_part::Part::Header(h)),
+                }) => h,
+                _ => {
+                    return Err(tonic::Status::data_loss(
+                        "the checkpoint stream has no header",
+                    ));
+                }
+            };
+            let mut blob = Vec::with_capacity(usize::try_from(header.size_bytes).unwrap_or(0));
+            while let Some(part) = parts.message().await? {
+                if let Some(checkpoint_part::Part::Chunk(chunk)) = part.part {
+                    blob.extend_from_slice(&chunk);
+                }
+            }
+            if blob.len() as u64 != header.size_bytes {
+                return Err(tonic::Status::data_loss(format!(
+                    "checkpoint {id} of {job_id}: {} of {} bytes arrived",
+                    blob.len(),
+                    header.size_bytes
+                )));
+            }
+            let meta = serde_json::from_str(&header.meta_json).map_err(|e| {
+                tonic::Status::data_loss(format!("checkpoint {id} of {job_id}: bad metadata: {e}"))
+            })?;
+            Ok(StoredCheckpoint {
+                meta,
+                blob: blob.into(),
+            })
+        })
+    }
+}
