@@ -104,7 +104,7 @@ fn a_job_runs_from_submit_to_registered_version_to_explained_images() {
     args.push("--wait");
     let out = cluster.ctl_ok(&args).unwrap();
     assert!(
-        out.contains("epoch  train_loss  valid_loss  accuracy  time"),
+        out.contains("epoch  train_loss  valid_loss  accuracy  time   images/s"),
         "{out}"
     );
     assert!(

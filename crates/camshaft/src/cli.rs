@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use camshaft_proto::v1::DeviceKind;
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -308,7 +309,10 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         up.workers,
         devices
             .iter()
-            .map(|d| d.name.as_str())
+            .map(|d| match d.kind() {
+                DeviceKind::Cuda => format!("cuda:{}", d.index),
+                _ => "cpu".to_string(),
+            })
             .collect::<Vec<_>>()
             .join(","),
         data_dir.display()

@@ -151,17 +151,23 @@ impl RingCommunicator {
             world_size,
             session: &config.session,
         };
+        // Whichever side fails first stops the other; its error is the one
+        // reported (the other side only says "stopped").
         let stop = AtomicBool::new(false);
         let (next, prev) = thread::scope(|s| {
             let connector = s.spawn(|| {
-                connect_next(
+                let next = connect_next(
                     &peers[next_rank],
                     next_rank,
                     &hello,
                     &config,
                     deadline,
                     &stop,
-                )
+                );
+                if next.is_err() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                next
             });
             let prev = accept_prev(
                 &listener.listener,
@@ -170,16 +176,18 @@ impl RingCommunicator {
                 &peers[prev_rank],
                 &config,
                 deadline,
+                &stop,
             );
             if prev.is_err() {
                 stop.store(true, Ordering::SeqCst);
             }
-            let next = connector
-                .join()
-                .unwrap_or_else(|_| Err(Error::Setup("ring connector thread panicked".into())));
+            let next = connector.join().unwrap_or_else(|_| {
+                Err(Some(Error::Setup("ring connector thread panicked".into())))
+            });
             match (next, prev) {
                 (Ok(next), Ok(prev)) => Ok((next, prev)),
-                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Err(Some(e)), _) | (_, Err(Some(e))) => Err(e),
+                (Err(None), _) | (_, Err(None)) => Err(Error::Setup("ring set-up stopped".into())),
             }
         })?;
         for stream in [&next, &prev] {
@@ -418,25 +426,23 @@ fn connect_next(
     config: &CollectiveConfig,
     deadline: Instant,
     stop: &AtomicBool,
-) -> Result<TcpStream> {
+) -> std::result::Result<TcpStream, Option<Error>> {
     let mut last = String::from("no attempt made");
     loop {
         if stop.load(Ordering::SeqCst) {
-            return Err(Error::Setup(format!(
-                "gave up connecting to ring peer {next_rank} ({addr})"
-            )));
+            return Err(None);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(Error::Timeout {
+            return Err(Some(Error::Timeout {
                 op: "ring connect",
                 waiting_for: format!("ring peer {next_rank} ({addr}) to accept (last: {last})"),
                 timeout: config.timeout,
-            });
+            }));
         }
         match try_connect(addr, next_rank, hello, deadline) {
             Ok(stream) => return Ok(stream),
-            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Fatal(e)) => return Err(Some(e)),
             Err(Attempt::Retry(why)) => {
                 last = why;
                 thread::sleep(
@@ -516,10 +522,19 @@ fn accept_prev(
     prev_addr: &str,
     config: &CollectiveConfig,
     deadline: Instant,
-) -> Result<TcpStream> {
-    let setup = |e: io::Error| Error::Setup(format!("ring listener of rank {}: {e}", me.rank));
+    stop: &AtomicBool,
+) -> std::result::Result<TcpStream, Option<Error>> {
+    let setup = |e: io::Error| {
+        Some(Error::Setup(format!(
+            "ring listener of rank {}: {e}",
+            me.rank
+        )))
+    };
     listener.set_nonblocking(true).map_err(setup)?;
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(None);
+        }
         match listener.accept() {
             Ok((mut stream, from)) => {
                 let checked = (|| -> io::Result<Option<TcpStream>> {
@@ -559,11 +574,11 @@ fn accept_prev(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() >= deadline {
-                    return Err(Error::Timeout {
+                    return Err(Some(Error::Timeout {
                         op: "ring connect",
                         waiting_for: format!("ring peer {prev_rank} ({prev_addr}) to connect"),
                         timeout: config.timeout,
-                    });
+                    }));
                 }
                 thread::sleep(Duration::from_millis(2));
             }

@@ -33,8 +33,8 @@
 //! $ ctl submit-job --dataset synthetic --model resnet18 --head cam --epochs 3 --wait
 //! submitted j-1
 //! [running] 1 worker, world size 1
-//! epoch  train_loss  valid_loss  accuracy  time
-//! 0      0.693147    0.681234    0.550000  00:12
+//! epoch  train_loss  valid_loss  accuracy  time   images/s
+//! 0      0.693147    0.681234    0.550000  00:12  1843
 //! ...
 //! registered synthetic:1 (aliases: latest)
 //! [succeeded]

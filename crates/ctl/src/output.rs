@@ -10,21 +10,23 @@ use camshaft_proto::v1::{
 /// The header of the epoch table, as fastai prints it.
 pub fn epoch_header() -> String {
     format!(
-        "{:<7}{:<12}{:<12}{:<10}{}",
-        "epoch", "train_loss", "valid_loss", "accuracy", "time"
+        "{:<7}{:<12}{:<12}{:<10}{:<6} {}",
+        "epoch", "train_loss", "valid_loss", "accuracy", "time", "images/s"
     )
 }
 
 /// One row of the epoch table: losses and accuracy with 6 decimals, time as
-/// `mm:ss` (fastai's `format_time`).
+/// `mm:ss` (fastai's `format_time`), then the whole group's training
+/// images per second.
 pub fn epoch_row(metrics: &EpochMetrics) -> String {
     format!(
-        "{:<7}{:<12.6}{:<12.6}{:<10.6}{}",
+        "{:<7}{:<12.6}{:<12.6}{:<10.6}{:<6} {:.0}",
         metrics.epoch,
         metrics.train_loss,
         metrics.valid_loss,
         metrics.accuracy,
-        format_epoch_time(metrics.seconds)
+        format_epoch_time(metrics.seconds),
+        metrics.images_per_sec
     )
 }
 
@@ -335,11 +337,11 @@ mod tests {
     fn epoch_table_text_is_fastais() {
         assert_eq!(
             epoch_header(),
-            "epoch  train_loss  valid_loss  accuracy  time"
+            "epoch  train_loss  valid_loss  accuracy  time   images/s"
         );
         assert_eq!(
             epoch_row(&row(0, 0, 1)),
-            "0      0.693147    0.681234    0.550000  00:12"
+            "0      0.693147    0.681234    0.550000  00:12  0"
         );
         let long = EpochMetrics {
             epoch: 12,
@@ -351,7 +353,7 @@ mod tests {
         };
         assert_eq!(
             epoch_row(&long),
-            "12     12.500000   NaN         1.000000  1:02:05"
+            "12     12.500000   NaN         1.000000  1:02:05 0"
         );
     }
 

@@ -311,11 +311,11 @@ mod tests {
         assert_eq!(
             out.join("\n"),
             "[running] 1 worker, world size 1\n\
-             epoch  train_loss  valid_loss  accuracy  time\n\
-             0      0.500000    0.250000    0.875000  01:15\n\
-             epoch  train_loss  valid_loss  accuracy  time\n\
-             1      0.500000    0.250000    0.875000  01:15\n\
-             2      0.500000    0.250000    0.875000  01:15\n\
+             epoch  train_loss  valid_loss  accuracy  time   images/s\n\
+             0      0.500000    0.250000    0.875000  01:15  0\n\
+             epoch  train_loss  valid_loss  accuracy  time   images/s\n\
+             1      0.500000    0.250000    0.875000  01:15  0\n\
+             2      0.500000    0.250000    0.875000  01:15  0\n\
              attempt 1 failed (task_error): nan loss\n\
              registered pets:2 (aliases: latest)\n\
              [succeeded]"

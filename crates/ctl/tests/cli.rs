@@ -405,10 +405,10 @@ async fn wait_reconnects_after_the_last_sequence_and_succeeds() {
         stdout(&out),
         "submitted j-7\n\
          [running] 1 worker, world size 1\n\
-         epoch  train_loss  valid_loss  accuracy  time\n\
-         0      0.500000    0.250000    0.750000  00:12\n\
-         epoch  train_loss  valid_loss  accuracy  time\n\
-         1      0.500000    0.250000    0.750000  00:12\n\
+         epoch  train_loss  valid_loss  accuracy  time   images/s\n\
+         0      0.500000    0.250000    0.750000  00:12  0\n\
+         epoch  train_loss  valid_loss  accuracy  time   images/s\n\
+         1      0.500000    0.250000    0.750000  00:12  0\n\
          registered synthetic:3 (aliases: latest)\n\
          [succeeded]\n"
     );

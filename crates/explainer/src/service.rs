@@ -93,7 +93,6 @@ impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
             tch::Device::Cuda(i) => vec![Device {
                 kind: DeviceKind::Cuda as i32,
                 index: i as u32,
-                name: format!("cuda:{i}"),
                 ..Default::default()
             }],
             _ => vec![Device {

@@ -78,16 +78,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The devices this worker offers, per its config.
 pub fn devices(config: &Config) -> Result<Vec<v1::Device>> {
     let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    // libtorch does not tell a GPU's model name; `cuda:N` says which it is.
     let cuda = |i: usize| v1::Device {
         kind: DeviceKind::Cuda as i32,
         index: i as u32,
-        name: format!("cuda:{i}"),
         ..Default::default()
     };
     let cpu = v1::Device {
         kind: DeviceKind::Cpu as i32,
         index: 0,
-        name: "cpu".into(),
+        name: cpu_model(),
         cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         ..Default::default()
     };
@@ -270,6 +270,19 @@ async fn connect_and_serve(
             },
         }
     }
+}
+
+/// The CPU's model name from `/proc/cpuinfo`, or `cpu`.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "cpu".into())
 }
 
 fn hostname() -> String {
