@@ -96,10 +96,14 @@ impl<C: Communicator> BucketedSync<C> {
         tensors: &[Tensor],
         mut collective: impl FnMut(&mut C, &[Tensor]) -> Result<()>,
     ) -> Result<()> {
+        // A bucket on another device than the communicator's (CUDA
+        // gradients over the CPU ring) is staged through a copy.
+        let target = self.comm.device();
         for range in self.buckets(tensors)? {
             let bucket = &tensors[range];
             if let [single] = bucket
                 && single.is_contiguous()
+                && single.device() == target
             {
                 collective(&mut self.comm, std::slice::from_ref(single))?;
                 continue;
@@ -109,7 +113,7 @@ impl<C: Communicator> BucketedSync<C> {
                     .iter()
                     .map(|t| t.detach().f_reshape([-1]))
                     .collect::<std::result::Result<_, _>>()?;
-                Tensor::f_cat(&views, 0)
+                Tensor::f_cat(&views, 0)?.f_to_device(target)
             })?;
             collective(&mut self.comm, std::slice::from_ref(&flat))?;
             tch::no_grad(|| -> Result<()> {
@@ -127,16 +131,13 @@ impl<C: Communicator> BucketedSync<C> {
     }
 }
 
-/// The learner's error for a failed collective.
-///
-/// `camshaft_vision::Error` has no variant for a failed collective: an abort
-/// becomes `Cancelled`, libtorch errors stay `Torch`, anything else is
-/// reported through `Config` with the collective's message.
+/// The learner's error for a failed collective: an abort is `Cancelled`,
+/// libtorch errors stay `Torch`, anything else is `Collective`.
 fn to_vision(e: Error) -> camshaft_vision::Error {
     match e {
         Error::Aborted => camshaft_vision::Error::Cancelled,
         Error::Torch(e) => camshaft_vision::Error::Torch(e),
-        e => camshaft_vision::Error::Config(format!("gradient synchronisation failed: {e}")),
+        e => camshaft_vision::Error::Collective(e.to_string()),
     }
 }
 

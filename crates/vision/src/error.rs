@@ -57,6 +57,9 @@ pub enum Error {
     /// Training was stopped from outside (cancelled job, shutdown).
     #[error("training cancelled")]
     Cancelled,
+    /// A collective of a data-parallel group failed (a peer died, a timeout).
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 impl Error {

@@ -63,6 +63,9 @@ impl TaskError {
 impl From<camshaft_vision::Error> for TaskError {
     fn from(e: camshaft_vision::Error) -> Self {
         use camshaft_vision::Error as V;
+        if let V::Collective(reason) = &e {
+            return TaskError::collective(reason.clone());
+        }
         let retryable = !matches!(
             e,
             V::Data(_) | V::Weights { .. } | V::Config(_) | V::Input(_) | V::Diverged { .. }

@@ -65,7 +65,13 @@ fn open_first(library: &'static str, candidates: &[String]) -> Result<(Library, 
         // increments its reference count.
         match unsafe { Library::new(name) } {
             Ok(lib) => return Ok((lib, name.clone())),
-            Err(e) => tried.push(format!("{name}: {e}")),
+            Err(e) => {
+                // libloading's message is generic; the loader's is in `source`.
+                let why = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tried.push(format!("{name}: {why}"));
+            }
         }
     }
     Err(Error::LibraryMissing {

@@ -196,7 +196,7 @@ impl NcclCommunicator {
         let devices = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
         if device_index >= devices {
             return Err(Error::Cuda(format!(
-                "nccl rank {rank} wants cuda:{device_index}, but libtorch sees {devices} CUDA device(s)"
+                "nccl rank {rank} wants cuda:{device_index}, but libtorch sees {devices} CUDA device(s) (a binary must keep libtorch_cuda.so linked: see build/torch_cuda.rs)"
             )));
         }
         let device = Device::Cuda(device_index);
