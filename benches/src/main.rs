@@ -13,6 +13,7 @@
 //! ```
 
 mod cam;
+mod ddp;
 mod loader;
 mod measure;
 mod reference;
@@ -65,6 +66,9 @@ enum Command {
     Loader(loader::LoaderArgs),
     /// CAM of a batch of 8 at 512×512 with ResNet34 + CAM head (goal ≥1.0×).
     Cam(cam::CamArgs),
+    /// Data-parallel steps/s of 2 ranks over the TCP ring vs PyTorch DDP
+    /// over gloo, ResNet18 (goal ≥1.0×).
+    Ddp(ddp::DdpArgs),
     /// Every bench with its defaults.
     All(AllArgs),
 }
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => suite.train(args)?,
         Command::Loader(args) => suite.loader(args)?,
         Command::Cam(args) => suite.cam(args)?,
+        Command::Ddp(args) => suite.ddp(args)?,
         Command::All(args) => suite.all(args.stages)?,
     };
     let report = Report {

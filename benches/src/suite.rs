@@ -3,6 +3,7 @@
 use anyhow::Context;
 
 use crate::cam::{self, CamArgs};
+use crate::ddp::{self, DdpArgs};
 use crate::loader::{self, LoaderArgs};
 use crate::measure::{Measurement, device_name};
 use crate::reference::Reference;
@@ -15,6 +16,8 @@ pub const TRAIN_GOAL: f64 = 1.0;
 pub const LOADER_GOAL: f64 = 2.0;
 /// Goal of the CAM bench: at least PyTorch eager's images/s.
 pub const CAM_GOAL: f64 = 1.0;
+/// Goal of the data-parallel bench: at least PyTorch DDP (gloo)'s steps/s.
+pub const DDP_GOAL: f64 = 1.0;
 
 /// Settings shared by every bench.
 #[derive(Clone, Debug)]
@@ -180,7 +183,24 @@ impl Suite {
         };
         results.extend(self.loader(&loader_args)?);
         results.extend(self.cam(&CamArgs::try_parse_defaults()?)?);
+        results.extend(self.ddp(&DdpArgs::try_parse_defaults()?)?);
         Ok(results)
+    }
+
+    /// Group steps/s of a data-parallel group over the TCP ring against
+    /// DDP over gloo (CPU, one thread per rank: `--threads` does not apply).
+    pub fn ddp(&self, args: &DdpArgs) -> anyhow::Result<Vec<BenchResult>> {
+        anyhow::ensure!(args.ranks >= 1, "--ranks must be at least 1");
+        let name = format!("ddp_{}", args.arch());
+        let (ours, pytorch) =
+            self.side_by_side(&name, || ddp::ours(args), args.reference_args())?;
+        let detail = format!(
+            "{} ranks × batch {}, {}×{}, 1 thread each, ring vs gloo",
+            args.ranks, args.batch, args.size, args.size
+        );
+        Ok(vec![BenchResult::new(
+            name, detail, "steps/s", ours, pytorch, DDP_GOAL,
+        )])
     }
 }
 
