@@ -12,7 +12,11 @@
 //!   leases, watches), so the etcd backend implements the same trait.
 //! - [`EmbeddedStore`]: the file-backed implementation for one machine
 //!   (`camshaft up`) and tests.
-//! - `testing` (feature `testing`): the conformance suite every backend runs.
+//! - [`EtcdStore`]: the implementation on an etcd v3 cluster, configured by
+//!   [`EtcdConfig`] (`--store etcd://host:port,...` parses with
+//!   [`EtcdConfig::from_url`]).
+//! - `testing` (feature `testing`): the conformance suite every backend runs,
+//!   and `EtcdServer`, a throwaway etcd process for tests.
 //!
 //! # Invariants (every backend)
 //!
@@ -80,6 +84,60 @@
 //! with [`Error::DataDirLocked`]. Inside the process, share one store through
 //! an `Arc`; every file operation runs on tokio's blocking pool.
 //!
+//! # The etcd store
+//!
+//! [`EtcdStore`] keeps everything under a key prefix (default `/camshaft/`,
+//! so clusters and tests share an etcd without seeing each other):
+//!
+//! ```text
+//! jobs/<n>                      JobRecord json (revision = the key's mod_revision)
+//! counters/job                  last job number; counters/model/<name>,
+//!                               counters/checkpoint/<job> likewise, never decreasing
+//! models/<name>/versions/<v>    ModelVersion json
+//! models/<name>/aliases/<alias> version number
+//! checkpoints/<job>/<id>        CheckpointManifest json
+//! chunks/<sha256>               chunk bytes (or <blob_dir>/<ab>/<sha256> files)
+//! pending/<lease>               chunk hashes of a blob write in flight, on a lease
+//! gc-lock                       held on a lease while chunk files are removed
+//! workers/<id>                  WorkerRecord json, attached to its lease
+//! ```
+//!
+//! Numbers in keys are zero-padded to 20 digits so key order is id order.
+//! Every write is one etcd transaction: ids come from a counter compared by
+//! mod_revision and bumped in the same transaction (retried when another
+//! writer won), `update_job` compares the job key's mod_revision, and
+//! `register_model` moves `latest` in the transaction that adds the
+//! version. Chunks are written one request each before the manifest
+//! transaction (which stays a few operations, under etcd's 128 per
+//! transaction and 1.5 MiB per request), behind a lease-held `pending/`
+//! marker so that garbage collection — a scan of every manifest, run after
+//! each prune or delete, deleting under a compare that nothing was written
+//! since the scan — never removes a chunk a write in flight reuses. Reads
+//! fetch chunks at the manifest's revision and verify them as the embedded
+//! store does.
+//!
+//! Leases are etcd leases; etcd's TTLs are whole seconds, at least 2, so a
+//! shorter TTL is rounded up. Watches read a snapshot at revision R and
+//! watch from R+1; when etcd cancels a watch (compaction, lost leader,
+//! broken connection) the stream ends and the holder watches again. Every
+//! request has [`EtcdConfig::request_timeout_ms`]: a dead etcd is an
+//! [`Error::Unavailable`] naming the endpoints, never a hang. When etcd hits
+//! its space quota (NOSPACE) during `put_checkpoint`, the store prunes,
+//! compacts, defragments, disarms the alarm and retries once. The
+//! module documentation ([`etcd`]) has the details.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use camshaft_store::{EtcdConfig, EtcdStore, Store};
+//!
+//! # async fn example() -> camshaft_store::Result<()> {
+//! let config = EtcdConfig::from_url("etcd://10.0.0.5:2379,10.0.0.6:2379")?;
+//! let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(config).await?);
+//! println!("{}", store.describe()); // etcd store at 10.0.0.5:2379,10.0.0.6:2379 (prefix /camshaft/)
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -108,6 +166,7 @@
 pub mod bundle;
 mod embedded;
 mod error;
+pub mod etcd;
 mod records;
 mod store;
 #[cfg(feature = "testing")]
@@ -115,6 +174,7 @@ pub mod testing;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{Error, Result};
+pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use records::{
     Alias, AliasEvent, Attempt, BlobManifest, CHUNK_SIZE, Checkpoint, CheckpointManifest, Failure,
     JobId, JobRecord, JobState, LATEST, LeaseId, ModelRef, ModelVersion, RegisteredModel,

@@ -8,12 +8,19 @@
 //! }
 //! ```
 //!
+//! [`EtcdServer`] starts a throwaway etcd process for such tests (and the
+//! cluster tests that want a real etcd).
+//!
 //! Each check panics with a message on failure, as tests do. The store must be
 //! fresh (no records) and retain `keep_checkpoints` checkpoints per job.
 //! Timings: lease checks use a 1 s TTL (etcd's granularity) and wait up to
 //! [`EVENT_WAIT`] for an expiry, so no check depends on a fast machine.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod etcd_server;
+
+pub use etcd_server::EtcdServer;
 
 use std::fmt::Debug;
 use std::sync::Arc;

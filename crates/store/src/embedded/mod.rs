@@ -4,7 +4,7 @@
 //! write survives a crash.
 
 mod blobs;
-mod files;
+pub(crate) mod files;
 mod membership;
 mod state;
 
