@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use camshaft_proto::v1::DeviceKind;
-use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
+use camshaft_store::{EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, Store};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -44,6 +44,11 @@ struct Common {
     /// Where the embedded store keeps its files (`<dir>/store`).
     #[arg(long, env = "CAMSHAFT_HOME")]
     data_dir: Option<PathBuf>,
+    /// The store: `embedded` (files under --data-dir; one process only) or
+    /// `etcd://host:port[,host:port][/prefix/]` (`etcds://` for TLS; user,
+    /// password and certificates from the config file's `[etcd]` table).
+    #[arg(long, env = "CAMSHAFT_STORE")]
+    store: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,10 +107,15 @@ struct WorkerArgs {
 }
 
 /// The TOML config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    /// `embedded` or an `etcd://` URL (see `--store`).
+    store: Option<String>,
+    /// etcd settings beyond the URL's endpoints and prefix (credentials,
+    /// TLS, timeouts, retention).
+    etcd: Option<camshaft_store::EtcdConfig>,
     coordinator: camshaft_coordinator::Config,
     worker: camshaft_worker::Config,
     explainer: camshaft_explainer::Config,
@@ -124,7 +134,37 @@ impl Common {
         if let Some(dir) = &self.data_dir {
             file.data_dir = Some(dir.clone());
         }
+        if let Some(store) = &self.store {
+            file.store = Some(store.clone());
+        }
         Ok(file)
+    }
+}
+
+impl FileConfig {
+    /// Opens the configured store: etcd for an `etcd://` URL, else the
+    /// embedded store under the data dir.
+    async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        match self.store.as_deref() {
+            Some(url) if url.starts_with("etcd://") || url.starts_with("etcds://") => {
+                let from_url = EtcdConfig::from_url(url)?;
+                let config = match &self.etcd {
+                    Some(file) => EtcdConfig {
+                        endpoints: from_url.endpoints,
+                        prefix: from_url.prefix,
+                        tls: file.tls.clone().or(from_url.tls),
+                        ..file.clone()
+                    },
+                    None => from_url,
+                };
+                let store = EtcdStore::connect(config)
+                    .await
+                    .with_context(|| format!("connecting to the etcd store at {url}"))?;
+                Ok(Arc::new(store))
+            }
+            None | Some("embedded") => open_embedded(self.data_dir.as_deref()).await,
+            Some(other) => bail!("--store {other:?} is neither `embedded` nor an etcd:// URL"),
+        }
     }
 }
 
@@ -139,7 +179,7 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-async fn open_store(data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_embedded(data_dir: Option<&Path>) -> anyhow::Result<Arc<dyn Store>> {
     let dir = data_dir
         .map_or_else(default_data_dir, Path::to_path_buf)
         .join("store");
@@ -191,19 +231,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Up(up) => run_up(up).await,
         Command::Coordinator(a) => {
             let file = a.common.load()?;
-            let mut config = file.coordinator;
+            let mut config = file.coordinator.clone();
             if let Some(listen) = a.listen {
                 config.listen_addr = listen;
             }
             config.validate()?;
-            let store = open_store(file.data_dir.as_deref()).await?;
+            let store = file.open_store().await?;
             let listener = bind("coordinator", &config.listen_addr).await?;
             camshaft_coordinator::serve(config, store, listener, until(shutdown_signal())).await?;
             Ok(())
         }
         Command::Explainer(a) => {
             let file = a.common.load()?;
-            let mut config = file.explainer;
+            let mut config = file.explainer.clone();
             if let Some(listen) = a.listen {
                 config.listen_addr = listen;
             }
@@ -211,7 +251,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 config.device = device;
             }
             config.validate()?;
-            let store = open_store(file.data_dir.as_deref()).await?;
+            let store = file.open_store().await?;
             let listener = bind("explainer", &config.listen_addr).await?;
             camshaft_explainer::serve(config, store, listener, until(shutdown_signal())).await?;
             Ok(())
@@ -244,7 +284,12 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         bail!("--workers must be at least 1");
     }
     let data_dir = file.data_dir.clone().unwrap_or_else(default_data_dir);
-    let store = open_store(Some(&data_dir)).await?;
+    let store = FileConfig {
+        data_dir: Some(data_dir.clone()),
+        ..file.clone()
+    }
+    .open_store()
+    .await?;
 
     let mut coordinator = file.coordinator;
     coordinator.listen_addr = up.coordinator_addr;

@@ -89,6 +89,8 @@ pub struct Cluster {
     transitions: tokio::sync::Mutex<()>,
     next_conn: AtomicU64,
     next_worker: AtomicU64,
+    /// Makes assigned worker ids unique to this coordinator's run.
+    id_prefix: String,
     /// When this coordinator started.
     pub started_unix_ms: i64,
 }
@@ -120,6 +122,7 @@ impl Cluster {
             transitions: tokio::sync::Mutex::new(()),
             next_conn: AtomicU64::new(1),
             next_worker: AtomicU64::new(1),
+            id_prefix: format!("{:x}", now_ms() % 0x10_0000),
             started_unix_ms: now_unix_ms(),
         })
     }
@@ -555,7 +558,10 @@ impl Cluster {
             )));
         }
         let id = if register.worker_id.is_empty() {
-            format!("w-{}", self.next_worker.fetch_add(1, Ordering::Relaxed))
+            // Unique across coordinator restarts: a worker keeps the id it
+            // was given and presents it again when it reconnects.
+            let n = self.next_worker.fetch_add(1, Ordering::Relaxed);
+            format!("w-{}-{n}", self.id_prefix)
         } else {
             camshaft_store::validate_name("worker id", &register.worker_id)?;
             register.worker_id.clone()
