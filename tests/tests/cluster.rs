@@ -572,11 +572,15 @@ fn two_workers_in_two_processes_train_as_one_group() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), &[]).unwrap();
-    cluster.add_worker(2).unwrap();
 
+    // The job waits for its second worker; the worker joining starts it.
     let mut args = quick_job("2");
-    args.extend(["--workers", "2", "--wait"]);
-    let out = cluster.ctl_ok(&args).unwrap();
+    args.extend(["--workers", "2"]);
+    let id = cluster.ctl_ok(&args).unwrap().trim().to_string();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(block_on(job(&cluster, &id)).state(), JobState::Pending);
+    cluster.add_worker(2).unwrap();
+    let out = cluster.ctl_ok(&["jobs", "watch", &id]).unwrap();
     assert!(out.contains("world size 2"), "{out}");
     let job = block_on(job(&cluster, "j-1"));
     assert_eq!(job.state(), JobState::Succeeded, "{}", job.error);

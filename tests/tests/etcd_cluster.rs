@@ -73,39 +73,83 @@ fn wait_for(coordinator: &str, job: &str, text: &str, secs: u64, dir: &Path) -> 
     }
 }
 
-#[test]
-fn separate_processes_on_etcd_survive_a_killed_coordinator() {
-    let etcd = EtcdServer::start();
-    let store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = format!("127.0.0.1:{}", free_port());
-    let explainer = format!("127.0.0.1:{}", free_port());
-    let coordinator_args = ["coordinator", "--listen", &coordinator, "--store", &store];
-    let first = service(dir.path(), "coordinator", &coordinator_args);
-    let _worker = service(
-        dir.path(),
-        "worker",
-        &["worker", "--coordinator", &coordinator, "--device", "cpu"],
-    );
-    let _explainer = service(
-        dir.path(),
-        "explainer",
-        &["explainer", "--listen", &explainer, "--store", &store],
-    );
+/// etcd, a coordinator, a worker and an explainer, each its own process.
+struct EtcdCluster {
+    etcd: EtcdServer,
+    dir: tempfile::TempDir,
+    store: String,
+    coordinator: String,
+    explainer: String,
+    services: Vec<Service>,
+}
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stdout(&ctl(&coordinator, &explainer, &["workers", "list"]))
-        .lines()
-        .count()
-        < 2
-    {
-        assert!(Instant::now() < deadline, "the worker did not register");
-        std::thread::sleep(Duration::from_millis(200));
+impl EtcdCluster {
+    fn start() -> EtcdCluster {
+        let etcd = EtcdServer::start();
+        let store = format!("etcd://{}", etcd.endpoint());
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = format!("127.0.0.1:{}", free_port());
+        let explainer = format!("127.0.0.1:{}", free_port());
+        let mut cluster = EtcdCluster {
+            etcd,
+            dir,
+            store,
+            coordinator,
+            explainer,
+            services: Vec::new(),
+        };
+        cluster.start_coordinator("coordinator");
+        let (c, e, s) = (
+            cluster.coordinator.clone(),
+            cluster.explainer.clone(),
+            cluster.store.clone(),
+        );
+        let worker = service(
+            cluster.dir.path(),
+            "worker",
+            &["worker", "--coordinator", &c, "--device", "cpu"],
+        );
+        let explainer = service(
+            cluster.dir.path(),
+            "explainer",
+            &["explainer", "--listen", &e, "--store", &s],
+        );
+        cluster.services.extend([worker, explainer]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stdout(&cluster.ctl(&["workers", "list"])).lines().count() < 2 {
+            assert!(Instant::now() < deadline, "the worker did not register");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        cluster
     }
-    let submit = ctl(
-        &coordinator,
-        &explainer,
-        &[
+
+    /// Starts a coordinator (logging to `<name>.log`) as services[0].
+    fn start_coordinator(&mut self, name: &str) {
+        let coordinator = service(
+            self.dir.path(),
+            name,
+            &[
+                "coordinator",
+                "--listen",
+                &self.coordinator,
+                "--store",
+                &self.store,
+            ],
+        );
+        if self.services.is_empty() {
+            self.services.push(coordinator);
+        } else {
+            self.services[0] = coordinator;
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        ctl(&self.coordinator, &self.explainer, args)
+    }
+
+    /// Submits the quick 4-epoch synthetic job; returns its id.
+    fn submit(&self) -> String {
+        let submit = self.ctl(&[
             "submit-job",
             "--dataset",
             "synthetic",
@@ -127,52 +171,56 @@ fn separate_processes_on_etcd_survive_a_killed_coordinator() {
             "1",
             "--epochs",
             "4",
-        ],
-    );
-    assert!(
-        submit.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submit.stderr)
-    );
-    let job = stdout(&submit).trim().to_string();
+        ]);
+        assert!(
+            submit.status.success(),
+            "{}",
+            String::from_utf8_lossy(&submit.stderr)
+        );
+        stdout(&submit).trim().to_string()
+    }
+
+    fn wait_for(&self, job: &str, text: &str, secs: u64) -> String {
+        wait_for(&self.coordinator, job, text, secs, self.dir.path())
+    }
+
+    fn job_json(&self, job: &str) -> serde_json::Value {
+        serde_json::from_str(&stdout(&self.ctl(&["jobs", "get", job, "--json"]))).unwrap()
+    }
+}
+
+#[test]
+fn separate_processes_on_etcd_survive_a_killed_coordinator() {
+    let mut cluster = EtcdCluster::start();
+    let job = cluster.submit();
 
     // Kill -9 the coordinator once a checkpoint is in etcd, start another.
-    wait_for(&coordinator, &job, "\ncheckpoint:", 120, dir.path());
-    drop(first);
-    let _second = service(dir.path(), "coordinator-2", &coordinator_args);
+    cluster.wait_for(&job, "\ncheckpoint:", 120);
+    cluster.start_coordinator("coordinator-2");
 
     // It finds the job in etcd, requeues it, the worker reconnects, and the
     // job resumes from its checkpoint and finishes.
-    let done = wait_for(&coordinator, &job, "state:    succeeded", 180, dir.path());
+    let done = cluster.wait_for(&job, "state:    succeeded", 180);
     assert!(done.contains("coordinator_restart"), "{done}");
-    let job_json = stdout(&ctl(
-        &coordinator,
-        &explainer,
-        &["jobs", "get", &job, "--json"],
-    ));
-    let parsed: serde_json::Value = serde_json::from_str(&job_json).unwrap();
-    assert_eq!(parsed["attempt"], 2, "{job_json}");
+    let parsed = cluster.job_json(&job);
+    assert_eq!(parsed["attempt"], 2, "{parsed}");
     assert_eq!(
         parsed["history"].as_array().unwrap().last().unwrap()["epoch"],
         3
     );
 
     // The explainer, another process, serves the version from etcd.
-    let images = synthetic_images(&dir.path().join("images"), 64, 2).unwrap();
-    let cams = dir.path().join("cams");
-    let out = ctl(
-        &coordinator,
-        &explainer,
-        &[
-            "explain",
-            "--model",
-            "synthetic@latest",
-            "--out",
-            cams.to_str().unwrap(),
-            images[0].to_str().unwrap(),
-            images[1].to_str().unwrap(),
-        ],
-    );
+    let images = synthetic_images(&cluster.dir.path().join("images"), 64, 2).unwrap();
+    let cams = cluster.dir.path().join("cams");
+    let out = cluster.ctl(&[
+        "explain",
+        "--model",
+        "synthetic@latest",
+        "--out",
+        cams.to_str().unwrap(),
+        images[0].to_str().unwrap(),
+        images[1].to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}{}",
@@ -180,4 +228,39 @@ fn separate_processes_on_etcd_survive_a_killed_coordinator() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout(&out).matches("predicted=").count(), 2);
+}
+
+#[test]
+fn an_etcd_outage_mid_job_loses_nothing() {
+    let mut cluster = EtcdCluster::start();
+    let job = cluster.submit();
+    cluster.wait_for(&job, "\ncheckpoint:", 120);
+
+    // etcd away for a few seconds: clients are told UNAVAILABLE with the
+    // reason, the services wait and retry, and carry on when it is back.
+    cluster.etcd.stop();
+    let out = cluster.ctl(&["models", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UNAVAILABLE"), "{err}");
+    std::thread::sleep(Duration::from_secs(4));
+    cluster.etcd.restart();
+
+    cluster.wait_for(&job, "state:    succeeded", 180);
+    let parsed = cluster.job_json(&job);
+    // The same attempt finished: no restart, every epoch recorded once.
+    assert_eq!(parsed["attempt"], 1, "{parsed}");
+    let epochs: Vec<u64> = parsed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [0, 1, 2, 3]);
+    // And the outage did hit the job's writes, which waited it out.
+    let log = |name: &str| {
+        std::fs::read_to_string(cluster.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    };
+    let logs = log("coordinator") + &log("worker");
+    assert!(logs.contains("unavailable; retrying"), "{logs}");
 }

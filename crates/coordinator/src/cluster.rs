@@ -282,9 +282,11 @@ impl Cluster {
         mut change: impl FnMut(&mut JobRecord) -> Result<()>,
     ) -> Result<JobRecord> {
         for _ in 0..8 {
-            let mut record = self.store.get_job(id).await?;
+            let mut record = patiently("reading a job", || self.store.get_job(id)).await?;
             change(&mut record)?;
-            match self.store.update_job(record).await {
+            let written =
+                patiently("writing a job", || self.store.update_job(record.clone())).await;
+            match written {
                 Err(camshaft_store::Error::Conflict { .. }) => continue,
                 other => return Ok(other?),
             }
@@ -483,7 +485,10 @@ impl Cluster {
                 "the final checkpoint id {checkpoint_id:?} is not a number"
             ))
         })?;
-        let checkpoint = self.store.get_checkpoint(record.id, checkpoint_id).await?;
+        let checkpoint = patiently("reading the final checkpoint", || {
+            self.store.get_checkpoint(record.id, checkpoint_id)
+        })
+        .await?;
         let weights = bundle::file(&checkpoint.blob, bundle::WEIGHTS)?;
         let model_spec = checkpoint
             .manifest
@@ -525,14 +530,20 @@ impl Cluster {
     ) -> Result<v1::ModelVersion> {
         let lineage = serde_json::to_value(&lineage)
             .map_err(|e| Error::Internal(format!("cannot encode lineage: {e}")))?;
-        let version = self
-            .store
-            .register_model(name, model_spec, lineage, weights)
-            .await?;
+        // A retry after an ambiguous failure may register a second,
+        // identical version: better than losing a trained model.
+        let version = patiently("registering a model", || {
+            self.store
+                .register_model(name, model_spec.clone(), lineage.clone(), weights.clone())
+        })
+        .await?;
         for alias in aliases {
-            self.store.set_alias(name, alias, version.version).await?;
+            patiently("setting an alias", || {
+                self.store.set_alias(name, alias, version.version)
+            })
+            .await?;
         }
-        let models = self.store.list_models().await?;
+        let models = patiently("listing models", || self.store.list_models()).await?;
         Ok(registry::to_wire(
             &version,
             &registry::aliases_of(&models, name),
@@ -1051,6 +1062,35 @@ impl Cluster {
                 true,
             ),
             Err(_) => (live, 0, false),
+        }
+    }
+}
+
+/// How long a job transition keeps retrying a store that is unavailable
+/// (etcd restarting, a lost leader) before it gives up with the error.
+const STORE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `op` until it succeeds, fails with something other than
+/// [`camshaft_store::Error::Unavailable`], or [`STORE_PATIENCE`] has passed,
+/// backing off from 100 ms to 5 s. Only for operations that are safe to
+/// repeat (reads, compare-and-set writes).
+async fn patiently<T, F, Fut>(what: &str, mut op: F) -> camshaft_store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = camshaft_store::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(camshaft_store::Error::Unavailable { reason })
+                if tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tracing::warn!(%what, %reason, retry_in_ms = backoff.as_millis() as u64, "store unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
         }
     }
 }

@@ -5,7 +5,12 @@
 use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
 use camshaft_proto::v1::{CheckpointHeader, CheckpointPart, GetCheckpointRequest, checkpoint_part};
 use camshaft_proto::{MAX_MESSAGE_BYTES, bytes::Bytes};
+use std::time::Duration;
+
 use tonic::transport::Channel;
+
+/// How long checkpoint calls keep retrying an unavailable coordinator.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 /// A stored checkpoint: the learner's metadata and the bundle of its files.
 #[derive(Debug)]
@@ -52,23 +57,55 @@ impl Checkpoints {
             ..Default::default()
         };
         let parts = CheckpointPart::stream_parts(header, blob);
-        let mut client = self.client.clone();
-        self.runtime.block_on(async move {
-            Ok(client
-                .put_checkpoint(tokio_stream::iter(parts))
-                .await?
-                .into_inner())
+        self.patiently("storing a checkpoint", || {
+            let mut client = self.client.clone();
+            let parts = parts.clone();
+            async move {
+                Ok(client
+                    .put_checkpoint(tokio_stream::iter(parts))
+                    .await?
+                    .into_inner())
+            }
         })
+    }
+
+    /// Runs `call` until it succeeds, fails with another code than
+    /// UNAVAILABLE (the coordinator or its store restarting), or
+    /// [`PATIENCE`] has passed, backing off from 200 ms to 5 s. Blocking.
+    fn patiently<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.runtime.block_on(call()) {
+                Err(s)
+                    if s.code() == tonic::Code::Unavailable
+                        && std::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::warn!(%what, reason = %s.message(), "coordinator unavailable; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads checkpoint `id` of `job_id`. Blocking.
     pub fn get(&self, job_id: &str, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
+        self.patiently("reading a checkpoint", || self.get_once(job_id, id))
+    }
+
+    async fn get_once(&self, job_id: &str, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
         let mut client = self.client.clone();
         let request = GetCheckpointRequest {
             job_id: job_id.to_string(),
             checkpoint_id: id.to_string(),
         };
-        self.runtime.block_on(async move {
+        {
             let mut parts = client.get_checkpoint(request).await?.into_inner();
             let header = match parts.message().await? {
                 Some(CheckpointPart {
@@ -100,6 +137,6 @@ impl Checkpoints {
                 meta,
                 blob: blob.into(),
             })
-        })
+        }
     }
 }
