@@ -34,7 +34,8 @@
 //!
 //! - `ExplainRequest.model` is resolved through the store on every request,
 //!   so a moved alias takes effect on the next call; loaded models are
-//!   cached by `name:version`.
+//!   cached by `name:version`. The explainer also watches the aliases: when
+//!   an alias of a loaded model moves, its new version is loaded right away.
 //! - A problem with one image (not a PNG/JPEG, truncated, 0×0, over the byte
 //!   or pixel limit, target class out of range) goes into that image's
 //!   `error` and `error_kind`; the other images are answered. All good images
@@ -119,6 +120,7 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     let engine = Arc::new(ExplainEngine::new(&config, Arc::clone(&store), device));
     let mut loading = engine.cache().loading();
+    let follower = Arc::clone(&engine);
     let service = ExplainerService::new(engine);
     let info = ServerInfoServer::new(service.clone());
     let explainer = ExplainerServer::new(service)
@@ -138,6 +140,8 @@ pub async fn serve(
     // NOT_SERVING while a model version loads: a balancer sends the next
     // requests elsewhere instead of queueing them behind the load.
     let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
+    let stop_following = draining_tx.subscribe();
+    tokio::spawn(async move { follower.cache().follow_aliases(stop_following).await });
     let loads_health = health.clone();
     tokio::spawn(async move {
         loop {

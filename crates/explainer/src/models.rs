@@ -175,6 +175,72 @@ impl ModelCache {
         self.loading.subscribe()
     }
 
+    /// Whether a version of model `name` is loaded now.
+    pub fn has_name(&self, name: &str) -> bool {
+        let prefix = format!("{name}:");
+        self.lock().entries.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// Follows alias moves in the store: when an alias of a model that is
+    /// loaded moves, the version it now points at is loaded at once, so
+    /// the next request does not wait for the load (it still resolves the
+    /// alias itself). Runs until `stop` turns true; a watch that ends (etcd
+    /// compaction, an outage) is started again after a pause.
+    pub async fn follow_aliases(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let pause = std::time::Duration::from_secs(1);
+        loop {
+            let watched = tokio::select! {
+                w = self.store.watch_aliases() => w,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let mut events = match watched {
+                Ok(w) => w.events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch aliases; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let Some(event) = event else { break };
+                let camshaft_store::AliasEvent::Set {
+                    name,
+                    alias,
+                    version,
+                } = event
+                else {
+                    continue;
+                };
+                if !self.has_name(&name) {
+                    continue;
+                }
+                let reference = camshaft_store::ModelRef::Version(name.clone(), version);
+                let loaded = match self.store.get_model(&reference).await {
+                    Ok(v) => self.get(&v).await.map(|_| ()),
+                    Err(e) => Err(Error::from_store(e)),
+                };
+                match loaded {
+                    Ok(()) => {
+                        tracing::info!(model = %name, %alias, version, "alias moved; version loaded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %name, %alias, version, error = %e, "alias moved; loading failed")
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
     /// The device models are loaded onto.
     pub fn device(&self) -> tch::Device {
         self.device

@@ -348,3 +348,41 @@ async fn aliases_stream_and_health() {
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_alias_is_loaded_before_the_next_request() {
+    use camshaft_proto::v1::server_info_client::ServerInfoClient;
+    let mut c = Cluster::start(Config::default()).await;
+    c.register("pets", HeadKind::Cam).await;
+    let one = vec![input("x", png(64, 64, 5))];
+    let resp = c
+        .client
+        .explain(request("pets@latest", one, ExplainMethod::Cam))
+        .await;
+    assert_eq!(resp.unwrap().into_inner().model_version, "pets:1");
+
+    // Registering pets:2 moves `latest`; the explainer loads it unasked.
+    c.register("pets", HeadKind::Cam).await;
+    let mut info = ServerInfoClient::new(c.channel.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let loaded: Vec<String> = info
+            .get_server_info(camshaft_proto::v1::GetServerInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .loaded_models
+            .into_iter()
+            .map(|m| m.model_version)
+            .collect();
+        if loaded.contains(&"pets:2".to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pets:2 was not loaded: {loaded:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+}
