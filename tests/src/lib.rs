@@ -143,6 +143,20 @@ impl Cluster {
         Ok(self.workers.len() - 1)
     }
 
+    /// Stops an extra worker process with SIGTERM (it drains: leaves
+    /// cleanly) and waits for it to exit.
+    pub fn stop_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let child = self.workers.get_mut(index).context("no such worker")?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("the worker exited with {status} after SIGTERM");
+        }
+        Ok(())
+    }
+
     /// Kills an extra worker process with SIGKILL.
     pub fn kill_worker(&mut self, index: usize) -> anyhow::Result<()> {
         let child = self.workers.get_mut(index).context("no such worker")?;

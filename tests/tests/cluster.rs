@@ -648,3 +648,51 @@ fn a_killed_worker_process_fails_the_attempt_and_the_job_resumes_without_it() {
     assert!(job.history.iter().any(|r| r.world_size == 2));
     cluster.stop().unwrap();
 }
+
+#[test]
+fn a_worker_leaving_cleanly_is_a_membership_change_not_a_failure() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &[]).unwrap();
+    let extra = cluster.add_worker(2).unwrap();
+
+    let mut args = quick_job("4");
+    args.extend([
+        "--workers",
+        "2",
+        "--min-workers",
+        "1",
+        "--max-failures",
+        "0",
+    ]);
+    let id = cluster.ctl_ok(&args).unwrap().trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while block_on(job(&cluster, &id)).epochs_done < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint:\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.stop_worker(extra).unwrap();
+
+    // With no failure budget at all, the job still finishes: leaving is
+    // charged to max_membership_changes.
+    let job = wait_for_state(&cluster, &id, &[JobState::Succeeded, JobState::Failed], 180);
+    assert_eq!(
+        job.state(),
+        JobState::Succeeded,
+        "{}\n{}",
+        job.error,
+        cluster.log()
+    );
+    assert_eq!(
+        job.failures[0].kind(),
+        v1::FailureKind::MembershipChange,
+        "{:?}",
+        job.failures
+    );
+    assert_eq!((job.failures_used, job.membership_changes_used), (0, 1));
+    cluster.stop().unwrap();
+}

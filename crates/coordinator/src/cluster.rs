@@ -654,11 +654,28 @@ impl Cluster {
         }
     }
 
-    /// Marks a worker as draining: it gets no new work.
-    pub fn drain(&self, id: &str, conn: u64) {
-        if let Some(w) = lock(&self.workers).get_mut(id).filter(|w| w.conn == conn) {
-            w.info.state = WorkerState::Draining as i32;
+    /// A worker leaves cleanly: it gets no new work, and the attempt it
+    /// runs is re-formed without it, charged to `max_membership_changes`.
+    pub async fn drain(self: &Arc<Self>, id: &str, conn: u64, reason: &str) -> Result<()> {
+        let task = match lock(&self.workers).get_mut(id).filter(|w| w.conn == conn) {
+            Some(w) => {
+                w.info.state = WorkerState::Draining as i32;
+                w.task
+            }
+            None => None,
+        };
+        if let Some((job, attempt)) = task {
+            let failure = AttemptFailure {
+                kind: FailureKind::MembershipChange,
+                rank: None,
+                worker: Some(id.to_string()),
+                reason: format!("worker {id} left: {reason}"),
+                epoch: None,
+                retryable: true,
+            };
+            self.fail_attempt(job, attempt, failure).await?;
         }
+        Ok(())
     }
 
     /// A worker's stream ended (or went silent past its lease): it is lost,

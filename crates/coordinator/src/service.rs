@@ -588,7 +588,7 @@ async fn handle(
         }
         FromWorker::Drain(d) => {
             tracing::info!(worker_id = %worker, reason = %d.reason, "worker draining");
-            cluster.drain(worker, conn);
+            cluster.drain(worker, conn, &d.reason).await?;
         }
     }
     Ok(())

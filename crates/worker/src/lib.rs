@@ -72,6 +72,14 @@ pub use checkpoints::{Checkpoints, StoredCheckpoint};
 pub use config::{Config, DeviceChoice};
 pub use error::{Error, Result};
 
+/// Resolves once the stop flag is raised (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// How long a stopping worker gives its `Drain` to reach the coordinator.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -119,30 +127,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     config.validate()?;
     let devices = devices(&config)?;
     let url = config.coordinator_url()?;
-    let mut worker_id = config.worker_id.clone();
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let session = connect_and_serve(&config, &url, &devices, &mut worker_id);
-        let ended = tokio::select! {
-            ended = session => ended?,
-            () = &mut shutdown => Ended::Shutdown,
-        };
-        match ended {
-            Ended::Shutdown => {
-                tracing::info!(worker_id = %worker_id, "worker stopped");
-                return Ok(());
-            }
-            Ended::Broken(reason) => {
-                tracing::warn!(worker_id = %worker_id, %reason, retry_in_ms = backoff.as_millis() as u64, "coordinator stream lost");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = &mut shutdown => return Ok(()),
+    // `shutdown` only raises this flag; the session sees it, tells the
+    // coordinator it drains and ends, so the Drain is sent before the
+    // connection goes.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let work = async {
+        let mut worker_id = config.worker_id.clone();
+        let mut stop = stop.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match connect_and_serve(&config, &url, &devices, &mut worker_id, stop.clone()).await? {
+                Ended::Shutdown => {
+                    tracing::info!(worker_id = %worker_id, "worker stopped");
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                Ended::Broken(reason) => {
+                    tracing::warn!(worker_id = %worker_id, %reason, retry_in_ms = backoff.as_millis() as u64, "coordinator stream lost");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(&mut stop) => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
-    }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        ended = &mut work => return ended,
+        () = shutdown => stop_tx.send_replace(true),
+    };
+    // Give the session a moment to send its Drain and end.
+    tokio::time::timeout(DRAIN_GRACE * 5, work)
+        .await
+        .unwrap_or(Ok(()))
 }
 
 /// The attempts this worker runs; dropping it cancels them all, so no rank
@@ -163,6 +181,7 @@ async fn connect_and_serve(
     url: &str,
     devices: &[v1::Device],
     worker_id: &mut String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Ended> {
     let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
         Ok(e) => e.connect_timeout(Duration::from_secs(5)),
@@ -235,6 +254,14 @@ async fn connect_and_serve(
                 ranks: Vec::new(),
             })),
             Some(key) = finished.recv() => { attempts.0.remove(&key); }
+            () = stopped(&mut stop) => {
+                // Leaving cleanly: the coordinator re-forms the group as a
+                // membership change, not a failure. The stream stays open
+                // a moment so the Drain goes out before the connection.
+                send(Out::Drain(v1::Drain { reason: "the worker is shutting down".into() }));
+                tokio::time::sleep(DRAIN_GRACE).await;
+                return Ok(Ended::Shutdown);
+            }
             message = inbound.message() => match message {
                 Ok(Some(v1::CoordinatorMessage { message: Some(m) })) => match m {
                     In::Assignment(a) => {
