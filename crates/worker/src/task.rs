@@ -337,9 +337,17 @@ fn new_model(
         input_size: spec.image_size,
         normalization: parse_name::<Normalization>(spec.normalization().short_name())?,
     };
-    // Initialisation draws from libtorch's global generator.
-    tch::manual_seed(spec.seed.unwrap_or(0) as i64);
-    let mut model = Model::new(model_spec, device)?;
+    // Initialisation draws from libtorch's one global generator: ranks of
+    // this process take turns, so each gets the seed's weights (rank 0's
+    // are broadcast to all anyway, but a rank-0 init raced by another
+    // thread would not be reproducible).
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let model = {
+        let _turn = INIT.lock().unwrap_or_else(|p| p.into_inner());
+        tch::manual_seed(spec.seed.unwrap_or(0) as i64);
+        Model::new(model_spec, device)?
+    };
+    let mut model = model;
     let path = match spec.pretrained() {
         PretrainedSource::Imagenet => {
             let file = pretrained_file(arch)

@@ -78,10 +78,24 @@ fn two_ranks_with_batch_b_follow_one_rank_with_batch_2b() {
         .iter()
         .map(|l| l.local_addr().to_string())
         .collect();
+    // Built here, one after the other: initialisation draws from libtorch's
+    // one global generator, which two threads would race for.
+    let learners: Vec<Learner> = (0..2)
+        .map(|rank| {
+            learner(
+                Shard {
+                    rank,
+                    world_size: 2,
+                },
+                B,
+            )
+        })
+        .collect();
     let ranks: Vec<_> = listeners
         .into_iter()
+        .zip(learners)
         .enumerate()
-        .map(|(rank, listener)| {
+        .map(|(rank, (listener, mut learner))| {
             let peers = peers.clone();
             std::thread::spawn(move || {
                 let comm = RingCommunicator::connect(
@@ -92,13 +106,6 @@ fn two_ranks_with_batch_b_follow_one_rank_with_batch_2b() {
                     CollectiveConfig::default(),
                 )
                 .unwrap();
-                let mut learner = learner(
-                    Shard {
-                        rank,
-                        world_size: 2,
-                    },
-                    B,
-                );
                 learner.set_sync(Box::new(BucketedSync::new(comm))).unwrap();
                 let row = learner.next_epoch().unwrap().unwrap();
                 (row, weights(&learner))
