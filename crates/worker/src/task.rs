@@ -342,12 +342,11 @@ fn new_model(
     // are broadcast to all anyway, but a rank-0 init raced by another
     // thread would not be reproducible).
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let model = {
+    let mut model = {
         let _turn = INIT.lock().unwrap_or_else(|p| p.into_inner());
         tch::manual_seed(spec.seed.unwrap_or(0) as i64);
         Model::new(model_spec, device)?
     };
-    let mut model = model;
     let path = match spec.pretrained() {
         PretrainedSource::Imagenet => {
             let file = pretrained_file(arch)
