@@ -84,9 +84,11 @@ struct EtcdCluster {
 }
 
 impl EtcdCluster {
-    fn start() -> EtcdCluster {
+    fn start(prefix: &str) -> EtcdCluster {
         let etcd = EtcdServer::start();
-        let store = format!("etcd://{}", etcd.endpoint());
+        // A prefix of its own: nothing is shared even if two tests met on
+        // one etcd.
+        let store = format!("etcd://{}/{prefix}/", etcd.endpoint());
         let dir = tempfile::tempdir().unwrap();
         let coordinator = format!("127.0.0.1:{}", free_port());
         let explainer = format!("127.0.0.1:{}", free_port());
@@ -189,9 +191,13 @@ impl EtcdCluster {
     }
 }
 
+/// One test at a time: each starts etcd and trains on the same two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn separate_processes_on_etcd_survive_a_killed_coordinator() {
-    let mut cluster = EtcdCluster::start();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cluster = EtcdCluster::start("killed-coordinator");
     let job = cluster.submit();
 
     // Kill -9 the coordinator once a checkpoint is in etcd, start another.
@@ -232,7 +238,8 @@ fn separate_processes_on_etcd_survive_a_killed_coordinator() {
 
 #[test]
 fn an_etcd_outage_mid_job_loses_nothing() {
-    let mut cluster = EtcdCluster::start();
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cluster = EtcdCluster::start("etcd-outage");
     let job = cluster.submit();
     cluster.wait_for(&job, "\ncheckpoint:", 120);
 
