@@ -1,10 +1,10 @@
 """PyTorch DDP (gloo) reference for `camshaft-bench ddp`.
 
-`--ranks` processes with one intra-op thread each train the lecture's CNN or
-torchvision's ResNet18 (fc -> Linear(512, 10)) with DistributedDataParallel
-over gloo on loopback (default 25 MiB gradient buckets) and
-AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01); each rank
-steps on its own fixed random batch. Rank 0 times the group.
+`--ranks` processes with `--threads` intra-op threads each (default 1)
+train the lecture's CNN or torchvision's ResNet18 (fc -> Linear(512, 10))
+with DistributedDataParallel over gloo on loopback (default 25 MiB gradient
+buckets) and AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01);
+each rank steps on its own fixed random batch. Rank 0 times the group.
 
 Prints one JSON line: {"bench", "unit": "steps/s", "median", "samples", ...}.
 """
@@ -12,21 +12,20 @@ Prints one JSON line: {"bench", "unit": "steps/s", "median", "samples", ...}.
 import argparse
 import json
 import os
-import socket
 import statistics
 import time
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from process_group import run_ranks
 from train_step import build
 
 
-def rank_main(rank: int, args: argparse.Namespace, port: int, out: "mp.Queue") -> None:
-    torch.set_num_threads(1)
+def rank_main(rank: int, args: argparse.Namespace, port: int, out) -> None:
+    torch.set_num_threads(args.threads)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.ranks
     )
@@ -62,32 +61,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["cnn", "resnet18"], default="resnet18")
     ap.add_argument("--ranks", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     ap.add_argument("--batch", type=int, default=32, help="images per step per rank")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=8, help="steps per timed repeat")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=rank_main, args=(r, args, port, out)) for r in range(args.ranks)]
-    for p in procs:
-        p.start()
-    samples = out.get(timeout=600)
-    for p in procs:
-        p.join()
-        if p.exitcode != 0:
-            raise SystemExit(f"a rank exited with {p.exitcode}")
+    samples = run_ranks(rank_main, args, args.ranks)
     print(json.dumps({
         "bench": f"ddp_{args.model}",
         "unit": "steps/s",
         "median": statistics.median(samples),
         "samples": samples,
         "ranks": args.ranks,
+        "threads": args.threads,
         "batch": args.batch,
         "backend": "gloo",
         "torch": torch.__version__,
@@ -95,5 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -14,6 +14,7 @@ use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
 use crate::measure::rates;
+use crate::reference::script_call;
 
 /// Options of `cam`.
 #[derive(Clone, Debug, Parser)]
@@ -35,18 +36,15 @@ pub struct CamArgs {
 impl CamArgs {
     /// The reference script's name and arguments.
     pub fn reference_args(&self, threads: i32) -> (&'static str, Vec<String>) {
-        let args = [
-            ("--batch", self.batch.to_string()),
-            ("--size", self.size.to_string()),
-            ("--warmup", self.warmup.to_string()),
-            ("--repeats", self.repeats.to_string()),
-            ("--threads", threads.to_string()),
-        ];
-        (
+        script_call(
             "cam.py",
-            args.into_iter()
-                .flat_map(|(k, v)| [k.to_string(), v])
-                .collect(),
+            [
+                ("--batch", self.batch.to_string()),
+                ("--size", self.size.to_string()),
+                ("--warmup", self.warmup.to_string()),
+                ("--repeats", self.repeats.to_string()),
+                ("--threads", threads.to_string()),
+            ],
         )
     }
 }

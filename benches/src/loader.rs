@@ -20,6 +20,7 @@ use clap::Parser;
 use image::codecs::jpeg::JpegEncoder;
 
 use crate::measure::rates;
+use crate::reference::script_call;
 
 /// Options of `loader`.
 #[derive(Clone, Debug, Parser)]
@@ -49,19 +50,16 @@ impl LoaderArgs {
     /// The reference script's name and arguments (always one thread: the
     /// goal is per core).
     pub fn reference_args(&self, dir: &Path) -> (&'static str, Vec<String>) {
-        let args = vec![
-            "--images".to_string(),
-            dir.display().to_string(),
-            "--size".to_string(),
-            self.size.to_string(),
-            "--warmup".to_string(),
-            self.warmup.to_string(),
-            "--repeats".to_string(),
-            self.repeats.to_string(),
-            "--threads".to_string(),
-            "1".to_string(),
-        ];
-        ("loader.py", args)
+        script_call(
+            "loader.py",
+            [
+                ("--images", dir.display().to_string()),
+                ("--size", self.size.to_string()),
+                ("--warmup", self.warmup.to_string()),
+                ("--repeats", self.repeats.to_string()),
+                ("--threads", "1".to_string()),
+            ],
+        )
     }
 
     /// The reference script's arguments for a per-stage breakdown.

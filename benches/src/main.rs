@@ -12,12 +12,15 @@
 //! cargo run --release -p camshaft-benches -- train --model resnet18 --repeats 3
 //! ```
 
+mod allreduce;
 mod cam;
 mod ddp;
+mod group;
 mod loader;
 mod measure;
 mod reference;
 mod report;
+mod scaling;
 mod suite;
 mod train;
 
@@ -69,6 +72,12 @@ enum Command {
     /// Data-parallel steps/s of 2 ranks over the TCP ring vs PyTorch DDP
     /// over gloo, ResNet18 (goal ≥1.0×).
     Ddp(ddp::DdpArgs),
+    /// All-reduce time, algbw and busbw per message size like nccl-tests'
+    /// all_reduce_perf, ring (or NCCL) vs torch.distributed gloo (or NCCL).
+    Allreduce(allreduce::AllreduceArgs),
+    /// Training images/s of 1..N ranks over the ring, scaling efficiency and
+    /// a per-step breakdown, vs PyTorch DDP over gloo.
+    Scaling(scaling::ScalingArgs),
     /// Every bench with its defaults.
     All(AllArgs),
 }
@@ -96,6 +105,8 @@ fn main() -> anyhow::Result<()> {
         Command::Loader(args) => suite.loader(args)?,
         Command::Cam(args) => suite.cam(args)?,
         Command::Ddp(args) => suite.ddp(args)?,
+        Command::Allreduce(args) => suite.allreduce(args)?,
+        Command::Scaling(args) => suite.scaling(args)?,
         Command::All(args) => suite.all(args.stages)?,
     };
     let report = Report {

@@ -27,6 +27,21 @@ impl Measurement {
             samples,
         })
     }
+
+    /// Every rate times `factor` (steps/s to images/s).
+    pub fn scaled(&self, factor: f64) -> Self {
+        Measurement {
+            median: self.median * factor,
+            best: self.best * factor,
+            samples: self.samples.iter().map(|s| s * factor).collect(),
+        }
+    }
+
+    /// The lowest and highest sample.
+    pub fn spread(&self) -> (f64, f64) {
+        let lowest = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
+        (lowest, self.best)
+    }
 }
 
 /// The median (mean of the middle two for an even count); `None` when empty.

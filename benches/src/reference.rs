@@ -24,6 +24,19 @@ struct ScriptOutput {
     samples: Vec<f64>,
 }
 
+/// A reference script's name with its `--flag value` arguments, as the
+/// benches hand them to [`Reference::run`].
+pub fn script_call<const N: usize>(
+    script: &'static str,
+    flags: [(&str, String); N],
+) -> (&'static str, Vec<String>) {
+    let args = flags
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect();
+    (script, args)
+}
+
 impl Reference {
     /// The interpreter named by `python`, else `<repo>/.venv/bin/python`
     /// (what `scripts/setup` creates); the scripts beside this crate.

@@ -26,6 +26,10 @@ pub struct BenchResult {
     pub goal: f64,
     /// Whether `ratio >= goal`.
     pub met: bool,
+    /// Bench-specific figures beyond the two medians (per-size rows of
+    /// `allreduce`, efficiency and step breakdown of `scaling`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
 }
 
 impl BenchResult {
@@ -48,7 +52,14 @@ impl BenchResult {
             ratio,
             goal,
             met: ratio >= goal,
+            extra: None,
         }
+    }
+
+    /// The same result with bench-specific figures for the JSON.
+    pub fn with_extra(mut self, extra: serde_json::Value) -> Self {
+        self.extra = Some(extra);
+        self
     }
 }
 

@@ -1,13 +1,15 @@
 //! Each bench run side by side: ours, then the reference script, in rounds.
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 
+use crate::allreduce::{self, AllreduceArgs, SizeTiming};
 use crate::cam::{self, CamArgs};
 use crate::ddp::{self, DdpArgs};
 use crate::loader::{self, LoaderArgs};
 use crate::measure::{Measurement, device_name};
 use crate::reference::Reference;
 use crate::report::BenchResult;
+use crate::scaling::{self, ScalingArgs, ScalingPoint};
 use crate::train::{self, TrainArgs};
 
 /// Goal of the training benches: at least PyTorch eager's steps/s.
@@ -16,8 +18,11 @@ pub const TRAIN_GOAL: f64 = 1.0;
 pub const LOADER_GOAL: f64 = 2.0;
 /// Goal of the CAM bench: at least PyTorch eager's images/s.
 pub const CAM_GOAL: f64 = 1.0;
-/// Goal of the data-parallel bench: at least PyTorch DDP (gloo)'s steps/s.
+/// Goal of the data-parallel benches: at least PyTorch DDP (gloo)'s rate.
 pub const DDP_GOAL: f64 = 1.0;
+/// Goal of the all-reduce bench: at least `torch.distributed`'s bus
+/// bandwidth at the largest size.
+pub const ALLREDUCE_GOAL: f64 = 1.0;
 
 /// Settings shared by every bench.
 #[derive(Clone, Debug)]
@@ -184,23 +189,225 @@ impl Suite {
         results.extend(self.loader(&loader_args)?);
         results.extend(self.cam(&CamArgs::try_parse_defaults()?)?);
         results.extend(self.ddp(&DdpArgs::try_parse_defaults()?)?);
+        results.extend(self.allreduce(&AllreduceArgs::try_parse_defaults()?)?);
+        results.extend(self.scaling(&ScalingArgs::try_parse_defaults()?)?);
         Ok(results)
     }
 
     /// Group steps/s of a data-parallel group over the TCP ring against
     /// DDP over gloo (CPU, one thread per rank: `--threads` does not apply).
     pub fn ddp(&self, args: &DdpArgs) -> anyhow::Result<Vec<BenchResult>> {
-        anyhow::ensure!(args.ranks >= 1, "--ranks must be at least 1");
-        let name = format!("ddp_{}", args.arch());
-        let (ours, pytorch) =
-            self.side_by_side(&name, || ddp::ours(args), args.reference_args())?;
+        ensure!(args.ranks >= 1, "--ranks must be at least 1");
+        let training = &args.training;
+        let name = format!("ddp_{}", training.arch());
+        let script = training.reference_args(args.ranks, 1);
+        let (ours, pytorch) = self.side_by_side(&name, || ddp::ours(args), script)?;
         let detail = format!(
             "{} ranks × batch {}, {}×{}, 1 thread each, ring vs gloo",
-            args.ranks, args.batch, args.size, args.size
+            args.ranks, training.batch, training.size, training.size
         );
         Ok(vec![BenchResult::new(
             name, detail, "steps/s", ours, pytorch, DDP_GOAL,
         )])
+    }
+
+    /// Group images/s at each group size of `args.ranks` (`--threads` per
+    /// rank) against DDP over gloo, with scaling efficiency and our step
+    /// breakdown; one result per group size.
+    pub fn scaling(&self, args: &ScalingArgs) -> anyhow::Result<Vec<BenchResult>> {
+        ensure!(
+            !args.ranks.is_empty() && args.ranks.iter().all(|&n| n >= 1),
+            "--ranks must list group sizes of at least 1"
+        );
+        let training = &args.training;
+        let mut points = Vec::new();
+        for &ranks in &args.ranks {
+            let name = format!("scaling_{}_{ranks}r", training.arch());
+            let mut phases = Vec::new();
+            let script = training.reference_args(ranks, self.threads);
+            let (ours, pytorch) = self.side_by_side(
+                &name,
+                || {
+                    let run = ddp::group_training(training, ranks, self.threads)?;
+                    phases.push(run.phases);
+                    Ok(run.steps_per_sec)
+                },
+                script,
+            )?;
+            let rounds = phases.len().max(1) as f64;
+            let phases = phases
+                .into_iter()
+                .fold(ddp::StepPhases::default(), |sum, p| sum.plus(&p))
+                .divided(rounds);
+            let images = (training.batch * ranks as i64) as f64;
+            points.push(ScalingPoint {
+                ranks,
+                ours: ours.scaled(images),
+                pytorch: pytorch.scaled(images),
+                phases,
+            });
+        }
+        println!(
+            "# scaling: {}, batch {} per rank, {}×{}, {} threads per rank, TCP ring vs DDP over gloo",
+            training.arch(),
+            training.batch,
+            training.size,
+            training.size,
+            self.threads
+        );
+        print!("{}", scaling::table(&points));
+        let ours_eff = scaling::efficiency(
+            &points
+                .iter()
+                .map(|p| (p.ranks, p.ours.median))
+                .collect::<Vec<_>>(),
+        );
+        let their_eff = scaling::efficiency(
+            &points
+                .iter()
+                .map(|p| (p.ranks, p.pytorch.median))
+                .collect::<Vec<_>>(),
+        );
+        let results = points
+            .into_iter()
+            .zip(ours_eff.into_iter().zip(their_eff))
+            .map(|(p, (eo, et))| {
+                let detail = format!(
+                    "{} ranks × batch {}, {}×{}, {} threads each, efficiency {eo:.2} vs {et:.2}",
+                    p.ranks, training.batch, training.size, training.size, self.threads
+                );
+                let extra = serde_json::json!({
+                    "ranks": p.ranks,
+                    "threads_per_rank": self.threads,
+                    "efficiency_ours": eo,
+                    "efficiency_pytorch": et,
+                    "ours_step_seconds": p.phases,
+                });
+                BenchResult::new(
+                    format!("scaling_{}_{}r", training.arch(), p.ranks),
+                    detail,
+                    "images/s",
+                    p.ours,
+                    p.pytorch,
+                    DDP_GOAL,
+                )
+                .with_extra(extra)
+            })
+            .collect();
+        Ok(results)
+    }
+
+    /// All-reduce time and bandwidth per size of the active communicator
+    /// against `torch.distributed` (gloo, or NCCL on GPUs): prints the
+    /// nccl-tests table and returns one result, the bus bandwidth at the
+    /// largest size, with every size in its JSON. Fails after printing the
+    /// table when one of our sums was wrong.
+    pub fn allreduce(&self, args: &AllreduceArgs) -> anyhow::Result<Vec<BenchResult>> {
+        let ranks = args.ranks()?;
+        let sizes = args.sizes()?;
+        ensure!(
+            !sizes.is_empty(),
+            "no message sizes between --min-bytes and --max-bytes"
+        );
+        let script = args.reference_args(ranks, &sizes);
+        let theirs_name = format!("torch {}", args.backend.torch_backend());
+        let (mut mine, mut theirs): (Vec<SizeTiming>, Vec<SizeTiming>) = (Vec::new(), Vec::new());
+        for round in 1..=self.rounds {
+            eprintln!("[allreduce] round {round}/{}: ours", self.rounds);
+            let ours = allreduce::ours(args, ranks).context("allreduce: our side failed")?;
+            pool(&mut mine, ours);
+            eprintln!("[allreduce] round {round}/{}: {}", self.rounds, script.0);
+            let (line, value) = self.reference.run_json(script.0, &script.1)?;
+            let rows: Vec<SizeTiming> = serde_json::from_value(value["sizes"].clone())
+                .with_context(|| format!("{} printed {line:?}, without sizes", script.0))?;
+            ensure!(
+                rows.iter()
+                    .map(|r| r.bytes)
+                    .eq(sizes.iter().map(|s| s.bytes)),
+                "{} ran other sizes than ours",
+                script.0
+            );
+            pool(&mut theirs, rows);
+        }
+        let ours_name = format!("ours ({:?})", args.backend).to_lowercase();
+        print!(
+            "{}",
+            allreduce::table(ranks, args.dtype, &ours_name, &mine, &theirs_name, &theirs)
+        );
+        let overall = allreduce::overall_ratio(&mine, &theirs);
+        println!("# overall (geometric mean of the per-size ratios): {overall:.2}×");
+        let wrong: u64 = mine.iter().map(|r| r.wrong).sum();
+        ensure!(
+            wrong == 0,
+            "allreduce: {wrong} elements of our sums were wrong"
+        );
+        let (largest, their_largest) = mine.last().zip(theirs.last()).context("no sizes ran")?;
+        let busbw = |t: &SizeTiming| {
+            let samples = t
+                .samples_us
+                .iter()
+                .map(|&us| allreduce::busbw(allreduce::algbw(t.bytes, us), ranks))
+                .collect();
+            Measurement::from_samples(samples).context("allreduce: no timed repeats")
+        };
+        let rows: Vec<serde_json::Value> = mine
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| {
+                serde_json::json!({
+                    "bytes": a.bytes,
+                    "count": a.count,
+                    "ours": a,
+                    "ours_time_us": a.time_us(),
+                    "pytorch": b,
+                    "pytorch_time_us": b.time_us(),
+                    "ratio": b.time_us() / a.time_us(),
+                })
+            })
+            .collect();
+        let detail = format!(
+            "{} {}, {ranks} ranks, busbw at {} B; all {} sizes from {} B: {overall:.2}× (geomean)",
+            args.dtype.nccl_name(),
+            match args.backend {
+                crate::group::Backend::Ring => "ring vs gloo",
+                crate::group::Backend::Nccl => "nccl vs torch nccl",
+            },
+            largest.bytes,
+            mine.len(),
+            mine[0].bytes,
+        );
+        let extra = serde_json::json!({
+            "backend": format!("{:?}", args.backend).to_lowercase(),
+            "reference_backend": args.backend.torch_backend(),
+            "ranks": ranks,
+            "dtype": args.dtype.nccl_name(),
+            "overall_ratio_geomean": overall,
+            "sizes": rows,
+        });
+        Ok(vec![
+            BenchResult::new(
+                format!("allreduce_{}", args.dtype.nccl_name()),
+                detail,
+                "GB/s busbw",
+                busbw(largest)?,
+                busbw(their_largest)?,
+                ALLREDUCE_GOAL,
+            )
+            .with_extra(extra),
+        ])
+    }
+}
+
+/// Adds a round's per-size timings to the pooled ones (same sizes, same
+/// order): samples appended, wrong counts added.
+fn pool(pooled: &mut Vec<SizeTiming>, round: Vec<SizeTiming>) {
+    if pooled.is_empty() {
+        *pooled = round;
+        return;
+    }
+    for (p, r) in pooled.iter_mut().zip(round) {
+        p.samples_us.extend(r.samples_us);
+        p.wrong += r.wrong;
     }
 }
 

@@ -14,6 +14,7 @@ use clap::Parser;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::measure::rates;
+use crate::reference::script_call;
 
 /// Which model(s) `train` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -73,20 +74,17 @@ impl TrainArgs {
 
     /// The reference script's name and arguments for `arch`.
     pub fn reference_args(&self, arch: Arch, threads: i32) -> (&'static str, Vec<String>) {
-        let args = [
-            ("--model", arch.to_string()),
-            ("--batch", self.batch.to_string()),
-            ("--size", self.size.to_string()),
-            ("--steps", self.steps_for(arch).to_string()),
-            ("--warmup", self.warmup_for(arch).to_string()),
-            ("--repeats", self.repeats.to_string()),
-            ("--threads", threads.to_string()),
-        ];
-        (
+        script_call(
             "train_step.py",
-            args.into_iter()
-                .flat_map(|(k, v)| [k.to_string(), v])
-                .collect(),
+            [
+                ("--model", arch.to_string()),
+                ("--batch", self.batch.to_string()),
+                ("--size", self.size.to_string()),
+                ("--steps", self.steps_for(arch).to_string()),
+                ("--warmup", self.warmup_for(arch).to_string()),
+                ("--repeats", self.repeats.to_string()),
+                ("--threads", threads.to_string()),
+            ],
         )
     }
 }

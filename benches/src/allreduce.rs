@@ -1,0 +1,449 @@
+//! `allreduce`: the bandwidth of one in-place all-reduce (sum) per message
+//! size, as nccl-tests' `all_reduce_perf` prints it, ours against
+//! `torch.distributed`.
+//!
+//! Ours: `ranks` threads joined by the active communicator
+//! ([`Backend::Ring`]: the TCP ring on loopback, CPU tensors;
+//! [`Backend::Nccl`]: one GPU per rank). PyTorch: `reference/allreduce.py`,
+//! `ranks` processes with gloo (or NCCL on GPUs). For each size from
+//! `--min-bytes` to `--max-bytes` (×`--step-factor`), both sides first
+//! all-reduce a pattern whose sum every rank checks element by element
+//! (`#wrong`), then run `--warmup` untimed all-reduces and `--repeats` timed
+//! runs of `iters` all-reduces each after a barrier; a sample is the mean
+//! time of one all-reduce in a run, on rank 0's clock. As in nccl-tests,
+//! `algbw = size / time` and `busbw = algbw · 2(n−1)/n`, the bytes each rank
+//! sends and receives in a bandwidth-optimal ring, comparable across group
+//! sizes.
+
+use anyhow::{Context, ensure};
+use camshaft_collective::{Communicator, ReduceOp};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::group::{Backend, run_group};
+use crate::measure::{median, sync};
+use crate::reference::script_call;
+
+/// Element type of the reduced tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    /// 32-bit float.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl Dtype {
+    /// The libtorch kind.
+    pub fn kind(self) -> Kind {
+        match self {
+            Dtype::F32 => Kind::Float,
+            Dtype::Bf16 => Kind::BFloat16,
+            Dtype::F16 => Kind::Half,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        self.kind().elt_size_in_bytes()
+    }
+
+    /// nccl-tests' name for it (the `type` column).
+    pub fn nccl_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float",
+            Dtype::Bf16 => "bfloat16",
+            Dtype::F16 => "half",
+        }
+    }
+
+    /// `torch`'s name for it (the reference script's `--dtype`).
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::Bf16 => "bfloat16",
+            Dtype::F16 => "float16",
+        }
+    }
+}
+
+/// Options of `allreduce`.
+#[derive(Clone, Debug, Parser)]
+pub struct AllreduceArgs {
+    /// Communicator: the TCP ring on the CPU, or NCCL on GPUs.
+    #[arg(long, value_enum, default_value_t = Backend::Ring)]
+    pub backend: Backend,
+    /// Ranks in the group (threads for ours, processes for PyTorch)
+    /// [default: 2 on the ring, every visible GPU for NCCL].
+    #[arg(long)]
+    pub ranks: Option<usize>,
+    /// Smallest message in bytes.
+    #[arg(long, default_value_t = 8)]
+    pub min_bytes: usize,
+    /// Largest message in bytes (nccl-tests goes to 1 GiB on GPUs; 64 MiB
+    /// takes a few seconds per size over loopback on 2 cores).
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_bytes: usize,
+    /// Each size is this many times the previous one.
+    #[arg(long, default_value_t = 2)]
+    pub step_factor: usize,
+    /// Element type.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// Untimed all-reduces per size.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// All-reduces per timed repeat [default: 32 MiB worth, between 3 and
+    /// 50].
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Timed repeats per size; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+}
+
+/// One message size of the sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeStep {
+    /// Message size: `count` elements.
+    pub bytes: usize,
+    /// Elements per rank.
+    pub count: usize,
+    /// All-reduces per timed repeat.
+    pub iters: usize,
+}
+
+/// What one side measured at one size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SizeTiming {
+    /// Message size in bytes.
+    pub bytes: usize,
+    /// Elements per rank.
+    pub count: usize,
+    /// Mean microseconds per all-reduce, one sample per timed repeat.
+    pub samples_us: Vec<f64>,
+    /// Elements whose checked sum was wrong, over all ranks.
+    pub wrong: u64,
+}
+
+impl SizeTiming {
+    /// The median microseconds per all-reduce.
+    pub fn time_us(&self) -> f64 {
+        median(&self.samples_us).unwrap_or(f64::NAN)
+    }
+}
+
+/// nccl-tests' algorithm bandwidth in GB/s: message bytes per second.
+pub fn algbw(bytes: usize, time_us: f64) -> f64 {
+    bytes as f64 / (time_us * 1e-6) / 1e9
+}
+
+/// nccl-tests' bus bandwidth of an all-reduce of `ranks`:
+/// `algbw · 2(n−1)/n`, what each rank's links carry in a ring.
+pub fn busbw(algbw: f64, ranks: usize) -> f64 {
+    let n = ranks as f64;
+    algbw * 2.0 * (n - 1.0) / n
+}
+
+impl AllreduceArgs {
+    /// The group size: `--ranks` or the backend's default.
+    pub fn ranks(&self) -> anyhow::Result<usize> {
+        let ranks = self.ranks.unwrap_or_else(|| self.backend.default_ranks());
+        match self.backend {
+            Backend::Ring => ensure!(ranks >= 1, "--ranks must be at least 1"),
+            Backend::Nccl => ensure!(
+                ranks >= 1,
+                "--backend nccl needs CUDA GPUs, and libtorch sees none on this machine"
+            ),
+        }
+        Ok(ranks)
+    }
+
+    /// The sizes to run, smallest first (each a whole number of elements).
+    pub fn sizes(&self) -> anyhow::Result<Vec<SizeStep>> {
+        ensure!(self.step_factor >= 2, "--step-factor must be at least 2");
+        ensure!(
+            self.min_bytes <= self.max_bytes,
+            "--min-bytes {} is above --max-bytes {}",
+            self.min_bytes,
+            self.max_bytes
+        );
+        ensure!(self.repeats >= 1, "--repeats must be at least 1");
+        let elt = self.dtype.bytes();
+        let mut steps = Vec::new();
+        let mut bytes = self.min_bytes.max(elt);
+        while bytes <= self.max_bytes {
+            let count = bytes / elt;
+            let iters = self.iters.unwrap_or(((32usize << 20) / bytes).clamp(3, 50));
+            steps.push(SizeStep {
+                bytes: count * elt,
+                count,
+                iters: iters.max(1),
+            });
+            bytes = bytes.saturating_mul(self.step_factor);
+        }
+        Ok(steps)
+    }
+
+    /// `reference/allreduce.py`'s name and arguments for `sizes`.
+    pub fn reference_args(&self, ranks: usize, sizes: &[SizeStep]) -> (&'static str, Vec<String>) {
+        let list = |f: fn(&SizeStep) -> usize| {
+            sizes
+                .iter()
+                .map(|s| f(s).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        script_call(
+            "allreduce.py",
+            [
+                ("--backend", self.backend.torch_backend().to_string()),
+                ("--ranks", ranks.to_string()),
+                ("--dtype", self.dtype.torch_name().to_string()),
+                ("--sizes", list(|s| s.bytes)),
+                ("--iters", list(|s| s.iters)),
+                ("--warmup", self.warmup.to_string()),
+                ("--repeats", self.repeats.to_string()),
+            ],
+        )
+    }
+}
+
+/// Our sweep: rank 0's timings, `wrong` summed over the ranks.
+pub fn ours(args: &AllreduceArgs, ranks: usize) -> anyhow::Result<Vec<SizeTiming>> {
+    let sizes = args.sizes()?;
+    tch::set_num_threads(1);
+    let per_rank = run_group(args.backend, ranks, |rank, mut comm| {
+        tch::set_num_threads(1);
+        let device = args.backend.device(rank);
+        sizes
+            .iter()
+            .map(|step| measure_size(comm.as_mut(), device, args, step))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut rows = per_rank
+        .first()
+        .cloned()
+        .context("the group returned no ranks")?;
+    for (i, row) in rows.iter_mut().enumerate() {
+        row.wrong = per_rank.iter().map(|r| r[i].wrong).sum();
+    }
+    Ok(rows)
+}
+
+/// One size on one rank: the checked sum, the warm-up, the timed repeats.
+fn measure_size(
+    comm: &mut dyn Communicator,
+    device: Device,
+    args: &AllreduceArgs,
+    step: &SizeStep,
+) -> anyhow::Result<SizeTiming> {
+    let (ranks, rank) = (comm.world_size(), comm.rank());
+    let kind = args.dtype.kind();
+    let count = i64::try_from(step.count)?;
+    let checked = pattern(count, rank, kind, device)?;
+    comm.all_reduce(std::slice::from_ref(&checked), ReduceOp::Sum)?;
+    let wrong = count_wrong(&checked, ranks)?;
+    // Zeros stay zeros: repeated sums neither overflow nor lose precision.
+    let timed = Tensor::f_zeros([count], (kind, device))?;
+    for _ in 0..args.warmup {
+        comm.all_reduce(std::slice::from_ref(&timed), ReduceOp::Sum)?;
+    }
+    let mut samples_us = Vec::with_capacity(args.repeats);
+    for _ in 0..args.repeats {
+        sync(device);
+        comm.barrier()?;
+        let start = std::time::Instant::now();
+        for _ in 0..step.iters {
+            comm.all_reduce(std::slice::from_ref(&timed), ReduceOp::Sum)?;
+        }
+        sync(device);
+        samples_us.push(start.elapsed().as_secs_f64() * 1e6 / step.iters as f64);
+    }
+    Ok(SizeTiming {
+        bytes: step.bytes,
+        count: step.count,
+        samples_us,
+        wrong,
+    })
+}
+
+/// Rank `rank`'s contribution to the checked sum: element `i` is
+/// `h(i) + rank + 1`, where `h(i)` (0..16) is a multiplicative hash of the
+/// index, so a chunk summed twice, skipped or put in the wrong place changes
+/// the result (small integers: exact in bf16 and f16 too).
+pub fn pattern(count: i64, rank: usize, kind: Kind, device: Device) -> anyhow::Result<Tensor> {
+    Ok(index_hash(count, device)?
+        .f_add_scalar(rank as i64 + 1)?
+        .f_to_kind(kind)?)
+}
+
+/// `h(i)` for `i` in `0..count`: Knuth's multiplicative hash, top 4 bits.
+fn index_hash(count: i64, device: Device) -> anyhow::Result<Tensor> {
+    Ok(Tensor::f_arange(count, (Kind::Int64, device))?
+        .f_mul_scalar(2_654_435_761i64)?
+        .f_remainder(1i64 << 32)?
+        .f_floor_divide_scalar(1i64 << 28)?)
+}
+
+/// Elements of an all-reduced [`pattern`] of `ranks` ranks that differ
+/// from the exact sum `n · h(i) + n(n+1)/2`.
+pub fn count_wrong(sum: &Tensor, ranks: usize) -> anyhow::Result<u64> {
+    let n = ranks as i64;
+    let expected = index_hash(sum.numel() as i64, sum.device())?
+        .f_mul_scalar(n)?
+        .f_add_scalar(n * (n + 1) / 2)?
+        .f_to_kind(Kind::Double)?;
+    let wrong = sum
+        .f_to_kind(Kind::Double)?
+        .f_ne_tensor(&expected)?
+        .f_sum(Kind::Int64)?
+        .f_int64_value(&[])?;
+    Ok(u64::try_from(wrong)?)
+}
+
+/// The nccl-tests table of both sides, one row per size, with the ratio of
+/// PyTorch's time to ours (>1: ours is faster).
+pub fn table(
+    ranks: usize,
+    dtype: Dtype,
+    ours_name: &str,
+    ours: &[SizeTiming],
+    theirs_name: &str,
+    theirs: &[SizeTiming],
+) -> String {
+    let mut out = format!(
+        "# all-reduce, {ranks} ranks, in place; time = median µs per call; busbw = algbw · 2(n−1)/n\n\
+         # {:>10} {:>10} {:>8} {:>5}   {:>30}   {:>30}   {:>6}\n\
+         # {:>10} {:>10} {:>8} {:>5}   {:>10} {:>6} {:>6} {:>6}   {:>10} {:>6} {:>6} {:>6}   {:>6}\n",
+        "",
+        "",
+        "",
+        "",
+        ours_name,
+        theirs_name,
+        "ratio",
+        "size(B)",
+        "count",
+        "type",
+        "redop",
+        "time(us)",
+        "algbw",
+        "busbw",
+        "#wrong",
+        "time(us)",
+        "algbw",
+        "busbw",
+        "#wrong",
+        "",
+    );
+    for (a, b) in ours.iter().zip(theirs) {
+        let cells = |t: &SizeTiming| {
+            let us = t.time_us();
+            let alg = algbw(t.bytes, us);
+            format!(
+                "{us:>10.1} {alg:>6.3} {:>6.3} {:>6}",
+                busbw(alg, ranks),
+                t.wrong
+            )
+        };
+        out.push_str(&format!(
+            "  {:>10} {:>10} {:>8} {:>5}   {}   {}   {:>5.2}×\n",
+            a.bytes,
+            a.count,
+            dtype.nccl_name(),
+            "sum",
+            cells(a),
+            cells(b),
+            b.time_us() / a.time_us()
+        ));
+    }
+    out
+}
+
+/// The geometric mean of `theirs / ours` time over sizes both ran.
+pub fn overall_ratio(ours: &[SizeTiming], theirs: &[SizeTiming]) -> f64 {
+    let logs: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (b.time_us() / a.time_us()).ln())
+        .collect();
+    (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busbw_is_the_ring_share_of_algbw() {
+        assert_eq!(busbw(1.0, 1), 0.0);
+        assert_eq!(busbw(1.0, 2), 1.0);
+        assert_eq!(busbw(4.0, 4), 6.0);
+        assert!((algbw(1_000_000, 1000.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sizes_double_in_whole_elements() {
+        let args = AllreduceArgs::try_parse_from([
+            "allreduce",
+            "--min-bytes",
+            "6",
+            "--max-bytes",
+            "48",
+            "--dtype",
+            "f32",
+        ])
+        .expect("valid flags");
+        let bytes: Vec<usize> = args
+            .sizes()
+            .expect("sizes")
+            .iter()
+            .map(|s| s.bytes)
+            .collect();
+        assert_eq!(bytes, [4, 12, 24, 48]);
+    }
+
+    #[test]
+    fn the_ring_sums_every_size_right() {
+        for dtype in ["f32", "bf16", "f16"] {
+            let args = AllreduceArgs::try_parse_from([
+                "allreduce",
+                "--max-bytes",
+                "4096",
+                "--warmup",
+                "1",
+                "--repeats",
+                "1",
+                "--iters",
+                "1",
+                "--dtype",
+                dtype,
+            ])
+            .expect("valid flags");
+            let rows = ours(&args, 3).expect("a ring of 3 threads");
+            assert_eq!(rows.len(), 10);
+            assert!(rows.iter().all(|r| r.wrong == 0), "{dtype}: {rows:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_sum_is_counted() {
+        let mut sum = pattern(20, 0, Kind::Float, Device::Cpu).expect("pattern");
+        for rank in 1..3 {
+            sum += pattern(20, rank, Kind::Float, Device::Cpu).expect("pattern");
+        }
+        assert_eq!(count_wrong(&sum, 3).expect("count"), 0);
+        // Ranks' chunks swapped: a ring that misplaced a chunk.
+        let swapped = Tensor::cat(&[sum.narrow(0, 10, 10), sum.narrow(0, 0, 10)], 0);
+        let misplaced = count_wrong(&swapped, 3).expect("count");
+        assert!(
+            misplaced >= 15,
+            "{misplaced} of 20 misplaced elements caught"
+        );
+        assert_eq!(count_wrong(&sum, 2).expect("count"), 20);
+    }
+}
