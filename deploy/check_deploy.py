@@ -267,16 +267,30 @@ def facts(c: Checks, name: str, docs) -> None:
     ]
     c.expect(not missing, f"{name}: app.kubernetes.io/* labels on every object", ", ".join(missing))
 
-    # gRPC probes on the health service (TCP with TLS, which the kubelet's
-    # gRPC probe cannot speak).
+    # gRPC probes on the standard health service: the main port, or with
+    # TLS (which the kubelet's gRPC probe cannot speak) the plaintext health
+    # listener the service's config opens.
     cm = one(docs, "ConfigMap", "-config")
-    tls = "[tls]" in cm["data"]["coordinator.toml"]
+    configs = {f: tomllib.loads(cm["data"][f"{f}.toml"]) for f in ("coordinator", "explainer", "worker")}
+    tls = "tls" in configs["coordinator"]
     for svc in ("coordinator", "explainer"):
         ctr = pod_spec(one(docs, "Deployment", f"-{svc}"))["containers"][0]
-        port = next(p["containerPort"] for p in ctr["ports"] if p["name"] == "grpc")
+        ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+        port = ports["health"] if tls else ports["grpc"]
+        if tls:
+            listen = configs[svc][svc].get("health_listen", "")
+            c.expect(listen.endswith(f":{port}"), f"{name}: {svc} health_listen {listen} is the probed port")
         probes = [ctr.get(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")]
-        want = (lambda p: p and p.get("tcpSocket")) if tls else (lambda p: p and p.get("grpc", {}).get("port") == port)
-        c.expect(all(want(p) for p in probes), f"{name}: {svc} probes {'tcp (tls)' if tls else 'grpc'} on {port}")
+        c.expect(
+            all(p and p.get("grpc", {}).get("port") == port for p in probes),
+            f"{name}: {svc} gRPC health probes on {port}{' (plaintext health port: TLS)' if tls else ''}",
+        )
+    if tls:
+        worker_tls = configs["worker"]["worker"].get("tls", {})
+        c.expect(
+            configs["worker"]["worker"]["coordinator"].startswith("https://") and "ca" in worker_tls,
+            f"{name}: workers dial the coordinator over TLS, trusting [worker.tls] ca",
+        )
 
     # Workers: headless Service publishing not-ready addresses, the pod name
     # as worker id, memory-backed /dev/shm, GPUs when asked.
@@ -298,7 +312,7 @@ def facts(c: Checks, name: str, docs) -> None:
     shm = [v for v in spec["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory" and v["name"] == "dshm"]
     mounted = any(m["mountPath"] == "/dev/shm" and m["name"] == "dshm" for m in ctr["volumeMounts"])
     c.expect(bool(shm) and mounted, f"{name}: worker /dev/shm is memory-backed")
-    worker_cfg = tomllib.loads(cm["data"]["worker.toml"])["worker"]
+    worker_cfg = configs["worker"]["worker"]
     gpus = ctr["resources"].get("limits", {}).get("nvidia.com/gpu")
     if worker_cfg["device"] == "cuda":
         c.expect(
@@ -323,15 +337,17 @@ def facts(c: Checks, name: str, docs) -> None:
             "request_timeout_ms", "keep_checkpoints", "blob_dir",
         },
     }
-    pending = {"tls", "auth_token_file", "metrics_listen_addr"}  # being added to the services
+    # Keys being added to the services (TLS, tokens, plaintext health for
+    # probes) or not there yet (metrics).
+    pending = {"tls", "auth_token_file", "health_listen", "metrics_listen_addr"}
     unknown = []
     for file in ("coordinator.toml", "explainer.toml", "worker.toml"):
-        cfg = tomllib.loads(cm["data"][file])
+        cfg = configs[file.removesuffix(".toml")]
         unknown += [f"{file}: {k}" for k in cfg if k not in known["top"] | pending]
         for table in ("coordinator", "explainer", "worker", "etcd"):
             unknown += [f"{file}: [{table}] {k}" for k in cfg.get(table, {}) if k not in known[table] | pending]
     c.expect(not unknown, f"{name}: config files hold only keys the services read", "\n".join(unknown))
-    store = tomllib.loads(cm["data"]["coordinator.toml"])["store"]
+    store = configs["coordinator"]["store"]
     c.expect(re.fullmatch(r"etcds?://[^/]+(,[^/]+)*(/[^/]+)+/", store) is not None, f"{name}: store URL {store}")
 
     # The bundled etcd: auto-compaction and a quota.
@@ -430,6 +446,8 @@ def check_checkov(c: Checks, outdir: Path) -> None:
         )
         for folder in sorted(p for p in outdir.iterdir() if p.is_dir())
     }
+    if not runs:
+        c.fail("checkov: nothing rendered to scan")
     for name, proc in runs.items():
         out, err = proc.communicate()
         try:

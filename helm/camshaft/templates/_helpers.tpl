@@ -223,26 +223,33 @@ first table).
 store = {{ include "camshaft.store.url" .root | toJson }}
 {{- end }}
 {{- if .root.Values.auth.enabled }}
-# (not yet in the services) the bearer token every call carries / must carry.
+# The bearer token every call must carry (servers) / carries (workers).
 auth_token_file = {{ printf "%s/%s" (include "camshaft.paths.auth" .root) .root.Values.auth.tokenKey | toJson }}
 {{- end }}
 {{- end -}}
 
-{{/* [tls] of every service (not yet in the services): dict "root" $ "worker" bool. */}}
+{{/*
+TLS (tls.enabled). The services: the top-level [tls] table (cert, key, and
+client_ca with clientAuth), which the binary hands to every service. A
+worker, as a client: [worker.tls] with the CA it trusts, and its
+certificate with clientAuth. dict "root" $ "worker" bool.
+*/}}
 {{- define "camshaft.toml.tls" -}}
 {{- if .root.Values.tls.enabled }}
-
-# (not yet in the services) gRPC TLS: a service's certificate and key, and
-# client_ca when clients must show a certificate; a worker trusts client_ca
-# for the coordinator's certificate and, with clientAuth, shows cert / key.
 {{- $dir := include "camshaft.paths.tls" .root }}
 {{- $tls := dict }}
+{{- if .worker }}
+{{- $_ := set $tls "ca" (printf "%s/ca.crt" $dir) }}
+{{- end }}
 {{- if or (not .worker) .root.Values.tls.clientAuth }}
 {{- $_ := set $tls "cert" (printf "%s/tls.crt" $dir) }}
 {{- $_ := set $tls "key" (printf "%s/tls.key" $dir) }}
 {{- end }}
-{{- if or .root.Values.tls.clientAuth .worker }}{{ $_ := set $tls "client_ca" (printf "%s/ca.crt" $dir) }}{{ end }}
-{{ include "camshaft.toml.table" (dict "name" "tls" "values" $tls) }}
+{{- if and (not .worker) .root.Values.tls.clientAuth }}
+{{- $_ := set $tls "client_ca" (printf "%s/ca.crt" $dir) }}
+{{- end }}
+
+{{ include "camshaft.toml.table" (dict "name" (ternary "worker.tls" "tls" .worker) "values" $tls) }}
 {{- end }}
 {{- end -}}
 
@@ -277,6 +284,7 @@ auth_token_file = {{ printf "%s/%s" (include "camshaft.paths.auth" .root) .root.
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen_addr" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.coordinator.healthPort)) }}{{ end -}}
 {{- include "camshaft.toml.table" (dict "name" "coordinator" "values" (merge $own (deepCopy .Values.coordinator.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" false) }}
 
@@ -289,6 +297,7 @@ auth_token_file = {{ printf "%s/%s" (include "camshaft.paths.auth" .root) .root.
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.explainer.port)) "device" (ternary "cuda" "cpu" .Values.explainer.gpu.enabled) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen_addr" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.explainer.healthPort)) }}{{ end -}}
 {{- include "camshaft.toml.table" (dict "name" "explainer" "values" (merge $own (deepCopy .Values.explainer.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" false) }}
 
@@ -513,18 +522,14 @@ only, and the file must not sit in a ConfigMap.
 {{- end -}}
 
 {{/*
-Probes on the standard grpc.health.v1 service of the main port. Kubernetes'
-gRPC probe cannot speak TLS, so with tls.enabled they check the TCP port.
-dict "root" $ "probe" .Values.x.livenessProbe "port" 50051
+Probes: Kubernetes' gRPC probe on the standard grpc.health.v1 service. It
+cannot speak TLS, so with tls.enabled the service also serves health alone
+in plaintext on its healthPort (health_listen) and the probes go there.
+dict "root" $ "probe" .Values.x.livenessProbe "values" .Values.x
 */}}
 {{- define "camshaft.grpcProbe" -}}
-{{- if .root.Values.tls.enabled -}}
-tcpSocket:
-  port: grpc
-{{- else -}}
 grpc:
-  port: {{ .port }}
-{{- end }}
+  port: {{ ternary .values.healthPort .values.port .root.Values.tls.enabled }}
 periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
