@@ -147,6 +147,37 @@ def pod_spec(obj: dict) -> dict:
     return obj["spec"] if obj["kind"] == "Pod" else obj["spec"]["template"]["spec"]
 
 
+# The config file's keys: crates/camshaft/src/cli.rs (FileConfig) and the
+# services' Config structs (crates/*/src/config.rs, crates/store/src/etcd).
+KNOWN_KEYS = {
+    "top": {"store", "data_dir", "etcd", "coordinator", "worker", "explainer"},
+    "coordinator": {"listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms"},
+    "explainer": {
+        "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
+        "max_batch", "model_cache_size", "device",
+    },
+    "worker": {"coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host"},
+    "etcd": {
+        "endpoints", "prefix", "username", "password", "tls", "connect_timeout_ms",
+        "request_timeout_ms", "keep_checkpoints", "blob_dir",
+    },
+}
+# Keys being added to the services (TLS, tokens, plaintext health for
+# probes) or not there yet (metrics); the chart writes them only when asked.
+PENDING_KEYS = {"tls", "auth_token_file", "health_listen", "metrics_listen_addr"}
+
+
+def unknown_keys(file: str, cfg: dict) -> list[str]:
+    found = [f"{file}: {k}" for k in cfg if k not in KNOWN_KEYS["top"] | PENDING_KEYS]
+    for table in ("coordinator", "explainer", "worker", "etcd"):
+        found += [
+            f"{file}: [{table}] {k}"
+            for k in cfg.get(table, {})
+            if k not in KNOWN_KEYS[table] | PENDING_KEYS
+        ]
+    return found
+
+
 # --- steps -------------------------------------------------------------------
 
 
@@ -323,29 +354,11 @@ def facts(c: Checks, name: str, docs) -> None:
         c.expect(not gpus and ctr["image"].endswith("-cpu"), f"{name}: CPU workers ask for no GPU")
 
     # The config files parse as TOML and hold only keys the services know
-    # (the not-yet keys are named).
-    known = {
-        "top": {"store", "data_dir", "etcd", "coordinator", "worker", "explainer"},
-        "coordinator": {"listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms"},
-        "explainer": {
-            "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
-            "max_batch", "model_cache_size", "device",
-        },
-        "worker": {"coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host"},
-        "etcd": {
-            "endpoints", "prefix", "username", "password", "tls", "connect_timeout_ms",
-            "request_timeout_ms", "keep_checkpoints", "blob_dir",
-        },
-    }
-    # Keys being added to the services (TLS, tokens, plaintext health for
-    # probes) or not there yet (metrics).
-    pending = {"tls", "auth_token_file", "health_listen", "metrics_listen_addr"}
+    # (or the ones being added, named in PENDING_KEYS).
     unknown = []
     for file in ("coordinator.toml", "explainer.toml", "worker.toml"):
         cfg = configs[file.removesuffix(".toml")]
-        unknown += [f"{file}: {k}" for k in cfg if k not in known["top"] | pending]
-        for table in ("coordinator", "explainer", "worker", "etcd"):
-            unknown += [f"{file}: [{table}] {k}" for k in cfg.get(table, {}) if k not in known[table] | pending]
+        unknown += unknown_keys(file, cfg)
     c.expect(not unknown, f"{name}: config files hold only keys the services read", "\n".join(unknown))
     store = configs["coordinator"]["store"]
     c.expect(re.fullmatch(r"etcds?://[^/]+(,[^/]+)*(/[^/]+)+/", store) is not None, f"{name}: store URL {store}")
@@ -475,7 +488,13 @@ def check_checkov(c: Checks, outdir: Path) -> None:
 
 
 def check_systemd(c: Checks) -> None:
-    step("systemd units (systemd-analyze verify)")
+    step("single host: the example config and the systemd units (systemd-analyze verify)")
+    example = SYSTEMD / "camshaft.toml"
+    try:
+        bad = unknown_keys(example.name, tomllib.loads(example.read_text()))
+        c.expect(not bad, f"{example.relative_to(ROOT)} parses and holds only known keys", "\n".join(bad))
+    except tomllib.TOMLDecodeError as e:
+        c.fail(f"{example.relative_to(ROOT)} is not TOML", str(e))
     analyze = shutil.which("systemd-analyze")
     units = sorted(SYSTEMD.glob("*.service"))
     c.expect(bool(units), f"{len(units)} units in deploy/systemd")
