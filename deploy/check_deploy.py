@@ -1,6 +1,7 @@
 """Offline checks of the deployment artefacts; `scripts/check-deploy` runs it.
 
-1. hadolint lints deploy/Dockerfile.
+1. hadolint lints deploy/Dockerfile; the chart's appVersion (its default
+   image tag) is the workspace's version.
 2. The real Helm engine (helm-python-sdk, Helm v4) lints the chart with
    --strict for the oldest and newest Kubernetes the chart supports, once per
    values file in helm/camshaft/ci/.
@@ -190,6 +191,16 @@ def check_dockerfile(c: Checks) -> None:
         text=True,
     )
     c.expect(r.returncode == 0, "Dockerfile lints clean", r.stdout + r.stderr)
+
+
+def check_versions(c: Checks) -> None:
+    step("the chart's appVersion (the default image tag) is the workspace's version")
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    workspace = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
+    c.expect(
+        str(chart["appVersion"]) == workspace,
+        f"Chart.yaml appVersion {chart['appVersion']} == Cargo.toml version {workspace}",
+    )
 
 
 def check_lint(c: Checks, helm) -> None:
@@ -532,6 +543,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="check-deploy-") as tmp:
         outdir = Path(tmp)
         check_dockerfile(c)
+        check_versions(c)
         check_lint(c, helm)
         rendered = check_render_and_validate(c, helm, outdir)
         check_facts(c, rendered)

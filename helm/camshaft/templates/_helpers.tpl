@@ -493,7 +493,8 @@ only, and the file must not sit in a ConfigMap.
 {{- define "camshaft.initConfig" -}}
 {{- if and (ne .component "worker") (include "camshaft.etcdAuthEnabled" .root) }}
 - name: config
-  image: {{ include "camshaft.image" (dict "root" .root "variant" "cpu") }}
+  # The main container's image, so a GPU node pulls one image, not two.
+  image: {{ include "camshaft.image" (dict "root" .root "variant" (ternary "cuda" "cpu" (and (eq .component "explainer") .root.Values.explainer.gpu.enabled))) }}
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
   command: ["/bin/sh", "{{ include "camshaft.paths.config" .root }}/add-etcd-password.sh"]
   args:
