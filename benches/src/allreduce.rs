@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::group::{Backend, run_group};
-use crate::measure::{median, sync};
+use crate::measure::{Measurement, median, sync};
 use crate::reference::script_call;
+use crate::report::BenchResult;
 
 /// Element type of the reduced tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -306,25 +307,23 @@ pub fn count_wrong(sum: &Tensor, ranks: usize) -> anyhow::Result<u64> {
 }
 
 /// The nccl-tests table of both sides, one row per size, with the ratio of
-/// PyTorch's time to ours (>1: ours is faster).
+/// PyTorch's time to ours (>1: ours is faster), then the overall ratio.
 pub fn table(
+    args: &AllreduceArgs,
     ranks: usize,
-    dtype: Dtype,
-    ours_name: &str,
     ours: &[SizeTiming],
-    theirs_name: &str,
     theirs: &[SizeTiming],
 ) -> String {
+    let ours_name = format!("ours ({})", args.backend.name());
+    let theirs_name = format!("torch {}", args.backend.torch_backend());
     let mut out = format!(
         "# all-reduce, {ranks} ranks, in place; time = median µs per call; busbw = algbw · 2(n−1)/n\n\
-         # {:>10} {:>10} {:>8} {:>5}   {:>30}   {:>30}   {:>6}\n\
-         # {:>10} {:>10} {:>8} {:>5}   {:>10} {:>6} {:>6} {:>6}   {:>10} {:>6} {:>6} {:>6}   {:>6}\n",
+         # {:>10} {:>10} {:>8} {:>5}   {ours_name:>30}   {theirs_name:>30}   {:>6}\n\
+         # {:>10} {:>10} {:>8} {:>5}   {:>10} {:>6} {:>6} {:>6}   {:>10} {:>6} {:>6} {:>6}\n",
         "",
         "",
         "",
         "",
-        ours_name,
-        theirs_name,
         "ratio",
         "size(B)",
         "count",
@@ -338,7 +337,6 @@ pub fn table(
         "algbw",
         "busbw",
         "#wrong",
-        "",
     );
     for (a, b) in ours.iter().zip(theirs) {
         let cells = |t: &SizeTiming| {
@@ -354,13 +352,17 @@ pub fn table(
             "  {:>10} {:>10} {:>8} {:>5}   {}   {}   {:>5.2}×\n",
             a.bytes,
             a.count,
-            dtype.nccl_name(),
+            args.dtype.nccl_name(),
             "sum",
             cells(a),
             cells(b),
             b.time_us() / a.time_us()
         ));
     }
+    out.push_str(&format!(
+        "# overall (geometric mean of the per-size ratios): {:.2}×\n",
+        overall_ratio(ours, theirs)
+    ));
     out
 }
 
@@ -374,6 +376,81 @@ pub fn overall_ratio(ours: &[SizeTiming], theirs: &[SizeTiming]) -> f64 {
     (logs.iter().sum::<f64>() / logs.len().max(1) as f64).exp()
 }
 
+/// The suite's row: bus bandwidth at the largest size on both sides; every
+/// size, with its ratio, and the overall ratio in the JSON.
+pub fn summary(
+    args: &AllreduceArgs,
+    ranks: usize,
+    ours: &[SizeTiming],
+    theirs: &[SizeTiming],
+    goal: f64,
+) -> anyhow::Result<BenchResult> {
+    let (largest, their_largest) = ours.last().zip(theirs.last()).context("no sizes ran")?;
+    let busbw_samples = |t: &SizeTiming| {
+        let samples = t
+            .samples_us
+            .iter()
+            .map(|&us| busbw(algbw(t.bytes, us), ranks))
+            .collect();
+        Measurement::from_samples(samples).context("allreduce: no timed repeats")
+    };
+    let overall = overall_ratio(ours, theirs);
+    let rows: Vec<serde_json::Value> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| {
+            serde_json::json!({
+                "bytes": a.bytes,
+                "count": a.count,
+                "ours": a,
+                "ours_time_us": a.time_us(),
+                "pytorch": b,
+                "pytorch_time_us": b.time_us(),
+                "ratio": b.time_us() / a.time_us(),
+            })
+        })
+        .collect();
+    let detail = format!(
+        "{ranks} ranks, {} vs torch {}, busbw at {}; {} sizes {}–{}: {overall:.2}× geomean",
+        args.backend.name(),
+        args.backend.torch_backend(),
+        human_bytes(largest.bytes),
+        ours.len(),
+        human_bytes(ours[0].bytes),
+        human_bytes(largest.bytes),
+    );
+    let extra = serde_json::json!({
+        "backend": args.backend.name(),
+        "reference_backend": args.backend.torch_backend(),
+        "ranks": ranks,
+        "dtype": args.dtype.nccl_name(),
+        "overall_ratio_geomean": overall,
+        "sizes": rows,
+    });
+    Ok(BenchResult::new(
+        format!("allreduce_{}", args.dtype.nccl_name()),
+        detail,
+        "GB/s busbw",
+        busbw_samples(largest)?,
+        busbw_samples(their_largest)?,
+        goal,
+    )
+    .with_extra(extra))
+}
+
+/// `8 B`, `4 KiB`, `64 MiB`: a size in the largest binary unit that
+/// divides it.
+fn human_bytes(bytes: usize) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while unit + 1 < units.len() && value >= 1024 && value % 1024 == 0 {
+        value /= 1024;
+        unit += 1;
+    }
+    format!("{value} {}", units[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +461,13 @@ mod tests {
         assert_eq!(busbw(1.0, 2), 1.0);
         assert_eq!(busbw(4.0, 4), 6.0);
         assert!((algbw(1_000_000, 1000.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(human_bytes(8), "8 B");
+        assert_eq!(human_bytes(1536), "1536 B");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The flag's value: `ring` or `nccl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Ring => "ring",
+            Backend::Nccl => "nccl",
+        }
+    }
+
     /// What `torch.distributed` calls the matching reference backend.
     pub fn torch_backend(self) -> &'static str {
         match self {

@@ -310,7 +310,6 @@ impl Suite {
             "no message sizes between --min-bytes and --max-bytes"
         );
         let script = args.reference_args(ranks, &sizes);
-        let theirs_name = format!("torch {}", args.backend.torch_backend());
         let (mut mine, mut theirs): (Vec<SizeTiming>, Vec<SizeTiming>) = (Vec::new(), Vec::new());
         for round in 1..=self.rounds {
             eprintln!("[allreduce] round {round}/{}: ours", self.rounds);
@@ -329,72 +328,19 @@ impl Suite {
             );
             pool(&mut theirs, rows);
         }
-        let ours_name = format!("ours ({:?})", args.backend).to_lowercase();
-        print!(
-            "{}",
-            allreduce::table(ranks, args.dtype, &ours_name, &mine, &theirs_name, &theirs)
-        );
-        let overall = allreduce::overall_ratio(&mine, &theirs);
-        println!("# overall (geometric mean of the per-size ratios): {overall:.2}×");
+        print!("{}", allreduce::table(args, ranks, &mine, &theirs));
         let wrong: u64 = mine.iter().map(|r| r.wrong).sum();
         ensure!(
             wrong == 0,
             "allreduce: {wrong} elements of our sums were wrong"
         );
-        let (largest, their_largest) = mine.last().zip(theirs.last()).context("no sizes ran")?;
-        let busbw = |t: &SizeTiming| {
-            let samples = t
-                .samples_us
-                .iter()
-                .map(|&us| allreduce::busbw(allreduce::algbw(t.bytes, us), ranks))
-                .collect();
-            Measurement::from_samples(samples).context("allreduce: no timed repeats")
-        };
-        let rows: Vec<serde_json::Value> = mine
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| {
-                serde_json::json!({
-                    "bytes": a.bytes,
-                    "count": a.count,
-                    "ours": a,
-                    "ours_time_us": a.time_us(),
-                    "pytorch": b,
-                    "pytorch_time_us": b.time_us(),
-                    "ratio": b.time_us() / a.time_us(),
-                })
-            })
-            .collect();
-        let detail = format!(
-            "{} {}, {ranks} ranks, busbw at {} B; all {} sizes from {} B: {overall:.2}× (geomean)",
-            args.dtype.nccl_name(),
-            match args.backend {
-                crate::group::Backend::Ring => "ring vs gloo",
-                crate::group::Backend::Nccl => "nccl vs torch nccl",
-            },
-            largest.bytes,
-            mine.len(),
-            mine[0].bytes,
-        );
-        let extra = serde_json::json!({
-            "backend": format!("{:?}", args.backend).to_lowercase(),
-            "reference_backend": args.backend.torch_backend(),
-            "ranks": ranks,
-            "dtype": args.dtype.nccl_name(),
-            "overall_ratio_geomean": overall,
-            "sizes": rows,
-        });
-        Ok(vec![
-            BenchResult::new(
-                format!("allreduce_{}", args.dtype.nccl_name()),
-                detail,
-                "GB/s busbw",
-                busbw(largest)?,
-                busbw(their_largest)?,
-                ALLREDUCE_GOAL,
-            )
-            .with_extra(extra),
-        ])
+        Ok(vec![allreduce::summary(
+            args,
+            ranks,
+            &mine,
+            &theirs,
+            ALLREDUCE_GOAL,
+        )?])
     }
 }
 
