@@ -444,7 +444,7 @@ fn human_bytes(bytes: usize) -> String {
     let units = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes;
     let mut unit = 0;
-    while unit + 1 < units.len() && value >= 1024 && value % 1024 == 0 {
+    while unit + 1 < units.len() && value >= 1024 && value.is_multiple_of(1024) {
         value /= 1024;
         unit += 1;
     }
