@@ -87,13 +87,13 @@ pub fn table(points: &[ScalingPoint]) -> String {
             p.ours.median / p.pytorch.median
         ));
     }
-    out.push_str("# ours, rank 0, ms per step:");
+    out.push_str("# ranks  ours, rank 0, ms per step:");
     for (name, _) in StepPhases::default().named() {
         out.push_str(&format!(" {name:>10}"));
     }
     out.push_str(&format!(" {:>10}\n", "sum"));
     for p in points {
-        out.push_str(&format!("  {:>5} ranks{:>15}", p.ranks, ""));
+        out.push_str(&format!("  {:>5}  {:>26}", p.ranks, ""));
         for (_, secs) in p.phases.named() {
             out.push_str(&format!(" {:>10.2}", secs * 1e3));
         }

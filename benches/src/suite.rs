@@ -273,8 +273,13 @@ impl Suite {
             .zip(ours_eff.into_iter().zip(their_eff))
             .map(|(p, (eo, et))| {
                 let detail = format!(
-                    "{} ranks × batch {}, {}×{}, {} threads each, efficiency {eo:.2} vs {et:.2}",
-                    p.ranks, training.batch, training.size, training.size, self.threads
+                    "{} rank{} × batch {}, {}×{}, {} threads each, efficiency {eo:.2} vs {et:.2}",
+                    p.ranks,
+                    if p.ranks == 1 { "" } else { "s" },
+                    training.batch,
+                    training.size,
+                    training.size,
+                    self.threads
                 );
                 let extra = serde_json::json!({
                     "ranks": p.ranks,
