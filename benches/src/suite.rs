@@ -371,3 +371,22 @@ trait ParseDefaults: clap::Parser {
 }
 
 impl<T: clap::Parser> ParseDefaults for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_parses_the_defaults_of_the_group_benches() {
+        let scaling = ScalingArgs::try_parse_defaults().expect("scaling defaults");
+        assert_eq!(scaling.ranks, [1, 2]);
+        assert_eq!(scaling.training.batch, 32);
+        let ddp = DdpArgs::try_parse_defaults().expect("ddp defaults");
+        assert_eq!(ddp.ranks, 2);
+        let allreduce = AllreduceArgs::try_parse_defaults().expect("allreduce defaults");
+        let sizes = allreduce.sizes().expect("sizes");
+        assert_eq!(sizes.first().map(|s| s.bytes), Some(8));
+        assert_eq!(sizes.last().map(|s| s.bytes), Some(64 << 20));
+        assert_eq!(allreduce.ranks().expect("ring ranks"), 2);
+    }
+}
