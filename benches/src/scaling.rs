@@ -42,10 +42,10 @@ pub struct ScalingPoint {
     pub phases: StepPhases,
 }
 
-/// Scaling efficiency of each point against the first (smallest) group:
-/// `(rate(N) / N) / (rate(b) / b)`.
+/// Scaling efficiency of each point against the smallest group `b`
+/// (whatever order the points are in): `(rate(N) / N) / (rate(b) / b)`.
 pub fn efficiency(points: &[(usize, f64)]) -> Vec<f64> {
-    let Some(&(base_ranks, base_rate)) = points.first() else {
+    let Some(&(base_ranks, base_rate)) = points.iter().min_by_key(|(ranks, _)| *ranks) else {
         return Vec::new();
     };
     let per_rank = base_rate / base_ranks as f64;
@@ -113,6 +113,7 @@ mod tests {
             [1.0, 0.75, 1.0]
         );
         assert_eq!(efficiency(&[(2, 100.0), (4, 100.0)]), [1.0, 0.5]);
+        assert_eq!(efficiency(&[(2, 150.0), (1, 100.0)]), [0.75, 1.0]);
         assert!(efficiency(&[]).is_empty());
     }
 
