@@ -55,6 +55,38 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
+/// A free loopback port (bound, then released: good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Starts `camshaft <args>` with `RUST_LOG=info`, its log (stderr) in `log`.
+pub fn spawn_camshaft(args: &[&str], log: &Path) -> anyhow::Result<Child> {
+    Command::new(binary("camshaft")?)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting camshaft {args:?}"))
+}
+
+/// A `ctl` command pointed at these addresses (add arguments, environment).
+pub fn ctl_command(coordinator: &str, explainer: &str) -> anyhow::Result<Command> {
+    let mut command = Command::new(binary("ctl")?);
+    command
+        .env("CAMSHAFT_COORDINATOR", coordinator)
+        .env("CAMSHAFT_EXPLAINER", explainer);
+    Ok(command)
+}
+
+/// Runs `ctl <args>` against these addresses.
+pub fn ctl(coordinator: &str, explainer: &str, args: &[&str]) -> anyhow::Result<Output> {
+    Ok(ctl_command(coordinator, explainer)?.args(args).output()?)
+}
+
 /// A running `camshaft up`, and any extra `camshaft worker` processes.
 pub struct Cluster {
     child: Option<Child>,
@@ -66,12 +98,24 @@ pub struct Cluster {
     /// The data directory (store under `store/`).
     pub data_dir: PathBuf,
     log: PathBuf,
+    /// Environment of every [`Cluster::ctl`] (TLS and token settings).
+    ctl_env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// Starts `camshaft up` over `data_dir` with `extra` flags and waits
     /// until it has bound its ports.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
+        Cluster::start_with(data_dir, extra, &[])
+    }
+
+    /// [`Cluster::start`], every `ctl` run with `ctl_env` (e.g.
+    /// `CAMSHAFT_TLS_CA`, `CAMSHAFT_TOKEN_FILE` for a secured cluster).
+    pub fn start_with(
+        data_dir: &Path,
+        extra: &[&str],
+        ctl_env: &[(&str, &Path)],
+    ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.join(format!(
             "camshaft-up-{}.log",
@@ -118,6 +162,10 @@ impl Cluster {
             explainer_addr,
             data_dir: data_dir.to_path_buf(),
             log,
+            ctl_env: ctl_env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.display().to_string()))
+                .collect(),
         };
         cluster.wait_for_workers(1)?;
         Ok(cluster)
@@ -130,14 +178,16 @@ impl Cluster {
         let log = self
             .data_dir
             .join(format!("worker-{}.log", self.workers.len()));
-        let child = Command::new(binary("camshaft")?)
-            .arg("worker")
-            .args(["--coordinator", &self.coordinator_addr, "--device", "cpu"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting camshaft worker")?;
+        let child = spawn_camshaft(
+            &[
+                "worker",
+                "--coordinator",
+                &self.coordinator_addr,
+                "--device",
+                "cpu",
+            ],
+            &log,
+        )?;
         self.workers.push(child);
         self.wait_for_workers(expected)?;
         Ok(self.workers.len() - 1)
@@ -172,10 +222,9 @@ impl Cluster {
 
     /// Runs `ctl` against this cluster.
     pub fn ctl(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(binary("ctl")?)
+        Ok(ctl_command(&self.coordinator_addr, &self.explainer_addr)?
             .args(args)
-            .env("CAMSHAFT_COORDINATOR", &self.coordinator_addr)
-            .env("CAMSHAFT_EXPLAINER", &self.explainer_addr)
+            .envs(self.ctl_env.iter().map(|(k, v)| (k, v)))
             .output()?)
     }
 

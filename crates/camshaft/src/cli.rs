@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use camshaft_proto::security::TlsConfig;
 use camshaft_proto::v1::DeviceKind;
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, Store};
 use clap::{Parser, Subcommand};
@@ -37,8 +38,9 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct Common {
-    /// A TOML file with `data_dir` and `[coordinator]`, `[worker]`,
-    /// `[explainer]` tables (the services' config fields); flags win.
+    /// A TOML file with `data_dir`, `store`, `auth_token_file`, and `[tls]`,
+    /// `[etcd]`, `[coordinator]`, `[worker]`, `[explainer]` tables (the
+    /// services' config fields); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where the embedded store keeps its files (`<dir>/store`).
@@ -116,6 +118,12 @@ struct FileConfig {
     /// etcd settings beyond the URL's endpoints and prefix (credentials,
     /// TLS, timeouts, retention).
     etcd: Option<camshaft_store::EtcdConfig>,
+    /// TLS of every service (and what workers trust) unless a service's
+    /// table has a `tls` of its own.
+    tls: TlsConfig,
+    /// The bearer token file of every service (and of workers' calls)
+    /// unless a service's table names its own.
+    auth_token_file: Option<PathBuf>,
     coordinator: camshaft_coordinator::Config,
     worker: camshaft_worker::Config,
     explainer: camshaft_explainer::Config,
@@ -137,11 +145,37 @@ impl Common {
         if let Some(store) = &self.store {
             file.store = Some(store.clone());
         }
+        file.inherit_security();
         Ok(file)
     }
 }
 
 impl FileConfig {
+    /// The top-level `[tls]` and `auth_token_file` go to every service
+    /// whose own table leaves them unset; workers take the client side of
+    /// `[tls]` (`ca`, `server_name`): a client certificate for mutual TLS
+    /// goes in `[worker.tls]`.
+    fn inherit_security(&mut self) {
+        let token = &self.auth_token_file;
+        if self.coordinator.tls.is_empty() {
+            self.coordinator.tls = self.tls.clone();
+        }
+        if self.coordinator.auth_token_file.is_none() {
+            self.coordinator.auth_token_file.clone_from(token);
+        }
+        if self.worker.tls.is_empty() && !self.tls.is_empty() {
+            self.worker.tls = TlsConfig {
+                // A server without a CA of its own: trust its certificate.
+                ca: self.tls.ca.clone().or_else(|| self.tls.cert.clone()),
+                server_name: self.tls.server_name.clone(),
+                ..TlsConfig::default()
+            };
+        }
+        if self.worker.auth_token_file.is_none() {
+            self.worker.auth_token_file.clone_from(token);
+        }
+    }
+
     /// Opens the configured store: etcd for an `etcd://` URL, else the
     /// embedded store under the data dir.
     async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
@@ -308,7 +342,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     let explainer_addr = explainer_listener.local_addr()?;
 
     let mut worker = file.worker;
-    worker.coordinator = format!("http://{coordinator_addr}");
+    worker.coordinator = coordinator_addr.to_string();
     if let Some(d) = up.device {
         worker.device = d;
     }

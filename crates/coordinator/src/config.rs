@@ -2,8 +2,10 @@
 //! [`Config::validate`] before the server starts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use camshaft_proto::security::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -24,6 +26,15 @@ pub struct Config {
     /// Ranks that have not all offered their rendezvous data within this
     /// time fail the attempt. Default 120 000 ms.
     pub rendezvous_timeout_ms: u64,
+    /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
+    /// Default: plaintext.
+    pub tls: TlsConfig,
+    /// A file holding the bearer token every call but health must carry.
+    /// Default: none needed.
+    pub auth_token_file: Option<PathBuf>,
+    /// Also serve the health service alone, in plaintext, on this
+    /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
+    pub health_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -33,6 +44,9 @@ impl Default for Config {
             lease_ttl_ms: 10_000,
             heartbeat_interval_ms: 2_000,
             rendezvous_timeout_ms: 120_000,
+            tls: TlsConfig::default(),
+            auth_token_file: None,
+            health_listen: None,
         }
     }
 }

@@ -60,7 +60,10 @@ impl From<camshaft_store::Error> for Error {
 
 impl From<camshaft_proto::Error> for Error {
     fn from(err: camshaft_proto::Error) -> Self {
-        Error::InvalidArgument(err.to_string())
+        match err {
+            camshaft_proto::Error::Security(reason) => Error::Config(reason),
+            other => Error::InvalidArgument(other.to_string()),
+        }
     }
 }
 

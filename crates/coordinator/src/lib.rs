@@ -77,6 +77,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
+use camshaft_proto::security::{ServerSecurity, serve_plain_health};
 use camshaft_proto::v1::coordinator_server::CoordinatorServer;
 use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_proto::v1::worker_link_server::WorkerLinkServer;
@@ -100,7 +101,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate()?;
+    let security = ServerSecurity::load(&config.tls, config.auth_token_file.as_deref())?;
     let addr = listener.local_addr().ok();
+    let health_listen = config.health_listen.clone();
     let cluster = Cluster::new(config, Arc::clone(&store));
     cluster.recover().await?;
     let (closing_tx, closing) = watch::channel(false);
@@ -118,7 +121,18 @@ pub async fn serve(
     let reflection_v1alpha = camshaft_proto::reflection_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
 
-    tracing::info!(addr = ?addr, store = %store.describe(), "coordinator serving");
+    let _plain_health = match &health_listen {
+        Some(addr) => Some(serve_plain_health(addr, health_service.clone()).await?),
+        None => None,
+    };
+    tracing::info!(
+        addr = ?addr,
+        store = %store.describe(),
+        tls = security.tls(),
+        mutual_tls = security.mutual_tls(),
+        token = security.token_required(),
+        "coordinator serving"
+    );
     let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
     let drain_cluster = Arc::clone(&cluster);
     let drain = async move {
@@ -134,7 +148,8 @@ pub async fn serve(
         drain_cluster.shutdown_workers("the coordinator is shutting down");
         let _ = stopped_tx.send(());
     };
-    let server = tonic::transport::Server::builder()
+    let server = security
+        .builder()?
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -31,9 +31,79 @@ pub struct Cli {
         value_name = "ADDR"
     )]
     pub explainer: String,
+    /// TLS and token options for both servers.
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How to reach servers that use TLS or ask for a bearer token.
+#[derive(Debug, Default, Args)]
+pub struct SecurityArgs {
+    /// Speak TLS, trusting this CA bundle (PEM) for the servers'
+    /// certificates. (`https://` addresses use TLS with the system's roots.)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Security",
+        env = "CAMSHAFT_TLS_CA",
+        value_name = "PEM"
+    )]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that ask for one (mutual TLS).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Security",
+        env = "CAMSHAFT_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Security",
+        env = "CAMSHAFT_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// The name to verify in the servers' certificates, when it is not the
+    /// address's host.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Security",
+        env = "CAMSHAFT_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+    /// A file holding the bearer token the servers ask for.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Security",
+        env = "CAMSHAFT_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub token_file: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// The TLS settings as the services' config spells them.
+    pub fn tls(&self) -> camshaft_proto::security::TlsConfig {
+        camshaft_proto::security::TlsConfig {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            client_ca: None,
+            ca: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+        }
+    }
 }
 
 /// The subcommands.

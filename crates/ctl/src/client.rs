@@ -1,62 +1,82 @@
 //! Connecting to the coordinator and the explainer: eager connects with a
-//! short timeout (so a missing server is one clear line), and message limits
-//! raised to [`MAX_MESSAGE_BYTES`].
+//! short timeout (so a missing server is one clear line), TLS and the bearer
+//! token when configured, and message limits raised to [`MAX_MESSAGE_BYTES`].
 
 use std::time::Duration;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
+use camshaft_proto::security::{AuthChannel, ClientSecurity};
 use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::server_info_client::ServerInfoClient;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{InputError, Unreachable, root_cause};
 
 /// How long a connection attempt may take before the server counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the servers are (normalised URIs, see [`crate::address`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where the servers are (normalised URIs, see [`crate::address`]) and how
+/// to talk to them.
+#[derive(Clone, Debug)]
 pub struct Servers {
     /// The coordinator's URI.
     pub coordinator: String,
     /// The explainer's URI.
     pub explainer: String,
+    /// TLS and bearer token settings for both.
+    pub security: ClientSecurity,
 }
 
 impl Servers {
     /// Connects to the coordinator.
-    pub async fn coordinator(&self) -> anyhow::Result<CoordinatorClient<Channel>> {
-        let channel = connect("coordinator", &self.coordinator).await?;
+    pub async fn coordinator(&self) -> anyhow::Result<CoordinatorClient<AuthChannel>> {
+        let channel = self.connect("coordinator", &self.coordinator).await?;
         Ok(CoordinatorClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// Connects to the explainer.
-    pub async fn explainer(&self) -> anyhow::Result<ExplainerClient<Channel>> {
-        let channel = connect("explainer", &self.explainer).await?;
+    pub async fn explainer(&self) -> anyhow::Result<ExplainerClient<AuthChannel>> {
+        let channel = self.connect("explainer", &self.explainer).await?;
         Ok(ExplainerClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
+
+    /// Connects to the ServerInfo service of `server` (a role name for
+    /// messages) at `address`.
+    pub async fn server_info(
+        &self,
+        server: &'static str,
+        address: &str,
+    ) -> anyhow::Result<ServerInfoClient<AuthChannel>> {
+        let channel = self.connect(server, address).await?;
+        Ok(ServerInfoClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Opens a channel to `address`, failing with [`Unreachable`] when
+    /// nothing answers (or the TLS handshake fails).
+    pub async fn connect(
+        &self,
+        server: &'static str,
+        address: &str,
+    ) -> anyhow::Result<AuthChannel> {
+        let channel = connect(&self.security, server, address).await?;
+        Ok(self.security.channel(channel))
+    }
 }
 
-/// Connects to the ServerInfo service of `server` (a role name for messages) at `address`.
-pub async fn server_info(
+async fn connect(
+    security: &ClientSecurity,
     server: &'static str,
     address: &str,
-) -> anyhow::Result<ServerInfoClient<Channel>> {
-    let channel = connect(server, address).await?;
-    Ok(ServerInfoClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
-
-/// Opens a channel to `address`, failing with [`Unreachable`] when nothing answers.
-pub async fn connect(server: &'static str, address: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(address.to_string())
-        .map_err(|e| InputError::new(format!("bad {server} address {address:?}: {e}")))?
+) -> anyhow::Result<tonic::transport::Channel> {
+    let endpoint = security
+        .endpoint(address)
+        .map_err(|e| InputError::new(format!("{server}: {e}")))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let connecting = endpoint.connect();

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use camshaft_proto::bytes::Bytes;
+use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{
     Colormap, ExplainMethod, ExplainRequest, ExplainResponse, GetModelRequest, ImageExplanation,
     ImageInput,
 };
 use camshaft_proto::{ErrorKind, ModelRef};
-use tonic::transport::Channel;
 
 use crate::cli::ExplainArgs;
 use crate::client::Servers;
@@ -157,7 +157,7 @@ async fn resolve_target(
 /// Sends one request, retrying a while when the explainer is busy
 /// (RESOURCE_EXHAUSTED, honouring `retry-after-ms`) or loading (UNAVAILABLE).
 async fn explain_batch(
-    client: &mut ExplainerClient<Channel>,
+    client: &mut ExplainerClient<AuthChannel>,
     request: ExplainRequest,
 ) -> anyhow::Result<ExplainResponse> {
     let mut attempt = 0;

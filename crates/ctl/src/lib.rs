@@ -55,6 +55,7 @@ pub mod status;
 pub mod watch;
 pub mod workers;
 
+use camshaft_proto::security::ClientSecurity;
 use cli::{Cli, Command, WorkersCommand};
 use client::Servers;
 
@@ -67,6 +68,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .map_err(|e| error::InputError::new(format!("--coordinator: {e}")))?,
         explainer: address::normalize_address(&cli.explainer)
             .map_err(|e| error::InputError::new(format!("--explainer: {e}")))?,
+        security: ClientSecurity::load(&cli.security.tls(), cli.security.token_file.as_deref())
+            .map_err(|e| error::InputError::new(e.to_string()))?,
     };
     match cli.command {
         Command::SubmitJob(args) => jobs::submit(&servers, *args).await,

@@ -2,14 +2,18 @@
 
 use camshaft_proto::v1::{GetServerInfoRequest, GetServerInfoResponse, ServerRole};
 
-use crate::client::{Servers, server_info};
+use crate::client::Servers;
 use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, Unreachable};
 use crate::output::{device_summary, format_duration_ms};
 
 /// Asks the server at `address` for its info; `Err` holds the one-line reason.
-async fn ask(server: &'static str, address: &str) -> Result<GetServerInfoResponse, String> {
-    let mut client = server_info(server, address).await.map_err(|e| {
+async fn ask(
+    servers: &Servers,
+    server: &'static str,
+    address: &str,
+) -> Result<GetServerInfoResponse, String> {
+    let mut client = servers.server_info(server, address).await.map_err(|e| {
         // The block already names the server and address: keep just the cause.
         match e.downcast_ref::<Unreachable>() {
             Some(unreachable) => unreachable.reason.clone(),
@@ -117,8 +121,8 @@ pub fn server_block(
 /// `ctl status [--json]`: exit code 1 when either server is unreachable.
 pub async fn status(servers: &Servers, json: bool) -> anyhow::Result<()> {
     let (coordinator, explainer) = tokio::join!(
-        ask("coordinator", &servers.coordinator),
-        ask("explainer", &servers.explainer)
+        ask(servers, "coordinator", &servers.coordinator),
+        ask(servers, "explainer", &servers.explainer)
     );
     if json {
         let entry = |address: &str, answer: &Result<GetServerInfoResponse, String>| match answer {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::job_event::Event;
 use camshaft_proto::v1::{GetJobRequest, JobEvent, JobState, WatchJobRequest};
-use tonic::transport::Channel;
 
 use crate::client::Servers;
 use crate::console;
@@ -89,7 +89,7 @@ pub fn backoff(attempt: u32) -> Duration {
 /// code 130) and leaves the job running.
 pub async fn watch(
     servers: &Servers,
-    client: Option<CoordinatorClient<Channel>>,
+    client: Option<CoordinatorClient<AuthChannel>>,
     job_id: &str,
     include_logs: bool,
 ) -> anyhow::Result<()> {
@@ -112,7 +112,7 @@ pub async fn watch(
 
 async fn follow(
     servers: &Servers,
-    client: Option<CoordinatorClient<Channel>>,
+    client: Option<CoordinatorClient<AuthChannel>>,
     job_id: &str,
     include_logs: bool,
 ) -> anyhow::Result<()> {
@@ -189,7 +189,7 @@ async fn follow(
 
 /// Ends a watch that saw the job reach `state`.
 async fn finish(
-    client: &mut CoordinatorClient<Channel>,
+    client: &mut CoordinatorClient<AuthChannel>,
     job_id: &str,
     state: JobState,
     reason: &str,

@@ -68,6 +68,10 @@ pub enum Error {
         /// Number of values it holds.
         len: usize,
     },
+    /// A TLS or token setting that cannot be used: a file that cannot be
+    /// read, half a key pair, a token an HTTP header cannot carry.
+    #[error("{0}")]
+    Security(String),
 }
 
 impl Error {

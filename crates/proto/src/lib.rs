@@ -35,6 +35,9 @@
 //!   [`v1::ImportModelRequest::stream_parts`] (header + 1 MiB chunks for
 //!   `ctl models import`).
 //! - [`now_unix_ms`] for the `*_unix_ms` fields.
+//! - [`security`]: TLS, mutual TLS and bearer tokens, the same for every
+//!   server ([`security::ServerSecurity`]) and client
+//!   ([`security::ClientSecurity`]).
 //!
 //! # Example
 //!
@@ -113,7 +116,10 @@ mod error;
 mod import;
 mod model_ref;
 pub mod names;
+pub mod security;
 mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use checks::MAX_INPUT_SIZE;
 pub use error::{Error, Result};

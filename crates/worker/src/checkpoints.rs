@@ -7,7 +7,7 @@ use camshaft_proto::v1::{CheckpointHeader, CheckpointPart, GetCheckpointRequest,
 use camshaft_proto::{MAX_MESSAGE_BYTES, bytes::Bytes};
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use camshaft_proto::security::AuthChannel;
 
 /// How long checkpoint calls keep retrying an unavailable coordinator.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -25,14 +25,14 @@ pub struct StoredCheckpoint {
 /// thread.
 #[derive(Clone, Debug)]
 pub struct Checkpoints {
-    client: WorkerLinkClient<Channel>,
+    client: WorkerLinkClient<AuthChannel>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Checkpoints {
     /// Calls over `channel` (the worker's connection to the coordinator),
     /// driven by `runtime`.
-    pub fn new(channel: Channel, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(channel: AuthChannel, runtime: tokio::runtime::Handle) -> Self {
         let client = WorkerLinkClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);

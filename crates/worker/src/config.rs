@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use camshaft_proto::security::{ClientSecurity, TlsConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -33,6 +34,12 @@ pub struct Config {
     /// default `0.0.0.0` is offered as such and the coordinator replaces it
     /// with the address it sees this worker connect from.
     pub ring_host: String,
+    /// TLS to the coordinator: `ca` (what to trust; unset: the system
+    /// roots), `server_name`, and `cert`/`key` when it asks for client
+    /// certificates. Any of them set (or an `https://` address): TLS.
+    pub tls: TlsConfig,
+    /// A file holding the bearer token the coordinator asks for.
+    pub auth_token_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +52,8 @@ impl Default for Config {
             loader_threads: 0,
             labels: BTreeMap::new(),
             ring_host: "0.0.0.0".into(),
+            tls: TlsConfig::default(),
+            auth_token_file: None,
         }
     }
 }
@@ -63,9 +72,11 @@ pub enum DeviceChoice {
 }
 
 impl Config {
-    /// Checks the coordinator address and the device choice.
+    /// Checks the coordinator address, the device choice and the TLS and
+    /// token files.
     pub fn validate(&self) -> Result<()> {
         self.coordinator_url()?;
+        self.security()?;
         self.device_choice()?;
         if !self.worker_id.is_empty() {
             camshaft_store::validate_name("worker_id", &self.worker_id)
@@ -74,17 +85,19 @@ impl Config {
         Ok(())
     }
 
-    /// The coordinator's URL with a scheme.
+    /// The TLS and token settings for the coordinator connection, files read.
+    pub fn security(&self) -> Result<ClientSecurity> {
+        ClientSecurity::load(&self.tls, self.auth_token_file.as_deref())
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// The coordinator's URL with the scheme the TLS setting needs.
     pub fn coordinator_url(&self) -> Result<String> {
         let addr = self.coordinator.trim();
         if addr.is_empty() {
             return Err(Error::Config("coordinator address is empty".into()));
         }
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
+        let url = self.security()?.uri(addr);
         url.parse::<tonic::transport::Uri>()
             .map_err(|e| Error::Config(format!("coordinator {addr:?} is not an address: {e}")))?;
         Ok(url)

@@ -60,6 +60,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
+use camshaft_proto::security::ClientSecurity;
 use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
 use camshaft_proto::v1::{
     self, DeviceKind, coordinator_message::Message as In, worker_message::Message as Out,
@@ -127,6 +128,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     config.validate()?;
     let devices = devices(&config)?;
     let url = config.coordinator_url()?;
+    let security = config.security()?;
     // `shutdown` only raises this flag; the session sees it, tells the
     // coordinator it drains and ends, so the Drain is sent before the
     // connection goes.
@@ -136,7 +138,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         let mut stop = stop.clone();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match connect_and_serve(&config, &url, &devices, &mut worker_id, stop.clone()).await? {
+            let session = connect_and_serve(
+                &config,
+                &security,
+                &url,
+                &devices,
+                &mut worker_id,
+                stop.clone(),
+            );
+            match session.await? {
                 Ended::Shutdown => {
                     tracing::info!(worker_id = %worker_id, "worker stopped");
                     return Ok(());
@@ -178,18 +188,19 @@ impl Drop for Attempts {
 
 async fn connect_and_serve(
     config: &Config,
+    security: &ClientSecurity,
     url: &str,
     devices: &[v1::Device],
     worker_id: &mut String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Ended> {
-    let endpoint = match tonic::transport::Endpoint::from_shared(url.to_string()) {
+    let endpoint = match security.endpoint(url) {
         Ok(e) => e.connect_timeout(Duration::from_secs(5)),
         Err(e) => return Err(Error::Config(format!("coordinator {url:?}: {e}"))),
     };
     let channel = match endpoint.connect().await {
-        Ok(c) => c,
-        Err(e) => return Ok(Ended::Broken(format!("cannot connect to {url}: {e}"))),
+        Ok(c) => security.channel(c),
+        Err(e) => return Ok(Ended::Broken(format!("cannot connect to {url}: {e:?}"))),
     };
     let checkpoints = Checkpoints::new(channel.clone(), tokio::runtime::Handle::current());
     let mut client = WorkerLinkClient::new(channel)

@@ -1,0 +1,140 @@
+//! A cluster with mutual TLS and a bearer token: `camshaft up` configured
+//! by its config file, its in-process worker connecting with a client
+//! certificate and the token, `ctl` with and without them, and the health
+//! service on a plaintext port of its own for probes.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use camshaft_cluster_tests::{Cluster, ctl_command, free_port};
+use camshaft_proto::testing::Pki;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+#[test]
+fn a_cluster_with_mutual_tls_and_a_token_serves_only_clients_with_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = Pki::new(&pki_dir);
+    let health_port = free_port().unwrap();
+    let p = |name: &str| pki.path(name).display().to_string();
+    let config = dir.path().join("camshaft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+auth_token_file = "{token}"
+
+[tls]
+cert = "{server_cert}"
+key = "{server_key}"
+client_ca = "{ca}"
+ca = "{ca}"
+
+[coordinator]
+health_listen = "127.0.0.1:{health_port}"
+
+[worker.tls]
+ca = "{ca}"
+cert = "{client_cert}"
+key = "{client_key}"
+"#,
+            token = p("token"),
+            server_cert = p("server.pem"),
+            server_key = p("server.key"),
+            ca = p("ca.pem"),
+            client_cert = p("client.pem"),
+            client_key = p("client.key"),
+        ),
+    )
+    .unwrap();
+    let ca = pki.path("ca.pem");
+    let client_cert = pki.path("client.pem");
+    let client_key = pki.path("client.key");
+    let token = pki.path("token");
+    let env = [
+        ("CAMSHAFT_TLS_CA", ca.as_path()),
+        ("CAMSHAFT_TLS_CERT", client_cert.as_path()),
+        ("CAMSHAFT_TLS_KEY", client_key.as_path()),
+        ("CAMSHAFT_TOKEN_FILE", token.as_path()),
+    ];
+    // Starting waits until the worker has registered: it got through.
+    let cluster = Cluster::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+        &env,
+    )
+    .unwrap();
+
+    // A job runs end to end: the worker's calls (epochs, checkpoints) carry
+    // its certificate and the token.
+    let out = cluster
+        .ctl_ok(&[
+            "submit-job",
+            "--dataset",
+            "synthetic",
+            "--model",
+            "cnn",
+            "--head",
+            "linear",
+            "--image-size",
+            "32",
+            "--train-len",
+            "128",
+            "--valid-len",
+            "32",
+            "--epochs",
+            "1",
+            "--wait",
+        ])
+        .unwrap();
+    assert!(out.contains("succeeded"), "{out}");
+
+    // Without the token: UNAUTHENTICATED, said plainly.
+    let without = |drop: &[&str]| {
+        let mut command = ctl_command(&cluster.coordinator_addr, &cluster.explainer_addr).unwrap();
+        for (k, v) in env {
+            if !drop.contains(&k) {
+                command.env(k, v);
+            }
+        }
+        let out = command.args(["jobs", "list"]).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = without(&["CAMSHAFT_TOKEN_FILE"]);
+    assert!(
+        err.contains("UNAUTHENTICATED") && err.contains("bearer token"),
+        "{err}"
+    );
+    // Without a client certificate the handshake fails.
+    let err = without(&["CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"]);
+    assert!(!err.contains("UNAUTHENTICATED"), "{err}");
+    // Plaintext gets nowhere.
+    let err = without(&["CAMSHAFT_TLS_CA", "CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"]);
+    assert!(!err.is_empty());
+
+    // Probes: health in plaintext, no certificate, no token.
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let channel =
+                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{health_port}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+            let mut client = HealthClient::new(channel);
+            client
+                .check(HealthCheckRequest {
+                    service: "camshaft.v1.Coordinator".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        });
+    assert_eq!(status, 1, "SERVING");
+    cluster.stop().unwrap();
+}
