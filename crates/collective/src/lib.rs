@@ -73,6 +73,7 @@
 mod abort;
 mod bucketed;
 mod error;
+mod memory;
 mod nccl;
 mod ring;
 

@@ -4,9 +4,18 @@
 //!
 //! Each rank has two connections: it writes only to its successor
 //! (`next`, rank `r + 1`) and reads only from its predecessor (`prev`, rank
-//! `r − 1`). Writes go through a sender thread fed by a channel that never
-//! blocks, so the thread that reads never waits on a full socket buffer and
-//! two ranks cannot deadlock writing to each other.
+//! `r − 1`). Writes go through a sender thread, started once per
+//! communicator and fed by a channel that never blocks, so the thread that
+//! reads never waits on a full socket buffer and two ranks cannot deadlock
+//! writing to each other. Calls small enough that all their bytes fit in the
+//! sockets' buffers at once ([`DIRECT_SEND_BYTES`]) write from the calling
+//! thread instead: no hand-over, no thread to wake.
+//!
+//! Nothing is allocated per call once the communicator has seen its largest
+//! call: a single contiguous f32 (f64) tensor is reduced in place in its own
+//! memory; other calls are staged through a flat tensor kept by the
+//! communicator; send buffers come back from the sender thread for reuse and
+//! receive buffers are kept too.
 //!
 //! Wire format, all little-endian: a 16-byte header per call (op, element
 //! kind, root, element count) so a rank that disagrees with its predecessor
@@ -15,6 +24,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -22,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
+use crate::memory::{Plain, as_bytes, as_bytes_mut, with_tensor_slice};
 use crate::{Aborter, CollectiveConfig, Communicator, Error, ReduceOp, Result, check_root};
 
 /// Longest session token the handshake carries.
@@ -35,6 +46,14 @@ const ACK_WRONG_WORLD: u8 = 3;
 
 /// How long an accepted connection may take to send its handshake.
 const HANDSHAKE_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// A call that sends at most this many bytes to its successor writes them
+/// from the calling thread. Deadlock-free as long as twice this fits in what
+/// a connection buffers (a rank starts a call only after reading all of the
+/// previous one, so a link holds at most one call's bytes of each of two
+/// calls): Linux buffers at least its default receive buffer (tcp_rmem,
+/// 128 KiB, half of it payload) plus the send buffer's 16 KiB.
+pub(crate) const DIRECT_SEND_BYTES: usize = 16 << 10;
 
 /// A bound ring listener: its address can be published (to the coordinator,
 /// a file) before the peers are known.
@@ -90,6 +109,13 @@ pub struct RingCommunicator {
     config: CollectiveConfig,
     /// `None` for a group of one.
     links: Option<Links>,
+    /// Writes to `links.next`; `None` for a group of one.
+    sender: Option<SenderThread>,
+    /// Receive buffers, kept across calls.
+    scratch: Scratch,
+    /// Flat tensors that calls which cannot be reduced in place are copied
+    /// through, kept across calls.
+    staging: Staging,
     aborter: Aborter,
     /// Why the communicator can no longer be used.
     broken: Option<String>,
@@ -139,6 +165,9 @@ impl RingCommunicator {
                 world_size,
                 config,
                 links: None,
+                sender: None,
+                scratch: Scratch::default(),
+                staging: Staging::default(),
                 aborter: Aborter::new(|| {}),
                 broken: None,
             });
@@ -194,11 +223,22 @@ impl RingCommunicator {
             configure_data_stream(stream, config.timeout)
                 .map_err(|e| Error::Setup(format!("cannot configure ring socket: {e}")))?;
         }
-        let clones = [next.try_clone(), prev.try_clone()];
-        let clones: Vec<TcpStream> = clones
+        let clones = [
+            next.try_clone(),
+            prev.try_clone(),
+            next.try_clone(),
+            prev.try_clone(),
+        ];
+        let mut clones: Vec<TcpStream> = clones
             .into_iter()
             .collect::<io::Result<_>>()
             .map_err(|e| Error::Setup(format!("cannot clone ring socket: {e}")))?;
+        let (sender_prev, sender_next) = (clones.pop(), clones.pop());
+        let (Some(sender_next), Some(sender_prev)) = (sender_next, sender_prev) else {
+            return Err(Error::Setup("cannot clone ring socket".into()));
+        };
+        let sender = SenderThread::start(sender_next, sender_prev, rank)
+            .map_err(|e| Error::Setup(format!("cannot start the ring sender thread: {e}")))?;
         let aborter = Aborter::new(move || {
             for s in &clones {
                 let _ = s.shutdown(Shutdown::Both);
@@ -216,6 +256,9 @@ impl RingCommunicator {
                 next_addr: peers[next_rank].clone(),
                 prev_addr: peers[prev_rank].clone(),
             }),
+            sender: Some(sender),
+            scratch: Scratch::default(),
+            staging: Staging::default(),
             config,
             aborter,
             broken: None,
@@ -232,18 +275,60 @@ impl RingCommunicator {
         }
     }
 
-    /// Runs one collective on the links; any failure breaks the ring (both
-    /// sockets shut down, so the neighbours fail at once too).
+    /// Runs one collective on the links, sending `wire_bytes` bytes in all
+    /// to the successor; any failure breaks the ring (both sockets shut
+    /// down, so the neighbours fail at once too).
     fn run(
         &mut self,
         op: &'static str,
+        wire_bytes: usize,
         body: impl FnOnce(&mut Pipe<'_>) -> Result<()>,
     ) -> Result<()> {
         self.usable()?;
-        let Some(links) = self.links.as_ref() else {
+        let (Some(links), Some(sender)) = (self.links.as_ref(), self.sender.as_mut()) else {
             return Ok(());
         };
-        let result = with_pipe(links, self.rank, op, self.config.timeout, body);
+        let direct = wire_bytes <= DIRECT_SEND_BYTES;
+        let timeout = self.config.timeout;
+        sender.failed.store(FAILED_NONE, Ordering::SeqCst);
+        let received = {
+            let mut pipe = Pipe::new(
+                links,
+                sender,
+                &mut self.scratch,
+                direct,
+                self.config.slice_bytes,
+                op,
+                timeout,
+                self.rank,
+            );
+            body(&mut pipe).and_then(|()| pipe.flush())
+        };
+        if received.is_err() {
+            let _ = sender.failed.compare_exchange(
+                FAILED_NONE,
+                FAILED_RECEIVER,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+            // Unblock a sender stuck on a full socket.
+            links.shutdown();
+        }
+        let sent = if direct { Ok(()) } else { sender.flush() };
+        let result = match (received, sent) {
+            (Ok(()), Ok(())) => Ok(()),
+            (_, Err(e)) if sender.failed.load(Ordering::SeqCst) == FAILED_SENDER => Err(
+                peer_error(e, links.next_rank, &links.next_addr, op, timeout),
+            ),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(peer_error(
+                e,
+                links.next_rank,
+                &links.next_addr,
+                op,
+                timeout,
+            )),
+        };
         if let Err(e) = result {
             links.shutdown();
             let e = if self.aborter.is_aborted() {
@@ -260,7 +345,8 @@ impl RingCommunicator {
     fn all_reduce_flat<E: WireElement>(&mut self, data: &mut [E], op: ReduceOp) -> Result<()> {
         let (rank, n) = (self.rank, self.world_size);
         let slice = slice_elems::<E>(self.config.slice_bytes);
-        self.run("all-reduce", |pipe| {
+        let wire_bytes = 16 + 2 * (n - 1) * data.len().div_ceil(n) * E::SIZE;
+        self.run("all-reduce", wire_bytes, |pipe| {
             all_reduce_ring(pipe, data, rank, n, slice)
         })?;
         if op == ReduceOp::Average {
@@ -272,18 +358,87 @@ impl RingCommunicator {
     fn broadcast_flat<E: WireElement>(&mut self, data: &mut [E], root: usize) -> Result<()> {
         let (rank, n) = (self.rank, self.world_size);
         let slice = slice_elems::<E>(self.config.slice_bytes);
-        self.run("broadcast", |pipe| {
+        let wire_bytes = 16 + data.len() * E::SIZE;
+        self.run("broadcast", wire_bytes, |pipe| {
             broadcast_ring(pipe, data, rank, n, root, slice)
         })
     }
+
+    /// A flat staging tensor of `numel` elements of `E` (contents
+    /// unspecified), grown as needed and kept for later calls.
+    fn stage<E: WireElement>(&mut self, numel: usize) -> Result<Tensor> {
+        let slot = E::staging(&mut self.staging);
+        let stage = match slot {
+            Some(stage) if stage.numel() >= numel => stage,
+            _ => slot.insert(tch::no_grad(|| {
+                Tensor::f_empty([numel as i64], (E::KIND, Device::Cpu))
+            })?),
+        };
+        Ok(stage.f_narrow(0, 0, numel as i64)?)
+    }
+
+    /// All-reduces one wire group: in place when it is a single tensor
+    /// the ring can view, else through the staging tensor.
+    fn all_reduce_group<E: WireElement>(
+        &mut self,
+        tensors: &[&Tensor],
+        op: ReduceOp,
+    ) -> Result<()> {
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        if let [t] = tensors
+            && let Some(done) =
+                with_tensor_slice(t, |data: &mut [E]| self.all_reduce_flat(data, op))
+        {
+            return done;
+        }
+        let stage = self.stage::<E>(numel(tensors))?;
+        gather(tensors, &stage)?;
+        with_tensor_slice(&stage, |data: &mut [E]| self.all_reduce_flat(data, op))
+            .unwrap_or_else(|| Err(unviewable_stage()))?;
+        scatter(tensors, &stage)
+    }
+
+    /// Broadcasts one wire group, in place or through the staging tensor.
+    fn broadcast_group<E: WireElement>(&mut self, tensors: &[&Tensor], root: usize) -> Result<()> {
+        if tensors.is_empty() {
+            return Ok(());
+        }
+        if let [t] = tensors
+            && let Some(done) =
+                with_tensor_slice(t, |data: &mut [E]| self.broadcast_flat(data, root))
+        {
+            return done;
+        }
+        let is_root = self.rank == root;
+        let stage = self.stage::<E>(numel(tensors))?;
+        if is_root {
+            gather(tensors, &stage)?;
+        }
+        with_tensor_slice(&stage, |data: &mut [E]| self.broadcast_flat(data, root))
+            .unwrap_or_else(|| Err(unviewable_stage()))?;
+        if !is_root {
+            scatter(tensors, &stage)?;
+        }
+        Ok(())
+    }
+}
+
+fn unviewable_stage() -> Error {
+    Error::Tensor("the ring's staging tensor cannot be viewed in place".into())
 }
 
 impl Drop for RingCommunicator {
     fn drop(&mut self) {
         // The aborter keeps duplicated descriptors: shut the sockets down so
-        // the neighbours see the connection end now, not when it is dropped.
+        // the neighbours see the connection end now, not when it is dropped
+        // (and a sender thread stuck in a write returns).
         if let Some(links) = &self.links {
             links.shutdown();
+        }
+        if let Some(sender) = self.sender.take() {
+            sender.stop();
         }
     }
 }
@@ -307,17 +462,8 @@ impl Communicator for RingCommunicator {
         if self.world_size == 1 {
             return Ok(());
         }
-        if !groups.single.is_empty() {
-            let mut buf = gather::<f32>(&groups.single)?;
-            self.all_reduce_flat(&mut buf, op)?;
-            scatter(&groups.single, &buf)?;
-        }
-        if !groups.double.is_empty() {
-            let mut buf = gather::<f64>(&groups.double)?;
-            self.all_reduce_flat(&mut buf, op)?;
-            scatter(&groups.double, &buf)?;
-        }
-        Ok(())
+        self.all_reduce_group::<f32>(&groups.single, op)?;
+        self.all_reduce_group::<f64>(&groups.double, op)
     }
 
     fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
@@ -327,30 +473,8 @@ impl Communicator for RingCommunicator {
         if self.world_size == 1 {
             return Ok(());
         }
-        let is_root = self.rank == root;
-        if !groups.single.is_empty() {
-            let mut buf = if is_root {
-                gather::<f32>(&groups.single)?
-            } else {
-                vec![0.0; numel(&groups.single)]
-            };
-            self.broadcast_flat(&mut buf, root)?;
-            if !is_root {
-                scatter(&groups.single, &buf)?;
-            }
-        }
-        if !groups.double.is_empty() {
-            let mut buf = if is_root {
-                gather::<f64>(&groups.double)?
-            } else {
-                vec![0.0; numel(&groups.double)]
-            };
-            self.broadcast_flat(&mut buf, root)?;
-            if !is_root {
-                scatter(&groups.double, &buf)?;
-            }
-        }
-        Ok(())
+        self.broadcast_group::<f32>(&groups.single, root)?;
+        self.broadcast_group::<f64>(&groups.double, root)
     }
 
     fn barrier(&mut self) -> Result<()> {
@@ -358,7 +482,7 @@ impl Communicator for RingCommunicator {
         // all-gather cannot finish anywhere before every rank has sent.
         let mut buf = vec![0.0f32; self.world_size];
         let (rank, n) = (self.rank, self.world_size);
-        self.run("barrier", |pipe| {
+        self.run("barrier", 16 + 2 * 4 * n, |pipe| {
             all_reduce_ring(pipe, &mut buf, rank, n, 1)
         })
     }
@@ -640,38 +764,39 @@ fn numel(tensors: &[&Tensor]) -> usize {
     tensors.iter().map(|t| t.numel()).sum()
 }
 
-/// Copies `tensors` (converted to `E`) into one flat vector.
-fn gather<E: WireElement>(tensors: &[&Tensor]) -> Result<Vec<E>> {
-    let mut buf = vec![E::default(); numel(tensors)];
-    let mut offset = 0;
-    for t in tensors {
-        let n = t.numel();
-        if n == 0 {
-            continue;
+/// Copies `tensors` (converted to the staging dtype) one after another into
+/// the flat `stage`.
+fn gather(tensors: &[&Tensor], stage: &Tensor) -> Result<()> {
+    tch::no_grad(|| {
+        let mut offset = 0;
+        for t in tensors {
+            let n = t.numel() as i64;
+            if n == 0 {
+                continue;
+            }
+            stage
+                .f_narrow(0, offset, n)?
+                .f_view(t.size().as_slice())?
+                .f_copy_(t)?;
+            offset += n;
         }
-        let src = if t.f_kind()? == E::KIND {
-            t.shallow_clone()
-        } else {
-            t.f_to_kind(E::KIND)?
-        };
-        src.f_copy_data(&mut buf[offset..offset + n], n)?;
-        offset += n;
-    }
-    Ok(buf)
+        Ok(())
+    })
 }
 
-/// Copies `buf` back into `tensors`, in place (and converted to their dtype).
-fn scatter<E: WireElement>(tensors: &[&Tensor], buf: &[E]) -> Result<()> {
+/// Copies the flat `stage` back into `tensors`, in place (and converted to
+/// their dtype).
+fn scatter(tensors: &[&Tensor], stage: &Tensor) -> Result<()> {
     // Parameters are leaves that require grad: an in-place copy into them is
     // only allowed with gradient tracking off.
     tch::no_grad(|| {
         let mut offset = 0;
         for t in tensors {
-            let n = t.numel();
+            let n = t.numel() as i64;
             if n == 0 {
                 continue;
             }
-            let src = Tensor::f_from_slice(&buf[offset..offset + n])?.f_reshape(t.size())?;
+            let src = stage.f_narrow(0, offset, n)?.f_view(t.size().as_slice())?;
             t.shallow_clone().f_copy_(&src)?;
             offset += n;
         }
@@ -679,50 +804,71 @@ fn scatter<E: WireElement>(tensors: &[&Tensor], buf: &[E]) -> Result<()> {
     })
 }
 
+/// The staging tensors of a communicator, one per wire element type.
+#[derive(Default)]
+struct Staging {
+    single: Option<Tensor>,
+    double: Option<Tensor>,
+}
+
+/// Receive buffers of a communicator, kept across calls.
+#[derive(Default)]
+struct Scratch {
+    /// Received values to add (reduce-scatter).
+    single: Vec<f32>,
+    double: Vec<f64>,
+    /// Bytes of a call that writes from the calling thread.
+    out: Vec<u8>,
+}
+
 // ---------------------------------------------------------------------------
 // Wire elements.
 
 /// An element type the ring carries (little-endian on the wire).
-trait WireElement: tch::kind::Element + Copy + Default + Send + Sync + 'static {
+trait WireElement: Plain + Default + Send + Sync {
     const SIZE: usize;
     const CODE: u8;
-    /// `out = src` as bytes (resized to fit).
+    /// Appends `src` to `out` as wire bytes.
     fn encode(src: &[Self], out: &mut Vec<u8>);
-    /// `dst += bytes`.
-    fn add_from(dst: &mut [Self], bytes: &[u8]);
-    /// `dst = bytes`.
-    fn copy_from(dst: &mut [Self], bytes: &[u8]);
+    /// Turns values read from the wire (as bytes, in place) into native ones.
+    fn from_wire(data: &mut [Self]);
+    /// `dst += src`.
+    fn add(dst: &mut [Self], src: &[Self]);
     /// `data /= n`.
     fn divide(data: &mut [Self], n: usize);
+    /// This type's receive buffer.
+    fn scratch(s: &mut Scratch) -> &mut Vec<Self>;
+    /// This type's staging tensor.
+    fn staging(s: &mut Staging) -> &mut Option<Tensor>;
 }
 
 macro_rules! wire_element {
-    ($t:ty, $code:expr) => {
+    ($t:ty, $code:expr, $field:ident) => {
         impl WireElement for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
             const CODE: u8 = $code;
 
             fn encode(src: &[Self], out: &mut Vec<u8>) {
-                out.clear();
-                out.resize(src.len() * Self::SIZE, 0);
-                for (chunk, x) in out.chunks_exact_mut(Self::SIZE).zip(src) {
-                    chunk.copy_from_slice(&x.to_le_bytes());
+                if cfg!(target_endian = "little") {
+                    out.extend_from_slice(as_bytes(src));
+                } else {
+                    for x in src {
+                        out.extend_from_slice(&x.to_le_bytes());
+                    }
                 }
             }
 
-            fn add_from(dst: &mut [Self], bytes: &[u8]) {
-                for (d, chunk) in dst.iter_mut().zip(bytes.chunks_exact(Self::SIZE)) {
-                    let mut raw = [0u8; std::mem::size_of::<$t>()];
-                    raw.copy_from_slice(chunk);
-                    *d += <$t>::from_le_bytes(raw);
+            fn from_wire(data: &mut [Self]) {
+                if cfg!(target_endian = "big") {
+                    for x in data {
+                        *x = <$t>::from_le_bytes(x.to_ne_bytes());
+                    }
                 }
             }
 
-            fn copy_from(dst: &mut [Self], bytes: &[u8]) {
-                for (d, chunk) in dst.iter_mut().zip(bytes.chunks_exact(Self::SIZE)) {
-                    let mut raw = [0u8; std::mem::size_of::<$t>()];
-                    raw.copy_from_slice(chunk);
-                    *d = <$t>::from_le_bytes(raw);
+            fn add(dst: &mut [Self], src: &[Self]) {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += *s;
                 }
             }
 
@@ -732,12 +878,20 @@ macro_rules! wire_element {
                     *x /= n;
                 }
             }
+
+            fn scratch(s: &mut Scratch) -> &mut Vec<Self> {
+                &mut s.$field
+            }
+
+            fn staging(s: &mut Staging) -> &mut Option<Tensor> {
+                &mut s.$field
+            }
         }
     };
 }
 
-wire_element!(f32, 1);
-wire_element!(f64, 2);
+wire_element!(f32, 1, single);
+wire_element!(f64, 2, double);
 
 fn slice_elems<E: WireElement>(slice_bytes: usize) -> usize {
     (slice_bytes / E::SIZE).max(1)
@@ -826,56 +980,244 @@ const FAILED_NONE: u8 = 0;
 const FAILED_SENDER: u8 = 1;
 const FAILED_RECEIVER: u8 = 2;
 
-/// One call's view of the links: sends go to the sender thread, receives are
-/// read here.
-struct Pipe<'a> {
-    tx: mpsc::Sender<Vec<u8>>,
+/// What a rank's sender thread is asked to do.
+enum SendJob {
+    /// Write these bytes to the successor; the buffer comes back for reuse.
+    Bytes(Vec<u8>),
+    /// Report whether every write since the last flush succeeded.
+    Flush,
+}
+
+/// A rank's sender thread, started once per communicator: it writes queued
+/// buffers to the successor, so the thread that reads never waits on a full
+/// socket buffer.
+struct SenderThread {
+    /// Dropped to stop the thread.
+    jobs: Option<mpsc::Sender<SendJob>>,
+    flushed: mpsc::Receiver<io::Result<()>>,
+    /// Buffers the thread has written, for reuse.
     recycled: mpsc::Receiver<Vec<u8>>,
-    inbuf: Vec<u8>,
+    /// Buffers handed back without being sent.
+    spare: Vec<Vec<u8>>,
+    /// Which side of the current call failed first (`FAILED_*`).
+    failed: Arc<AtomicU8>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl SenderThread {
+    /// Starts the thread writing to `next`; on a failed write it shuts
+    /// `prev` down to wake the reading thread.
+    fn start(next: TcpStream, prev: TcpStream, rank: usize) -> io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<SendJob>();
+        let (report, flushed) = mpsc::channel::<io::Result<()>>();
+        let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
+        let failed = Arc::new(AtomicU8::new(FAILED_NONE));
+        let flag = Arc::clone(&failed);
+        let handle = thread::Builder::new()
+            .name(format!("ring-send-{rank}"))
+            .spawn(move || {
+                // Once a write fails the ring is broken: later writes are
+                // skipped and every flush reports the failure.
+                let mut error: Option<io::Error> = None;
+                for job in queue {
+                    match job {
+                        SendJob::Bytes(buf) => {
+                            if error.is_none()
+                                && let Err(e) = (&next).write_all(&buf)
+                            {
+                                if flag
+                                    .compare_exchange(
+                                        FAILED_NONE,
+                                        FAILED_SENDER,
+                                        Ordering::SeqCst,
+                                        Ordering::SeqCst,
+                                    )
+                                    .is_ok()
+                                {
+                                    // Wake the receiving thread: this call is over.
+                                    let _ = prev.shutdown(Shutdown::Both);
+                                }
+                                error = Some(e);
+                            }
+                            let _ = recycle.send(buf);
+                        }
+                        SendJob::Flush => {
+                            let status = match &error {
+                                None => Ok(()),
+                                Some(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                            };
+                            let _ = report.send(status);
+                        }
+                    }
+                }
+            })?;
+        Ok(SenderThread {
+            jobs: Some(jobs),
+            flushed,
+            recycled,
+            spare: Vec::new(),
+            failed,
+            handle: Some(handle),
+        })
+    }
+
+    /// An empty buffer, reused when one is free.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut buf = self
+            .recycled
+            .try_recv()
+            .ok()
+            .or_else(|| self.spare.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf
+    }
+
+    fn push(&mut self, job: SendJob) -> io::Result<()> {
+        self.jobs
+            .as_ref()
+            .and_then(|jobs| jobs.send(job).ok())
+            .ok_or_else(|| io::Error::other("ring sender thread stopped"))
+    }
+
+    /// Waits until everything queued so far is written; the first write
+    /// error, if any.
+    fn flush(&mut self) -> io::Result<()> {
+        self.push(SendJob::Flush)?;
+        self.flushed
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("ring sender thread stopped")))
+    }
+
+    /// Stops the thread once its queue is written (or its socket is shut
+    /// down) and waits for it.
+    fn stop(mut self) {
+        self.jobs = None;
+        if let Some(handle) = self.handle.take()
+            && handle.join().is_err()
+        {
+            tracing::warn!("ring sender thread panicked");
+        }
+    }
+}
+
+/// One call's view of the links: bytes to send are collected in `out` and
+/// handed to the sender thread a slice at a time (or, for a direct call,
+/// written before each read); receives are read here.
+struct Pipe<'a> {
     links: &'a Links,
+    sender: &'a mut SenderThread,
+    scratch: &'a mut Scratch,
+    /// Bytes not yet handed over.
+    out: Vec<u8>,
+    /// Write from this thread instead of the sender thread.
+    direct: bool,
+    /// Hand `out` over once it holds this many bytes.
+    flush_at: usize,
     op: &'static str,
     timeout: Duration,
     rank: usize,
 }
 
-impl Pipe<'_> {
-    fn buffer(&mut self) -> Vec<u8> {
-        self.recycled.try_recv().unwrap_or_default()
+impl<'a> Pipe<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        links: &'a Links,
+        sender: &'a mut SenderThread,
+        scratch: &'a mut Scratch,
+        direct: bool,
+        slice_bytes: usize,
+        op: &'static str,
+        timeout: Duration,
+        rank: usize,
+    ) -> Self {
+        let mut out = if direct {
+            std::mem::take(&mut scratch.out)
+        } else {
+            sender.buffer()
+        };
+        out.clear();
+        Pipe {
+            links,
+            sender,
+            scratch,
+            out,
+            direct,
+            flush_at: if direct { usize::MAX } else { slice_bytes },
+            op,
+            timeout,
+            rank,
+        }
     }
 
-    fn send_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        let mut buf = self.buffer();
-        buf.clear();
-        buf.extend_from_slice(bytes);
-        self.push(buf)
+    fn send_bytes(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
     }
 
     fn send<E: WireElement>(&mut self, src: &[E]) -> Result<()> {
-        let mut buf = self.buffer();
-        E::encode(src, &mut buf);
-        self.push(buf)
+        E::encode(src, &mut self.out);
+        if self.out.len() >= self.flush_at {
+            self.flush()?;
+        }
+        Ok(())
     }
 
-    fn push(&mut self, buf: Vec<u8>) -> Result<()> {
-        // Fails only when the sender thread stopped on an error, which
-        // `with_pipe` reports.
-        self.tx
-            .send(buf)
+    /// Hands over (or writes) what `send` collected.
+    fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.direct {
+            let links = self.links;
+            (&links.next).write_all(&self.out).map_err(|e| {
+                peer_error(e, links.next_rank, &links.next_addr, self.op, self.timeout)
+            })?;
+            self.out.clear();
+            return Ok(());
+        }
+        let fresh = self.sender.buffer();
+        let buf = std::mem::replace(&mut self.out, fresh);
+        // Fails only when the sender thread is gone, which `flush` reports.
+        self.sender
+            .push(SendJob::Bytes(buf))
             .map_err(|_| Error::Broken("ring sender stopped".into()))
     }
 
-    fn recv(&mut self, nbytes: usize) -> Result<&[u8]> {
-        self.inbuf.resize(nbytes, 0);
+    /// Reads `dst.len()` values from the predecessor into `dst`.
+    fn recv_into<E: WireElement>(&mut self, dst: &mut [E]) -> Result<()> {
+        self.flush()?;
+        self.read(as_bytes_mut(dst))?;
+        E::from_wire(dst);
+        Ok(())
+    }
+
+    /// Reads `dst.len()` values from the predecessor and adds them to `dst`.
+    fn recv_add<E: WireElement>(&mut self, dst: &mut [E]) -> Result<()> {
+        self.flush()?;
+        let mut buf = std::mem::take(E::scratch(self.scratch));
+        buf.resize(dst.len(), E::default());
+        let read = self.read(as_bytes_mut(&mut buf));
+        if read.is_ok() {
+            E::from_wire(&mut buf);
+            E::add(dst, &buf);
+        }
+        *E::scratch(self.scratch) = buf;
+        read
+    }
+
+    fn read(&mut self, bytes: &mut [u8]) -> Result<()> {
         let links = self.links;
         (&links.prev)
-            .read_exact(&mut self.inbuf)
-            .map_err(|e| peer_error(e, links.prev_rank, &links.prev_addr, self.op, self.timeout))?;
-        Ok(&self.inbuf)
+            .read_exact(bytes)
+            .map_err(|e| peer_error(e, links.prev_rank, &links.prev_addr, self.op, self.timeout))
     }
 
     /// Reads the predecessor's header and checks it announces `mine`.
     fn expect_header(&mut self, mine: Header) -> Result<()> {
-        let theirs = Header::decode(self.recv(16)?);
+        self.flush()?;
+        let mut head = [0u8; 16];
+        self.read(&mut head)?;
+        let theirs = Header::decode(&head);
         if theirs != mine {
             return Err(Error::Mismatch(format!(
                 "ring peer {} ({}) called {} while rank {} called {}",
@@ -887,6 +1229,18 @@ impl Pipe<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+impl Drop for Pipe<'_> {
+    fn drop(&mut self) {
+        // Keep the buffer for the next call.
+        let out = std::mem::take(&mut self.out);
+        if self.direct {
+            self.scratch.out = out;
+        } else {
+            self.sender.spare.push(out);
+        }
     }
 }
 
@@ -913,86 +1267,6 @@ fn peer_error(e: io::Error, rank: usize, addr: &str, op: &'static str, timeout: 
     }
 }
 
-/// Runs `body` with a sender thread writing to the successor; returns the
-/// error that happened first (sender or receiver).
-fn with_pipe(
-    links: &Links,
-    rank: usize,
-    op: &'static str,
-    timeout: Duration,
-    body: impl FnOnce(&mut Pipe<'_>) -> Result<()>,
-) -> Result<()> {
-    let failed = AtomicU8::new(FAILED_NONE);
-    thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<Vec<u8>>();
-        let (recycle, recycled) = mpsc::channel::<Vec<u8>>();
-        let failed = &failed;
-        let sender = s.spawn(move || -> io::Result<()> {
-            for buf in rx {
-                if let Err(e) = (&links.next).write_all(&buf) {
-                    if failed
-                        .compare_exchange(
-                            FAILED_NONE,
-                            FAILED_SENDER,
-                            Ordering::SeqCst,
-                            Ordering::SeqCst,
-                        )
-                        .is_ok()
-                    {
-                        // Wake the receiving thread: this call is over.
-                        let _ = links.prev.shutdown(Shutdown::Both);
-                    }
-                    return Err(e);
-                }
-                let _ = recycle.send(buf);
-            }
-            Ok(())
-        });
-        let mut pipe = Pipe {
-            tx,
-            recycled,
-            inbuf: Vec::new(),
-            links,
-            op,
-            timeout,
-            rank,
-        };
-        let received = body(&mut pipe);
-        drop(pipe);
-        if received.is_err() {
-            let _ = failed.compare_exchange(
-                FAILED_NONE,
-                FAILED_RECEIVER,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
-            // Unblock a sender stuck on a full socket.
-            links.shutdown();
-        }
-        let sent = sender
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("ring sender thread panicked")));
-        match (received, sent) {
-            (Ok(()), Ok(())) => Ok(()),
-            (_, Err(e)) if failed.load(Ordering::SeqCst) == FAILED_SENDER => Err(peer_error(
-                e,
-                links.next_rank,
-                &links.next_addr,
-                op,
-                timeout,
-            )),
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(peer_error(
-                e,
-                links.next_rank,
-                &links.next_addr,
-                op,
-                timeout,
-            )),
-        }
-    })
-}
-
 /// Ring all-reduce (sum) of `data` in place: `n − 1` reduce-scatter steps,
 /// then `n − 1` all-gather steps. At step `t` this rank sends chunk
 /// `r − t` and receives chunk `r − t − 1`, which it sends at step `t + 1`;
@@ -1006,7 +1280,7 @@ fn all_reduce_ring<E: WireElement>(
 ) -> Result<()> {
     let len = data.len();
     let header = Header::new::<E>(OP_ALL_REDUCE, len, 0);
-    pipe.send_bytes(&header.encode())?;
+    pipe.send_bytes(&header.encode());
     for s in slices(chunk(rank, n, len), slice) {
         pipe.send(&data[s])?;
     }
@@ -1015,11 +1289,10 @@ fn all_reduce_ring<E: WireElement>(
     for t in 0..steps {
         let c = (rank + 2 * n - t - 1) % n;
         for s in slices(chunk(c, n, len), slice) {
-            let bytes = pipe.recv(s.len() * E::SIZE)?;
             if t < n - 1 {
-                E::add_from(&mut data[s.clone()], bytes);
+                pipe.recv_add(&mut data[s.clone()])?;
             } else {
-                E::copy_from(&mut data[s.clone()], bytes);
+                pipe.recv_into(&mut data[s.clone()])?;
             }
             if t + 1 < steps {
                 pipe.send(&data[s])?;
@@ -1043,7 +1316,7 @@ fn broadcast_ring<E: WireElement>(
     let len = data.len();
     let header = Header::new::<E>(OP_BROADCAST, len, root);
     if rank == root {
-        pipe.send_bytes(&header.encode())?;
+        pipe.send_bytes(&header.encode());
         for s in slices(0..len, slice) {
             pipe.send(&data[s])?;
         }
@@ -1052,11 +1325,10 @@ fn broadcast_ring<E: WireElement>(
     let forward = (rank + 1) % n != root;
     pipe.expect_header(header)?;
     if forward {
-        pipe.send_bytes(&header.encode())?;
+        pipe.send_bytes(&header.encode());
     }
     for s in slices(0..len, slice) {
-        let bytes = pipe.recv(s.len() * E::SIZE)?;
-        E::copy_from(&mut data[s.clone()], bytes);
+        pipe.recv_into(&mut data[s.clone()])?;
         if forward {
             pipe.send(&data[s])?;
         }
@@ -1106,10 +1378,13 @@ mod tests {
         let src = [1.5f32, -2.0, 3.25];
         let mut bytes = Vec::new();
         f32::encode(&src, &mut bytes);
+        assert_eq!(&bytes[..4], &1.5f32.to_le_bytes());
+        let mut back = [0.0f32; 3];
+        as_bytes_mut(&mut back).copy_from_slice(&bytes);
+        f32::from_wire(&mut back);
+        assert_eq!(back, src);
         let mut dst = [1.0f32; 3];
-        f32::add_from(&mut dst, &bytes);
+        f32::add(&mut dst, &back);
         assert_eq!(dst, [2.5, -1.0, 4.25]);
-        f32::copy_from(&mut dst, &bytes);
-        assert_eq!(dst, src);
     }
 }

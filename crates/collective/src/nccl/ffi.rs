@@ -1,5 +1,5 @@
 //! The few NCCL and CUDA runtime calls this crate needs, bound at run time
-//! with `libloading`. This is the only module with `unsafe` code; everything
+//! with `libloading`. With `memory`, the only module with `unsafe` code; everything
 //! it exports is safe to call: device pointers come from tensors checked here
 //! (CUDA, contiguous, the communicator's dtype), and a communicator handle is
 //! released exactly once.
