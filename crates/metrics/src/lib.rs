@@ -9,7 +9,7 @@
 //! (`Connection: close`), a request head of at most 8 KiB read within 5 s;
 //! Prometheus scrapes it like any exporter.
 //!
-//! [`MetricsListen`] is the config value services share: an address, or
+//! [`parse_listen`] reads the config value services share: an address, or
 //! empty for "no metrics endpoint" (the default).
 //!
 //! # Example
