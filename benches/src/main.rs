@@ -14,6 +14,7 @@
 
 mod cam;
 mod ddp;
+mod explain;
 mod loader;
 mod measure;
 mod reference;
@@ -69,6 +70,9 @@ enum Command {
     /// Data-parallel steps/s of 2 ranks over the TCP ring vs PyTorch DDP
     /// over gloo, ResNet18 (goal ≥1.0×).
     Ddp(ddp::DdpArgs),
+    /// CAM through the gRPC explainer at 1/8/32 clients, 224/512 px, vs
+    /// PyTorch and TorchCAM (goal ≥1.5× PyTorch's images/s on CPU).
+    Explain(explain::ExplainArgs),
     /// Every bench with its defaults.
     All(AllArgs),
 }
@@ -97,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         Command::Cam(args) => suite.cam(args)?,
         Command::Ddp(args) => suite.ddp(args)?,
         Command::All(args) => suite.all(args.stages)?,
+        Command::Explain(args) => {
+            return explain::run(args, cli.threads, &suite.reference, &cli.json);
+        }
     };
     let report = Report {
         unix_time: SystemTime::now()
