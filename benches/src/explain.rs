@@ -46,6 +46,12 @@ pub struct ExplainArgs {
     /// The explainer's `max_batch`.
     #[arg(long, default_value_t = 32)]
     pub max_batch: usize,
+    /// The explainer's `model_replicas`.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// The explainer's `batch_invariant`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub batch_invariant: bool,
     /// Skip the Python side.
     #[arg(long)]
     pub no_reference: bool,
@@ -186,6 +192,8 @@ async fn ours(args: &ExplainArgs) -> anyhow::Result<Vec<Point>> {
             .await?;
         let config = camshaft_explainer::Config {
             max_batch: args.max_batch,
+            model_replicas: args.replicas,
+            batch_invariant: args.batch_invariant,
             max_batch_wait_ms: 2,
             max_images_per_request: 64,
             max_queued_images: 4096,
