@@ -150,31 +150,33 @@ def pod_spec(obj: dict) -> dict:
 
 # The config file's keys: crates/camshaft/src/cli.rs (FileConfig) and the
 # services' Config structs (crates/*/src/config.rs, crates/store/src/etcd).
+SECURED = {"tls", "auth_token_file", "health_listen", "metrics_listen"}
 KNOWN_KEYS = {
-    "top": {"store", "data_dir", "etcd", "coordinator", "worker", "explainer"},
-    "coordinator": {"listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms"},
+    "top": {"store", "data_dir", "etcd", "tls", "auth_token_file", "coordinator", "worker", "explainer"},
+    "coordinator": {"listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms"} | SECURED,
     "explainer": {
         "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
-        "max_batch", "model_cache_size", "device",
+        "max_batch", "max_batch_wait_ms", "max_queued_images", "model_replicas",
+        "batch_invariant", "model_cache_size", "device",
+    } | SECURED,
+    "worker": {
+        "coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host",
+        "tls", "auth_token_file", "metrics_listen",
     },
-    "worker": {"coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host"},
     "etcd": {
         "endpoints", "prefix", "username", "password", "tls", "connect_timeout_ms",
         "request_timeout_ms", "keep_checkpoints", "blob_dir",
     },
 }
-# Keys being added to the services (TLS, tokens, plaintext health for
-# probes) or not there yet (metrics); the chart writes them only when asked.
-PENDING_KEYS = {"tls", "auth_token_file", "health_listen", "metrics_listen_addr"}
 
 
 def unknown_keys(file: str, cfg: dict) -> list[str]:
-    found = [f"{file}: {k}" for k in cfg if k not in KNOWN_KEYS["top"] | PENDING_KEYS]
+    found = [f"{file}: {k}" for k in cfg if k not in KNOWN_KEYS["top"]]
     for table in ("coordinator", "explainer", "worker", "etcd"):
         found += [
             f"{file}: [{table}] {k}"
             for k in cfg.get(table, {})
-            if k not in KNOWN_KEYS[table] | PENDING_KEYS
+            if k not in KNOWN_KEYS[table]
         ]
     return found
 
@@ -365,7 +367,6 @@ def facts(c: Checks, name: str, docs) -> None:
         c.expect(not gpus and ctr["image"].endswith("-cpu"), f"{name}: CPU workers ask for no GPU")
 
     # The config files parse as TOML and hold only keys the services know
-    # (or the ones being added, named in PENDING_KEYS).
     unknown = []
     for file in ("coordinator.toml", "explainer.toml", "worker.toml"):
         cfg = configs[file.removesuffix(".toml")]

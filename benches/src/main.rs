@@ -15,6 +15,7 @@
 mod allreduce;
 mod cam;
 mod ddp;
+mod explain;
 mod group;
 mod loader;
 mod measure;
@@ -78,6 +79,9 @@ enum Command {
     /// Training images/s of 1..N ranks over the ring, scaling efficiency and
     /// a per-step breakdown, vs PyTorch DDP over gloo.
     Scaling(scaling::ScalingArgs),
+    /// CAM through the gRPC explainer at 1/8/32 clients, 224/512 px, vs
+    /// PyTorch and TorchCAM (goal ≥1.5× PyTorch's images/s on CPU).
+    Explain(explain::ExplainArgs),
     /// Every bench with its defaults.
     All(AllArgs),
 }
@@ -108,6 +112,9 @@ fn main() -> anyhow::Result<()> {
         Command::Allreduce(args) => suite.allreduce(args)?,
         Command::Scaling(args) => suite.scaling(args)?,
         Command::All(args) => suite.all(args.stages)?,
+        Command::Explain(args) => {
+            return explain::run(args, cli.threads, &suite.reference, &cli.json);
+        }
     };
     let report = Report {
         unix_time: SystemTime::now()

@@ -1,10 +1,11 @@
 //! A cluster with mutual TLS and a bearer token: `camshaft up` configured
 //! by its config file, its in-process worker connecting with a client
-//! certificate and the token, `ctl` with and without them, and the health
-//! service on a plaintext port of its own for probes.
+//! certificate and the token, `ctl` with and without them (coordinator and
+//! explainer), and each service's health on a plaintext port of its own for
+//! probes.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use camshaft_cluster_tests::{Cluster, ctl_command, free_port};
+use camshaft_cluster_tests::{Cluster, ctl_command, free_port, synthetic_images};
 use camshaft_proto::testing::Pki;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,6 +17,9 @@ fn a_cluster_with_mutual_tls_and_a_token_serves_only_clients_with_both() {
     std::fs::create_dir_all(&pki_dir).unwrap();
     let pki = Pki::new(&pki_dir);
     let health_port = free_port().unwrap();
+    let explainer_health_port = free_port().unwrap();
+    let coordinator_metrics = format!("127.0.0.1:{}", free_port().unwrap());
+    let worker_metrics = format!("127.0.0.1:{}", free_port().unwrap());
     let p = |name: &str| pki.path(name).display().to_string();
     let config = dir.path().join("camshaft.toml");
     std::fs::write(
@@ -32,6 +36,13 @@ ca = "{ca}"
 
 [coordinator]
 health_listen = "127.0.0.1:{health_port}"
+metrics_listen = "{coordinator_metrics}"
+
+[explainer]
+health_listen = "127.0.0.1:{explainer_health_port}"
+
+[worker]
+metrics_listen = "{worker_metrics}"
 
 [worker.tls]
 ca = "{ca}"
@@ -88,39 +99,67 @@ key = "{client_key}"
         ])
         .unwrap();
     assert!(out.contains("succeeded"), "{out}");
+    // And the explainer serves it to a client with both.
+    let images = synthetic_images(&dir.path().join("images"), 32, 1).unwrap();
+    let cams = dir.path().join("cams");
+    let out = cluster
+        .ctl_ok(&[
+            "explain",
+            "--model",
+            "synthetic@latest",
+            "--out",
+            cams.to_str().unwrap(),
+            images[0].to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(out.contains("predicted="), "{out}");
 
     // Without the token: UNAUTHENTICATED, said plainly.
-    let without = |drop: &[&str]| {
+    let without = |drop: &[&str], args: &[&str]| {
         let mut command = ctl_command(&cluster.coordinator_addr, &cluster.explainer_addr).unwrap();
         for (k, v) in env {
             if !drop.contains(&k) {
                 command.env(k, v);
             }
         }
-        let out = command.args(["jobs", "list"]).output().unwrap();
+        let out = command.args(args).output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let err = without(&["CAMSHAFT_TOKEN_FILE"]);
-    assert!(
-        err.contains("UNAUTHENTICATED") && err.contains("bearer token"),
-        "{err}"
-    );
+    let image = images[0].to_str().unwrap();
+    let explain = ["explain", "--model", "synthetic@latest", image];
+    for args in [&["jobs", "list"][..], &explain[..]] {
+        let err = without(&["CAMSHAFT_TOKEN_FILE"], args);
+        assert!(
+            err.contains("UNAUTHENTICATED") && err.contains("bearer token"),
+            "{err}"
+        );
+    }
     // Without a client certificate the handshake fails.
-    let err = without(&["CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"]);
+    let err = without(
+        &["CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"],
+        &["jobs", "list"],
+    );
     assert!(!err.contains("UNAUTHENTICATED"), "{err}");
     // Plaintext gets nowhere.
-    let err = without(&["CAMSHAFT_TLS_CA", "CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"]);
+    let err = without(
+        &["CAMSHAFT_TLS_CA", "CAMSHAFT_TLS_CERT", "CAMSHAFT_TLS_KEY"],
+        &["jobs", "list"],
+    );
     assert!(!err.is_empty());
 
     // Probes: health in plaintext, no certificate, no token.
-    let status = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(async {
+        .unwrap();
+    for (port, service) in [
+        (health_port, "camshaft.v1.Coordinator"),
+        (explainer_health_port, "camshaft.v1.Explainer"),
+    ] {
+        let status = runtime.block_on(async {
             let channel =
-                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{health_port}"))
+                tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
                     .unwrap()
                     .connect()
                     .await
@@ -128,13 +167,37 @@ key = "{client_key}"
             let mut client = HealthClient::new(channel);
             client
                 .check(HealthCheckRequest {
-                    service: "camshaft.v1.Coordinator".into(),
+                    service: service.into(),
                 })
                 .await
                 .unwrap()
                 .into_inner()
                 .status
         });
-    assert_eq!(status, 1, "SERVING");
+        assert_eq!(status, 1, "{service} SERVING");
+    }
+
+    // Metrics in plaintext on their own ports: the job and the calls above
+    // are counted (refused calls never reach the services).
+    let scrape = |addr: &str| {
+        runtime
+            .block_on(camshaft_metrics::scrape(addr.parse().unwrap()))
+            .unwrap()
+    };
+    let text = scrape(&coordinator_metrics);
+    for line in [
+        "camshaft_coordinator_workers 1",
+        "camshaft_coordinator_jobs_submitted_total 1",
+        "camshaft_coordinator_jobs_finished_total{state=\"succeeded\"} 1",
+        "camshaft_coordinator_epochs_total 1",
+        "camshaft_coordinator_grpc_requests_total{code=\"OK\",method=\"/camshaft.v1.Coordinator/SubmitJob\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
+    let text = scrape(&worker_metrics);
+    assert!(
+        text.lines().any(|l| l == "camshaft_worker_ranks_running 0"),
+        "{text}"
+    );
     cluster.stop().unwrap();
 }

@@ -163,6 +163,12 @@ impl FileConfig {
         if self.coordinator.auth_token_file.is_none() {
             self.coordinator.auth_token_file.clone_from(token);
         }
+        if self.explainer.tls.is_empty() {
+            self.explainer.tls = self.tls.clone();
+        }
+        if self.explainer.auth_token_file.is_none() {
+            self.explainer.auth_token_file.clone_from(token);
+        }
         if self.worker.tls.is_empty() && !self.tls.is_empty() {
             self.worker.tls = TlsConfig {
                 // A server without a CA of its own: trust its certificate.
@@ -376,6 +382,10 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
         let mut config = worker.clone();
         if !config.worker_id.is_empty() && up.workers > 1 {
             config.worker_id = format!("{}-{i}", config.worker_id);
+        }
+        if i > 0 {
+            // One metrics port per process: the first worker's.
+            config.metrics_listen.clear();
         }
         tasks.spawn(named(
             "worker",

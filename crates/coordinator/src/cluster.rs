@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::jobs::{self, JobLog};
+use crate::metrics::Metrics;
 use crate::{Config, Error, Result, registry, spec};
 
 /// The outbound half of a worker's control stream.
@@ -93,6 +94,7 @@ pub struct Cluster {
     id_prefix: String,
     /// When this coordinator started.
     pub started_unix_ms: i64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -111,7 +113,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Cluster {
     /// A coordinator over `store`.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn new(config: Config, store: Arc<dyn Store>, metrics: Metrics) -> Arc<Self> {
         Arc::new(Cluster {
             config,
             store,
@@ -124,7 +126,22 @@ impl Cluster {
             next_worker: AtomicU64::new(1),
             id_prefix: format!("{:x}", now_ms() % 0x10_0000),
             started_unix_ms: now_unix_ms(),
+            metrics,
         })
+    }
+
+    /// Workers connected now.
+    pub fn worker_count(&self) -> usize {
+        lock(&self.workers).len()
+    }
+
+    /// Counts a job that reached its final `state`; its throughput gauge goes.
+    fn finished(&self, id: JobId, state: &str) {
+        self.metrics.jobs_finished.with_label_values(&[state]).inc();
+        let _ = self
+            .metrics
+            .images_per_second
+            .remove_label_values(&[id.to_string().as_str()]);
     }
 
     /// The store.
@@ -180,6 +197,7 @@ impl Cluster {
                 reason: "submitted".into(),
                 ..Default::default()
             }));
+        self.metrics.jobs_submitted.inc();
         self.schedule_soon();
         Ok(jobs::to_wire(&record, None))
     }
@@ -261,6 +279,7 @@ impl Cluster {
             })
             .await?;
         self.release_workers(id, attempt, &reason);
+        self.finished(id, "cancelled");
         self.log(&record)
             .push(Event::StateChanged(v1::JobStateChanged {
                 from: from as i32,
@@ -323,6 +342,11 @@ impl Cluster {
             })
             .await?;
         if current {
+            self.metrics.epochs.inc();
+            self.metrics
+                .images_per_second
+                .with_label_values(&[id.to_string().as_str()])
+                .set(row.images_per_sec);
             self.log(&record).push(Event::Epoch(row));
         }
         Ok(())
@@ -397,6 +421,13 @@ impl Cluster {
             })
             .await?;
         self.release_workers(id, attempt, &failure.reason);
+        self.metrics
+            .attempt_failures
+            .with_label_values(&[failure.kind.short_name()])
+            .inc();
+        if record.state == JobState::Failed {
+            self.finished(id, "failed");
+        }
         let log = self.log(&record);
         log.push(Event::Failure(jobs::wire_failure(attempt, &stored)));
         let to = jobs::wire_state(&record);
@@ -453,6 +484,14 @@ impl Cluster {
             })
             .await?;
         self.release_workers(id, attempt, "the job is done");
+        self.finished(
+            id,
+            if state == JobState::Succeeded {
+                "succeeded"
+            } else {
+                "failed"
+            },
+        );
         let log = self.log(&record);
         if let Some(version) = version {
             tracing::info!(job_id = %id, model = %format!("{}:{}", version.name, version.version), "job succeeded");

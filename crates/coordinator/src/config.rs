@@ -35,6 +35,9 @@ pub struct Config {
     /// Also serve the health service alone, in plaintext, on this
     /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
     pub health_listen: Option<String>,
+    /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
+    /// (`GET /metrics`, text format); empty: none. Default empty.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth_token_file: None,
             health_listen: None,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -56,6 +60,8 @@ impl Config {
     /// well under the lease TTL.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
+        camshaft_metrics::parse_listen(&self.metrics_listen)
+            .map_err(|e| Error::Config(e.to_string()))?;
         if self.lease_ttl_ms < 100 {
             return Err(Error::Config("lease_ttl_ms must be at least 100".into()));
         }

@@ -69,6 +69,7 @@ mod cluster;
 mod config;
 mod error;
 pub mod jobs;
+mod metrics;
 pub mod registry;
 mod service;
 pub mod spec;
@@ -88,6 +89,7 @@ use tonic_health::ServingStatus;
 pub use cluster::{AttemptFailure, Cluster, WorkerSender, parse_job_id};
 pub use config::Config;
 pub use error::{Error, Result};
+pub use metrics::Metrics;
 pub use service::{CoordinatorService, DRAIN_GRACE};
 
 /// Serves the coordinator, health and reflection on `listener` until
@@ -104,9 +106,14 @@ pub async fn serve(
     let security = ServerSecurity::load(&config.tls, config.auth_token_file.as_deref())?;
     let addr = listener.local_addr().ok();
     let health_listen = config.health_listen.clone();
-    let cluster = Cluster::new(config, Arc::clone(&store));
+    let metrics_addr = camshaft_metrics::parse_listen(&config.metrics_listen)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let metrics = Metrics::new()?;
+    let cluster = Cluster::new(config, Arc::clone(&store), metrics.clone());
+    let request_metrics = metrics.attach(&cluster)?;
     cluster.recover().await?;
     let (closing_tx, closing) = watch::channel(false);
+    let closing_metrics = closing_tx.subscribe();
     let service = CoordinatorService::new(Arc::clone(&cluster), closing);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -148,8 +155,19 @@ pub async fn serve(
         drain_cluster.shutdown_workers("the coordinator is shutting down");
         let _ = stopped_tx.send(());
     };
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("metrics_listen {addr}: {e}")))?;
+        let registry = metrics.registry().clone();
+        let mut closed = closing_metrics;
+        tokio::spawn(camshaft_metrics::serve(listener, registry, async move {
+            let _ = closed.wait_for(|c| *c).await;
+        }));
+    }
     let server = security
         .builder()?
+        .layer(request_metrics)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -291,7 +291,8 @@ pub struct ExplainArgs {
     /// The model: `name` (latest), `name@alias` or `name:version`.
     #[arg(long, value_name = "REF")]
     pub model: String,
-    /// cam or grad-cam (default: CAM where the head allows it, else Grad-CAM).
+    /// cam, grad-cam or grad-cam++ (default: CAM where the head allows it,
+    /// else Grad-CAM).
     #[arg(long)]
     pub method: Option<String>,
     /// Class to explain, as an index or a class name (default: the predicted class).
@@ -300,6 +301,10 @@ pub struct ExplainArgs {
     /// Maps per image (the overlay draws the first).
     #[arg(long, value_name = "K")]
     pub top_k: Option<u32>,
+    /// Also score each map's faithfulness: deletion (deletion AUC) or drop
+    /// (average drop in confidence); lower is more faithful.
+    #[arg(long, value_name = "METRIC")]
+    pub faithfulness: Option<String>,
     /// Overlay colormap: magma, viridis, inferno or jet.
     #[arg(long)]
     pub colormap: Option<String>,

@@ -10,8 +10,8 @@ use camshaft_proto::bytes::Bytes;
 use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{
-    Colormap, ExplainMethod, ExplainRequest, ExplainResponse, GetModelRequest, ImageExplanation,
-    ImageInput,
+    Colormap, ExplainMethod, ExplainRequest, ExplainResponse, FaithfulnessMetric, GetModelRequest,
+    ImageExplanation, ImageInput,
 };
 use camshaft_proto::{ErrorKind, ModelRef};
 
@@ -89,6 +89,9 @@ pub fn result_line(file: &str, result: &ImageExplanation, written: Option<&Path>
         && target != result.predicted_class
     {
         line.push_str(&format!("  target={}", class_name(result, target)));
+    }
+    if let Some(score) = result.maps.first().and_then(|m| m.faithfulness) {
+        line.push_str(&format!("  faithfulness={score:.3}"));
     }
     if let Some(path) = written {
         line.push_str(&format!("  -> {}", path.display()));
@@ -191,6 +194,10 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
         Some(name) => ExplainMethod::from_short_name(name).map_err(bad)?,
         None => ExplainMethod::Unspecified,
     };
+    let faithfulness = match &args.faithfulness {
+        Some(name) => FaithfulnessMetric::from_short_name(name).map_err(bad)?,
+        None => FaithfulnessMetric::Unspecified,
+    };
     let colormap = match &args.colormap {
         Some(name) => Colormap::from_short_name(name).map_err(bad)?,
         None => Colormap::Unspecified,
@@ -256,6 +263,7 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                     top_k: args.top_k,
                     colormap: colormap.into(),
                     alpha: args.alpha,
+                    faithfulness: faithfulness.into(),
                     ..Default::default()
                 },
             )

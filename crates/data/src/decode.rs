@@ -50,6 +50,12 @@ pub fn decode_image(bytes: &[u8], what: &str, limits: &DecodeLimits) -> Result<R
             max_bytes: limits.max_bytes,
         });
     }
+    // Sizes from the header first, before any decoder state exists: a
+    // decoder may refuse a zero dimension with a generic error, or allocate
+    // per row before it checks the total.
+    if let Some((width, height)) = header_dimensions(bytes) {
+        check_dimensions(width, height, what, limits)?;
+    }
     let format = image::guess_format(bytes).map_err(|_| {
         decode_error(
             what,
@@ -119,6 +125,20 @@ fn decode_checked(
     limits: &DecodeLimits,
 ) -> Result<DynamicImage> {
     let (width, height) = decoder.dimensions();
+    let pixels = check_dimensions(width, height, what, limits)?;
+    let mut alloc = Limits::default();
+    // 16-bit RGBA is the widest colour type PNG and JPEG decode to; allow that plus
+    // the RGB8 conversion and some decoder scratch space.
+    alloc.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
+    decoder
+        .set_limits(alloc)
+        .map_err(|e| decode_error(what, &e.to_string()))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| decode_error(what, &e.to_string()))
+}
+
+/// Refuses a zero side or more than `limits.max_pixels` pixels; returns the
+/// pixel count.
+fn check_dimensions(width: u32, height: u32, what: &str, limits: &DecodeLimits) -> Result<u64> {
     if width == 0 || height == 0 {
         return Err(Error::EmptyImage {
             what: what.to_string(),
@@ -136,14 +156,51 @@ fn decode_checked(
             max_pixels: limits.max_pixels,
         });
     }
-    let mut alloc = Limits::default();
-    // 16-bit RGBA is the widest colour type PNG and JPEG decode to; allow that plus
-    // the RGB8 conversion and some decoder scratch space.
-    alloc.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
-    decoder
-        .set_limits(alloc)
-        .map_err(|e| decode_error(what, &e.to_string()))?;
-    DynamicImage::from_decoder(decoder).map_err(|e| decode_error(what, &e.to_string()))
+    Ok(pixels)
+}
+
+/// `(width, height)` as a PNG's IHDR or a JPEG's first frame header (SOFn)
+/// declares them, read without a decoder; `None` when the bytes are neither
+/// or end before the sizes.
+pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |at: usize| -> Option<u32> {
+        Some(u32::from(u16::from_be_bytes([
+            *bytes.get(at)?,
+            *bytes.get(at + 1)?,
+        ])))
+    };
+    if bytes.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) {
+        if bytes.get(12..16)? != b"IHDR" {
+            return None;
+        }
+        let be32 = |at: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+        };
+        return Some((be32(16)?, be32(20)?));
+    }
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    // Walk the marker segments up to the first frame header.
+    let mut at = 2;
+    loop {
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        let marker = *bytes.get(at + 1)?;
+        match marker {
+            // Fill bytes, and markers without a length.
+            0xFF => at += 1,
+            0x01 | 0xD0..=0xD7 => at += 2,
+            // SOF0..SOF15 but DHT (C4), JPG (C8) and DAC (CC).
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
+                return Some((be16(at + 7)?, be16(at + 5)?));
+            }
+            // Start of scan or end of image before any frame header.
+            0xDA | 0xD9 => return None,
+            _ => at += 2 + usize::try_from(be16(at + 2)?).ok()?,
+        }
+    }
 }
 
 /// The JPEG decoder fills a truncated scan with grey instead of failing (PIL
@@ -320,13 +377,16 @@ mod tests {
     fn zero_sized_image_is_rejected() {
         let bytes = png_header_claiming(0, 10);
         let err = decode_image(&bytes, "z.png", &DecodeLimits::default()).unwrap_err();
-        // The png crate itself may refuse a zero dimension in IHDR; either way it
-        // is an error naming the file.
-        assert!(
-            matches!(err, Error::EmptyImage { .. } | Error::Decode { .. }),
-            "{err:?}"
-        );
+        // Read from the header, before the png crate (which would refuse it
+        // with a generic error).
+        assert!(matches!(err, Error::EmptyImage { .. }), "{err:?}");
         assert!(err.to_string().contains("z.png"));
+        let err = decode_image(
+            &png_header_claiming(0, 0),
+            "z.png",
+            &DecodeLimits::default(),
+        );
+        assert!(matches!(err, Err(Error::EmptyImage { .. })), "{err:?}");
     }
 
     #[test]
@@ -362,6 +422,24 @@ mod tests {
         assert!(matches!(
             decode_image(&png_bytes(&gradient(11, 10)), "big.png", &limits),
             Err(Error::FileTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn header_dimensions_of_png_and_jpeg() {
+        let img = gradient(33, 17);
+        assert_eq!(header_dimensions(&png_bytes(&img)), Some((33, 17)));
+        assert_eq!(header_dimensions(&jpeg_bytes(&img)), Some((33, 17)));
+        assert_eq!(header_dimensions(b"GIF89a...."), None);
+        assert_eq!(header_dimensions(&[0xFF, 0xD8, 0xFF]), None);
+        // A JPEG frame header claiming 0 rows is refused as empty.
+        let mut jpg = jpeg_bytes(&img);
+        let sof = jpg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        jpg[sof + 5] = 0;
+        jpg[sof + 6] = 0;
+        assert!(matches!(
+            decode_image(&jpg, "z.jpg", &DecodeLimits::default()),
+            Err(Error::EmptyImage { height: 0, .. })
         ));
     }
 

@@ -2,7 +2,9 @@
 //! [`Config::validate`] before the server starts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
+use camshaft_proto::security::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -24,13 +26,42 @@ pub struct Config {
     /// Most pixels (width × height, read from the header before decoding) of
     /// one image; a larger one gets its own error. Default 32 Mi pixels.
     pub max_image_pixels: u64,
-    /// Most images in one forward pass; a request with more good images is
-    /// explained in several passes of at most this many. Default 64.
+    /// Most images in one forward pass: images of concurrent requests for
+    /// the same model version share passes of at most this many. Default 64.
     pub max_batch: usize,
+    /// Longest wait, in ms, for more images after the first image of a pass
+    /// arrived at an idle model: a lone request waits this long at most;
+    /// under load passes fill from the queue without waiting. Default 5.
+    pub max_batch_wait_ms: u64,
+    /// Most images admitted and not answered (decoding, queued, computing)
+    /// over all models; a request that would pass it fails with
+    /// RESOURCE_EXHAUSTED and a `retry-after-ms` hint. At least
+    /// `max_images_per_request`. Default 512.
+    pub max_queued_images: usize,
+    /// Inference threads per loaded model version, each with its own copy
+    /// of the weights (on one GPU, or sharing the CPU's cores). Default 1.
+    pub model_replicas: usize,
+    /// Run a pass of one image as two copies of it, so an image's maps are
+    /// bit-for-bit the same whatever it is batched with (libtorch computes a
+    /// batch of one with other convolution kernels, ~1e-6 apart). Costs a
+    /// second image's compute on lone images. Default true.
+    pub batch_invariant: bool,
+    /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
+    /// (`GET /metrics`, text format); empty: none. Default empty.
+    pub metrics_listen: String,
     /// Model versions kept loaded (least recently used evicted). Default 4.
     pub model_cache_size: usize,
     /// `cpu`, `cuda` (GPU 0) or `cuda:N`. Default `cpu`.
     pub device: String,
+    /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
+    /// Default: plaintext.
+    pub tls: TlsConfig,
+    /// A file holding the bearer token every call but health must carry.
+    /// Default: none needed.
+    pub auth_token_file: Option<PathBuf>,
+    /// Also serve the health service alone, in plaintext, on this
+    /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
+    pub health_listen: Option<String>,
 }
 
 impl Default for Config {
@@ -41,8 +72,16 @@ impl Default for Config {
             max_image_bytes: 16 * 1024 * 1024,
             max_image_pixels: 32 * 1024 * 1024,
             max_batch: 64,
+            max_batch_wait_ms: 5,
+            max_queued_images: 512,
+            model_replicas: 1,
+            batch_invariant: true,
+            metrics_listen: String::new(),
             model_cache_size: 4,
             device: "cpu".into(),
+            tls: TlsConfig::default(),
+            auth_token_file: None,
+            health_listen: None,
         }
     }
 }
@@ -58,6 +97,8 @@ impl Config {
             ("max_image_bytes", self.max_image_bytes),
             ("max_image_pixels", self.max_image_pixels),
             ("max_batch", self.max_batch as u64),
+            ("max_queued_images", self.max_queued_images as u64),
+            ("model_replicas", self.model_replicas as u64),
             ("model_cache_size", self.model_cache_size as u64),
         ];
         for (name, value) in positive {
@@ -72,8 +113,21 @@ impl Config {
                 camshaft_proto::MAX_MESSAGE_BYTES
             )));
         }
+        if self.max_queued_images < self.max_images_per_request {
+            return Err(Error::Config(format!(
+                "max_queued_images {} is below max_images_per_request {}: a full request could never be admitted",
+                self.max_queued_images, self.max_images_per_request
+            )));
+        }
+        self.metrics_addr()?;
         self.parse_device()?;
         Ok(())
+    }
+
+    /// [`Config::metrics_listen`] parsed; `None` when empty (no endpoint).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
+        camshaft_metrics::parse_listen(&self.metrics_listen)
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// [`Config::listen_addr`] parsed.
@@ -158,5 +212,15 @@ mod tests {
         };
         c.validate().unwrap();
         assert!(serde_json::from_str::<Config>(r#"{"max_batchh": 3}"#).is_err());
+        let c = Config {
+            max_queued_images: 10,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_queued_images"));
+        let c = Config {
+            metrics_listen: "port 9".into(),
+            ..Config::default()
+        };
+        assert!(bad(c).contains("metrics_listen"));
     }
 }

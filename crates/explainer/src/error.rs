@@ -32,6 +32,24 @@ pub enum Error {
     /// A method or option this server does not implement yet.
     #[error("not implemented: {0}")]
     Unimplemented(String),
+    /// The queue is full: more images are admitted and not answered than
+    /// `max_queued_images`. RESOURCE_EXHAUSTED with `retry-after-ms`.
+    #[error(
+        "the explainer is overloaded: {queued} images queued (limit {limit}); retry in {} ms",
+        retry_after.as_millis()
+    )]
+    Overloaded {
+        /// Images admitted when the request came.
+        queued: usize,
+        /// `max_queued_images`.
+        limit: usize,
+        /// When a retry has a fair chance.
+        retry_after: std::time::Duration,
+    },
+    /// The request's deadline (its `grpc-timeout`) passed before it was
+    /// answered.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// The store cannot be reached.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
@@ -65,6 +83,8 @@ impl Error {
             Error::ModelNotFound(_) => ErrorKind::NotFound,
             Error::CamNeedsPooledHead { .. } => ErrorKind::FailedPrecondition,
             Error::StoreUnavailable(_) => ErrorKind::Unavailable,
+            Error::Overloaded { .. } => ErrorKind::ResourceExhausted,
+            Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
             Error::ModelLoad { .. } | Error::Internal(_) | Error::Transport(_) => {
                 ErrorKind::Internal
             }
@@ -85,6 +105,9 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        if let Error::Overloaded { retry_after, .. } = &err {
+            return ErrorKind::ResourceExhausted.status_with_retry(err.to_string(), *retry_after);
+        }
         match err.kind() {
             Some(kind) => kind.status(err.to_string()),
             None => tonic::Status::unimplemented(err.to_string()),
@@ -114,6 +137,20 @@ mod tests {
         assert_eq!(
             code(Error::InvalidRequest("too many".into())),
             Code::InvalidArgument
+        );
+        assert_eq!(
+            code(Error::DeadlineExceeded("late".into())),
+            Code::DeadlineExceeded
+        );
+        let status = tonic::Status::from(Error::Overloaded {
+            queued: 9,
+            limit: 8,
+            retry_after: std::time::Duration::from_millis(250),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            camshaft_proto::retry_after(&status),
+            Some(std::time::Duration::from_millis(250))
         );
     }
 }

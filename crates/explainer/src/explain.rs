@@ -1,6 +1,8 @@
 //! The explain logic, free of gRPC transport: validate a request, resolve and
-//! load the model version, decode images on blocking threads, run one forward
-//! pass (per `max_batch` images) on a blocking thread, build the response.
+//! load the model version, admit its images to the bounded queue, decode and
+//! preprocess them on blocking threads, hand them to the model's batcher
+//! (which mixes them with other requests' images into forward passes), and
+//! draw the results on blocking threads.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,10 +14,15 @@ use camshaft_proto::v1::{
 };
 use camshaft_render::{ActivationMap, Colormap, OverlayOptions};
 use camshaft_store::Store;
-use camshaft_vision::{CamMethod, Model, cam};
-use tch::{Kind, Tensor};
+use camshaft_vision::cam::Faithfulness;
+use camshaft_vision::{CamMethod, Normalization};
+use tch::Tensor;
 
-use crate::models::{LoadedModel, ModelCache};
+use crate::batcher::BatchSettings;
+use crate::inference::{ImageJob, RawExplanation};
+use crate::metrics::Metrics;
+use crate::models::ModelCache;
+use crate::queue::Admission;
 use crate::{Config, Error, Result};
 
 /// How images are resized to the model's input size: the validation
@@ -25,9 +32,10 @@ pub const RESIZE: ResizeMethod = ResizeMethod::Crop;
 /// Answers `ExplainRequest`s; shared by every call of the service.
 pub struct ExplainEngine {
     max_images: usize,
-    max_batch: usize,
     limits: DecodeLimits,
     cache: ModelCache,
+    admission: Admission,
+    metrics: Arc<Metrics>,
     started_unix_ms: i64,
 }
 
@@ -38,27 +46,68 @@ struct Options {
     top_k: usize,
     overlay: Option<OverlayOptions>,
     upsampled: bool,
+    faithfulness: Option<Faithfulness>,
 }
 
-/// One image that decoded and whose target is in range.
-struct GoodImage {
-    index: usize,
-    image: RgbImage,
-    target: Option<i64>,
+/// Why one image is not explained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageError {
+    /// The wire kind.
+    pub kind: ImageErrorKind,
+    /// What went wrong, naming the image.
+    pub message: String,
+}
+
+/// Decodes `bytes` (PNG or JPEG, within `limits`: sizes are checked from
+/// the header before any pixel buffer is allocated), resizes it to
+/// `size`² with [`RESIZE`] and normalises it. Never panics; every failure is
+/// an [`ImageError`] whose kind says what the client did wrong. Blocking.
+pub fn prepare_image(
+    bytes: &[u8],
+    what: &str,
+    limits: &DecodeLimits,
+    size: u32,
+    normalization: Normalization,
+) -> std::result::Result<(Tensor, RgbImage), ImageError> {
+    let image = camshaft_data::decode_image(bytes, what, limits).map_err(|e| ImageError {
+        kind: decode_error_kind(&e),
+        message: e.to_string(),
+    })?;
+    let resized = camshaft_data::resize(&image, size, RESIZE, (0.5, 0.5));
+    let input = camshaft_vision::loader::to_chw(&resized, normalization);
+    Ok((input, resized))
 }
 
 impl ExplainEngine {
     /// An engine with `config`'s limits, loading models from `store` onto
-    /// `device`.
-    pub fn new(config: &Config, store: Arc<dyn Store>, device: tch::Device) -> Self {
+    /// `device`, counting into `metrics`.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        device: tch::Device,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let settings = BatchSettings::from_config(config);
         ExplainEngine {
             max_images: config.max_images_per_request,
-            max_batch: config.max_batch.max(1),
             limits: DecodeLimits {
                 max_pixels: config.max_image_pixels,
                 max_bytes: config.max_image_bytes,
             },
-            cache: ModelCache::new(store, device, config.model_cache_size),
+            cache: ModelCache::new(
+                store,
+                device,
+                config.model_cache_size,
+                settings,
+                Arc::clone(&metrics),
+            ),
+            admission: Admission::new(
+                config.max_queued_images,
+                config.max_batch,
+                config.model_replicas,
+                Arc::clone(&metrics),
+            ),
+            metrics,
             started_unix_ms: camshaft_proto::now_unix_ms(),
         }
     }
@@ -68,13 +117,58 @@ impl ExplainEngine {
         &self.cache
     }
 
+    /// The engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Images admitted and not answered yet (decoding, queued or computing).
+    pub fn queued_images(&self) -> usize {
+        self.admission.queued()
+    }
+
     /// When the engine was created (ms since the Unix epoch).
     pub fn started_unix_ms(&self) -> i64 {
         self.started_unix_ms
     }
 
-    /// Explains one request (see the crate doc for the contract).
+    /// Explains one request with no deadline (see the crate doc).
     pub async fn explain(&self, request: ExplainRequest) -> Result<ExplainResponse> {
+        self.explain_until(request, None).await
+    }
+
+    /// Explains one request; past `deadline` it fails with
+    /// [`Error::DeadlineExceeded`] and its images still waiting for a forward
+    /// pass are dropped from their batch.
+    pub async fn explain_until(
+        &self,
+        request: ExplainRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ExplainResponse> {
+        let started = Instant::now();
+        if deadline.is_some_and(|d| d <= started) {
+            return Err(Error::DeadlineExceeded(
+                "the request's deadline passed before it arrived".into(),
+            ));
+        }
+        let work = self.explain_inner(request, deadline);
+        match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), work).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Error::DeadlineExceeded(format!(
+                    "the request's deadline passed after {} ms",
+                    started.elapsed().as_millis()
+                ))),
+            },
+            None => work.await,
+        }
+    }
+
+    async fn explain_inner(
+        &self,
+        request: ExplainRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ExplainResponse> {
         let started = Instant::now();
         let n = request.images.len();
         if n > self.max_images {
@@ -109,6 +203,7 @@ impl ExplainEngine {
         options.method = match wanted_method {
             ExplainMethod::Unspecified if loaded.has_cam => CamMethod::Cam,
             ExplainMethod::Unspecified | ExplainMethod::GradCam => CamMethod::GradCam,
+            ExplainMethod::GradCamPlusPlus => CamMethod::GradCamPlusPlus,
             ExplainMethod::Cam if loaded.has_cam => CamMethod::Cam,
             ExplainMethod::Cam => {
                 return Err(Error::CamNeedsPooledHead {
@@ -116,18 +211,18 @@ impl ExplainEngine {
                     head: loaded.spec.head.to_string(),
                 });
             }
-            ExplainMethod::GradCamPlusPlus => {
-                return Err(Error::Unimplemented(
-                    "EXPLAIN_METHOD_GRAD_CAM_PLUS_PLUS".into(),
-                ));
-            }
         };
         let classes = loaded.spec.num_classes();
         options.top_k = options.top_k.min(classes);
+        // Held until the response is built: past the queue's bound the
+        // request is refused before anything is decoded.
+        let _admitted = self.admission.admit(n)?;
 
-        // Decode every image on the blocking pool, in parallel.
+        // Decode and preprocess every image on the blocking pool, in parallel.
         let mut results: Vec<ImageExplanation> = Vec::with_capacity(n);
         let mut decoding = Vec::with_capacity(n);
+        let size = loaded.spec.input_size;
+        let normalization = loaded.spec.normalization;
         for (index, input) in request.images.into_iter().enumerate() {
             results.push(ImageExplanation {
                 id: input.id.clone(),
@@ -153,19 +248,24 @@ impl ExplainEngine {
                 index,
                 target,
                 tokio::task::spawn_blocking(move || {
-                    camshaft_data::decode_image(&input.data, &what, &limits)
+                    prepare_image(&input.data, &what, &limits, size, normalization)
                 }),
             ));
         }
-        let mut good = Vec::with_capacity(decoding.len());
+        let mut jobs = Vec::with_capacity(decoding.len());
+        let mut placed = Vec::with_capacity(decoding.len());
         for (index, target, task) in decoding {
             match task.await {
-                Ok(Ok(image)) => good.push(GoodImage {
-                    index,
-                    image,
-                    target,
-                }),
-                Ok(Err(e)) => set_error(&mut results[index], decode_error_kind(&e), e.to_string()),
+                Ok(Ok((input, resized))) => {
+                    jobs.push(ImageJob {
+                        input,
+                        target,
+                        top_k: options.top_k,
+                        faithfulness: options.faithfulness,
+                    });
+                    placed.push((index, resized));
+                }
+                Ok(Err(e)) => set_error(&mut results[index], e.kind, e.message),
                 Err(e) => set_error(
                     &mut results[index],
                     ImageErrorKind::Internal,
@@ -173,26 +273,49 @@ impl ExplainEngine {
                 ),
             }
         }
-        let good_count = good.len();
+        let good_count = jobs.len();
 
-        if !good.is_empty() {
-            let model = Arc::clone(&loaded);
-            let max_batch = self.max_batch;
-            let explained = tokio::task::spawn_blocking(move || {
-                model.with_model(|m| explain_images(m, &model, good, options, max_batch))
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("inference task: {e}")))??;
-            for (index, explanation) in explained {
-                let id = std::mem::take(&mut results[index].id);
-                results[index] = ImageExplanation { id, ..explanation };
+        let answers = loaded.explain(options.method, jobs, deadline).await?;
+        let mut drawing = Vec::with_capacity(answers.len());
+        for ((index, resized), answer) in placed.into_iter().zip(answers) {
+            match answer {
+                Ok(raw) => {
+                    let names = loaded.spec.class_names.clone();
+                    drawing.push((
+                        index,
+                        tokio::task::spawn_blocking(move || {
+                            finish_image(raw, &resized, names, size, &options)
+                        }),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(model = %loaded.key, image = index, error = %e, "inference failed");
+                    set_error(&mut results[index], ImageErrorKind::Internal, e.to_string());
+                }
             }
+        }
+        for (index, task) in drawing {
+            let drawn = task
+                .await
+                .map_err(|e| Error::Internal(format!("drawing task: {e}")))
+                .and_then(|r| r);
+            match drawn {
+                Ok(explanation) => {
+                    let id = std::mem::take(&mut results[index].id);
+                    results[index] = ImageExplanation { id, ..explanation };
+                }
+                Err(e) => set_error(&mut results[index], ImageErrorKind::Internal, e.to_string()),
+            }
+        }
+        let method = method_name(options.method);
+        for r in &results {
+            self.metrics.observe_image(method, r.error_kind);
         }
         tracing::info!(
             model = %loaded.key,
             images = n,
             explained = good_count,
-            method = ?options.method,
+            method,
             ms = started.elapsed().as_millis() as u64,
             "explained"
         );
@@ -204,12 +327,22 @@ impl ExplainEngine {
     }
 }
 
+/// The metric label of a method.
+pub(crate) fn method_name(method: CamMethod) -> &'static str {
+    match method {
+        CamMethod::Cam => "cam",
+        CamMethod::GradCam => "grad_cam",
+        CamMethod::GradCamPlusPlus => "grad_cam_plus_plus",
+    }
+}
+
 fn set_error(result: &mut ImageExplanation, kind: ImageErrorKind, message: String) {
     result.error = message;
     result.error_kind = kind as i32;
 }
 
-fn decode_error_kind(err: &camshaft_data::Error) -> ImageErrorKind {
+/// The wire kind of a decoding failure.
+pub fn decode_error_kind(err: &camshaft_data::Error) -> ImageErrorKind {
     use camshaft_data::Error as D;
     match err {
         D::EmptyImage { .. } => ImageErrorKind::Empty,
@@ -237,21 +370,17 @@ fn check_options(request: &ExplainRequest) -> Result<(ExplainMethod, Options)> {
             "alpha {alpha} is outside [0, 1]"
         )));
     }
-    match FaithfulnessMetric::try_from(request.faithfulness) {
-        Ok(FaithfulnessMetric::Unspecified) => {}
-        Ok(metric) => {
-            return Err(Error::Unimplemented(format!(
-                "faithfulness scores ({})",
-                metric.as_str_name()
-            )));
-        }
+    let faithfulness = match FaithfulnessMetric::try_from(request.faithfulness) {
+        Ok(FaithfulnessMetric::Unspecified) => None,
+        Ok(FaithfulnessMetric::DeletionAuc) => Some(Faithfulness::DeletionAuc),
+        Ok(FaithfulnessMetric::AverageDrop) => Some(Faithfulness::AverageDrop),
         Err(_) => {
             return Err(Error::InvalidRequest(format!(
                 "unknown FaithfulnessMetric {}",
                 request.faithfulness
             )));
         }
-    }
+    };
     let options = Options {
         method: CamMethod::Cam,
         top_k: request.top_k.unwrap_or(1).max(1) as usize,
@@ -261,125 +390,68 @@ fn check_options(request: &ExplainRequest) -> Result<(ExplainMethod, Options)> {
             range: None,
         }),
         upsampled: request.return_upsampled_maps,
+        faithfulness,
     };
     Ok((method, options))
 }
 
-/// Blocking: preprocess, forward (one pass per `max_batch` images), maps,
-/// overlays. Returns `(request index, explanation)` pairs.
-fn explain_images(
-    model: &Model,
-    loaded: &LoadedModel,
-    good: Vec<GoodImage>,
-    options: Options,
-    max_batch: usize,
-) -> Result<Vec<(usize, ImageExplanation)>> {
-    let torch = |e: camshaft_vision::Error| Error::Internal(format!("model {}: {e}", loaded.key));
-    let tch_err = |e: tch::TchError| Error::Internal(format!("model {}: {e}", loaded.key));
-    let size = loaded.spec.input_size;
-    let mut out = Vec::with_capacity(good.len());
-    let mut rest = good;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(max_batch));
-        let chunk = std::mem::replace(&mut rest, tail);
-        let (images, metas): (Vec<RgbImage>, Vec<(usize, Option<i64>)>) = chunk
-            .into_iter()
-            .map(|g| (g.image, (g.index, g.target)))
-            .unzip();
-        let targets: Vec<Option<i64>> = metas.iter().map(|m| m.1).collect();
-        let x = cam::preprocess(model, &images, RESIZE).map_err(torch)?;
-        let (logits, maps, chosen) =
-            cam::explain_batch(model, &x, options.method, &targets).map_err(torch)?;
-        let logits = logits.to_kind(Kind::Float).to_device(tch::Device::Cpu);
-        let probs = logits.f_softmax(-1, Kind::Float).map_err(tch_err)?;
-        let logits_rows = rows(&logits).map_err(tch_err)?;
-        let prob_rows = rows(&probs).map_err(tch_err)?;
-
-        // maps[0] is the target; then the most probable other classes.
-        let mut classes_per_image: Vec<Vec<i64>> = chosen.iter().map(|&c| vec![c]).collect();
-        for (classes, p) in classes_per_image.iter_mut().zip(&prob_rows) {
-            let mut order: Vec<i64> = (0..p.len() as i64).collect();
-            order.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]));
-            let target = classes[0];
-            classes.extend(
-                order
-                    .into_iter()
-                    .filter(|&c| c != target)
-                    .take(options.top_k - 1),
-            );
-        }
-        let mut map_sets = vec![map_rows(&maps).map_err(tch_err)?];
-        for rank in 1..options.top_k {
-            let targets: Vec<Option<i64>> = classes_per_image
-                .iter()
-                .map(|c| c.get(rank).copied())
-                .collect();
-            let (_, maps, _) =
-                cam::explain_batch(model, &x, options.method, &targets).map_err(torch)?;
-            map_sets.push(map_rows(&maps).map_err(tch_err)?);
-        }
-
-        for (i, (index, _)) in metas.iter().enumerate() {
-            let p = &prob_rows[i];
-            let predicted = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(k, _)| k);
-            let class_maps: Vec<ClassMap> = map_sets
-                .iter()
-                .zip(&classes_per_image[i])
-                .map(|(set, &class)| {
-                    let (h, w, values) = &set[i];
-                    ClassMap {
-                        class_index: class as i32,
-                        height: *h as i32,
-                        width: *w as i32,
-                        values: values.clone(),
-                        faithfulness: None,
-                    }
-                })
-                .collect();
-            let mut upsampled_maps = Vec::new();
-            if options.upsampled {
-                for m in &class_maps {
-                    let values = camshaft_render::upsample_bilinear(&activation(m), size, size)
-                        .map_err(|e| Error::Internal(format!("upsampling: {e}")))?;
-                    upsampled_maps.push(ClassMap {
-                        class_index: m.class_index,
-                        height: size as i32,
-                        width: size as i32,
-                        values,
-                        faithfulness: None,
-                    });
-                }
-            }
-            let overlay_png = match (&options.overlay, class_maps.first()) {
-                (Some(opts), Some(first)) => {
-                    let resized = camshaft_data::resize(&images[i], size, RESIZE, (0.5, 0.5));
-                    let drawn = camshaft_render::overlay(&resized, &activation(first), opts)
-                        .and_then(|img| camshaft_render::encode_png(&img))
-                        .map_err(|e| Error::Internal(format!("overlay: {e}")))?;
-                    drawn.into()
-                }
-                _ => Default::default(),
-            };
-            out.push((
-                *index,
-                ImageExplanation {
-                    class_names: loaded.spec.class_names.clone(),
-                    probabilities: p.clone(),
-                    predicted_class: predicted as i32,
-                    maps: class_maps,
-                    overlay_png,
-                    upsampled_maps,
-                    logits: logits_rows[i].clone(),
-                    ..Default::default()
-                },
-            ));
+/// Blocking: the wire form of one image's explanation, with the upsampled
+/// maps and the overlay when asked.
+fn finish_image(
+    raw: RawExplanation,
+    resized: &RgbImage,
+    class_names: Vec<String>,
+    size: u32,
+    options: &Options,
+) -> Result<ImageExplanation> {
+    let predicted = raw
+        .probabilities
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(k, _)| k);
+    let maps: Vec<ClassMap> = raw
+        .maps
+        .into_iter()
+        .map(|m| ClassMap {
+            class_index: m.class as i32,
+            height: m.height as i32,
+            width: m.width as i32,
+            values: m.values,
+            faithfulness: m.faithfulness,
+        })
+        .collect();
+    let mut upsampled_maps = Vec::new();
+    if options.upsampled {
+        for m in &maps {
+            let values = camshaft_render::upsample_bilinear(&activation(m), size, size)
+                .map_err(|e| Error::Internal(format!("upsampling: {e}")))?;
+            upsampled_maps.push(ClassMap {
+                class_index: m.class_index,
+                height: size as i32,
+                width: size as i32,
+                values,
+                faithfulness: None,
+            });
         }
     }
-    Ok(out)
+    let overlay_png = match (&options.overlay, maps.first()) {
+        (Some(opts), Some(first)) => camshaft_render::overlay(resized, &activation(first), opts)
+            .and_then(|img| camshaft_render::encode_png(&img))
+            .map_err(|e| Error::Internal(format!("overlay: {e}")))?
+            .into(),
+        _ => Default::default(),
+    };
+    Ok(ImageExplanation {
+        class_names,
+        probabilities: raw.probabilities,
+        predicted_class: predicted as i32,
+        maps,
+        overlay_png,
+        upsampled_maps,
+        logits: raw.logits,
+        ..Default::default()
+    })
 }
 
 fn activation(m: &ClassMap) -> ActivationMap<'_> {
@@ -388,29 +460,4 @@ fn activation(m: &ClassMap) -> ActivationMap<'_> {
         height: m.height as u32,
         width: m.width as u32,
     }
-}
-
-/// Rows of a `(N, C)` tensor.
-fn rows(t: &Tensor) -> std::result::Result<Vec<Vec<f32>>, tch::TchError> {
-    let t = t
-        .to_kind(Kind::Float)
-        .to_device(tch::Device::Cpu)
-        .contiguous();
-    (0..t.size()[0])
-        .map(|i| Vec::<f32>::try_from(&t.get(i)))
-        .collect()
-}
-
-/// `(height, width, values)` of each map of a `(N, h, w)` tensor.
-fn map_rows(t: &Tensor) -> std::result::Result<Vec<(i64, i64, Vec<f32>)>, tch::TchError> {
-    let t = t
-        .detach()
-        .to_kind(Kind::Float)
-        .to_device(tch::Device::Cpu)
-        .contiguous();
-    let size = t.size();
-    let (h, w) = (size[1], size[2]);
-    (0..size[0])
-        .map(|i| Ok((h, w, Vec::<f32>::try_from(&t.get(i).flatten(0, -1))?)))
-        .collect()
 }

@@ -4,15 +4,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
 use camshaft_store::{ModelVersion, Store};
-use camshaft_vision::{HeadPolicy, Model, ModelSpec};
+use camshaft_vision::{CamMethod, HeadPolicy, Model, ModelSpec};
 use tokio::sync::OnceCell;
 
+use crate::batcher::BatchSettings;
+use crate::batcher::Batcher;
+use crate::inference::{ImageJob, RawExplanation};
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
-/// One model version ready to run. The model sits behind a mutex: one
-/// inference at a time per version (tch forward passes already use every
-/// core on CPU; dynamic batching across requests is a later step).
+/// One model version ready to run: its inference threads (one per replica,
+/// each with its own copy of the weights) batch the images of every request
+/// for this version (see [`BatchSettings`]); they stop when it is dropped.
 pub struct LoadedModel {
     /// `name:version`.
     pub key: String,
@@ -22,7 +28,7 @@ pub struct LoadedModel {
     pub has_cam: bool,
     /// When it was loaded (ms since the Unix epoch).
     pub loaded_unix_ms: i64,
-    model: Mutex<Model>,
+    batcher: Batcher,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -36,12 +42,15 @@ impl std::fmt::Debug for LoadedModel {
 
 impl LoadedModel {
     /// Builds the network of `spec` (a `camshaft_vision::ModelSpec` as JSON)
-    /// on `device` and loads `weights` (safetensors) into it. Blocking.
+    /// on `device` and loads `weights` (safetensors) into it, once per
+    /// replica of `settings`, and starts the inference threads. Blocking.
     pub fn load(
         key: String,
         spec: &serde_json::Value,
         weights: &[u8],
         device: tch::Device,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Self> {
         let bad = |reason: String| Error::ModelLoad {
             model: key.clone(),
@@ -49,26 +58,39 @@ impl LoadedModel {
         };
         let spec: ModelSpec = serde_json::from_value(spec.clone())
             .map_err(|e| bad(format!("spec is not a model spec: {e}")))?;
-        let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
-        camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
-            .map_err(|e| bad(e.to_string()))?;
-        let has_cam = model.pooled_linear().is_some();
+        let mut replicas = Vec::with_capacity(settings.replicas);
+        for _ in 0..settings.replicas.max(1) {
+            let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
+            camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
+                .map_err(|e| bad(e.to_string()))?;
+            replicas.push(model);
+        }
+        let has_cam = replicas
+            .first()
+            .is_some_and(|m| m.pooled_linear().is_some());
+        let batcher = Batcher::start(&key, replicas, settings, metrics)?;
         Ok(LoadedModel {
             key,
             spec,
             has_cam,
             loaded_unix_ms: camshaft_proto::now_unix_ms(),
-            model: Mutex::new(model),
+            batcher,
         })
     }
 
-    /// Runs `f` with exclusive use of the model. Blocking: call from a
-    /// blocking thread.
-    pub fn with_model<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
-        // A panic inside a forward pass leaves no broken invariant in the
-        // model (its weights are only read), so a poisoned lock is usable.
-        let guard = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        f(&guard)
+    /// Explains `jobs` with `method`, batched with the other requests'
+    /// images; one answer per job, in order. Images still queued when
+    /// `deadline` passes (or when this future is dropped) are dropped.
+    pub(crate) async fn explain(
+        &self,
+        method: CamMethod,
+        jobs: Vec<ImageJob>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Result<RawExplanation>>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.batcher.explain(method, jobs, deadline).await
     }
 }
 
@@ -81,6 +103,8 @@ pub struct ModelCache {
     store: Arc<dyn Store>,
     device: tch::Device,
     capacity: usize,
+    settings: BatchSettings,
+    metrics: Arc<Metrics>,
     slots: Mutex<Slots>,
     /// Loads in flight (the health service reports NOT_SERVING while > 0).
     loading: tokio::sync::watch::Sender<usize>,
@@ -109,12 +133,21 @@ struct Slots {
 }
 
 impl ModelCache {
-    /// An empty cache loading from `store` onto `device`.
-    pub fn new(store: Arc<dyn Store>, device: tch::Device, capacity: usize) -> Self {
+    /// An empty cache loading from `store` onto `device`, each version
+    /// batching with `settings`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        device: tch::Device,
+        capacity: usize,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ModelCache {
             store,
             device,
             capacity: capacity.max(1),
+            settings,
+            metrics,
             slots: Mutex::new(Slots::default()),
             loading: tokio::sync::watch::Sender::new(0),
         }
@@ -141,9 +174,11 @@ impl ModelCache {
                 let spec = version.spec.clone();
                 let device = self.device;
                 let key = key.clone();
+                let settings = self.settings;
+                let metrics = Arc::clone(&self.metrics);
                 let started = std::time::Instant::now();
                 let model = tokio::task::spawn_blocking(move || {
-                    LoadedModel::load(key, &spec, &weights, device)
+                    LoadedModel::load(key, &spec, &weights, device, settings, metrics)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("model load task: {e}")))??;

@@ -1,17 +1,20 @@
-//! The thin tonic adapter over [`ExplainEngine`].
+//! The thin tonic adapter over [`ExplainEngine`]: deadlines from
+//! `grpc-timeout`, per-call metrics, `ExplainStream` pipelining.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use camshaft_proto::v1::explainer_server::Explainer;
 use camshaft_proto::v1::{ExplainRequest, ExplainResponse};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::ExplainEngine;
+use crate::{Error, ExplainEngine};
 
-/// How many finished responses of one `ExplainStream` may wait for the client.
-const STREAM_BUFFER: usize = 4;
+/// How many requests of one `ExplainStream` are explained at once (their
+/// responses still leave in request order).
+const STREAM_IN_FLIGHT: usize = 4;
 
 /// The `camshaft.v1.Explainer` service.
 #[derive(Clone)]
@@ -28,21 +31,60 @@ impl ExplainerService {
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ExplainResponse, Status>> + Send>>;
 
+/// The deadline a `grpc-timeout` header sets (`<1..8 digits><H|M|S|m|u|n>`);
+/// `None` when absent or malformed.
+pub fn grpc_deadline(metadata: &tonic::metadata::MetadataMap, now: Instant) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    now.checked_add(timeout)
+}
+
+/// Aborts a task when dropped (a stream whose client went away stops its
+/// requests in flight).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[tonic::async_trait]
 impl Explainer for ExplainerService {
     async fn explain(
         &self,
         request: Request<ExplainRequest>,
     ) -> Result<Response<ExplainResponse>, Status> {
-        let response = self
+        let started = Instant::now();
+        let deadline = grpc_deadline(request.metadata(), started);
+        let answer = self
             .engine
-            .explain(request.into_inner())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "explain failed");
-                Status::from(e)
-            })?;
-        Ok(Response::new(response))
+            .explain_until(request.into_inner(), deadline)
+            .await;
+        let answer = answer.map(Response::new).map_err(|e: Error| {
+            tracing::warn!(error = %e, "explain failed");
+            Status::from(e)
+        });
+        let code = answer
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.engine
+            .metrics()
+            .observe_call("Explain", code, started.elapsed());
+        answer
     }
 
     type ExplainStreamStream = ResponseStream;
@@ -51,22 +93,52 @@ impl Explainer for ExplainerService {
         &self,
         request: Request<Streaming<ExplainRequest>>,
     ) -> Result<Response<Self::ExplainStreamStream>, Status> {
+        let deadline = grpc_deadline(request.metadata(), Instant::now());
         let mut requests = request.into_inner();
         let engine = Arc::clone(&self.engine);
-        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        // Requests are explained one after the other, so responses leave in
-        // request order; the channel lets the next request run while earlier
-        // responses are still being sent.
-        tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_IN_FLIGHT);
+        // Up to STREAM_IN_FLIGHT requests are explained at once (their images
+        // batch together); `pending` holds them in request order, so
+        // responses leave in order, each as soon as it and those before it
+        // are done.
+        let (pending_tx, mut pending_rx) = tokio::sync::mpsc::channel::<
+            AbortOnDrop<Result<ExplainResponse, Status>>,
+        >(STREAM_IN_FLIGHT);
+        let reader = tokio::spawn(async move {
             while let Some(next) = requests.next().await {
-                let answer = match next {
-                    Ok(req) => engine.explain(req).await.map_err(|e| {
-                        tracing::warn!(error = %e, "explain (stream) failed");
-                        Status::from(e)
-                    }),
-                    Err(status) => Err(status),
+                let engine = Arc::clone(&engine);
+                let task = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let answer = match next {
+                        Ok(req) => engine.explain_until(req, deadline).await.map_err(|e| {
+                            tracing::warn!(error = %e, "explain (stream) failed");
+                            Status::from(e)
+                        }),
+                        Err(status) => Err(status),
+                    };
+                    let code = answer
+                        .as_ref()
+                        .map_or_else(Status::code, |_| tonic::Code::Ok);
+                    engine
+                        .metrics()
+                        .observe_call("ExplainStream", code, started.elapsed());
+                    answer
+                });
+                if pending_tx.send(AbortOnDrop(task)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let _reader = AbortOnDrop(reader);
+            while let Some(mut task) = pending_rx.recv().await {
+                let answer = match (&mut task.0).await {
+                    Ok(answer) => answer,
+                    Err(e) => Err(Status::internal(format!("explain task: {e}"))),
                 };
                 let failed = answer.is_err();
+                // A request-level error ends the stream after the responses
+                // before it; dropping `pending_rx` aborts the ones after.
                 if tx.send(answer).await.is_err() || failed {
                     break;
                 }
@@ -122,5 +194,34 @@ impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
                 .collect(),
             ..Default::default()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_headers_parse() {
+        let now = Instant::now();
+        let deadline = |v: &str| {
+            let mut m = tonic::metadata::MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_deadline(&m, now).map(|d| d - now)
+        };
+        assert_eq!(deadline("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(deadline("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(deadline("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(deadline("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(deadline("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(deadline("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(deadline("123456789S"), None);
+        assert_eq!(deadline("S"), None);
+        assert_eq!(deadline("10x"), None);
+        assert_eq!(
+            grpc_deadline(&tonic::metadata::MetadataMap::new(), now),
+            None
+        );
     }
 }

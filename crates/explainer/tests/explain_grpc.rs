@@ -1,123 +1,13 @@
 //! The explainer over real gRPC on loopback, with a real embedded store.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::sync::Arc;
+mod common;
 
-use camshaft_explainer::{Config, serve};
-use camshaft_proto::MAX_MESSAGE_BYTES;
-use camshaft_proto::v1::explainer_client::ExplainerClient;
-use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageErrorKind, ImageInput};
-use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
-use camshaft_vision::{Arch, CamMethod, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_explainer::Config;
+use camshaft_proto::v1::{ExplainMethod, ExplainRequest, FaithfulnessMetric, ImageErrorKind};
+use camshaft_vision::{CamMethod, HeadKind, Model};
+use common::{Cluster, input, png, request, spec};
 use tonic::Code;
-use tonic::transport::Channel;
-
-struct Cluster {
-    client: ExplainerClient<Channel>,
-    channel: Channel,
-    store: Arc<dyn Store>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<camshaft_explainer::Result<()>>,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start(config: Config) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(EmbeddedConfig::new(dir.path().join("store")))
-                .await
-                .unwrap(),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(config, Arc::clone(&store), listener, async {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = ExplainerClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Cluster {
-            client,
-            channel,
-            store,
-            stop: Some(stop),
-            server,
-            dir,
-        }
-    }
-
-    /// Registers a random-init ResNet18 (64 px, 2 classes) with `head`;
-    /// returns the weights bytes.
-    async fn register(&self, name: &str, head: HeadKind) -> Vec<u8> {
-        let spec = spec(head);
-        let model = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
-        let path = self.dir.path().join(format!("{name}.safetensors"));
-        camshaft_vision::save_weights(&model, &path).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        self.store
-            .register_model(
-                name,
-                serde_json::to_value(&spec).unwrap(),
-                serde_json::json!({}),
-                bytes.clone().into(),
-            )
-            .await
-            .unwrap();
-        bytes
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
-    }
-}
-
-fn spec(head: HeadKind) -> ModelSpec {
-    ModelSpec {
-        arch: Arch::Resnet18,
-        head,
-        class_names: vec!["cat".into(), "dog".into()],
-        input_size: 64,
-        normalization: Normalization::Imagenet,
-    }
-}
-
-fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([
-            (x as u8).wrapping_mul(3).wrapping_add(seed),
-            (y as u8).wrapping_mul(5),
-            seed.wrapping_mul(7) ^ (x as u8),
-        ])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
-fn input(id: &str, data: Vec<u8>) -> ImageInput {
-    ImageInput {
-        id: id.into(),
-        data: data.into(),
-        target_class: None,
-    }
-}
-
-fn request(model: &str, images: Vec<ImageInput>, method: ExplainMethod) -> ExplainRequest {
-    ExplainRequest {
-        model: model.into(),
-        images,
-        method: method as i32,
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_with_a_corrupt_image_matches_the_library() {
@@ -384,5 +274,242 @@ async fn a_moved_alias_is_loaded_before_the_next_request() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grad_cam_plus_plus_and_faithfulness_on_every_map() {
+    let mut c = Cluster::start(Config::default()).await;
+    c.register("fa", HeadKind::Fastai).await;
+    for metric in [
+        FaithfulnessMetric::DeletionAuc,
+        FaithfulnessMetric::AverageDrop,
+    ] {
+        let mut req = request(
+            "fa",
+            vec![input("a", png(96, 64, 1)), input("b", png(64, 64, 9))],
+            ExplainMethod::GradCamPlusPlus,
+        );
+        req.top_k = Some(2);
+        req.faithfulness = metric as i32;
+        req.return_upsampled_maps = true;
+        let resp = c.client.explain(req).await.unwrap().into_inner();
+        for r in &resp.results {
+            assert!(r.error.is_empty(), "{}", r.error);
+            assert_eq!(r.maps.len(), 2);
+            assert_ne!(r.maps[0].class_index, r.maps[1].class_index);
+            assert_eq!(r.maps[0].class_index, r.predicted_class);
+            for m in &r.maps {
+                assert!(m.values.iter().all(|v| *v >= 0.0), "ReLU'd map");
+                let score = m.faithfulness.unwrap();
+                assert!((0.0..=1.0).contains(&score), "{metric:?} {score}");
+            }
+            assert!(r.upsampled_maps.iter().all(|m| m.faithfulness.is_none()));
+        }
+    }
+    // Without a metric there are no scores.
+    let resp = c
+        .client
+        .explain(request(
+            "fa",
+            vec![input("a", png(64, 64, 1))],
+            ExplainMethod::GradCamPlusPlus,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.results[0].maps[0].faithfulness.is_none());
+    let mut bad = request(
+        "fa",
+        vec![input("a", png(64, 64, 1))],
+        ExplainMethod::GradCam,
+    );
+    bad.faithfulness = 7;
+    let status = c.client.explain(bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    c.stop().await;
+}
+
+/// Eight single-image requests, sent at once, wait for each other (the pass
+/// closes only when full) and are split by method inside the pass; each
+/// answer must be bit-for-bit the answer the request gets alone from a
+/// server that never batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_exactly_the_maps_they_get_alone() {
+    let batching = Config {
+        max_batch: 8,
+        max_batch_wait_ms: 600_000,
+        ..Config::default()
+    };
+    let c = Cluster::start(batching).await;
+    c.register("pets", HeadKind::Cam).await;
+    let alone = c
+        .beside(Config {
+            max_batch_wait_ms: 0,
+            ..Config::default()
+        })
+        .await;
+    let requests: Vec<ExplainRequest> = (0..8u8)
+        .map(|i| {
+            let method = [
+                ExplainMethod::Cam,
+                ExplainMethod::GradCam,
+                ExplainMethod::GradCamPlusPlus,
+            ][usize::from(i % 3)];
+            let mut img = input(&format!("img{i}"), png(64 + u32::from(i) * 8, 64, i * 31));
+            if i % 4 == 1 {
+                img.target_class = Some(1);
+            }
+            let mut req = request("pets", vec![img], method);
+            req.top_k = Some(1 + u32::from(i % 2));
+            if i == 5 {
+                req.faithfulness = FaithfulnessMetric::AverageDrop as i32;
+            }
+            req
+        })
+        .collect();
+    let tasks: Vec<_> = requests
+        .iter()
+        .cloned()
+        .map(|req| {
+            let mut client = c.client();
+            tokio::spawn(async move { client.explain(req).await.map(|r| r.into_inner()) })
+        })
+        .collect();
+    let mut together = Vec::new();
+    for t in tasks {
+        together.push(t.await.unwrap().unwrap());
+    }
+    // One pass of eight images, computed as three (one per method).
+    assert_eq!(
+        c.metric("camshaft_explainer_batch_size_count", &[]).await,
+        3.0
+    );
+    assert_eq!(
+        c.metric("camshaft_explainer_batch_size_sum", &[]).await,
+        8.0
+    );
+    let mut client = alone.client();
+    for (req, got) in requests.into_iter().zip(&together) {
+        let single = client.explain(req).await.unwrap().into_inner();
+        assert!(got.results[0].error.is_empty(), "{}", got.results[0].error);
+        assert_eq!(&single, got, "batched and alone differ");
+    }
+    assert_eq!(
+        alone
+            .metric("camshaft_explainer_batch_size_count", &[])
+            .await,
+        8.0
+    );
+    alone.stop().await;
+    c.stop().await;
+}
+
+/// A full queue refuses with RESOURCE_EXHAUSTED and a retry hint; images
+/// whose deadline passes while queued are dropped before any compute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_and_expired_images_are_dropped() {
+    let config = Config {
+        max_images_per_request: 2,
+        max_queued_images: 2,
+        max_batch: 4,
+        max_batch_wait_ms: 600_000,
+        ..Config::default()
+    };
+    let c = Cluster::start(config).await;
+    c.register("pets", HeadKind::Cam).await;
+    let two = request(
+        "pets",
+        vec![input("a", png(64, 64, 1)), input("b", png(64, 64, 2))],
+        ExplainMethod::Cam,
+    );
+    let mut first = tonic::Request::new(two);
+    first.set_timeout(std::time::Duration::from_secs(15));
+    let mut client = c.client();
+    let waiting = tokio::spawn(async move { client.explain(first).await });
+    // Wait until both images are admitted (they wait for a pass of four).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c.metric("camshaft_explainer_queued_images", &[]).await < 2.0 {
+        assert!(std::time::Instant::now() < until, "never queued");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut one = tonic::Request::new(request(
+        "pets",
+        vec![input("c", png(64, 64, 3))],
+        ExplainMethod::Cam,
+    ));
+    one.set_timeout(std::time::Duration::from_secs(30));
+    let refused = c.client().explain(one).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let hint = camshaft_proto::retry_after(&refused).expect("retry-after-ms metadata");
+    assert!(hint > std::time::Duration::ZERO);
+    assert!(
+        refused.message().contains("2 images queued"),
+        "{}",
+        refused.message()
+    );
+
+    let late = waiting.await.unwrap().unwrap_err();
+    assert!(
+        matches!(late.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{late:?}"
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while c
+        .metric("camshaft_explainer_images_dropped_total", &[])
+        .await
+        < 2.0
+    {
+        assert!(std::time::Instant::now() < until, "never dropped");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.metric("camshaft_explainer_batches_total", &[]).await, 0.0);
+    assert_eq!(c.metric("camshaft_explainer_queued_images", &[]).await, 0.0);
+    let text = c.scrape().await;
+    assert_eq!(
+        common::metric_value(
+            &text,
+            "camshaft_explainer_requests_total",
+            &["code=\"RESOURCE_EXHAUSTED\"", "rpc=\"Explain\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert!(text.contains("# TYPE camshaft_explainer_request_duration_seconds histogram"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_stops_at_its_first_failed_request() {
+    let mut c = Cluster::start(Config::default()).await;
+    c.register("pets", HeadKind::Cam).await;
+    let requests: Vec<ExplainRequest> = ["pets", "pets:1", "nobody", "pets"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ExplainRequest {
+            request_id: format!("r{i}"),
+            ..request(
+                m,
+                vec![input("x", png(64, 64, i as u8))],
+                ExplainMethod::Cam,
+            )
+        })
+        .collect();
+    let mut stream = c
+        .client
+        .explain_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(resp)) => ids.push(resp.request_id),
+            Ok(None) => panic!("the stream ended without the error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ids, ["r0", "r1"]);
+    assert_eq!(status.code(), Code::NotFound);
     c.stop().await;
 }

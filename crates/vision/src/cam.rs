@@ -1,12 +1,18 @@
-//! Class Activation Maps and Grad-CAM, batched.
+//! Class Activation Maps, Grad-CAM and Grad-CAM++, batched, and the
+//! faithfulness scores of a map.
 //!
 //! CAM (for models whose head is a global average pool then a linear map, the
 //! CAM head) is the lecture's `einsum('cb,abij->acij', W, body(x))`, plus the
 //! bias at every position when the head has one, so the spatial mean of
 //! class c's map *is* logit c. Grad-CAM works for every head: the feature map
 //! weighted by the spatial mean of the target logit's gradient, summed over
-//! channels, through a ReLU. The body runs once without autograd; only the
-//! head is differentiated.
+//! channels, through a ReLU. Grad-CAM++ weighs the channels as
+//! pytorch-grad-cam's `GradCAMPlusPlus` does (see [`CamMethod::GradCamPlusPlus`]).
+//! The body runs once without autograd; only the head is differentiated, so
+//! [`maps_from_features`] can explain several classes from one body pass.
+//!
+//! [`faithfulness`] scores a map by perturbing the image along it (deletion
+//! AUC, average drop in confidence).
 
 use camshaft_data::{BoundingBox, Dataset, ResizeMethod, RgbImage, Synthetic, resize};
 use camshaft_render::{ActivationMap, OverlayOptions, Panel, format_title, overlay};
@@ -26,6 +32,11 @@ pub enum CamMethod {
     Cam,
     /// Selvaraju et al.'s Grad-CAM: any head.
     GradCam,
+    /// Chattopadhay et al.'s Grad-CAM++, as pytorch-grad-cam computes it:
+    /// with `g` the target logit's gradient and `A` the feature map,
+    /// `α = g² / (2g² + Σᵢⱼ A · g³ + 1e-6)` (0 where `g = 0`),
+    /// channel weights `w = Σᵢⱼ α · relu(g)`, map `relu(Σ_c w · A)`. Any head.
+    GradCamPlusPlus,
 }
 
 /// Logits and the CAM of every class, `(N, classes)` and `(N, classes, h, w)`.
@@ -40,11 +51,21 @@ pub fn cam_all_classes(model: &Model, images: &Tensor) -> Result<(Tensor, Tensor
     })?;
     let _guard = tch::no_grad_guard();
     let feats = model.features(images, false);
-    let mut why = Tensor::f_einsum("cb,abij->acij", &[w, &feats], None::<&[i64]>)?;
+    cam_from_features(model, &feats, w, b)
+}
+
+fn cam_from_features(
+    model: &Model,
+    feats: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let _guard = tch::no_grad_guard();
+    let mut why = Tensor::f_einsum("cb,abij->acij", &[w, feats], None::<&[i64]>)?;
     if let Some(b) = b {
         why = why.f_add(&b.view([1, -1, 1, 1]))?;
     }
-    let logits = model.head(&feats, false);
+    let logits = model.head(feats, false);
     Ok((logits, why))
 }
 
@@ -56,7 +77,20 @@ pub fn explain_batch(
     method: CamMethod,
     targets: &[Option<i64>],
 ) -> Result<(Tensor, Tensor, Vec<i64>)> {
-    let n = images.size().first().copied().unwrap_or(0);
+    let feats = tch::no_grad(|| model.features(images, false));
+    maps_from_features(model, &feats, method, targets)
+}
+
+/// [`explain_batch`] from the body's feature map `(N, C, h, w)` (computed
+/// without autograd): call it once per class rank to explain several
+/// classes with one body pass.
+pub fn maps_from_features(
+    model: &Model,
+    feats: &Tensor,
+    method: CamMethod,
+    targets: &[Option<i64>],
+) -> Result<(Tensor, Tensor, Vec<i64>)> {
+    let n = feats.size().first().copied().unwrap_or(0);
     if targets.len() as i64 != n {
         return Err(Error::Input(format!(
             "{} targets for {n} images",
@@ -71,7 +105,14 @@ pub fn explain_batch(
     }
     match method {
         CamMethod::Cam => {
-            let (logits, all) = cam_all_classes(model, images)?;
+            let (w, b) = model.pooled_linear().ok_or_else(|| {
+                Error::Input(format!(
+                    "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
+                    model.spec().arch,
+                    model.spec().head
+                ))
+            })?;
+            let (logits, all) = cam_from_features(model, feats, w, b)?;
             let chosen = resolve_targets(&logits, targets)?;
             let idx = Tensor::from_slice(&chosen).to_device(all.device());
             let (h, w) = (all.size()[2], all.size()[3]);
@@ -84,10 +125,8 @@ pub fn explain_batch(
                 .f_squeeze_dim(1)?;
             Ok((logits, maps, chosen))
         }
-        CamMethod::GradCam => {
-            let feats = tch::no_grad(|| model.features(images, false))
-                .detach()
-                .set_requires_grad(true);
+        CamMethod::GradCam | CamMethod::GradCamPlusPlus => {
+            let feats = feats.detach().set_requires_grad(true);
             let logits = model.head(&feats, false);
             let chosen = resolve_targets(&logits, targets)?;
             let idx = Tensor::from_slice(&chosen).to_device(logits.device());
@@ -99,13 +138,35 @@ pub fn explain_batch(
                 .into_iter()
                 .next()
                 .ok_or_else(|| Error::Input("no gradient reached the feature map".into()))?;
-            let weights = grad.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?;
-            let maps = (weights * feats.detach())
+            let feats = feats.detach();
+            let weights = if method == CamMethod::GradCam {
+                grad.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?
+            } else {
+                grad_cam_plus_plus_weights(&grad, &feats)?
+            };
+            let maps = (weights * feats)
                 .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
                 .f_relu()?;
             Ok((logits.detach(), maps, chosen))
         }
     }
+}
+
+/// pytorch-grad-cam's `GradCAMPlusPlus.get_cam_weights`: `(N, C, 1, 1)`.
+fn grad_cam_plus_plus_weights(grad: &Tensor, feats: &Tensor) -> Result<Tensor> {
+    let g2 = grad.f_mul(grad)?;
+    let g3 = g2.f_mul(grad)?;
+    let sum_a = feats.f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?;
+    let denominator = g2
+        .f_mul_scalar(2.0)?
+        .f_add(&sum_a.f_mul(&g3)?)?
+        .f_add_scalar(1e-6)?;
+    let aij = g2.f_div(&denominator)?;
+    let aij = aij.f_where_self(&grad.f_ne(0.0)?, &aij.f_zeros_like()?)?;
+    Ok(grad
+        .f_relu()?
+        .f_mul(&aij)?
+        .f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?)
 }
 
 fn resolve_targets(logits: &Tensor, targets: &[Option<i64>]) -> Result<Vec<i64>> {
@@ -116,6 +177,128 @@ fn resolve_targets(logits: &Tensor, targets: &[Option<i64>]) -> Result<Vec<i64>>
         .zip(pred)
         .map(|(t, p)| t.unwrap_or(p))
         .collect())
+}
+
+/// A faithfulness score of a map: does the model's confidence depend on the
+/// region the map highlights? Lower is more faithful for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Faithfulness {
+    /// Deletion AUC: the pixels are removed (set to 0 in the normalised
+    /// input: the normalisation's mean colour) in decreasing order of the
+    /// bilinearly upsampled map (`align_corners=False`; ties in pixel order),
+    /// `⌊k·P/20⌋` of the `P` pixels after step `k` of [`DELETION_STEPS`];
+    /// the score is the trapezoidal area under the class-probability curve
+    /// over `x = k/20 ∈ [0, 1]`.
+    DeletionAuc,
+    /// Average drop in confidence: `max(0, p - p_masked) / p`, where
+    /// `p_masked` is the class probability of the normalised input
+    /// multiplied by the upsampled map min–max normalised as
+    /// pytorch-grad-cam's `scale_cam_image` does (`(m - min) / (max - min +
+    /// 1e-7)`).
+    AverageDrop,
+}
+
+/// Steps of the deletion curve ([`Faithfulness::DeletionAuc`]).
+pub const DELETION_STEPS: i64 = 20;
+
+/// The `metric` score of each map: `maps[i]` `(h, w)` explains class
+/// `classes[i]` of the normalised image `images[i]` `(3, S, S)`. The
+/// perturbed images of one map go through the model in passes of at most
+/// `max_batch` (at least 2: a pass of one image would take libtorch's other
+/// convolution path, and a score would depend on `max_batch` in the last
+/// digits), never mixed with another map's, so a score does not depend on
+/// what else is explained beside it.
+pub fn faithfulness(
+    model: &Model,
+    images: &Tensor,
+    maps: &Tensor,
+    classes: &[i64],
+    metric: Faithfulness,
+    max_batch: usize,
+) -> Result<Vec<f32>> {
+    let n = images.size().first().copied().unwrap_or(0);
+    if maps.size().first().copied() != Some(n) || classes.len() as i64 != n {
+        return Err(Error::Input(format!(
+            "{n} images, {:?} maps and {} classes",
+            maps.size(),
+            classes.len()
+        )));
+    }
+    let size = images.size();
+    let (height, width) = (size[2], size[3]);
+    let _guard = tch::no_grad_guard();
+    let mut scores = Vec::with_capacity(classes.len());
+    for (i, &class) in classes.iter().enumerate() {
+        let x = images.get(i as i64);
+        let up = maps
+            .get(i as i64)
+            .to_device(x.device())
+            .to_kind(Kind::Float)
+            .view([1, 1, maps.size()[1], maps.size()[2]])
+            .f_upsample_bilinear2d([height, width], false, None, None)?
+            .view([height, width]);
+        let score = match metric {
+            Faithfulness::DeletionAuc => {
+                let pixels = height * width;
+                let order = up.view([pixels]).f_argsort_stable(true, 0, true)?;
+                let positions = Tensor::f_arange(pixels, (Kind::Int64, x.device()))?;
+                let ranks = positions
+                    .f_zeros_like()?
+                    .f_scatter(0, &order, &positions)?
+                    .view([1, 1, height, width]);
+                let steps: Vec<i64> = (0..=DELETION_STEPS)
+                    .map(|k| k * pixels / DELETION_STEPS)
+                    .collect();
+                let mut probs = Vec::with_capacity(steps.len());
+                for chunk in steps.chunks(max_batch.max(2)) {
+                    let removed = Tensor::from_slice(chunk)
+                        .to_device(x.device())
+                        .view([-1, 1, 1, 1]);
+                    let keep = ranks.f_ge_tensor(&removed)?.to_kind(Kind::Float);
+                    let batch = x.unsqueeze(0).f_mul(&keep)?;
+                    probs.extend(class_probabilities(model, &batch, class)?);
+                }
+                let sum: f64 = probs.iter().map(|&p| f64::from(p)).sum();
+                let ends = f64::from(probs[0]) + f64::from(probs[probs.len() - 1]);
+                ((sum - ends / 2.0) / DELETION_STEPS as f64) as f32
+            }
+            Faithfulness::AverageDrop => {
+                let low = up.f_min()?;
+                let shifted = up.f_sub(&low)?;
+                let scaled = shifted.f_div(&shifted.f_max()?.f_add_scalar(1e-7)?)?;
+                let masked = x.f_mul(&scaled.unsqueeze(0))?;
+                let batch = Tensor::f_stack(&[x.shallow_clone(), masked], 0)?;
+                let p = class_probabilities(model, &batch, class)?;
+                let (p, p_masked) = (p[0], p[1]);
+                if p > 0.0 {
+                    (p - p_masked).max(0.0) / p
+                } else {
+                    0.0
+                }
+            }
+        };
+        scores.push(score);
+    }
+    Ok(scores)
+}
+
+/// Softmax probability of `class` for each image of `batch`, through passes
+/// of at least two images (see [`faithfulness`]).
+fn class_probabilities(model: &Model, batch: &Tensor, class: i64) -> Result<Vec<f32>> {
+    let n = batch.size()[0];
+    let input = if n == 1 {
+        Tensor::f_cat(&[batch, batch], 0)?
+    } else {
+        batch.shallow_clone()
+    };
+    let probs = model
+        .forward_t(&input, false)
+        .f_softmax(-1, Kind::Float)?
+        .f_select(1, class)?
+        .f_narrow(0, 0, n)?
+        .to_device(tch::Device::Cpu);
+    Ok(Vec::<f32>::try_from(&probs)?)
 }
 
 /// One image's explanation, on the CPU, ready to serialise or draw.
@@ -376,6 +559,56 @@ mod tests {
             0.0,
             "ReLU drops a negative map"
         );
+    }
+
+    #[test]
+    fn grad_cam_plus_plus_keeps_only_positive_gradients() {
+        let m = model(HeadKind::Cam);
+        // As above: class 0 has weights ≥ 0, class 1 weights ≤ 0, so the
+        // gradient of logit 1 is ≤ 0 everywhere and relu(g) zeroes its map.
+        tch::no_grad(|| {
+            let (w, _) = m.pooled_linear().unwrap();
+            let w0 = w.get(0).abs();
+            w.get(0).copy_(&w0);
+            w.get(1).copy_(&(-w0));
+        });
+        let x = Tensor::randn([3, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let targets = [Some(0), Some(1), Some(2)];
+        let (_, maps, _) = explain_batch(&m, &x, CamMethod::GradCamPlusPlus, &targets).unwrap();
+        assert_eq!(maps.size(), [3, 3, 3]);
+        assert!(maps.min().double_value(&[]) >= 0.0);
+        assert!(maps.get(0).max().double_value(&[]) > 0.0);
+        assert_eq!(maps.get(1).abs().max().double_value(&[]), 0.0);
+        // One body pass explains every class the same as a pass per class.
+        let feats = tch::no_grad(|| m.features(&x, false));
+        let (_, again, _) =
+            maps_from_features(&m, &feats, CamMethod::GradCamPlusPlus, &targets).unwrap();
+        assert_eq!((&again - &maps).abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn faithfulness_scores_are_in_range_and_see_the_map() {
+        tch::manual_seed(3);
+        let m = model(HeadKind::Cam);
+        let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let (_, maps, chosen) = explain_batch(&m, &x, CamMethod::Cam, &[None, None]).unwrap();
+        for metric in [Faithfulness::DeletionAuc, Faithfulness::AverageDrop] {
+            let a = faithfulness(&m, &x, &maps, &chosen, metric, 64).unwrap();
+            let b = faithfulness(&m, &x, &maps, &chosen, metric, 3).unwrap();
+            assert_eq!(a, b, "{metric:?}: the pass size changes nothing");
+            assert!(
+                a.iter().all(|s| (0.0..=1.0).contains(s)),
+                "{metric:?} {a:?}"
+            );
+        }
+        // Deleting everything leaves the all-zero input: a map's AUC and the
+        // AUC of the opposite map share both ends of the curve but differ
+        // in between, so the order of deletion is used.
+        let auc = faithfulness(&m, &x, &maps, &chosen, Faithfulness::DeletionAuc, 8).unwrap();
+        let flipped =
+            faithfulness(&m, &x, &(-&maps), &chosen, Faithfulness::DeletionAuc, 8).unwrap();
+        assert_ne!(auc, flipped);
+        assert!(faithfulness(&m, &x, &maps, &chosen[..1], Faithfulness::AverageDrop, 8).is_err());
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub mod optim;
 pub mod schedule;
 pub mod weights;
 
-pub use cam::{CamMethod, Explanation};
+pub use cam::{CamMethod, Explanation, Faithfulness};
 pub use error::{Error, Result};
 pub use learner::{
     EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, SingleProcess,

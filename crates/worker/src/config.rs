@@ -40,6 +40,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// A file holding the bearer token the coordinator asks for.
     pub auth_token_file: Option<PathBuf>,
+    /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
+    /// (`GET /metrics`, text format); empty: none. Default empty.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             ring_host: "0.0.0.0".into(),
             tls: TlsConfig::default(),
             auth_token_file: None,
+            metrics_listen: String::new(),
         }
     }
 }

@@ -20,8 +20,22 @@ use camshaft_proto::v1::{self, CollectiveBackend, DeviceKind, worker_message::Me
 use camshaft_vision::learner::{GradientSync, SingleProcess};
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::task::{self, TaskContext, TaskError};
 use crate::{Checkpoints, Config};
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
 
 /// What every rank thread of a worker shares.
 #[derive(Clone)]
@@ -34,6 +48,8 @@ pub struct Context {
     pub out: mpsc::UnboundedSender<v1::WorkerMessage>,
     /// Told `(job, attempt)` when the last rank of an attempt ends.
     pub finished: mpsc::UnboundedSender<(String, u32)>,
+    /// The worker's metrics.
+    pub metrics: Metrics,
 }
 
 impl Context {
@@ -166,12 +182,14 @@ impl RankThread {
     }
 
     fn train(&self) -> Result<task::TaskDone, TaskError> {
+        let context = &self.context;
         let sync: Box<dyn GradientSync> = if self.assignment.world_size <= 1 {
             Box::new(SingleProcess)
         } else {
-            self.communicator()?
+            context.metrics.timed(self.communicator()?)
         };
-        let context = &self.context;
+        context.metrics.ranks_running.inc();
+        let _running = scopeguard(|| context.metrics.ranks_running.dec());
         let out = context.out.clone();
         task::run(
             &self.assignment,

@@ -53,6 +53,7 @@ mod checkpoints;
 mod config;
 mod error;
 mod group;
+mod metrics;
 pub mod task;
 
 use std::collections::HashMap;
@@ -72,6 +73,7 @@ use crate::group::Attempt;
 pub use checkpoints::{Checkpoints, StoredCheckpoint};
 pub use config::{Config, DeviceChoice};
 pub use error::{Error, Result};
+pub use metrics::Metrics;
 
 /// Resolves once the stop flag is raised (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
@@ -129,6 +131,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let devices = devices(&config)?;
     let url = config.coordinator_url()?;
     let security = config.security()?;
+    let metrics = Metrics::new()?;
+    let _metrics_server = match camshaft_metrics::parse_listen(&config.metrics_listen)
+        .map_err(|e| Error::Config(e.to_string()))?
+    {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Config(format!("metrics_listen {addr}: {e}")))?;
+            let registry = metrics.registry().clone();
+            Some(AbortOnDrop(tokio::spawn(camshaft_metrics::serve(
+                listener,
+                registry,
+                std::future::pending(),
+            ))))
+        }
+        None => None,
+    };
     // `shutdown` only raises this flag; the session sees it, tells the
     // coordinator it drains and ends, so the Drain is sent before the
     // connection goes.
@@ -141,6 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             let session = connect_and_serve(
                 &config,
                 &security,
+                &metrics,
                 &url,
                 &devices,
                 &mut worker_id,
@@ -173,6 +193,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .unwrap_or(Ok(()))
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The attempts this worker runs; dropping it cancels them all, so no rank
 /// outlives its stream.
 #[derive(Default)]
@@ -189,6 +218,7 @@ impl Drop for Attempts {
 async fn connect_and_serve(
     config: &Config,
     security: &ClientSecurity,
+    metrics: &Metrics,
     url: &str,
     devices: &[v1::Device],
     worker_id: &mut String,
@@ -283,6 +313,7 @@ async fn connect_and_serve(
                             checkpoints: checkpoints.clone(),
                             out: out.clone(),
                             finished: finished_tx.clone(),
+                            metrics: metrics.clone(),
                         };
                         attempts.0.insert(key, group::start(a, context));
                     }

@@ -283,7 +283,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 {{- include "camshaft.toml.topLevel" (dict "root" . "withStore" true) }}
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) -}}
-{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen_addr" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
 {{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.coordinator.healthPort)) }}{{ end -}}
 {{- include "camshaft.toml.table" (dict "name" "coordinator" "values" (merge $own (deepCopy .Values.coordinator.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" false) }}
@@ -296,7 +296,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 {{- include "camshaft.toml.topLevel" (dict "root" . "withStore" true) }}
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.explainer.port)) "device" (ternary "cuda" "cpu" .Values.explainer.gpu.enabled) -}}
-{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen_addr" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
 {{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.explainer.healthPort)) }}{{ end -}}
 {{- include "camshaft.toml.table" (dict "name" "explainer" "values" (merge $own (deepCopy .Values.explainer.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" false) }}
@@ -309,7 +309,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 {{- include "camshaft.toml.topLevel" (dict "root" . "withStore" false) }}
 
 {{ $own := dict "coordinator" (include "camshaft.coordinator.url" .) "device" (ternary "cuda" "cpu" .Values.worker.gpu.enabled) "data_dir" .Values.worker.dataDir -}}
-{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen_addr" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
 {{- include "camshaft.toml.table" (dict "name" "worker" "values" (merge $own (deepCopy .Values.worker.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" true) }}
 {{- end -}}

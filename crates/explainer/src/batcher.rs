@@ -1,0 +1,228 @@
+//! Dynamic batching: the images of concurrent requests for one model
+//! version fill one forward pass, up to `max_batch` images or until
+//! `max_batch_wait_ms` after the first one arrived, whichever comes first.
+//!
+//! Each loaded version has `model_replicas` inference threads, each with its
+//! own copy of the weights, pulling from one shared queue. A thread takes
+//! the oldest image, then waits (at most the max wait) for more until the
+//! batch is full; it drops the images whose request gave up (deadline passed,
+//! client gone: its reply channel is closed) before computing, splits the rest
+//! by method (a pass computes one method) and answers each image on its own
+//! channel. The threads end when the version is dropped (its queue closes).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use camshaft_vision::{CamMethod, Model};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::sync::oneshot;
+
+use crate::explain::method_name;
+use crate::inference::{ImageJob, RawExplanation, run_batch};
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+
+/// How a version's batcher runs (from the [`Config`](crate::Config)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Most images in one forward pass.
+    pub max_batch: usize,
+    /// Longest wait for more images after the first of a batch.
+    pub max_wait: Duration,
+    /// Inference threads (each with its own copy of the weights).
+    pub replicas: usize,
+    /// Run a lone image as a pass of two copies (see the crate doc).
+    pub batch_invariant: bool,
+}
+
+impl BatchSettings {
+    /// The settings of `config`.
+    pub fn from_config(config: &crate::Config) -> Self {
+        BatchSettings {
+            max_batch: config.max_batch.max(1),
+            max_wait: Duration::from_millis(config.max_batch_wait_ms),
+            replicas: config.model_replicas.max(1),
+            batch_invariant: config.batch_invariant,
+        }
+    }
+}
+
+/// One image waiting for a forward pass.
+struct QueuedImage {
+    method: CamMethod,
+    job: ImageJob,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<RawExplanation>>,
+}
+
+/// The queue of one model version and its inference threads.
+pub(crate) struct Batcher {
+    queue: Sender<QueuedImage>,
+}
+
+impl Batcher {
+    /// Starts one inference thread per model in `replicas`.
+    pub(crate) fn start(
+        key: &str,
+        replicas: Vec<Model>,
+        settings: BatchSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let (queue, images) = crossbeam_channel::unbounded();
+        for (i, model) in replicas.into_iter().enumerate() {
+            let images = images.clone();
+            let metrics = Arc::clone(&metrics);
+            let name = format!("infer-{i}-{key}");
+            std::thread::Builder::new()
+                .name(name.chars().take(15).collect())
+                .spawn({
+                    let key = key.to_string();
+                    move || inference_loop(&key, &model, &images, settings, &metrics)
+                })
+                .map_err(|e| Error::Internal(format!("cannot start an inference thread: {e}")))?;
+        }
+        Ok(Batcher { queue })
+    }
+
+    /// Queues `jobs` and waits for their answers (in order). Dropping the
+    /// returned future drops the images that are still waiting.
+    pub(crate) async fn explain(
+        &self,
+        method: CamMethod,
+        jobs: Vec<ImageJob>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Result<RawExplanation>>> {
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let (reply, answer) = oneshot::channel();
+            self.queue
+                .send(QueuedImage {
+                    method,
+                    job,
+                    deadline,
+                    reply,
+                })
+                .map_err(|_| Error::Internal("the model's inference threads stopped".into()))?;
+            replies.push(answer);
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for answer in replies {
+            out.push(answer.await.map_err(|_| {
+                Error::Internal("an inference thread dropped an image unanswered".into())
+            })?);
+        }
+        Ok(out)
+    }
+}
+
+fn inference_loop(
+    key: &str,
+    model: &Model,
+    images: &Receiver<QueuedImage>,
+    settings: BatchSettings,
+    metrics: &Metrics,
+) {
+    // No gradient bookkeeping leaks between batches; Grad-CAM enables what
+    // it needs on the feature map itself.
+    while let Ok(first) = images.recv() {
+        // The batch closes when full, at the max wait, or at the earliest
+        // deadline of its images (an expired image is not held open).
+        let mut closes = Instant::now() + settings.max_wait;
+        if let Some(d) = first.deadline {
+            closes = closes.min(d);
+        }
+        let mut batch = Vec::with_capacity(settings.max_batch);
+        batch.push(first);
+        while batch.len() < settings.max_batch {
+            let next = match images.try_recv() {
+                Ok(image) => Ok(image),
+                Err(_) => images.recv_timeout(closes.saturating_duration_since(Instant::now())),
+            };
+            match next {
+                Ok(image) => {
+                    if let Some(d) = image.deadline {
+                        closes = closes.min(d);
+                    }
+                    batch.push(image);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(batch.len());
+        for image in batch {
+            if image.reply.is_closed() {
+                metrics.observe_dropped("cancelled", 1);
+            } else if image.deadline.is_some_and(|d| d <= now) {
+                metrics.observe_dropped("deadline", 1);
+                let _ = image.reply.send(Err(Error::DeadlineExceeded(
+                    "the deadline passed while the image was queued".into(),
+                )));
+            } else {
+                live.push(image);
+            }
+        }
+        for method in [
+            CamMethod::Cam,
+            CamMethod::GradCam,
+            CamMethod::GradCamPlusPlus,
+        ] {
+            let (same, rest): (Vec<QueuedImage>, Vec<QueuedImage>) =
+                live.into_iter().partition(|i| i.method == method);
+            live = rest;
+            if !same.is_empty() {
+                compute(key, model, method, same, settings, metrics);
+            }
+        }
+    }
+    tracing::debug!(model = %key, "inference thread stopped");
+}
+
+fn compute(
+    key: &str,
+    model: &Model,
+    method: CamMethod,
+    batch: Vec<QueuedImage>,
+    settings: BatchSettings,
+    metrics: &Metrics,
+) {
+    let started = Instant::now();
+    let (jobs, replies): (Vec<ImageJob>, Vec<_>) =
+        batch.into_iter().map(|i| (i.job, i.reply)).unzip();
+    let n = jobs.len();
+    // A libtorch failure that panics instead of returning an error must not
+    // take the thread (and every later request) down with it.
+    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        run_batch(
+            model,
+            method,
+            &jobs,
+            settings.max_batch,
+            settings.batch_invariant,
+        )
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        Err(format!("inference panicked: {what}"))
+    });
+    metrics.observe_batch(method_name(method), n, started.elapsed());
+    tracing::debug!(model = %key, images = n, method = method_name(method), ms = started.elapsed().as_millis() as u64, "batch");
+    match answer {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            tracing::error!(model = %key, images = n, error = %e, "batch failed");
+            for reply in replies {
+                let _ = reply.send(Err(Error::Internal(format!("model {key}: {e}"))));
+            }
+        }
+    }
+}

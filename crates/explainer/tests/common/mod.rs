@@ -1,0 +1,191 @@
+//! The test harness shared by the explainer's API tests: a server on
+//! loopback over a real embedded store, and image/request helpers.
+#![allow(clippy::unwrap_used, missing_docs, dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use camshaft_explainer::{Config, serve_with_metrics};
+use camshaft_proto::MAX_MESSAGE_BYTES;
+use camshaft_proto::v1::explainer_client::ExplainerClient;
+use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
+use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
+use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use tonic::transport::Channel;
+
+pub struct Cluster {
+    pub client: ExplainerClient<Channel>,
+    pub channel: Channel,
+    pub store: Arc<dyn Store>,
+    pub metrics_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<camshaft_explainer::Result<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(config: Config) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            EmbeddedStore::open(EmbeddedConfig::new(dir.path().join("store")))
+                .await
+                .unwrap(),
+        );
+        Cluster::start_on(config, store, dir).await
+    }
+
+    /// A second server over the same store (a fresh engine and cache).
+    pub async fn beside(&self, config: Config) -> Cluster {
+        Cluster::start_on(
+            config,
+            Arc::clone(&self.store),
+            tempfile::tempdir().unwrap(),
+        )
+        .await
+    }
+
+    async fn start_on(config: Config, store: Arc<dyn Store>, dir: tempfile::TempDir) -> Cluster {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with_metrics(
+            config,
+            Arc::clone(&store),
+            listener,
+            Some(metrics),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let client = ExplainerClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Cluster {
+            client,
+            channel,
+            store,
+            metrics_addr,
+            stop: Some(stop),
+            server,
+            dir,
+        }
+    }
+
+    /// A new client on the shared channel.
+    pub fn client(&self) -> ExplainerClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Registers `model`'s weights as a new version of `name`.
+    pub async fn register_model(&self, name: &str, model: &Model) -> Vec<u8> {
+        let path = self.dir.path().join(format!("{name}-upload.safetensors"));
+        camshaft_vision::save_weights(model, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        self.store
+            .register_model(
+                name,
+                serde_json::to_value(model.spec()).unwrap(),
+                serde_json::json!({}),
+                bytes.clone().into(),
+            )
+            .await
+            .unwrap();
+        bytes
+    }
+
+    /// The metrics endpoint's text.
+    pub async fn scrape(&self) -> String {
+        camshaft_metrics::scrape(self.metrics_addr).await.unwrap()
+    }
+
+    /// The value of the sample whose line starts with `name` and contains
+    /// every one of `labels` (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_value(&self.scrape().await, name, labels)
+    }
+
+    /// Registers a random-init ResNet18 (64 px, 2 classes) with `head`;
+    /// returns the weights bytes.
+    pub async fn register(&self, name: &str, head: HeadKind) -> Vec<u8> {
+        let spec = spec(head);
+        let model = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
+        let path = self.dir.path().join(format!("{name}.safetensors"));
+        camshaft_vision::save_weights(&model, &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        self.store
+            .register_model(
+                name,
+                serde_json::to_value(&spec).unwrap(),
+                serde_json::json!({}),
+                bytes.clone().into(),
+            )
+            .await
+            .unwrap();
+        bytes
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
+pub fn spec(head: HeadKind) -> ModelSpec {
+    ModelSpec {
+        arch: Arch::Resnet18,
+        head,
+        class_names: vec!["cat".into(), "dog".into()],
+        input_size: 64,
+        normalization: Normalization::Imagenet,
+    }
+}
+
+pub fn png(width: u32, height: u32, seed: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(3).wrapping_add(seed),
+            (y as u8).wrapping_mul(5),
+            seed.wrapping_mul(7) ^ (x as u8),
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+pub fn input(id: &str, data: Vec<u8>) -> ImageInput {
+    ImageInput {
+        id: id.into(),
+        data: data.into(),
+        target_class: None,
+    }
+}
+
+pub fn request(model: &str, images: Vec<ImageInput>, method: ExplainMethod) -> ExplainRequest {
+    ExplainRequest {
+        model: model.into(),
+        images,
+        method: method as i32,
+        ..Default::default()
+    }
+}
+
+/// The value of the sample of `text` named `name` with all of `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

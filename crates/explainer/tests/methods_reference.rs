@@ -1,0 +1,188 @@
+//! Grad-CAM, Grad-CAM++, CAM and the faithfulness scores through the real
+//! gRPC explainer against references computed at test time with the
+//! `.venv`'s PyTorch (`tests/reference/cam_methods.py`: pytorch-grad-cam's
+//! formulas, explainer.proto's faithfulness definitions).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use camshaft_explainer::Config;
+use camshaft_proto::v1::{ExplainMethod, FaithfulnessMetric, ImageExplanation};
+use camshaft_vision::{Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization};
+use common::{Cluster, input, request};
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CAMSHAFT_PYTHON") {
+        return p.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
+}
+
+/// Smooth, distinct 128×128 images, so maps and deletion curves are not flat.
+fn picture(seed: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(128, 128, |x, y| {
+        let (fx, fy) = (x as f32 / 128.0, y as f32 / 128.0);
+        let s = seed as f32;
+        let blob = (-((fx - 0.3 - 0.1 * s).powi(2) + (fy - 0.6 + 0.1 * s).powi(2)) * 20.0).exp();
+        image::Rgb([
+            (255.0 * blob) as u8,
+            (128.0 + 100.0 * (fx * 9.0 + s).sin()) as u8,
+            (128.0 + 100.0 * (fy * 7.0 - s).cos()) as u8,
+        ])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn close(ours: &[f32], theirs: &[f64], what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}: lengths");
+    let scale = theirs.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+    for (a, b) in ours.iter().zip(theirs) {
+        let diff = (f64::from(*a) - b).abs();
+        assert!(
+            diff <= 1e-4 * scale + 1e-6,
+            "{what}: {a} vs {b} (scale {scale})\nours {ours:?}\ntheirs {theirs:?}"
+        );
+    }
+}
+
+fn numbers(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_and_faithfulness_match_pytorch() {
+    let mut c = Cluster::start(Config::default()).await;
+    let dir = c.dir.path().to_path_buf();
+    let images: Vec<Vec<u8>> = (0..3).map(picture).collect();
+    let paths: Vec<PathBuf> = images
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let p = dir.join(format!("img{i}.png"));
+            std::fs::write(&p, bytes).unwrap();
+            p
+        })
+        .collect();
+    for (head_name, head) in [("cam", HeadKind::Cam), ("fastai", HeadKind::Fastai)] {
+        let out = Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cam_methods.py"))
+            .arg(head_name)
+            .arg(&dir)
+            .args(&paths)
+            .output()
+            .expect("run the .venv python (scripts/setup creates it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let spec = ModelSpec {
+            arch: Arch::Resnet18,
+            head,
+            class_names: vec!["cat".into(), "dog".into()],
+            input_size: 128,
+            normalization: Normalization::Imagenet,
+        };
+        let mut model = Model::new(spec, tch::Device::Cpu).unwrap();
+        camshaft_vision::import_weights(
+            &mut model,
+            &dir.join(format!("{head_name}.pth")),
+            HeadPolicy::Require,
+        )
+        .unwrap();
+        c.register_model(head_name, &model).await;
+        let reference: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{head_name}.json"))).unwrap())
+                .unwrap();
+
+        let mut methods = vec![
+            (ExplainMethod::GradCam, "grad_cam"),
+            (ExplainMethod::GradCamPlusPlus, "grad_cam_plus_plus"),
+        ];
+        if head == HeadKind::Cam {
+            methods.push((ExplainMethod::Cam, "cam"));
+        }
+        let ask = |method, metric: FaithfulnessMetric| {
+            let mut req = request(
+                head_name,
+                images
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| input(&i.to_string(), b.clone()))
+                    .collect(),
+                method,
+            );
+            req.faithfulness = metric as i32;
+            req
+        };
+        for (method, key) in methods {
+            let metric = if method == ExplainMethod::GradCamPlusPlus {
+                FaithfulnessMetric::DeletionAuc
+            } else {
+                FaithfulnessMetric::Unspecified
+            };
+            let resp = c
+                .client
+                .explain(ask(method, metric))
+                .await
+                .unwrap()
+                .into_inner();
+            for (r, expected) in resp.results.iter().zip(&reference) {
+                let what = format!("{head_name} {key} image {}", r.id);
+                assert!(r.error.is_empty(), "{what}: {}", r.error);
+                close(
+                    &r.logits,
+                    &numbers(&expected["logits"]),
+                    &format!("{what} logits"),
+                );
+                assert_eq!(
+                    i64::from(r.maps[0].class_index),
+                    expected["class"].as_i64().unwrap()
+                );
+                assert_eq!((r.maps[0].height, r.maps[0].width), (4, 4));
+                close(&r.maps[0].values, &numbers(&expected[key]), &what);
+                if metric == FaithfulnessMetric::DeletionAuc {
+                    deletion_close(r, &expected["deletion_auc"], &what);
+                }
+            }
+        }
+        let resp = c
+            .client
+            .explain(ask(
+                ExplainMethod::GradCamPlusPlus,
+                FaithfulnessMetric::AverageDrop,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for (r, expected) in resp.results.iter().zip(&reference) {
+            let ours = r.maps[0].faithfulness.unwrap();
+            let theirs = expected["average_drop"].as_f64().unwrap();
+            assert!(
+                (f64::from(ours) - theirs).abs() <= 1e-3,
+                "{head_name} average drop {ours} vs {theirs}"
+            );
+        }
+    }
+    c.stop().await;
+}
+
+/// The deletion AUC can differ a little more: maps that agree to 1e-6 can
+/// order two nearly equal pixels differently.
+fn deletion_close(r: &ImageExplanation, expected: &serde_json::Value, what: &str) {
+    let ours = r.maps[0].faithfulness.unwrap();
+    let theirs = expected.as_f64().unwrap();
+    assert!(
+        (f64::from(ours) - theirs).abs() <= 2e-3,
+        "{what}: deletion AUC {ours} vs {theirs}"
+    );
+}
