@@ -60,8 +60,10 @@ pub struct ImageError {
 
 /// Decodes `bytes` (PNG or JPEG, within `limits`: sizes are checked from
 /// the header before any pixel buffer is allocated), resizes it to
-/// `size`² with [`RESIZE`] and normalises it. Never panics; every failure is
-/// an [`ImageError`] whose kind says what the client did wrong. Blocking.
+/// `size`² with [`RESIZE`] and normalises it: the `(3, size, size)` model
+/// input and the resized image (what overlays are drawn on). Never panics;
+/// every failure is an [`ImageError`] whose kind says what the client did
+/// wrong. Blocking.
 pub fn prepare_image(
     bytes: &[u8],
     what: &str,

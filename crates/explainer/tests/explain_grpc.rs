@@ -343,9 +343,11 @@ async fn concurrent_clients_get_exactly_the_maps_they_get_alone() {
     };
     let c = Cluster::start(batching).await;
     c.register("pets", HeadKind::Cam).await;
+    // Two replicas: whichever answers, the weights and the maths are the same.
     let alone = c
         .beside(Config {
             max_batch_wait_ms: 0,
+            model_replicas: 2,
             ..Config::default()
         })
         .await;
@@ -511,5 +513,36 @@ async fn a_stream_stops_at_its_first_failed_request() {
     };
     assert_eq!(ids, ["r0", "r1"]);
     assert_eq!(status.code(), Code::NotFound);
+    c.stop().await;
+}
+
+/// The requests of one stream are explained concurrently: four one-image
+/// requests can only finish if they share one pass of four (the pass would
+/// otherwise wait ten minutes for more images).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_requests_share_passes() {
+    let config = Config {
+        max_batch: 4,
+        max_batch_wait_ms: 600_000,
+        ..Config::default()
+    };
+    let c = Cluster::start(config).await;
+    c.register("pets", HeadKind::Cam).await;
+    let requests: Vec<ExplainRequest> = (0..4u8)
+        .map(|i| ExplainRequest {
+            request_id: format!("r{i}"),
+            ..request("pets", vec![input("x", png(64, 64, i))], ExplainMethod::Cam)
+        })
+        .collect();
+    let mut call = tonic::Request::new(tokio_stream::iter(requests));
+    call.set_timeout(std::time::Duration::from_secs(120));
+    let mut stream = c.client().explain_stream(call).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(resp) = stream.message().await.unwrap() {
+        assert!(resp.results[0].error.is_empty());
+        ids.push(resp.request_id);
+    }
+    assert_eq!(ids, ["r0", "r1", "r2", "r3"]);
+    assert_eq!(c.metric("camshaft_explainer_batches_total", &[]).await, 1.0);
     c.stop().await;
 }
