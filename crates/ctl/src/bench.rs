@@ -21,10 +21,12 @@
 //! on stderr, `--json FILE`, and for `train` `--report DIR` ([`report`]).
 //!
 //! ```text
-//! $ ctl bench train --model resnet18 --ranks 1,2,4 --epochs 3 --report bench/
-//! RANKS  LAYOUT      IMAGES/S  MIN–MAX        PER RANK  EFFICIENCY  EPOCH  JOBS
-//! 1      1 × 1 cuda  2710.4    2698.0–2725.1  2710.4    1.00        00:01  j-1
-//! ...
+//! $ ctl bench train --model cnn --ranks 1,2 --train-len 2048 --epochs 3 --report bench/
+//! cnn/linear on 32×32 synthetic images, batch 64 per rank, 2048 training samples per epoch; ...
+//! RANKS  LAYOUT   IMAGES/S  MIN–MAX       PER RANK  EFFICIENCY  EPOCH TIME  JOBS
+//! 1      1 × cpu  1311.4    854.9–1882.8  1311.4    1.00        1.67 s      j-1,j-2
+//! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
+//! $ ctl bench time-to-accuracy --model resnet18 --dataset cifar10 --target 0.94 --max-epochs 30
 //! ```
 
 pub mod placement;
@@ -588,6 +590,16 @@ fn finished(
     }
 }
 
+/// One rank count's raw samples, before the efficiency is known.
+struct Measured {
+    placement: Placement,
+    jobs: Vec<String>,
+    /// Images/s of every measured epoch.
+    rates: Vec<f64>,
+    /// Wall seconds of every measured epoch.
+    seconds: Vec<f64>,
+}
+
 /// `ctl bench train`.
 pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
     let mut client = servers.coordinator().await?;
@@ -601,7 +613,7 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
     let mut interrupt = interrupt_flag();
     let total_epochs = bench.warmup_epochs + bench.epochs;
     let mut stored_spec: Option<JobSpec> = None;
-    let mut measured: Vec<(Placement, Vec<String>, Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut measured: Vec<Measured> = Vec::new();
     for placement in &placements {
         let spec = bench_spec(&bench.options, placement, total_epochs)?;
         let (mut jobs, mut rates, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
@@ -622,7 +634,7 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
                 |row| row.epoch + 1 >= total_epochs,
             )
             .await?;
-            let rows: Vec<EpochMetrics> = job.rows.iter().map(|(_, r)| r.clone()).collect();
+            let rows: Vec<EpochMetrics> = job.rows.iter().map(|(_, r)| *r).collect();
             let kept = measured_rows(&rows, bench.warmup_epochs);
             if kept.is_empty() {
                 anyhow::bail!(
@@ -642,16 +654,30 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
             jobs.push(job.id);
             stored_spec.get_or_insert(job.spec);
         }
-        measured.push((*placement, jobs, rates, seconds));
+        measured.push(Measured {
+            placement: *placement,
+            jobs,
+            rates,
+            seconds,
+        });
     }
 
     let medians: Vec<(u32, f64)> = measured
         .iter()
-        .map(|(p, _, rates, _)| (p.ranks, stats::median(rates).unwrap_or(0.0)))
+        .map(|m| (m.placement.ranks, stats::median(&m.rates).unwrap_or(0.0)))
         .collect();
     let efficiencies = efficiency(&medians);
     let mut points = Vec::new();
-    for ((placement, jobs, rates, seconds), efficiency) in measured.into_iter().zip(efficiencies) {
+    for (
+        Measured {
+            placement,
+            jobs,
+            rates,
+            seconds,
+        },
+        efficiency,
+    ) in measured.into_iter().zip(efficiencies)
+    {
         let images_per_sec = Summary::of(rates).ok_or_else(|| {
             anyhow::anyhow!("no epoch of {} reported its images/s", jobs.join(", "))
         })?;

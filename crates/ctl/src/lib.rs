@@ -15,7 +15,7 @@
 //! - [`watch`]: following a job's event stream, reconnecting after
 //!   `after_sequence` when it breaks.
 //! - [`jobs`], [`models`], [`workers`], [`explain`], [`status`]: the commands.
-//! - [`bench`]: `ctl bench train` (images/s and scaling efficiency per rank
+//! - [`bench`](mod@bench): `ctl bench train` (images/s and scaling efficiency per rank
 //!   count, with `--json` and a `--report` folder of Markdown and SVG plots)
 //!   and `ctl bench time-to-accuracy`, through the ordinary job API.
 //! - [`console`]: stdout writes that end quietly on a closed pipe.

@@ -192,7 +192,7 @@ pub fn place(ranks: u32, capacity: &Capacity) -> Result<Placement, InputError> {
             let most = capacity.gpus.iter().copied().max().unwrap_or(0).min(ranks);
             // Most GPUs per worker first: fewest workers, least network.
             for per_worker in (1..=most).rev() {
-                if ranks % per_worker != 0 {
+                if !ranks.is_multiple_of(per_worker) {
                     continue;
                 }
                 let workers = ranks / per_worker;

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::placement::{Placement, RankDevice};
 use super::stats::Summary;
-use crate::output::{Table, format_epoch_time};
+use crate::output::Table;
 
 /// What `ctl bench train` measured: the workload, then one point per rank count.
 #[derive(Clone, Debug, Serialize)]
@@ -133,7 +133,7 @@ impl TrainReport {
             "MIN–MAX",
             "PER RANK",
             "EFFICIENCY",
-            "EPOCH",
+            "EPOCH TIME",
             "JOBS",
         ]);
         for point in &self.points {
@@ -147,7 +147,7 @@ impl TrainReport {
                 ),
                 format!("{:.1}", point.images_per_sec_per_rank),
                 format!("{:.2}", point.efficiency),
-                format_epoch_time(point.epoch_seconds.median),
+                format!("{:.2} s", point.epoch_seconds.median),
                 point.jobs.join(","),
             ]);
         }
@@ -206,12 +206,11 @@ impl TimeToAccuracyReport {
         );
         match (self.epochs, self.wall_seconds, self.accuracy) {
             (Some(epochs), Some(wall), Some(accuracy)) => format!(
-                "reached accuracy {accuracy:.4} ≥ {} after {epochs} epoch{} in {} wall \
-                 ({} in epochs) on {layout}, job {}",
+                "reached accuracy {accuracy:.4} ≥ {} after {epochs} epoch{} in {wall:.1} s wall \
+                 ({:.1} s in epochs) on {layout}, job {}",
                 self.target,
                 plural(epochs),
-                format_epoch_time(wall),
-                format_epoch_time(self.epoch_seconds.unwrap_or(0.0)),
+                self.epoch_seconds.unwrap_or(0.0),
                 self.job_id
             ),
             _ => format!(
@@ -537,7 +536,7 @@ mod tests {
         };
         assert_eq!(
             tta.summary(),
-            "reached accuracy 0.9412 ≥ 0.94 after 8 epochs in 03:20 wall (03:04 in epochs) \
+            "reached accuracy 0.9412 ≥ 0.94 after 8 epochs in 200.0 s wall (184.0 s in epochs) \
              on 2 ranks (1 × 2 cuda), job j-7"
         );
         tta.reached = false;
