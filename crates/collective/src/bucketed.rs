@@ -18,10 +18,16 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 /// of its own), each bucket is one flat tensor all-reduced with
 /// [`ReduceOp::Average`] and copied back. `sum` reduces metric sums as f64, so
 /// integer counts stay exact up to 2^53. `broadcast` sends rank 0's values.
+///
+/// The flat tensors are kept from one call to the next (gradients have the
+/// same shapes every step), so a step allocates nothing; with a group of one
+/// nothing is copied at all.
 #[derive(Debug)]
 pub struct BucketedSync<C> {
     comm: C,
     bucket_bytes: usize,
+    /// The flat tensor of each bucket, from the last call.
+    flats: Vec<Tensor>,
 }
 
 impl<C: Communicator> BucketedSync<C> {
@@ -30,6 +36,7 @@ impl<C: Communicator> BucketedSync<C> {
         BucketedSync {
             comm,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            flats: Vec::new(),
         }
     }
 
@@ -90,16 +97,21 @@ impl<C: Communicator> BucketedSync<C> {
     }
 
     /// Runs `collective` on each bucket as one flat tensor, then copies the
-    /// result back into the bucket's tensors.
+    /// result back into the bucket's tensors. With a group of one there is
+    /// nothing to exchange: the tensors are only checked.
     fn per_bucket(
         &mut self,
         tensors: &[Tensor],
         mut collective: impl FnMut(&mut C, &[Tensor]) -> Result<()>,
     ) -> Result<()> {
+        let buckets = self.buckets(tensors)?;
+        if self.comm.world_size() == 1 {
+            return Ok(());
+        }
         // A bucket on another device than the communicator's (CUDA
         // gradients over the CPU ring) is staged through a copy.
         let target = self.comm.device();
-        for range in self.buckets(tensors)? {
+        for (index, range) in buckets.into_iter().enumerate() {
             let bucket = &tensors[range];
             if let [single] = bucket
                 && single.is_contiguous()
@@ -108,19 +120,24 @@ impl<C: Communicator> BucketedSync<C> {
                 collective(&mut self.comm, std::slice::from_ref(single))?;
                 continue;
             }
-            let flat = tch::no_grad(|| {
-                let views: Vec<Tensor> = bucket
-                    .iter()
-                    .map(|t| t.detach().f_reshape([-1]))
-                    .collect::<std::result::Result<_, _>>()?;
-                Tensor::f_cat(&views, 0)?.f_to_device(target)
+            let flat = self.flat(index, bucket, target)?;
+            tch::no_grad(|| -> Result<()> {
+                let mut offset = 0i64;
+                for t in bucket {
+                    let n = t.numel() as i64;
+                    flat.f_narrow(0, offset, n)?
+                        .f_view(t.size().as_slice())?
+                        .f_copy_(t)?;
+                    offset += n;
+                }
+                Ok(())
             })?;
             collective(&mut self.comm, std::slice::from_ref(&flat))?;
             tch::no_grad(|| -> Result<()> {
                 let mut offset = 0i64;
                 for t in bucket {
                     let n = t.numel() as i64;
-                    let part = flat.f_narrow(0, offset, n)?.f_reshape(t.size())?;
+                    let part = flat.f_narrow(0, offset, n)?.f_view(t.size().as_slice())?;
                     t.shallow_clone().f_copy_(&part)?;
                     offset += n;
                 }
@@ -128,6 +145,28 @@ impl<C: Communicator> BucketedSync<C> {
             })?;
         }
         Ok(())
+    }
+
+    /// The flat tensor for bucket `index` (contents unspecified): the one of
+    /// the last call when it still fits, else a new one.
+    fn flat(&mut self, index: usize, bucket: &[Tensor], device: Device) -> Result<Tensor> {
+        let kind = bucket[0].f_kind()?;
+        let numel: i64 = bucket.iter().map(|t| t.numel() as i64).sum();
+        if let Some(flat) = self.flats.get(index)
+            && flat.numel() as i64 == numel
+            && flat.f_kind()? == kind
+            && flat.device() == device
+        {
+            return Ok(flat.shallow_clone());
+        }
+        let flat = Tensor::f_empty([numel], (kind, device))?;
+        if index < self.flats.len() {
+            self.flats[index] = flat.shallow_clone();
+        } else {
+            self.flats.resize_with(index, Tensor::new);
+            self.flats.push(flat.shallow_clone());
+        }
+        Ok(flat)
     }
 }
 

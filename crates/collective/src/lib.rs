@@ -11,9 +11,13 @@
 //!   checks rank, world size and a session token. All-reduce is the
 //!   bandwidth-optimal ring: a reduce-scatter then an all-gather over `N`
 //!   chunks of the flat buffer, pipelined in slices of
-//!   [`CollectiveConfig::slice_bytes`] with a sender thread, so each rank sends
-//!   and receives `2·(N−1)/N` of the buffer. Broadcast passes the buffer once
-//!   around the ring. Results are bitwise identical on every rank.
+//!   [`CollectiveConfig::slice_bytes`] with a sender thread (started once per
+//!   communicator), so each rank sends and receives `2·(N−1)/N` of the
+//!   buffer. A single contiguous f32 or f64 tensor is reduced in place in its
+//!   own memory, other calls through a staging buffer the communicator
+//!   keeps: after the first call of a size, calls allocate nothing.
+//!   Broadcast passes the buffer once around the ring. Results are bitwise
+//!   identical on every rank.
 //! - [`NcclCommunicator`]: CUDA tensors through NCCL, which [`Nccl::load`]
 //!   opens at run time (`CAMSHAFT_NCCL_LIB`, `libnccl.so.2`, `libnccl.so`):
 //!   the crate never links it, builds without CUDA, and a missing library or

@@ -223,22 +223,13 @@ impl RingCommunicator {
             configure_data_stream(stream, config.timeout)
                 .map_err(|e| Error::Setup(format!("cannot configure ring socket: {e}")))?;
         }
-        let clones = [
-            next.try_clone(),
-            prev.try_clone(),
-            next.try_clone(),
-            prev.try_clone(),
-        ];
-        let mut clones: Vec<TcpStream> = clones
-            .into_iter()
-            .collect::<io::Result<_>>()
-            .map_err(|e| Error::Setup(format!("cannot clone ring socket: {e}")))?;
-        let (sender_prev, sender_next) = (clones.pop(), clones.pop());
-        let (Some(sender_next), Some(sender_prev)) = (sender_next, sender_prev) else {
-            return Err(Error::Setup("cannot clone ring socket".into()));
+        let clone = |s: &TcpStream| {
+            s.try_clone()
+                .map_err(|e| Error::Setup(format!("cannot clone ring socket: {e}")))
         };
-        let sender = SenderThread::start(sender_next, sender_prev, rank)
+        let sender = SenderThread::start(clone(&next)?, clone(&prev)?, rank)
             .map_err(|e| Error::Setup(format!("cannot start the ring sender thread: {e}")))?;
+        let clones = [clone(&next)?, clone(&prev)?];
         let aborter = Aborter::new(move || {
             for s in &clones {
                 let _ = s.shutdown(Shutdown::Both);

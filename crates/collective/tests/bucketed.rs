@@ -55,6 +55,34 @@ fn average_crosses_bucket_boundaries() {
 }
 
 #[test]
+fn repeated_averages_reuse_the_buckets() {
+    let results = ring(2, config(20), |rank, comm| {
+        // One bucket of three tensors: it goes through the flat copy.
+        let mut sync = BucketedSync::new(comm).with_bucket_bytes(64);
+        let mut out = Vec::new();
+        for step in 0..3 {
+            let v = (rank * 10 + step) as f64;
+            let grads = vec![
+                Tensor::full([2, 3], v, (Kind::Float, Device::Cpu)),
+                Tensor::full([4], -v, (Kind::Float, Device::Cpu)),
+                Tensor::full([5], 2.0 * v, (Kind::Float, Device::Cpu)),
+            ];
+            sync.average(&grads).unwrap();
+            out.push(grads.iter().map(flat).collect::<Vec<_>>());
+        }
+        out
+    });
+    for per_rank in results {
+        for (step, grads) in per_rank.iter().enumerate() {
+            let mean = (10 + 2 * step) as f32 / 2.0;
+            assert_eq!(grads[0], vec![mean; 6], "step {step}");
+            assert_eq!(grads[1], vec![-mean; 4], "step {step}");
+            assert_eq!(grads[2], vec![2.0 * mean; 5], "step {step}");
+        }
+    }
+}
+
+#[test]
 fn sum_is_exact_for_large_integers() {
     let results = ring(2, config(20), |rank, comm| {
         let mut sync = BucketedSync::new(comm);

@@ -174,6 +174,45 @@ fn repeated_calls_reuse_the_ring() {
 }
 
 #[test]
+fn calls_of_every_path_in_turn_keep_their_sums() {
+    // Small calls write from the calling thread, large ones through the
+    // sender thread; single contiguous f32 tensors are reduced in place,
+    // the others through the staging tensor, which grows and is reused.
+    let lens = [3usize, 100_000, 5, 300_000, 4_096, 70_000];
+    let results = ring(3, config(20), move |rank, mut comm| {
+        let mut out = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            let t = Tensor::from_slice(&values(rank + i, len));
+            comm.all_reduce(&[t.shallow_clone()], ReduceOp::Sum)
+                .unwrap();
+            let split = [
+                Tensor::from_slice(&values(rank + i, len / 2)),
+                Tensor::from_slice(&values(rank + i, len - len / 2)),
+            ];
+            comm.all_reduce(&split, ReduceOp::Sum).unwrap();
+            out.push((to_vec(&t), to_vec(&split[0]), to_vec(&split[1])));
+        }
+        out
+    });
+    for per_rank in results {
+        for (i, (whole, a, b)) in per_rank.iter().enumerate() {
+            let len = lens[i];
+            let sum = |len| {
+                let mut s = vec![0.0f32; len];
+                for r in 0..3 {
+                    for (s, v) in s.iter_mut().zip(values(r + i, len)) {
+                        *s += v;
+                    }
+                }
+                s
+            };
+            assert!(*whole == sum(len), "call {i}");
+            assert!(*a == sum(len / 2) && *b == sum(len - len / 2), "call {i}");
+        }
+    }
+}
+
+#[test]
 fn mismatched_calls_fail_instead_of_mixing_data() {
     let results = ring(2, config(5), |rank, mut comm| {
         let t = Tensor::zeros([10 + rank as i64], (Kind::Float, tch::Device::Cpu));

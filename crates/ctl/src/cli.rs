@@ -122,6 +122,9 @@ pub enum Command {
     Workers(WorkersCommand),
     /// CAM overlays of image files from the explainer.
     Explain(ExplainArgs),
+    /// Benchmark the cluster: training throughput and scaling, time to accuracy.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
     /// What the coordinator and the explainer say about themselves.
     Status {
         /// Print the servers' answers as JSON.

@@ -15,6 +15,9 @@
 //! - [`watch`]: following a job's event stream, reconnecting after
 //!   `after_sequence` when it breaks.
 //! - [`jobs`], [`models`], [`workers`], [`explain`], [`status`]: the commands.
+//! - [`bench`](mod@bench): `ctl bench train` (images/s and scaling efficiency per rank
+//!   count, with `--json` and a `--report` folder of Markdown and SVG plots)
+//!   and `ctl bench time-to-accuracy`, through the ordinary job API.
 //! - [`console`]: stdout writes that end quietly on a closed pipe.
 //! - [`error`]: the error kinds `ctl` tells apart and their exit codes.
 //!
@@ -42,6 +45,7 @@
 //! ```
 
 pub mod address;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod console;
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             workers::list(&servers, all, json).await
         }
         Command::Explain(args) => explain::explain(&servers, args).await,
+        Command::Bench(command) => bench::run(&servers, command).await,
         Command::Status { json } => status::status(&servers, json).await,
     }
 }

@@ -1,0 +1,924 @@
+//! `ctl bench`: benchmarks of a running cluster through the coordinator's
+//! ordinary API (SubmitJob, WatchJob, CancelJob, ListWorkers) — no special
+//! worker support needed.
+//!
+//! - `ctl bench train` measures training throughput and scaling: for each
+//!   rank count N in `--ranks` it lays the ranks out on the cluster
+//!   ([`placement::place`]: `workers × gpus_per_worker = N` GPUs, or N CPU
+//!   workers), submits a synthetic-data job of `--warmup-epochs +
+//!   --epochs` epochs (`--repeats` times), follows it, and takes each
+//!   measured epoch's images/s from the epoch rows ([`stats::epoch_rate`]).
+//!   Per N: the median and min–max over epochs × repeats, and the scaling
+//!   efficiency `(rate(N)/N) / (rate(b)/b)` against the fewest ranks `b`
+//!   ([`stats::efficiency`]).
+//! - `ctl bench time-to-accuracy` runs one job and reports the wall time and
+//!   epochs until the validation accuracy first reaches `--target`.
+//!
+//! Each job is cancelled as soon as its last needed epoch is in, so a
+//! benchmark registers no model versions; Ctrl-C cancels the running job too
+//! (exit code 130). A cluster with fewer ranks than asked is refused before
+//! anything is submitted (exit code 2). Results: a table on stdout, progress
+//! on stderr, `--json FILE`, and for `train` `--report DIR` ([`report`]).
+//!
+//! ```text
+//! $ ctl bench train --model cnn --ranks 1,2 --train-len 2048 --epochs 3 --report bench/
+//! cnn/linear on 32×32 synthetic images, batch 64 per rank, 2048 training samples per epoch; ...
+//! RANKS  LAYOUT   IMAGES/S  MIN–MAX       PER RANK  EFFICIENCY  EPOCH TIME  JOBS
+//! 1      1 × cpu  1311.4    854.9–1882.8  1311.4    1.00        1.67 s      j-1,j-2
+//! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
+//! $ ctl bench time-to-accuracy --model resnet18 --dataset cifar10 --target 0.94 --max-epochs 30
+//! ```
+
+pub mod placement;
+pub mod report;
+pub mod stats;
+
+use std::path::PathBuf;
+
+use camshaft_proto::security::AuthChannel;
+use camshaft_proto::v1::coordinator_client::CoordinatorClient;
+use camshaft_proto::v1::job_event::Event;
+use camshaft_proto::v1::{
+    CancelJobRequest, EpochMetrics, JobSpec, JobState, ListWorkersRequest, SubmitJobRequest,
+    WatchJobRequest,
+};
+use clap::{Args, Subcommand};
+use tokio::sync::watch as signal_watch;
+
+use crate::client::Servers;
+use crate::console;
+use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
+use crate::job_spec::{JobOptions, build_job_spec};
+use crate::jobs::dataset_name;
+use crate::watch::{WATCH_RETRIES, backoff};
+use placement::{Capacity, Placement, RankDevice, place};
+use report::{AccuracyPoint, TimeToAccuracyReport, TrainPoint, TrainReport};
+use stats::{Summary, efficiency, epoch_rate, measured_rows};
+
+/// `ctl bench ...`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Training images/s and scaling efficiency for each rank count.
+    Train(TrainArgs),
+    /// Wall time and epochs until the validation accuracy reaches a target.
+    TimeToAccuracy(TimeToAccuracyArgs),
+}
+
+/// The model and training options both benchmarks share.
+#[derive(Clone, Debug, Args)]
+pub struct ModelArgs {
+    /// Network body: cnn, resnet18 or resnet34.
+    #[arg(long, value_name = "ARCH", default_value = "cnn")]
+    pub model: String,
+    /// Classifier head: linear, fastai or cam (the cnn has linear only).
+    #[arg(long, value_name = "HEAD", default_value = "linear")]
+    pub head: String,
+    /// Samples per batch per rank (default: the coordinator's, 64).
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u32>,
+    /// Maximum learning rate of fit_one_cycle.
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, sample order and augmentation.
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// What a rank runs on: cuda (one rank per GPU) or cpu (one rank per
+    /// worker). Default: cuda when any worker has a GPU.
+    #[arg(long, value_name = "KIND")]
+    pub device: Option<String>,
+    /// Training precision on GPUs: fp32, bf16 or fp16.
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<String>,
+    /// Channels-last memory format (GPU only).
+    #[arg(long)]
+    pub channels_last: bool,
+    /// Gradient all-reduce backend: nccl or ring (default: NCCL on GPUs).
+    #[arg(long, value_name = "BACKEND")]
+    pub collective: Option<String>,
+}
+
+/// `ctl bench train`.
+#[derive(Clone, Debug, Args)]
+pub struct TrainArgs {
+    /// The model and training options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Rank counts to measure, comma-separated; efficiency is relative to the smallest.
+    #[arg(
+        long,
+        value_name = "N,N,...",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
+    pub ranks: Vec<u32>,
+    /// Side of the synthetic images, pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = 32)]
+    pub image_size: u32,
+    /// Training samples per epoch (default: the coordinator's, 2000).
+    #[arg(long, value_name = "N")]
+    pub train_len: Option<u32>,
+    /// Validation samples per epoch (default: the coordinator's, 500).
+    #[arg(long, value_name = "N")]
+    pub valid_len: Option<u32>,
+    /// Epochs run first and left out of the numbers.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub warmup_epochs: u32,
+    /// Epochs measured per job.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub epochs: u32,
+    /// Jobs per rank count.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeats: u32,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also write a Markdown report with SVG plots into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+}
+
+/// `ctl bench time-to-accuracy`.
+#[derive(Clone, Debug, Args)]
+pub struct TimeToAccuracyArgs {
+    /// The model and training options.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Validation accuracy to reach, in (0, 1].
+    #[arg(long, value_name = "ACCURACY")]
+    pub target: f64,
+    /// Epochs the job may run (its one-cycle schedule spans them all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_epochs: u32,
+    /// Ranks of the job.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub ranks: u32,
+    /// Data set: synthetic, cifar10, pets, pets-breeds or folder.
+    #[arg(long, value_name = "KIND", default_value = "synthetic")]
+    pub dataset: String,
+    /// Directory of the data set on the workers.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Let the workers download the data set when it is missing.
+    #[arg(long)]
+    pub download: bool,
+    /// Initial body weights: imagenet, none, or a path on the workers.
+    #[arg(long, value_name = "imagenet|none|PATH")]
+    pub pretrained: Option<String>,
+    /// Square input side in pixels (default: the data set's).
+    #[arg(long, value_name = "PIXELS")]
+    pub image_size: Option<u32>,
+    /// Synthetic data set: training samples.
+    #[arg(long, value_name = "N")]
+    pub train_len: Option<u32>,
+    /// Synthetic data set: validation samples.
+    #[arg(long, value_name = "N")]
+    pub valid_len: Option<u32>,
+    /// Also write the result as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `ctl bench train`'s flags, checked: what to submit for every rank count.
+#[derive(Clone, Debug)]
+pub struct TrainBench {
+    /// The job options common to every job (epochs and layout are per job).
+    pub options: JobOptions,
+    /// Rank counts, in the order given.
+    pub ranks: Vec<u32>,
+    /// `--device`, when given.
+    pub device: Option<RankDevice>,
+    /// Epochs left out.
+    pub warmup_epochs: u32,
+    /// Epochs measured.
+    pub epochs: u32,
+    /// Jobs per rank count.
+    pub repeats: u32,
+    /// `--json`.
+    pub json: Option<PathBuf>,
+    /// `--report`.
+    pub report: Option<PathBuf>,
+}
+
+/// `ctl bench time-to-accuracy`'s flags, checked.
+#[derive(Clone, Debug)]
+pub struct TimeToAccuracyBench {
+    /// The job options (epochs and layout are filled in at submission).
+    pub options: JobOptions,
+    /// Ranks of the job.
+    pub ranks: u32,
+    /// `--device`, when given.
+    pub device: Option<RankDevice>,
+    /// The accuracy to reach.
+    pub target: f64,
+    /// The job's epochs.
+    pub max_epochs: u32,
+    /// `--json`.
+    pub json: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn options(&self) -> JobOptions {
+        JobOptions {
+            model: Some(self.model.clone()),
+            head: Some(self.head.clone()),
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            precision: self.precision.clone(),
+            channels_last: self.channels_last,
+            collective: self.collective.clone(),
+            // A benchmark job is cancelled after its last epoch, so it
+            // registers nothing; should one finish anyway, the name says why.
+            name: Some("bench".into()),
+            ..JobOptions::default()
+        }
+    }
+
+    fn device(&self) -> Result<Option<RankDevice>, InputError> {
+        self.device.as_deref().map(RankDevice::parse).transpose()
+    }
+}
+
+/// Checks `options` by building a spec from them, so a bad model or head
+/// name is reported before the cluster is asked anything.
+fn check_options(options: &JobOptions) -> Result<(), InputError> {
+    build_job_spec(&JobOptions {
+        epochs: Some(1),
+        ..options.clone()
+    })
+    .map(drop)
+}
+
+impl TrainBench {
+    /// Checks the flags.
+    pub fn from_args(args: TrainArgs) -> Result<TrainBench, InputError> {
+        if args.ranks.is_empty() {
+            return Err(InputError::new("--ranks needs at least one rank count"));
+        }
+        for (i, &n) in args.ranks.iter().enumerate() {
+            if n == 0 {
+                return Err(InputError::new("--ranks: a rank count must be at least 1"));
+            }
+            if args.ranks[..i].contains(&n) {
+                return Err(InputError::new(format!("--ranks lists {n} twice")));
+            }
+        }
+        if args.epochs == 0 {
+            return Err(InputError::new("--epochs must be at least 1"));
+        }
+        if args.repeats == 0 {
+            return Err(InputError::new("--repeats must be at least 1"));
+        }
+        let options = JobOptions {
+            dataset: Some("synthetic".into()),
+            image_size: Some(args.image_size),
+            train_len: args.train_len,
+            valid_len: args.valid_len,
+            ..args.model.options()
+        };
+        check_options(&options)?;
+        Ok(TrainBench {
+            device: args.model.device()?,
+            options,
+            ranks: args.ranks,
+            warmup_epochs: args.warmup_epochs,
+            epochs: args.epochs,
+            repeats: args.repeats,
+            json: args.json,
+            report: args.report,
+        })
+    }
+}
+
+impl TimeToAccuracyBench {
+    /// Checks the flags.
+    pub fn from_args(args: TimeToAccuracyArgs) -> Result<TimeToAccuracyBench, InputError> {
+        if !(args.target > 0.0 && args.target <= 1.0) {
+            return Err(InputError::new(format!(
+                "--target is a validation accuracy in (0, 1], not {}",
+                args.target
+            )));
+        }
+        if args.max_epochs == 0 {
+            return Err(InputError::new("--max-epochs must be at least 1"));
+        }
+        if args.ranks == 0 {
+            return Err(InputError::new("--ranks must be at least 1"));
+        }
+        let options = JobOptions {
+            dataset: Some(args.dataset.clone()),
+            data_dir: args.data_dir.clone(),
+            download: args.download,
+            pretrained: args.pretrained.clone(),
+            image_size: args.image_size,
+            train_len: args.train_len,
+            valid_len: args.valid_len,
+            ..args.model.options()
+        };
+        check_options(&options)?;
+        Ok(TimeToAccuracyBench {
+            device: args.model.device()?,
+            options,
+            ranks: args.ranks,
+            target: args.target,
+            max_epochs: args.max_epochs,
+            json: args.json,
+        })
+    }
+}
+
+/// The spec of one benchmark job: `options` with the layout and epochs.
+/// One checkpoint at the end at most (checkpoints are not what is measured).
+pub fn bench_spec(
+    options: &JobOptions,
+    placement: &Placement,
+    epochs: u32,
+) -> Result<JobSpec, InputError> {
+    build_job_spec(&JobOptions {
+        epochs: Some(epochs),
+        workers: Some(placement.workers),
+        gpus_per_worker: (placement.gpus_per_worker > 0).then_some(placement.gpus_per_worker),
+        device: Some(placement.device.short_name().into()),
+        checkpoint_every: Some(epochs),
+        ..options.clone()
+    })
+}
+
+/// `ctl bench ...`.
+pub async fn run(servers: &Servers, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Train(args) => train(servers, TrainBench::from_args(args)?).await,
+        BenchCommand::TimeToAccuracy(args) => {
+            time_to_accuracy(servers, TimeToAccuracyBench::from_args(args)?).await
+        }
+    }
+}
+
+/// Becomes true on the first Ctrl-C (and stays so).
+fn interrupt_flag() -> signal_watch::Receiver<bool> {
+    let (tx, rx) = signal_watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        } else {
+            // No signal handler: never interrupted. Keep the sender alive.
+            std::future::pending::<()>().await;
+        }
+    });
+    rx
+}
+
+async fn interrupted(flag: &mut signal_watch::Receiver<bool>) {
+    if flag.wait_for(|&on| on).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The capacity of the cluster for `device`, warning about busy workers.
+async fn capacity(
+    client: &mut CoordinatorClient<AuthChannel>,
+    device: Option<RankDevice>,
+) -> anyhow::Result<Capacity> {
+    let workers = client
+        .list_workers(ListWorkersRequest {
+            include_lost: false,
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "ListWorkers"))?
+        .into_inner()
+        .workers;
+    let capacity = Capacity::of(&workers, device);
+    if capacity.busy > 0 {
+        eprintln!(
+            "note: {} worker{} busy with other jobs; benchmark jobs wait for them, \
+             and shared hosts skew the numbers",
+            capacity.busy,
+            if capacity.busy == 1 { " is" } else { "s are" }
+        );
+    }
+    Ok(capacity)
+}
+
+/// A benchmark job as followed to its end.
+#[derive(Debug)]
+struct FollowedJob {
+    id: String,
+    /// The stored spec (the coordinator's defaults applied).
+    spec: JobSpec,
+    /// Epoch rows with the coordinator's time of each, in arrival order.
+    rows: Vec<(i64, EpochMetrics)>,
+    /// When the job first became RUNNING (coordinator clock, unix ms).
+    running_since_ms: Option<i64>,
+}
+
+/// Submits `spec`, follows the job and cancels it once `enough` says so of
+/// an epoch row (or on Ctrl-C, which ends the command with exit code 130).
+/// A job that fails, or is cancelled by someone else, is an error.
+async fn run_job(
+    servers: &Servers,
+    client: &mut CoordinatorClient<AuthChannel>,
+    spec: JobSpec,
+    label: &str,
+    interrupt: &mut signal_watch::Receiver<bool>,
+    enough: impl FnMut(&EpochMetrics) -> bool,
+) -> anyhow::Result<FollowedJob> {
+    if *interrupt.borrow() {
+        return Err(AlreadyReported {
+            code: EXIT_INTERRUPTED,
+        }
+        .into());
+    }
+    let job = client
+        .submit_job(SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map_err(CallError::wrap("coordinator", "SubmitJob"))?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("the coordinator accepted the job but returned none"))?;
+    eprintln!("{label}: {}", job.id);
+    let mut cancel_client = client.clone();
+    let followed = FollowedJob {
+        id: job.id.clone(),
+        spec: job.spec.unwrap_or_default(),
+        rows: Vec::new(),
+        running_since_ms: None,
+    };
+    tokio::select! {
+        result = follow(servers, client.clone(), followed, enough) => result,
+        () = interrupted(interrupt) => {
+            cancel(&mut cancel_client, &job.id, "ctl bench interrupted (Ctrl-C)").await?;
+            eprintln!("\ninterrupted: cancelled {}", job.id);
+            Err(AlreadyReported { code: EXIT_INTERRUPTED }.into())
+        }
+    }
+}
+
+/// Cancels `job_id`; one that has just finished is fine.
+async fn cancel(
+    client: &mut CoordinatorClient<AuthChannel>,
+    job_id: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    match client
+        .cancel_job(CancelJobRequest {
+            job_id: job_id.to_string(),
+            reason: reason.to_string(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(()),
+        Err(status) => Err(CallError::new("coordinator", "CancelJob", &status).into()),
+    }
+}
+
+/// Reason recorded on a benchmark job cancelled after its last needed epoch.
+const MEASURED: &str = "ctl bench: measured (cancelled after its last needed epoch)";
+
+async fn follow(
+    servers: &Servers,
+    mut client: CoordinatorClient<AuthChannel>,
+    mut job: FollowedJob,
+    mut enough: impl FnMut(&EpochMetrics) -> bool,
+) -> anyhow::Result<FollowedJob> {
+    let mut last_sequence = 0u64;
+    let mut stopped = false;
+    let mut retries = 0u32;
+    loop {
+        let request = WatchJobRequest {
+            job_id: job.id.clone(),
+            after_sequence: last_sequence,
+            include_logs: false,
+        };
+        let broke = match client.watch_job(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => {
+                            retries = 0;
+                            if event.sequence != 0 && event.sequence <= last_sequence {
+                                continue;
+                            }
+                            last_sequence = last_sequence.max(event.sequence);
+                            match event.event {
+                                Some(Event::StateChanged(change)) => {
+                                    let to = JobState::try_from(change.to)
+                                        .unwrap_or(JobState::Unspecified);
+                                    if to == JobState::Running && job.running_since_ms.is_none() {
+                                        job.running_since_ms = Some(event.unix_ms);
+                                    }
+                                    if to.is_terminal() {
+                                        return finished(job, to, stopped, &change.reason);
+                                    }
+                                }
+                                Some(Event::Epoch(row)) => {
+                                    eprintln!(
+                                        "  {} epoch {}: {:.1} images/s, accuracy {:.4}, {:.2} s",
+                                        job.id,
+                                        row.epoch,
+                                        epoch_rate(&row).unwrap_or(0.0),
+                                        row.accuracy,
+                                        row.seconds
+                                    );
+                                    if !stopped && enough(&row) {
+                                        cancel(&mut client, &job.id, MEASURED).await?;
+                                        stopped = true;
+                                    }
+                                    job.rows.push((event.unix_ms, row));
+                                }
+                                Some(Event::Failure(failure)) => {
+                                    eprintln!(
+                                        "  {} {}",
+                                        job.id,
+                                        crate::output::failure_line(&failure)
+                                    );
+                                }
+                                _ => {}
+                            }
+                        }
+                        Ok(None) => break "the stream ended early".to_string(),
+                        Err(status) if reconnectable(&status) => {
+                            break CallError::new("coordinator", "WatchJob", &status).to_string();
+                        }
+                        Err(status) => {
+                            return Err(CallError::new("coordinator", "WatchJob", &status).into());
+                        }
+                    }
+                }
+            }
+            Err(status) if reconnectable(&status) => {
+                CallError::new("coordinator", "WatchJob", &status).to_string()
+            }
+            Err(status) => return Err(CallError::new("coordinator", "WatchJob", &status).into()),
+        };
+        retries += 1;
+        if retries > WATCH_RETRIES {
+            anyhow::bail!(
+                "lost the event stream of {} ({broke}); gave up after {WATCH_RETRIES} reconnects",
+                job.id
+            );
+        }
+        tokio::time::sleep(backoff(retries)).await;
+        if let Ok(fresh) = servers.coordinator().await {
+            client = fresh;
+        }
+    }
+}
+
+/// As `ctl jobs watch` decides: the connection went away, not the job.
+fn reconnectable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
+    )
+}
+
+fn finished(
+    job: FollowedJob,
+    state: JobState,
+    stopped: bool,
+    reason: &str,
+) -> anyhow::Result<FollowedJob> {
+    match state {
+        JobState::Succeeded => Ok(job),
+        JobState::Cancelled if stopped => Ok(job),
+        JobState::Cancelled => {
+            anyhow::bail!("benchmark job {} was cancelled: {reason}", job.id)
+        }
+        _ => anyhow::bail!("benchmark job {} failed: {reason}", job.id),
+    }
+}
+
+/// One rank count's raw samples, before the efficiency is known.
+struct Measured {
+    placement: Placement,
+    jobs: Vec<String>,
+    /// Images/s of every measured epoch.
+    rates: Vec<f64>,
+    /// Wall seconds of every measured epoch.
+    seconds: Vec<f64>,
+}
+
+/// `ctl bench train`.
+pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
+    let mut client = servers.coordinator().await?;
+    let capacity = capacity(&mut client, bench.device).await?;
+    // Every rank count is checked before the first job is submitted.
+    let placements: Vec<Placement> = bench
+        .ranks
+        .iter()
+        .map(|&n| place(n, &capacity))
+        .collect::<Result<_, _>>()?;
+    let mut interrupt = interrupt_flag();
+    let total_epochs = bench.warmup_epochs + bench.epochs;
+    let mut stored_spec: Option<JobSpec> = None;
+    let mut measured: Vec<Measured> = Vec::new();
+    for placement in &placements {
+        let spec = bench_spec(&bench.options, placement, total_epochs)?;
+        let (mut jobs, mut rates, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        for repeat in 1..=bench.repeats {
+            let label = format!(
+                "{} rank{} ({}), repeat {repeat}/{}",
+                placement.ranks,
+                if placement.ranks == 1 { "" } else { "s" },
+                placement.label(),
+                bench.repeats
+            );
+            let job = run_job(
+                servers,
+                &mut client,
+                spec.clone(),
+                &label,
+                &mut interrupt,
+                |row| row.epoch + 1 >= total_epochs,
+            )
+            .await?;
+            let rows: Vec<EpochMetrics> = job.rows.iter().map(|(_, r)| *r).collect();
+            let kept = measured_rows(&rows, bench.warmup_epochs);
+            if kept.is_empty() {
+                anyhow::bail!(
+                    "benchmark job {} ended without a measured epoch (it ran {} of {total_epochs})",
+                    job.id,
+                    rows.len()
+                );
+            }
+            if let Some(row) = kept.iter().find(|r| r.world_size != placement.ranks) {
+                eprintln!(
+                    "note: {} ran epoch {} on {} ranks, not {}",
+                    job.id, row.epoch, row.world_size, placement.ranks
+                );
+            }
+            rates.extend(kept.iter().filter_map(epoch_rate));
+            seconds.extend(kept.iter().map(|r| r.seconds));
+            jobs.push(job.id);
+            stored_spec.get_or_insert(job.spec);
+        }
+        measured.push(Measured {
+            placement: *placement,
+            jobs,
+            rates,
+            seconds,
+        });
+    }
+
+    let medians: Vec<(u32, f64)> = measured
+        .iter()
+        .map(|m| (m.placement.ranks, stats::median(&m.rates).unwrap_or(0.0)))
+        .collect();
+    let efficiencies = efficiency(&medians);
+    let mut points = Vec::new();
+    for (
+        Measured {
+            placement,
+            jobs,
+            rates,
+            seconds,
+        },
+        efficiency,
+    ) in measured.into_iter().zip(efficiencies)
+    {
+        let images_per_sec = Summary::of(rates).ok_or_else(|| {
+            anyhow::anyhow!("no epoch of {} reported its images/s", jobs.join(", "))
+        })?;
+        points.push(TrainPoint {
+            images_per_sec_per_rank: images_per_sec.median / f64::from(placement.ranks),
+            placement,
+            jobs,
+            images_per_sec,
+            efficiency,
+            epoch_seconds: Summary::of(seconds).unwrap_or(Summary {
+                median: 0.0,
+                min: 0.0,
+                max: 0.0,
+                samples: Vec::new(),
+            }),
+        });
+    }
+    let spec = stored_spec.unwrap_or_default();
+    let report = TrainReport {
+        model: crate::jobs::model_name(&spec)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        head: spec.head().short_name().to_string(),
+        device: capacity.device,
+        image_size: spec.image_size,
+        batch_size: spec.batch_size,
+        train_len: spec
+            .dataset
+            .as_ref()
+            .and_then(|d| d.synthetic.as_ref())
+            .map(|s| s.train_len)
+            .unwrap_or_default(),
+        warmup_epochs: bench.warmup_epochs,
+        epochs: bench.epochs,
+        repeats: bench.repeats,
+        points,
+    };
+    console::line(report.workload())?;
+    console::text(report.table())?;
+    if let Some(path) = &bench.json {
+        report::write_json(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &bench.report {
+        let markdown = report::write_report(dir, &report)?;
+        eprintln!("wrote {}", markdown.display());
+    }
+    Ok(())
+}
+
+/// `ctl bench time-to-accuracy`.
+pub async fn time_to_accuracy(servers: &Servers, bench: TimeToAccuracyBench) -> anyhow::Result<()> {
+    let mut client = servers.coordinator().await?;
+    let capacity = capacity(&mut client, bench.device).await?;
+    let placement = place(bench.ranks, &capacity)?;
+    let spec = bench_spec(&bench.options, &placement, bench.max_epochs)?;
+    let mut interrupt = interrupt_flag();
+    let (target, max_epochs) = (bench.target, bench.max_epochs);
+    let label = format!(
+        "time to accuracy {target} on {} rank{} ({})",
+        placement.ranks,
+        if placement.ranks == 1 { "" } else { "s" },
+        placement.label()
+    );
+    let job = run_job(servers, &mut client, spec, &label, &mut interrupt, |row| {
+        row.accuracy >= target || row.epoch + 1 >= max_epochs
+    })
+    .await?;
+    let report = time_to_accuracy_report(&job, placement, target, max_epochs);
+    console::line(report.summary())?;
+    if let Some(path) = &bench.json {
+        report::write_json(path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if report.reached {
+        Ok(())
+    } else {
+        Err(AlreadyReported { code: EXIT_FAILED }.into())
+    }
+}
+
+fn time_to_accuracy_report(
+    job: &FollowedJob,
+    placement: Placement,
+    target: f64,
+    max_epochs: u32,
+) -> TimeToAccuracyReport {
+    // Wall time from the first RUNNING; from the first epoch's start should
+    // the state change be missing.
+    let start_ms = job.running_since_ms.unwrap_or_else(|| {
+        job.rows
+            .first()
+            .map(|(ms, row)| ms - (row.seconds * 1000.0) as i64)
+            .unwrap_or_default()
+    });
+    let curve: Vec<AccuracyPoint> = job
+        .rows
+        .iter()
+        .map(|(ms, row)| AccuracyPoint {
+            epoch: row.epoch,
+            accuracy: row.accuracy,
+            wall_seconds: (ms - start_ms) as f64 / 1000.0,
+        })
+        .collect();
+    let reaching = job.rows.iter().position(|(_, r)| r.accuracy >= target);
+    let best_accuracy = job.rows.iter().map(|(_, r)| r.accuracy).fold(0.0, f64::max);
+    TimeToAccuracyReport {
+        model: crate::jobs::model_name(&job.spec),
+        dataset: dataset_name(&job.spec),
+        placement,
+        target,
+        max_epochs,
+        job_id: job.id.clone(),
+        reached: reaching.is_some(),
+        epochs: reaching.map(|i| job.rows[i].1.epoch + 1),
+        wall_seconds: reaching.map(|i| curve[i].wall_seconds),
+        epoch_seconds: reaching.map(|i| job.rows[..=i].iter().map(|(_, r)| r.seconds).sum()),
+        accuracy: reaching.map(|i| job.rows[i].1.accuracy),
+        best_accuracy,
+        curve,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use camshaft_proto::v1::{DeviceKind, JobSpec};
+    use clap::Parser;
+
+    fn train_args(args: &[&str]) -> TrainArgs {
+        let cli = Cli::try_parse_from(["ctl", "bench", "train"].iter().chain(args)).unwrap();
+        let Command::Bench(BenchCommand::Train(args)) = cli.command else {
+            panic!("bench train expected");
+        };
+        args
+    }
+
+    #[test]
+    fn train_flags_become_a_checked_bench() {
+        let bench = TrainBench::from_args(train_args(&[
+            "--model",
+            "resnet18",
+            "--ranks",
+            "4,1,2",
+            "--train-len",
+            "256",
+            "--device",
+            "cpu",
+        ]))
+        .unwrap();
+        assert_eq!(bench.ranks, [4, 1, 2]);
+        assert_eq!(
+            (bench.warmup_epochs, bench.epochs, bench.repeats),
+            (1, 3, 1)
+        );
+        assert_eq!(bench.device, Some(RankDevice::Cpu));
+        let placement = Placement {
+            ranks: 4,
+            workers: 2,
+            gpus_per_worker: 2,
+            device: RankDevice::Cuda,
+        };
+        let spec: JobSpec = bench_spec(&bench.options, &placement, 4).unwrap();
+        assert_eq!((spec.workers, spec.gpus_per_worker), (2, 2));
+        assert_eq!(spec.device(), DeviceKind::Cuda);
+        assert_eq!((spec.epochs, spec.checkpoint_every), (4, 4));
+        assert_eq!(spec.image_size, 32);
+        assert_eq!(spec.dataset.unwrap().synthetic.unwrap().train_len, 256);
+        assert_eq!(spec.name, "bench");
+    }
+
+    #[test]
+    fn bad_train_flags_are_input_errors() {
+        let err = |args: &[&str]| {
+            TrainBench::from_args(train_args(args))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(&["--ranks", "1,2,1"]), "--ranks lists 1 twice");
+        assert!(err(&["--ranks", "0"]).contains("at least 1"));
+        assert!(err(&["--epochs", "0"]).contains("--epochs"));
+        assert!(err(&["--model", "vgg"]).contains("vgg"));
+        assert!(err(&["--device", "tpu"]).contains("tpu"));
+    }
+
+    #[test]
+    fn time_to_accuracy_counts_epochs_and_wall_time_from_the_start() {
+        let row = |epoch: u32, accuracy: f64| EpochMetrics {
+            epoch,
+            accuracy,
+            seconds: 10.0,
+            ..Default::default()
+        };
+        let job = FollowedJob {
+            id: "j-2".into(),
+            spec: JobSpec::default(),
+            rows: vec![
+                (13_000, row(0, 0.6)),
+                (24_000, row(1, 0.95)),
+                (35_000, row(2, 0.97)),
+            ],
+            running_since_ms: Some(2_000),
+        };
+        let placement = Placement {
+            ranks: 1,
+            workers: 1,
+            gpus_per_worker: 0,
+            device: RankDevice::Cpu,
+        };
+        let report = time_to_accuracy_report(&job, placement, 0.94, 5);
+        assert!(report.reached);
+        assert_eq!(report.epochs, Some(2));
+        assert_eq!(report.wall_seconds, Some(22.0));
+        assert_eq!(report.epoch_seconds, Some(20.0));
+        assert_eq!(report.best_accuracy, 0.97);
+        let never = time_to_accuracy_report(&job, placement, 0.99, 3);
+        assert!(!never.reached && never.epochs.is_none());
+        assert!(
+            never
+                .summary()
+                .starts_with("never reached accuracy 0.99 in 3 epochs")
+        );
+        assert!(
+            TimeToAccuracyBench::from_args(TimeToAccuracyArgs {
+                target: 94.0,
+                ..tta_args()
+            })
+            .is_err()
+        );
+    }
+
+    fn tta_args() -> TimeToAccuracyArgs {
+        let cli =
+            Cli::try_parse_from(["ctl", "bench", "time-to-accuracy", "--target", "0.9"]).unwrap();
+        let Command::Bench(BenchCommand::TimeToAccuracy(args)) = cli.command else {
+            panic!("bench time-to-accuracy expected");
+        };
+        args
+    }
+}

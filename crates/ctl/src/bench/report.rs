@@ -1,0 +1,560 @@
+//! What `ctl bench` hands back: the results as serde types (`--json`), the
+//! terminal table, and the `--report DIR` folder — `report.md` with the
+//! table, `throughput.svg` and `efficiency.svg` (images/s and scaling
+//! efficiency against ranks, drawn with plotters' SVG backend), and
+//! `bench.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use plotters::prelude::*;
+use serde::Serialize;
+
+use super::placement::{Placement, RankDevice};
+use super::stats::Summary;
+use crate::output::Table;
+
+/// What `ctl bench train` measured: the workload, then one point per rank count.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// Network body (`cnn`, `resnet18`, `resnet34`).
+    pub model: String,
+    /// Classifier head.
+    pub head: String,
+    /// What the ranks ran on.
+    pub device: RankDevice,
+    /// Square side of the synthetic images, pixels.
+    pub image_size: u32,
+    /// Samples per batch per rank (the group steps on ranks × this).
+    pub batch_size: u32,
+    /// Training samples per epoch (the whole group's).
+    pub train_len: u32,
+    /// Epochs run first and left out of the numbers.
+    pub warmup_epochs: u32,
+    /// Epochs measured per job.
+    pub epochs: u32,
+    /// Jobs per rank count.
+    pub repeats: u32,
+    /// One point per rank count, in the order asked.
+    pub points: Vec<TrainPoint>,
+}
+
+/// One rank count's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainPoint {
+    /// Ranks in the group, and how they were laid out.
+    #[serde(flatten)]
+    pub placement: Placement,
+    /// The benchmark's jobs, one per repeat.
+    pub jobs: Vec<String>,
+    /// The group's training images/s, one sample per measured epoch of every repeat.
+    pub images_per_sec: Summary,
+    /// The median images/s divided by the ranks.
+    pub images_per_sec_per_rank: f64,
+    /// `(rate(N)/N) / (rate(b)/b)` of the medians, `b` the fewest ranks asked.
+    pub efficiency: f64,
+    /// Wall seconds of the measured epochs (training and validation).
+    pub epoch_seconds: Summary,
+}
+
+/// What `ctl bench time-to-accuracy` measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimeToAccuracyReport {
+    /// Network body.
+    pub model: String,
+    /// The data set (`synthetic`, `cifar10:/data/cifar10`, ...).
+    pub dataset: String,
+    /// Ranks and their layout.
+    #[serde(flatten)]
+    pub placement: Placement,
+    /// The validation accuracy to reach, in [0, 1].
+    pub target: f64,
+    /// The job's epoch budget (its one-cycle schedule spans these).
+    pub max_epochs: u32,
+    /// The job.
+    pub job_id: String,
+    /// Whether an epoch reached `target`.
+    pub reached: bool,
+    /// Epochs run until it did (the reaching epoch included).
+    pub epochs: Option<u32>,
+    /// Seconds from the job's start (RUNNING) until the reaching epoch was
+    /// recorded, as the coordinator's clock says: rendezvous, data set-up
+    /// and checkpoints included.
+    pub wall_seconds: Option<f64>,
+    /// The summed epoch times up to it: training and validation only.
+    pub epoch_seconds: Option<f64>,
+    /// The accuracy of the reaching epoch.
+    pub accuracy: Option<f64>,
+    /// The best accuracy seen.
+    pub best_accuracy: f64,
+    /// Every epoch: accuracy against wall seconds since the start.
+    pub curve: Vec<AccuracyPoint>,
+}
+
+/// One epoch of a time-to-accuracy run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AccuracyPoint {
+    /// 0-based epoch.
+    pub epoch: u32,
+    /// Validation accuracy.
+    pub accuracy: f64,
+    /// Seconds since the job started when the epoch was recorded.
+    pub wall_seconds: f64,
+}
+
+impl TrainReport {
+    /// A one-line description of the workload.
+    pub fn workload(&self) -> String {
+        format!(
+            "{}/{} on {}×{} synthetic images, batch {} per rank, {} training samples per epoch; \
+             {} warm-up epoch{} dropped, {} measured epoch{} × {} repeat{} per rank count",
+            self.model,
+            self.head,
+            self.image_size,
+            self.image_size,
+            self.batch_size,
+            self.train_len,
+            self.warmup_epochs,
+            plural(self.warmup_epochs),
+            self.epochs,
+            plural(self.epochs),
+            self.repeats,
+            plural(self.repeats),
+        )
+    }
+
+    /// The terminal table: ranks, layout, images/s (median, min–max), per
+    /// rank, efficiency, epoch time.
+    pub fn table(&self) -> String {
+        let mut table = Table::new(&[
+            "RANKS",
+            "LAYOUT",
+            "IMAGES/S",
+            "MIN–MAX",
+            "PER RANK",
+            "EFFICIENCY",
+            "EPOCH TIME",
+            "JOBS",
+        ]);
+        for point in &self.points {
+            table.row(vec![
+                point.placement.ranks.to_string(),
+                point.placement.label(),
+                format!("{:.1}", point.images_per_sec.median),
+                format!(
+                    "{:.1}–{:.1}",
+                    point.images_per_sec.min, point.images_per_sec.max
+                ),
+                format!("{:.1}", point.images_per_sec_per_rank),
+                format!("{:.2}", point.efficiency),
+                format!("{:.2} s", point.epoch_seconds.median),
+                point.jobs.join(","),
+            ]);
+        }
+        table.render()
+    }
+
+    /// `report.md`: the workload, the table, the plots and how to read them.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("# Camshaft training benchmark\n\n");
+        out.push_str(&format!(
+            "{} — ranks on {}.\n\n",
+            self.workload(),
+            self.device
+        ));
+        out.push_str(
+            "| ranks | layout | images/s (median) | min–max | per rank | efficiency | epoch time (median) | jobs |\n\
+             |---:|---|---:|---:|---:|---:|---:|---|\n",
+        );
+        for point in &self.points {
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1}–{:.1} | {:.1} | {:.2} | {:.2} s | {} |\n",
+                point.placement.ranks,
+                point.placement.label(),
+                point.images_per_sec.median,
+                point.images_per_sec.min,
+                point.images_per_sec.max,
+                point.images_per_sec_per_rank,
+                point.efficiency,
+                point.epoch_seconds.median,
+                point.jobs.join(", "),
+            ));
+        }
+        out.push_str(
+            "\n![Training throughput against ranks](throughput.svg)\n\n\
+             ![Scaling efficiency against ranks](efficiency.svg)\n\n\
+             Images/s is the group's training samples per second of an epoch's \
+             training loop, as the workers measure it (validation and \
+             checkpoints left out); the spread is min–max over every measured \
+             epoch of every repeat. Efficiency is `(images/s(N) / N) / \
+             (images/s(b) / b)` of the medians, `b` the fewest ranks measured: \
+             1.00 is linear scaling. The batch is per rank, so a group of N \
+             ranks steps on N × the batch and takes fewer steps per epoch.\n",
+        );
+        out
+    }
+}
+
+impl TimeToAccuracyReport {
+    /// The plain-language result line.
+    pub fn summary(&self) -> String {
+        let layout = format!(
+            "{} rank{} ({})",
+            self.placement.ranks,
+            plural(self.placement.ranks),
+            self.placement.label()
+        );
+        match (self.epochs, self.wall_seconds, self.accuracy) {
+            (Some(epochs), Some(wall), Some(accuracy)) => format!(
+                "reached accuracy {accuracy:.4} ≥ {} after {epochs} epoch{} in {wall:.1} s wall \
+                 ({:.1} s in epochs) on {layout}, job {}",
+                self.target,
+                plural(epochs),
+                self.epoch_seconds.unwrap_or(0.0),
+                self.job_id
+            ),
+            _ => format!(
+                "never reached accuracy {} in {} epoch{} (best {:.4}) on {layout}, job {}",
+                self.target,
+                self.curve.len(),
+                plural(self.curve.len() as u32),
+                self.best_accuracy,
+                self.job_id
+            ),
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Writes `value` as pretty JSON to `path`.
+pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the `--report` folder: `report.md`, `throughput.svg`,
+/// `efficiency.svg` and `bench.json`. Returns the Markdown file's path.
+pub fn write_report(dir: &Path, report: &TrainReport) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        anyhow::Ok(path)
+    };
+    write("throughput.svg", throughput_svg(report)?)?;
+    write("efficiency.svg", efficiency_svg(report)?)?;
+    write_json(&dir.join("bench.json"), report)?;
+    write("report.md", report.markdown())
+}
+
+const PLOT_SIZE: (u32, u32) = (720, 440);
+
+/// The x range of a plot of `ranks`: from 0 to a little past the largest.
+fn rank_axis(report: &TrainReport) -> std::ops::Range<f64> {
+    let most = report
+        .points
+        .iter()
+        .map(|p| p.placement.ranks)
+        .max()
+        .unwrap_or(1);
+    0.0..f64::from(most) * 1.1 + 0.5
+}
+
+fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing a plot: {e}")
+}
+
+/// Images/s against ranks: the medians joined, min–max bars, and the linear
+/// scaling of the smallest group for comparison.
+pub fn throughput_svg(report: &TrainReport) -> anyhow::Result<String> {
+    let mut points: Vec<(f64, &Summary)> = report
+        .points
+        .iter()
+        .map(|p| (f64::from(p.placement.ranks), &p.images_per_sec))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x_range = rank_axis(report);
+    let linear: Vec<(f64, f64)> = match points.first() {
+        Some(&(ranks, base)) => points
+            .iter()
+            .map(|&(n, _)| (n, base.median * n / ranks.max(1.0)))
+            .collect(),
+        None => Vec::new(),
+    };
+    let top = points
+        .iter()
+        .map(|(_, s)| s.max)
+        .chain(linear.iter().map(|&(_, y)| y))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Training throughput — {}", report.model),
+                ("sans-serif", 20),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(72)
+            .build_cartesian_2d(x_range, 0.0..top)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("ranks")
+            .y_desc("images/s")
+            .draw()
+            .map_err(draw_error)?;
+        chart
+            .draw_series(LineSeries::new(
+                linear,
+                ShapeStyle::from(&BLACK.mix(0.4)).stroke_width(1),
+            ))
+            .map_err(draw_error)?
+            .label("linear scaling")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|&(n, s)| (n, s.median)),
+                ShapeStyle::from(&BLUE).stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label("median images/s (bars: min–max)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(n, s)| ErrorBar::new_vertical(n, s.min, s.median, s.max, BLUE, 8)),
+            )
+            .map_err(draw_error)?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(n, s)| Circle::new((n, s.median), 4, BLUE.filled())),
+            )
+            .map_err(draw_error)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_error)?;
+        root.present().map_err(draw_error)?;
+    }
+    Ok(svg)
+}
+
+/// Scaling efficiency against ranks, with the 1.0 of linear scaling.
+pub fn efficiency_svg(report: &TrainReport) -> anyhow::Result<String> {
+    let mut points: Vec<(f64, f64)> = report
+        .points
+        .iter()
+        .map(|p| (f64::from(p.placement.ranks), p.efficiency))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x_range = rank_axis(report);
+    let top = points.iter().map(|&(_, e)| e).fold(1.0, f64::max) * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Scaling efficiency — {}", report.model),
+                ("sans-serif", 20),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_range.clone(), 0.0..top)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("ranks")
+            .y_desc("efficiency")
+            .draw()
+            .map_err(draw_error)?;
+        chart
+            .draw_series(LineSeries::new(
+                [(x_range.start, 1.0), (x_range.end, 1.0)],
+                ShapeStyle::from(&BLACK.mix(0.4)).stroke_width(1),
+            ))
+            .map_err(draw_error)?
+            .label("linear scaling (1.0)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                ShapeStyle::from(&RED).stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label("efficiency of the median images/s")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(n, e)| Circle::new((n, e), 4, RED.filled())),
+            )
+            .map_err(draw_error)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_error)?;
+        root.present().map_err(draw_error)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn report() -> TrainReport {
+        let point = |ranks: u32, samples: Vec<f64>, efficiency: f64| TrainPoint {
+            placement: Placement {
+                ranks,
+                workers: ranks,
+                gpus_per_worker: 0,
+                device: RankDevice::Cpu,
+            },
+            jobs: vec![format!("j-{ranks}")],
+            images_per_sec_per_rank: Summary::of(samples.clone()).unwrap().median
+                / f64::from(ranks),
+            images_per_sec: Summary::of(samples).unwrap(),
+            efficiency,
+            epoch_seconds: Summary::of(vec![2.0, 2.5]).unwrap(),
+        };
+        TrainReport {
+            model: "cnn".into(),
+            head: "linear".into(),
+            device: RankDevice::Cpu,
+            image_size: 32,
+            batch_size: 64,
+            train_len: 256,
+            warmup_epochs: 1,
+            epochs: 2,
+            repeats: 1,
+            points: vec![
+                point(1, vec![1000.0, 1040.0], 1.0),
+                point(2, vec![1800.0, 1900.0], 0.9),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_rank_count() {
+        let table = report().table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("RANKS"), "{table}");
+        assert!(
+            lines[1].contains("1020.0") && lines[1].contains("1.00"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("1850.0")
+                && lines[2].contains("1800.0–1900.0")
+                && lines[2].contains("925.0")
+                && lines[2].contains("0.90"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn the_report_folder_holds_markdown_svgs_and_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("report");
+        let markdown = write_report(&out, &report()).unwrap();
+        let text = std::fs::read_to_string(&markdown).unwrap();
+        assert!(
+            text.starts_with("# Camshaft training benchmark\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 2 | 2 × cpu | 1850.0 | 1800.0–1900.0 | 925.0 | 0.90 | 2.25 s | j-2 |"),
+            "{text}"
+        );
+        assert!(text.contains("![Training throughput against ranks](throughput.svg)"));
+        assert!(text.contains("](efficiency.svg)"));
+        for name in ["throughput.svg", "efficiency.svg"] {
+            let svg = std::fs::read_to_string(out.join(name)).unwrap();
+            assert!(
+                svg.starts_with("<svg"),
+                "{name}: {}",
+                &svg[..80.min(svg.len())]
+            );
+            assert!(svg.trim_end().ends_with("</svg>"), "{name}");
+            assert!(svg.contains("ranks"), "{name} has no axis label");
+            assert!(
+                svg.contains("<polyline") || svg.contains("<path"),
+                "{name} has no line"
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["points"][1]["ranks"], 2);
+        assert_eq!(json["points"][1]["device"], "cpu");
+        assert_eq!(json["points"][1]["images_per_sec"]["median"], 1850.0);
+        assert_eq!(json["points"][1]["efficiency"], 0.9);
+    }
+
+    #[test]
+    fn time_to_accuracy_says_plainly_whether_it_was_reached() {
+        let mut tta = TimeToAccuracyReport {
+            model: "resnet18".into(),
+            dataset: "cifar10".into(),
+            placement: Placement {
+                ranks: 2,
+                workers: 1,
+                gpus_per_worker: 2,
+                device: RankDevice::Cuda,
+            },
+            target: 0.94,
+            max_epochs: 10,
+            job_id: "j-7".into(),
+            reached: true,
+            epochs: Some(8),
+            wall_seconds: Some(200.0),
+            epoch_seconds: Some(184.0),
+            accuracy: Some(0.9412),
+            best_accuracy: 0.9412,
+            curve: Vec::new(),
+        };
+        assert_eq!(
+            tta.summary(),
+            "reached accuracy 0.9412 ≥ 0.94 after 8 epochs in 200.0 s wall (184.0 s in epochs) \
+             on 2 ranks (1 × 2 cuda), job j-7"
+        );
+        tta.reached = false;
+        tta.epochs = None;
+        tta.wall_seconds = None;
+        tta.accuracy = None;
+        tta.best_accuracy = 0.9;
+        tta.curve = vec![
+            AccuracyPoint {
+                epoch: 0,
+                accuracy: 0.9,
+                wall_seconds: 20.0
+            };
+            10
+        ];
+        assert_eq!(
+            tta.summary(),
+            "never reached accuracy 0.94 in 10 epochs (best 0.9000) on 2 ranks (1 × 2 cuda), job j-7"
+        );
+    }
+}

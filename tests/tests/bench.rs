@@ -1,0 +1,91 @@
+//! `ctl bench train` against a real cluster of two CPU workers: both rank
+//! counts measured, the JSON and the report folder written. No timings are
+//! asserted, only that they were measured.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use camshaft_cluster_tests::Cluster;
+
+#[test]
+fn bench_train_measures_one_and_two_cpu_ranks_and_writes_json_and_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("cluster"), &[]).unwrap();
+    // `camshaft up` brings one worker; a second process makes two CPU ranks.
+    cluster.add_worker(2).unwrap();
+
+    let json = dir.path().join("bench.json");
+    let report = dir.path().join("report");
+    let out = cluster
+        .ctl_ok(&[
+            "bench",
+            "train",
+            "--model",
+            "cnn",
+            "--ranks",
+            "1,2",
+            "--image-size",
+            "32",
+            "--train-len",
+            "256",
+            "--valid-len",
+            "64",
+            "--epochs",
+            "2",
+            "--warmup-epochs",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(out.contains("RANKS") && out.contains("EFFICIENCY"), "{out}");
+
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(value["model"], "cnn");
+    assert_eq!(value["device"], "cpu");
+    let points = value["points"].as_array().unwrap();
+    let ranks: Vec<u64> = points
+        .iter()
+        .map(|p| p["ranks"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [1, 2]);
+    for point in points {
+        let rate = point["images_per_sec"]["median"].as_f64().unwrap();
+        let efficiency = point["efficiency"].as_f64().unwrap();
+        assert!(rate > 0.0 && efficiency > 0.0, "{point}");
+        // Two measured epochs of one job.
+        assert_eq!(
+            point["images_per_sec"]["samples"].as_array().unwrap().len(),
+            2
+        );
+    }
+    assert_eq!(points[0]["efficiency"].as_f64(), Some(1.0));
+    assert_eq!(points[1]["workers"], 2);
+
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("| 2 | 2 × cpu |"), "{markdown}");
+    for name in ["throughput.svg", "efficiency.svg"] {
+        let svg = std::fs::read_to_string(report.join(name)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+    }
+
+    // The bench cancels its jobs after their last epoch: no model registered.
+    let models = cluster.ctl_ok(&["models", "list"]).unwrap();
+    assert!(!models.contains("bench"), "{models}");
+    // Asking for more ranks than the cluster has is refused up front (exit 2).
+    let refused = cluster
+        .ctl(&["bench", "train", "--ranks", "3", "--device", "cpu"])
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("the cluster has 2 CPU workers (one rank each); --ranks asks for 3"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    cluster.stop().unwrap();
+}
