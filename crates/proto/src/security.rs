@@ -3,9 +3,8 @@
 //! health service's (probes carry no token).
 //!
 //! Servers build their `tonic` server with [`ServerSecurity::builder`];
-//! clients open channels with [`ClientSecurity::connect`] /
-//! [`ClientSecurity::endpoint`] and wrap them with
-//! [`ClientSecurity::channel`] so every call carries the token.
+//! clients open channels from [`ClientSecurity::endpoint`] and wrap them
+//! with [`ClientSecurity::channel`] so every call carries the token.
 //!
 //! ```toml
 //! # The config file's [tls] table (and a service's own, e.g. [coordinator.tls]).
