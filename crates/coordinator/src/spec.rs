@@ -212,17 +212,8 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.keep_checkpoints == 0 {
         spec.keep_checkpoints = 2;
     }
-    match names::known::<Precision>("precision", spec.precision)? {
-        Precision::Unspecified | Precision::Fp32 => spec.precision = Precision::Fp32 as i32,
-        other => {
-            return Err(invalid(format!(
-                "precision {} is not supported yet (fp32 only)",
-                other.short_name()
-            )));
-        }
-    }
-    if spec.channels_last {
-        return Err(invalid("channels_last is not supported yet"));
+    if names::known::<Precision>("precision", spec.precision)? == Precision::Unspecified {
+        spec.precision = Precision::Fp32 as i32;
     }
     let collective: CollectiveBackend = names::known("collective", spec.collective)?;
     if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
@@ -294,8 +285,32 @@ mod tests {
         assert_eq!(spec.pretrained(), PretrainedSource::None);
         let synthetic = spec.dataset.as_ref().unwrap().synthetic.as_ref().unwrap();
         assert_eq!((synthetic.train_len, synthetic.num_classes), (2000, 2));
+        assert_eq!(spec.precision(), Precision::Fp32);
         // A complete spec is a fixed point.
         assert_eq!(complete(spec.clone(), 9).unwrap(), spec);
+    }
+
+    #[test]
+    fn mixed_precision_and_channels_last_are_kept() {
+        for precision in [Precision::Bf16, Precision::Fp16] {
+            let spec = complete(
+                JobSpec {
+                    precision: precision as i32,
+                    channels_last: true,
+                    ..minimal()
+                },
+                7,
+            )
+            .unwrap();
+            assert_eq!((spec.precision(), spec.channels_last), (precision, true));
+        }
+        assert!(
+            refused(JobSpec {
+                precision: 99,
+                ..minimal()
+            })
+            .contains("precision")
+        );
     }
 
     #[test]

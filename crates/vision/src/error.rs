@@ -44,14 +44,17 @@ pub enum Error {
     /// A request (images, target classes) does not fit the model.
     #[error("invalid input: {0}")]
     Input(String),
-    /// Training diverged (loss became NaN or infinite).
-    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss}")]
+    /// Training diverged: the group's averaged gradients became NaN or
+    /// infinite (with float16: for too many steps in a row).
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: the averaged gradients are not finite (this rank's loss is {loss})"
+    )]
     Diverged {
         /// Epoch (0-based) of the bad step.
         epoch: usize,
         /// Step within the epoch.
         step: usize,
-        /// The loss value seen.
+        /// This rank's loss at that step.
         loss: f64,
     },
     /// Training was stopped from outside (cancelled job, shutdown).

@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::loader::{Batch, Loader, LoaderConfig, Shard, to_device};
-use crate::model::{Model, ModelSpec};
+use crate::model::{Model, ModelSpec, channels_last};
 use crate::optim::{Adam, AdamConfig};
+use crate::precision::{
+    Autocast, LossScaleConfig, LossScaleState, LossScaler, Precision, all_finite,
+};
 use crate::schedule::{LrRange, Plan};
 use crate::weights::{HeadPolicy, import_weights, save_weights};
 use crate::{Error, Result};
@@ -86,6 +89,15 @@ pub struct LearnerConfig {
     pub shard: Shard,
     /// Draw a progress bar on stderr during epochs (only on a terminal).
     pub progress: bool,
+    /// The forward pass's dtype (autocast); float32 by default.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Weights and inputs channels-last (NHWC strides).
+    #[serde(default)]
+    pub channels_last: bool,
+    /// Dynamic loss scaling, used with [`Precision::Fp16`].
+    #[serde(default)]
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for LearnerConfig {
@@ -96,6 +108,9 @@ impl Default for LearnerConfig {
             metrics: vec![Metric::Accuracy],
             shard: Shard::default(),
             progress: true,
+            precision: Precision::Fp32,
+            channels_last: false,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -209,6 +224,9 @@ pub struct CheckpointMeta {
     pub history: Vec<EpochStats>,
     /// The learner settings of the run.
     pub config: LearnerConfig,
+    /// The loss scaler's state (float16 runs).
+    #[serde(default)]
+    pub loss_scale: Option<LossScaleState>,
 }
 
 const CHECKPOINT_FORMAT: u32 = 1;
@@ -231,6 +249,25 @@ pub struct Learner {
     history: Vec<EpochStats>,
     sync: Box<dyn GradientSync>,
     cancel: Option<Arc<AtomicBool>>,
+    scaler: Option<LossScaler>,
+    /// Float16 steps skipped in a row for overflowing gradients.
+    skipped_in_a_row: u32,
+}
+
+/// Float16 steps skipped in a row before the run counts as diverged: the
+/// scale has then fallen by 2⁵⁰, far below any that recovers.
+const MAX_SKIPPED_IN_A_ROW: u32 = 50;
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug)]
+struct StepOutcome {
+    /// This rank's mean loss on its batch.
+    loss: f64,
+    /// Float16 overflow: the optimiser step was skipped (on every rank).
+    skipped: bool,
+    /// The group's gradients are not finite (and, with float16, have not
+    /// been for too many steps): no step was taken and none should follow.
+    diverged: bool,
 }
 
 impl std::fmt::Debug for Learner {
@@ -249,7 +286,7 @@ fn cross_entropy(logits: &Tensor, labels: &Tensor, reduction: Reduction) -> Resu
 
 impl Learner {
     /// A learner for `model` on `data`, one process.
-    pub fn new(model: Model, data: Splits, config: LearnerConfig) -> Result<Self> {
+    pub fn new(mut model: Model, data: Splits, config: LearnerConfig) -> Result<Self> {
         config.shard.validate()?;
         let n = model.spec().num_classes();
         if data.train.class_names().len() != n {
@@ -259,6 +296,15 @@ impl Learner {
             )));
         }
         let loader = Loader::new(config.loader.clone())?;
+        if config.channels_last {
+            // Before the optimiser, so its state takes the same layout.
+            model.to_channels_last()?;
+        }
+        let scaler = if config.precision.needs_loss_scaling() {
+            Some(LossScaler::new(config.loss_scale, model.device())?)
+        } else {
+            None
+        };
         let opt = Self::make_optimizer(&model, config.adam);
         Ok(Learner {
             model,
@@ -271,6 +317,8 @@ impl Learner {
             history: Vec::new(),
             sync: Box::new(SingleProcess),
             cancel: None,
+            scaler,
+            skipped_in_a_row: 0,
         })
     }
 
@@ -350,31 +398,45 @@ impl Learner {
         let total = (stage.epochs * steps) as f64;
         let group_lrs = stage.lr.per_group(self.opt.num_groups());
         let bar = self.progress_bar(steps as u64, format!("epoch {epoch}"));
-        let (mut loss_sum, mut seen) = (0.0f64, 0u64);
+        // Loss sums and sample counts: all samples, and those of steps whose
+        // loss was finite (a float16 step can overflow and be skipped).
+        let (mut loss_sum, mut loss_seen, mut seen, mut skipped) = (0.0f64, 0u64, 0u64, 0u64);
         for (step, batch) in batches.enumerate() {
             self.check_cancelled()?;
             let batch = batch?;
             let pos = (epoch_in_stage * steps + step) as f64 / total;
             let (mult, mom) = stage.schedule.at(pos);
             let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
-            let value = self.train_step(&batch, &lrs, mom)?;
-            if !value.is_finite() {
+            let outcome = self.train_step(&batch, &lrs, mom)?;
+            if outcome.diverged {
                 return Err(Error::Diverged {
                     epoch,
                     step,
-                    loss: value,
+                    loss: outcome.loss,
                 });
             }
             let n = batch.indices.len() as u64;
-            loss_sum += value * n as f64;
+            if outcome.loss.is_finite() {
+                loss_sum += outcome.loss * n as f64;
+                loss_seen += n;
+            }
             seen += n;
+            skipped += u64::from(outcome.skipped);
             bar.inc(1);
-            bar.set_message(format!("loss {value:.4}"));
+            bar.set_message(format!("loss {:.4}", outcome.loss));
         }
         bar.finish_and_clear();
         let train_secs = started.elapsed().as_secs_f64();
-        let mut sums = [loss_sum, seen as f64];
+        let mut sums = [loss_sum, loss_seen as f64, seen as f64];
         self.sync.sum(&mut sums)?;
+        if let Some(scaler) = &self.scaler {
+            tracing::info!(
+                epoch,
+                skipped_steps = skipped,
+                loss_scale = scaler.state()?.scale,
+                "float16 loss scaling"
+            );
+        }
         let (valid_loss, accuracy, valid_samples) = self.evaluate()?;
         let stats = EpochStats {
             epoch,
@@ -382,10 +444,10 @@ impl Learner {
             train_loss: sums[0] / sums[1].max(1.0),
             valid_loss,
             accuracy,
-            train_samples: sums[1] as u64,
+            train_samples: sums[2] as u64,
             valid_samples,
             seconds: started.elapsed().as_secs_f64(),
-            images_per_sec: sums[1] / train_secs.max(1e-9),
+            images_per_sec: sums[2] / train_secs.max(1e-9),
         };
         tracing::info!(
             epoch,
@@ -457,21 +519,69 @@ impl Learner {
         Ok(indices)
     }
 
-    /// Forward, backward, gradient averaging and one optimiser step; the
-    /// batch's mean loss (the step is taken even when it is not finite, the
-    /// caller decides).
-    fn train_step(&mut self, batch: &Batch, lrs: &[f64], mom: f64) -> Result<f64> {
+    /// The batch on the model's device, in its layout.
+    fn inputs(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let (x, y) = to_device(batch, self.model.device());
-        let loss = cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?;
+        let x = if self.config.channels_last {
+            channels_last(&x)?
+        } else {
+            x
+        };
+        Ok((x, y))
+    }
+
+    /// Forward (under autocast), backward (of the scaled loss with float16),
+    /// gradient averaging, then the optimiser step if the averaged gradients
+    /// are finite. The check runs on the all-reduced gradients, which are
+    /// the same on every rank, so the whole group agrees: with float16 it
+    /// skips the step and backs the scale off, otherwise every rank fails
+    /// with [`Error::Diverged`] (a NaN on one rank reaches the others
+    /// through the all-reduce instead of leaving them waiting on it).
+    fn train_step(&mut self, batch: &Batch, lrs: &[f64], mom: f64) -> Result<StepOutcome> {
+        let (x, y) = self.inputs(batch)?;
+        let loss = {
+            let _autocast = Autocast::enter(self.config.precision, self.model.device());
+            cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?
+        };
         let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            return Ok(value);
-        }
         self.opt.zero_grad();
-        loss.f_backward()?;
-        self.sync.average(&self.opt.gradients())?;
-        self.opt.step(lrs, mom)?;
-        Ok(value)
+        match &self.scaler {
+            Some(scaler) => scaler.scale(&loss)?.f_backward()?,
+            None => loss.f_backward()?,
+        }
+        let grads = self.opt.gradients();
+        self.sync.average(&grads)?;
+        let finite = match &self.scaler {
+            Some(scaler) => scaler.unscale(&grads)?,
+            None => all_finite(&grads)?,
+        };
+        let mut outcome = StepOutcome {
+            loss: value,
+            skipped: false,
+            diverged: false,
+        };
+        match &mut self.scaler {
+            Some(scaler) => {
+                scaler.update(finite)?;
+                if finite {
+                    self.skipped_in_a_row = 0;
+                } else {
+                    self.skipped_in_a_row += 1;
+                    outcome.skipped = true;
+                    outcome.diverged = self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW;
+                }
+            }
+            None => outcome.diverged = !finite,
+        }
+        if finite {
+            self.opt.step(lrs, mom)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The loss scaler's state (float16 runs only).
+    pub fn loss_scale(&self) -> Result<Option<LossScaleState>> {
+        self.scaler.as_ref().map(LossScaler::state).transpose()
     }
 
     /// Give every rank rank 0's BatchNorm statistics (they drift apart as
@@ -521,10 +631,11 @@ impl Learner {
         let bar = self.progress_bar(batches.len() as u64, "valid".into());
         let mut sums = [0.0f64; 3];
         let _guard = tch::no_grad_guard();
+        let _autocast = Autocast::enter(self.config.precision, self.model.device());
         for batch in batches {
             self.check_cancelled()?;
             let batch = batch?;
-            let (x, y) = to_device(&batch, self.model.device());
+            let (x, y) = self.inputs(&batch)?;
             let logits = self.model.forward_t(&x, false);
             sums[0] += cross_entropy(&logits, &y, Reduction::Sum)?.f_double_value(&[])?;
             sums[1] += logits
@@ -602,7 +713,11 @@ impl Learner {
                 }
                 let batch = batch?;
                 let lr = start_lr * (end_lr / start_lr).powf(i as f64 / num_it as f64);
-                let value = self.train_step(&batch, &vec![lr; groups], 0.9)?;
+                let outcome = self.train_step(&batch, &vec![lr; groups], 0.9)?;
+                if outcome.diverged {
+                    break 'outer;
+                }
+                let value = outcome.loss;
                 avg = 0.98 * avg + 0.02 * value;
                 let smooth = avg / (1.0 - 0.98f64.powi(i as i32 + 1));
                 lrs.push(lr);
@@ -634,6 +749,7 @@ impl Learner {
             epochs_done: self.epochs_done,
             history: self.history.clone(),
             config: self.config.clone(),
+            loss_scale: self.loss_scale()?,
         };
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| Error::Config(format!("cannot encode checkpoint metadata: {e}")))?;
@@ -693,6 +809,9 @@ impl Learner {
         learner.plan = meta.plan;
         learner.epochs_done = meta.epochs_done;
         learner.history = meta.history;
+        if let (Some(scaler), Some(state)) = (&mut learner.scaler, meta.loss_scale) {
+            *scaler = LossScaler::with_state(learner.config.loss_scale, state, device)?;
+        }
         Ok(learner)
     }
 }

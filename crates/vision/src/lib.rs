@@ -40,6 +40,7 @@ pub mod learner;
 pub mod loader;
 pub mod model;
 pub mod optim;
+pub mod precision;
 pub mod schedule;
 pub mod weights;
 
@@ -50,5 +51,6 @@ pub use learner::{
 };
 pub use loader::{Batch, Loader, LoaderConfig, Shard};
 pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};
+pub use precision::Precision;
 pub use schedule::{LrRange, Plan, Schedule, Stage};
 pub use weights::{HeadPolicy, ImportReport, import_weights, load_safetensors_bytes, save_weights};

@@ -545,6 +545,42 @@ impl Model {
     pub fn named_variables(&self) -> BTreeMap<String, Tensor> {
         self.vs.variables().into_iter().collect()
     }
+
+    /// Store every 4-D weight channels-last (NHWC strides), like
+    /// `model.to(memory_format=torch.channels_last)`: convolutions given a
+    /// channels-last input then run NHWC kernels (tensor cores on GPUs,
+    /// oneDNN's blocked formats on CPUs). The values do not change, and
+    /// neither do the variables' identities (optimiser state made after
+    /// this follows the layout).
+    pub fn to_channels_last(&mut self) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for (_, mut v) in self.vs.variables() {
+                if v.dim() == 4 {
+                    let nhwc = channels_last(&v)?;
+                    v.f_set_data(&nhwc)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `x` (4-D) with channels-last strides: `x.contiguous(memory_format=
+/// torch.channels_last)`. tch has no memory-format argument; making the
+/// NHWC permutation contiguous and permuting back gives the same strides.
+pub fn channels_last(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])?)
+}
+
+/// Whether 4-D `x` has channels-last strides.
+pub fn is_channels_last(x: &Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    size.len() == 4 && {
+        let (c, h, w) = (size[1], size[2], size[3]);
+        stride[1] == 1 && stride[3] == c && stride[2] == c * w && stride[0] == c * h * w
+    }
 }
 
 /// BatchNorm running statistics (not trained by gradients).

@@ -205,14 +205,20 @@ pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
     let named: Vec<(String, Tensor)> = model
         .named_variables()
         .into_iter()
-        .map(|(k, v)| (k, v.to_device(tch::Device::Cpu).contiguous()))
+        .map(|(k, v)| (k, v.to_device(tch::Device::Cpu)))
         .collect();
     write_safetensors_atomic(&named, path)
 }
 
+/// Write `named` (CPU tensors in any layout: safetensors holds them in the
+/// default one) to `path` through a temporary sibling.
 pub(crate) fn write_safetensors_atomic(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(named, &tmp).map_err(|e| Error::Weights {
+    let contiguous: Vec<(&str, Tensor)> = named
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.contiguous()))
+        .collect();
+    Tensor::write_safetensors(&contiguous, &tmp).map_err(|e| Error::Weights {
         path: path.to_path_buf(),
         reason: format!("cannot write: {e}"),
     })?;

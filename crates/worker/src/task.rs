@@ -195,8 +195,14 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     // Every rank starts from rank 0's weights.
     learner.set_sync(ctx.sync)?;
     learner.set_cancel_flag(Arc::clone(&ctx.cancel));
+    let layout = if learner.config().channels_last {
+        ", channels-last"
+    } else {
+        ""
+    };
     say(format!(
-        "training on {device:?}, rank {rank} of {}",
+        "training on {device:?} in {}{layout}, rank {rank} of {}",
+        learner.config().precision,
         assignment.world_size
     ));
 
@@ -400,6 +406,8 @@ fn learner_config(
         },
         metrics: vec![Metric::Accuracy],
         progress: false,
+        precision: parse_name(spec.precision().short_name())?,
+        channels_last: spec.channels_last,
         ..defaults
     })
 }
