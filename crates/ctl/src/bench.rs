@@ -40,7 +40,6 @@ use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::job_event::Event;
 use camshaft_proto::v1::{
     CancelJobRequest, EpochMetrics, JobSpec, JobState, ListWorkersRequest, SubmitJobRequest,
-    WatchJobRequest,
 };
 use clap::{Args, Subcommand};
 use tokio::sync::watch as signal_watch;
@@ -50,7 +49,7 @@ use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
 use crate::job_spec::{JobOptions, build_job_spec};
 use crate::jobs::dataset_name;
-use crate::watch::{WATCH_RETRIES, backoff};
+use crate::watch::JobEvents;
 use placement::{Capacity, Placement, RankDevice, place};
 use report::{AccuracyPoint, TimeToAccuracyReport, TrainPoint, TrainReport};
 use stats::{Summary, efficiency, epoch_rate, measured_rows};
@@ -477,101 +476,45 @@ const MEASURED: &str = "ctl bench: measured (cancelled after its last needed epo
 
 async fn follow(
     servers: &Servers,
-    mut client: CoordinatorClient<AuthChannel>,
+    client: CoordinatorClient<AuthChannel>,
     mut job: FollowedJob,
     mut enough: impl FnMut(&EpochMetrics) -> bool,
 ) -> anyhow::Result<FollowedJob> {
-    let mut last_sequence = 0u64;
+    let mut events = JobEvents::open(servers, Some(client), &job.id, false).await?;
     let mut stopped = false;
-    let mut retries = 0u32;
     loop {
-        let request = WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: last_sequence,
-            include_logs: false,
-        };
-        let broke = match client.watch_job(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            retries = 0;
-                            if event.sequence != 0 && event.sequence <= last_sequence {
-                                continue;
-                            }
-                            last_sequence = last_sequence.max(event.sequence);
-                            match event.event {
-                                Some(Event::StateChanged(change)) => {
-                                    let to = JobState::try_from(change.to)
-                                        .unwrap_or(JobState::Unspecified);
-                                    if to == JobState::Running && job.running_since_ms.is_none() {
-                                        job.running_since_ms = Some(event.unix_ms);
-                                    }
-                                    if to.is_terminal() {
-                                        return finished(job, to, stopped, &change.reason);
-                                    }
-                                }
-                                Some(Event::Epoch(row)) => {
-                                    eprintln!(
-                                        "  {} epoch {}: {:.1} images/s, accuracy {:.4}, {:.2} s",
-                                        job.id,
-                                        row.epoch,
-                                        epoch_rate(&row).unwrap_or(0.0),
-                                        row.accuracy,
-                                        row.seconds
-                                    );
-                                    if !stopped && enough(&row) {
-                                        cancel(&mut client, &job.id, MEASURED).await?;
-                                        stopped = true;
-                                    }
-                                    job.rows.push((event.unix_ms, row));
-                                }
-                                Some(Event::Failure(failure)) => {
-                                    eprintln!(
-                                        "  {} {}",
-                                        job.id,
-                                        crate::output::failure_line(&failure)
-                                    );
-                                }
-                                _ => {}
-                            }
-                        }
-                        Ok(None) => break "the stream ended early".to_string(),
-                        Err(status) if reconnectable(&status) => {
-                            break CallError::new("coordinator", "WatchJob", &status).to_string();
-                        }
-                        Err(status) => {
-                            return Err(CallError::new("coordinator", "WatchJob", &status).into());
-                        }
-                    }
+        let event = events.next().await?;
+        match event.event {
+            Some(Event::StateChanged(change)) => {
+                let to = JobState::try_from(change.to).unwrap_or(JobState::Unspecified);
+                if to == JobState::Running && job.running_since_ms.is_none() {
+                    job.running_since_ms = Some(event.unix_ms);
+                }
+                if to.is_terminal() {
+                    return finished(job, to, stopped, &change.reason);
                 }
             }
-            Err(status) if reconnectable(&status) => {
-                CallError::new("coordinator", "WatchJob", &status).to_string()
+            Some(Event::Epoch(row)) => {
+                eprintln!(
+                    "  {} epoch {}: {:.1} images/s, accuracy {:.4}, {:.2} s",
+                    job.id,
+                    row.epoch,
+                    epoch_rate(&row).unwrap_or(0.0),
+                    row.accuracy,
+                    row.seconds
+                );
+                if !stopped && enough(&row) {
+                    cancel(events.client(), &job.id, MEASURED).await?;
+                    stopped = true;
+                }
+                job.rows.push((event.unix_ms, row));
             }
-            Err(status) => return Err(CallError::new("coordinator", "WatchJob", &status).into()),
-        };
-        retries += 1;
-        if retries > WATCH_RETRIES {
-            anyhow::bail!(
-                "lost the event stream of {} ({broke}); gave up after {WATCH_RETRIES} reconnects",
-                job.id
-            );
-        }
-        tokio::time::sleep(backoff(retries)).await;
-        if let Ok(fresh) = servers.coordinator().await {
-            client = fresh;
+            Some(Event::Failure(failure)) => {
+                eprintln!("  {} {}", job.id, crate::output::failure_line(&failure));
+            }
+            _ => {}
         }
     }
-}
-
-/// As `ctl jobs watch` decides: the connection went away, not the job.
-fn reconnectable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
-    )
 }
 
 fn finished(
