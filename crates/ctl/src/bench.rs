@@ -47,7 +47,7 @@ use tokio::sync::watch as signal_watch;
 use crate::client::Servers;
 use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
-use crate::job_spec::{JobOptions, build_job_spec};
+use crate::job_spec::{JobOptions, TrainingOptions, build_job_spec};
 use crate::jobs::dataset_name;
 use crate::watch::JobEvents;
 use placement::{Capacity, Placement, RankDevice, place};
@@ -63,45 +63,13 @@ pub enum BenchCommand {
     TimeToAccuracy(TimeToAccuracyArgs),
 }
 
-/// The model and training options both benchmarks share.
-#[derive(Clone, Debug, Args)]
-pub struct ModelArgs {
-    /// Network body: cnn, resnet18 or resnet34.
-    #[arg(long, value_name = "ARCH", default_value = "cnn")]
-    pub model: String,
-    /// Classifier head: linear, fastai or cam (the cnn has linear only).
-    #[arg(long, value_name = "HEAD", default_value = "linear")]
-    pub head: String,
-    /// Samples per batch per rank (default: the coordinator's, 64).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<u32>,
-    /// Maximum learning rate of fit_one_cycle.
-    #[arg(long, value_name = "LR")]
-    pub lr: Option<f64>,
-    /// Seed of initialisation, sample order and augmentation.
-    #[arg(long, value_name = "SEED")]
-    pub seed: Option<u64>,
-    /// What a rank runs on: cuda (one rank per GPU) or cpu (one rank per
-    /// worker). Default: cuda when any worker has a GPU.
-    #[arg(long, value_name = "KIND")]
-    pub device: Option<String>,
-    /// Training precision on GPUs: fp32, bf16 or fp16.
-    #[arg(long, value_name = "PRECISION")]
-    pub precision: Option<String>,
-    /// Channels-last memory format (GPU only).
-    #[arg(long)]
-    pub channels_last: bool,
-    /// Gradient all-reduce backend: nccl or ring (default: NCCL on GPUs).
-    #[arg(long, value_name = "BACKEND")]
-    pub collective: Option<String>,
-}
-
 /// `ctl bench train`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("model", default_model), mut_arg("head", default_head))]
 pub struct TrainArgs {
-    /// The model and training options.
+    /// The model and training options (the flags of `submit-job`).
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub training: TrainingOptions,
     /// Rank counts to measure, comma-separated; efficiency is relative to the smallest.
     #[arg(
         long,
@@ -138,10 +106,11 @@ pub struct TrainArgs {
 
 /// `ctl bench time-to-accuracy`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("model", default_model), mut_arg("head", default_head))]
 pub struct TimeToAccuracyArgs {
-    /// The model and training options.
+    /// The model and training options (the flags of `submit-job`).
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub training: TrainingOptions,
     /// Validation accuracy to reach, in (0, 1].
     #[arg(long, value_name = "ACCURACY")]
     pub target: f64,
@@ -215,27 +184,39 @@ pub struct TimeToAccuracyBench {
     pub json: Option<PathBuf>,
 }
 
-impl ModelArgs {
-    fn options(&self) -> JobOptions {
-        JobOptions {
-            model: Some(self.model.clone()),
-            head: Some(self.head.clone()),
-            batch_size: self.batch_size,
-            lr: self.lr,
-            seed: self.seed,
-            precision: self.precision.clone(),
-            channels_last: self.channels_last,
-            collective: self.collective.clone(),
-            // A benchmark job is cancelled after its last epoch, so it
-            // registers nothing; should one finish anyway, the name says why.
-            name: Some("bench".into()),
-            ..JobOptions::default()
-        }
-    }
+/// `--model` of the benchmarks: the small CNN unless told otherwise (a job
+/// has no default network).
+fn default_model(arg: clap::Arg) -> clap::Arg {
+    arg.default_value("cnn")
+}
 
-    fn device(&self) -> Result<Option<RankDevice>, InputError> {
-        self.device.as_deref().map(RankDevice::parse).transpose()
+/// `--head` of the benchmarks: linear (the one head the CNN has).
+fn default_head(arg: clap::Arg) -> clap::Arg {
+    arg.default_value("linear")
+}
+
+/// The job options of a benchmark's `training` flags. `--device` is left
+/// out: [`bench_spec`] sets it from the placement.
+fn bench_options(training: &TrainingOptions) -> JobOptions {
+    JobOptions {
+        training: TrainingOptions {
+            device: None,
+            ..training.clone()
+        },
+        // A benchmark job is cancelled after its last epoch, so it
+        // registers nothing; should one finish anyway, the name says why.
+        name: Some("bench".into()),
+        ..JobOptions::default()
     }
+}
+
+/// `--device` as the placement understands it.
+fn rank_device(training: &TrainingOptions) -> Result<Option<RankDevice>, InputError> {
+    training
+        .device
+        .as_deref()
+        .map(RankDevice::parse)
+        .transpose()
 }
 
 /// Checks `options` by building a spec from them, so a bad model or head
@@ -273,11 +254,11 @@ impl TrainBench {
             image_size: Some(args.image_size),
             train_len: args.train_len,
             valid_len: args.valid_len,
-            ..args.model.options()
+            ..bench_options(&args.training)
         };
         check_options(&options)?;
         Ok(TrainBench {
-            device: args.model.device()?,
+            device: rank_device(&args.training)?,
             options,
             ranks: args.ranks,
             warmup_epochs: args.warmup_epochs,
@@ -312,11 +293,11 @@ impl TimeToAccuracyBench {
             image_size: args.image_size,
             train_len: args.train_len,
             valid_len: args.valid_len,
-            ..args.model.options()
+            ..bench_options(&args.training)
         };
         check_options(&options)?;
         Ok(TimeToAccuracyBench {
-            device: args.model.device()?,
+            device: rank_device(&args.training)?,
             options,
             ranks: args.ranks,
             target: args.target,
@@ -337,8 +318,11 @@ pub fn bench_spec(
         epochs: Some(epochs),
         workers: Some(placement.workers),
         gpus_per_worker: (placement.gpus_per_worker > 0).then_some(placement.gpus_per_worker),
-        device: Some(placement.device.short_name().into()),
         checkpoint_every: Some(epochs),
+        training: TrainingOptions {
+            device: Some(placement.device.short_name().into()),
+            ..options.training.clone()
+        },
         ..options.clone()
     })
 }
@@ -751,7 +735,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cli::{Cli, Command};
-    use camshaft_proto::v1::{DeviceKind, JobSpec};
+    use camshaft_proto::v1::{Arch, CollectiveBackend, DeviceKind, Head, JobSpec, Precision};
     use clap::Parser;
 
     fn train_args(args: &[&str]) -> TrainArgs {
@@ -794,6 +778,47 @@ mod tests {
         assert_eq!(spec.image_size, 32);
         assert_eq!(spec.dataset.unwrap().synthetic.unwrap().train_len, 256);
         assert_eq!(spec.name, "bench");
+    }
+
+    #[test]
+    fn the_benchmarks_take_submit_jobs_training_flags_with_their_own_defaults() {
+        let bench = TrainBench::from_args(train_args(&[])).unwrap();
+        let training = &bench.options.training;
+        assert_eq!(training.model.as_deref(), Some("cnn"));
+        assert_eq!(training.head.as_deref(), Some("linear"));
+        let bench = TrainBench::from_args(train_args(&[
+            "--model",
+            "resnet18",
+            "--head",
+            "cam",
+            "--batch-size",
+            "16",
+            "--precision",
+            "bf16",
+            "--channels-last",
+            "--collective",
+            "ring",
+        ]))
+        .unwrap();
+        let spec = build_job_spec(&JobOptions {
+            epochs: Some(1),
+            ..bench.options
+        })
+        .unwrap();
+        assert_eq!((spec.arch(), spec.head()), (Arch::Resnet18, Head::Cam));
+        assert_eq!(spec.batch_size, 16);
+        assert_eq!(spec.precision(), Precision::Bf16);
+        assert!(spec.channels_last);
+        assert_eq!(spec.collective(), CollectiveBackend::Ring);
+        // submit-job has no default network: the coordinator asks for one.
+        let cli = Cli::try_parse_from(["ctl", "submit-job", "--dataset", "pets"]).unwrap();
+        let Command::SubmitJob(args) = cli.command else {
+            panic!("submit-job expected");
+        };
+        assert_eq!(args.options.training.model, None);
+        assert_eq!(args.options.training.head, None);
+        let tta = TimeToAccuracyBench::from_args(tta_args()).unwrap();
+        assert_eq!(tta.options.training.model.as_deref(), Some("cnn"));
     }
 
     #[test]

@@ -365,7 +365,7 @@ mod tests {
         };
         assert_eq!(args.options.aliases, vec!["a", "b"]);
         assert!(args.options.fine_tune);
-        assert_eq!(args.options.lr, Some(0.002));
+        assert_eq!(args.options.training.lr, Some(0.002));
         assert!(!args.wait);
     }
 
