@@ -1,6 +1,6 @@
-//! `ctl bench`: benchmarks of a running cluster through the coordinator's
-//! ordinary API (SubmitJob, WatchJob, CancelJob, ListWorkers) — no special
-//! worker support needed.
+//! `ctl bench`: benchmarks of a running cluster through its ordinary APIs —
+//! the coordinator's SubmitJob, WatchJob, CancelJob and ListWorkers, the
+//! explainer's Explain — no special server support needed.
 //!
 //! - `ctl bench train` measures training throughput and scaling: for each
 //!   rank count N in `--ranks` it lays the ranks out on the cluster
@@ -13,6 +13,9 @@
 //!   ([`stats::efficiency`]).
 //! - `ctl bench time-to-accuracy` runs one job and reports the wall time and
 //!   epochs until the validation accuracy first reaches `--target`.
+//! - `ctl bench explain` loads the explainer instead ([`explain`](mod@explain)):
+//!   images/s, requests/s and p50/p90/p99 latency per image size and number
+//!   of concurrent clients.
 //!
 //! Each job is cancelled as soon as its last needed epoch is in, so a
 //! benchmark registers no model versions; Ctrl-C cancels the running job too
@@ -27,8 +30,10 @@
 //! 1      1 × cpu  1311.4    854.9–1882.8  1311.4    1.00        1.67 s      j-1,j-2
 //! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
 //! $ ctl bench time-to-accuracy --model resnet18 --dataset cifar10 --target 0.94 --max-epochs 30
+//! $ ctl bench explain --model synthetic --clients 1,8 --size 224 --seconds 5 --report bench/
 //! ```
 
+pub mod explain;
 pub mod placement;
 pub mod report;
 pub mod stats;
@@ -61,6 +66,8 @@ pub enum BenchCommand {
     Train(TrainArgs),
     /// Wall time and epochs until the validation accuracy reaches a target.
     TimeToAccuracy(TimeToAccuracyArgs),
+    /// Explainer images/s and latency for each number of concurrent clients.
+    Explain(explain::ExplainBenchArgs),
 }
 
 /// `ctl bench train`.
@@ -333,6 +340,9 @@ pub async fn run(servers: &Servers, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Train(args) => train(servers, TrainBench::from_args(args)?).await,
         BenchCommand::TimeToAccuracy(args) => {
             time_to_accuracy(servers, TimeToAccuracyBench::from_args(args)?).await
+        }
+        BenchCommand::Explain(args) => {
+            explain::run(servers, explain::ExplainBench::from_args(args)?).await
         }
     }
 }

@@ -122,7 +122,8 @@ pub enum Command {
     Workers(WorkersCommand),
     /// CAM overlays of image files from the explainer.
     Explain(ExplainArgs),
-    /// Benchmark the cluster: training throughput and scaling, time to accuracy.
+    /// Benchmark the cluster: training throughput and scaling, time to
+    /// accuracy, explainer throughput and latency.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
     /// What the coordinator and the explainer say about themselves.
