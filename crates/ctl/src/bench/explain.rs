@@ -44,6 +44,9 @@ const MAX_CLIENTS: u32 = 1024;
 /// Largest `--size` generated, pixels per side.
 const MAX_SIZE: u32 = 4096;
 
+/// Fewer calls than this in a window make a point's numbers rough.
+const FEW_CALLS: u64 = 10;
+
 /// The pause after a failed call that came without a `retry-after-ms` hint.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
@@ -521,6 +524,15 @@ async fn run_points(servers: &Servers, bench: &ExplainBench) -> anyhow::Result<(
                 point.requests,
                 point.errors_text()
             );
+            if point.requests < FEW_CALLS {
+                eprintln!(
+                    "note: only {} call{} ended inside the {} s window; \
+                     the numbers are rough — raise --seconds",
+                    point.requests,
+                    if point.requests == 1 { "" } else { "s" },
+                    point.seconds
+                );
+            }
             points.push(point);
         }
     }
