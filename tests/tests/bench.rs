@@ -1,6 +1,7 @@
-//! `ctl bench train` against a real cluster of two CPU workers: both rank
-//! counts measured, the JSON and the report folder written. No timings are
-//! asserted, only that they were measured.
+//! `ctl bench` against a real `camshaft up` cluster: `train` on two CPU
+//! workers (both rank counts measured) and `explain` against its explainer;
+//! the JSON and the report folders written. No timings are asserted, only
+//! that they were measured.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use camshaft_cluster_tests::Cluster;

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use camshaft_proto::ModelRef;
@@ -391,28 +392,33 @@ fn request(bench: &ExplainBench, set: &ImageSet, first: usize) -> ExplainRequest
     }
 }
 
-/// One client's loop: calls until `end`, tallying those that end in
-/// `[measure_from, end]`. Client `k` of `clients` starts at image `k` and
-/// steps by `clients` calls' worth, so concurrent calls carry different images.
-async fn client_loop(
-    mut client: ExplainerClient<AuthChannel>,
-    request_at: impl Fn(usize) -> ExplainRequest,
-    (k, clients): (usize, usize),
-    per_request: usize,
+/// What every client of one point shares: what to send, and when.
+struct Load {
+    bench: ExplainBench,
+    set: ImageSet,
+    clients: usize,
+    /// The end of the warm-up: calls ending from here on count.
     measure_from: Instant,
+    /// The end of the window: no call is sent after it, none ending later counts.
     end: Instant,
-) -> Tally {
+}
+
+/// One client's loop: calls until the window closes, tallying those that
+/// end inside it. Client `k` starts at image `k × images per call` and steps
+/// by all clients' worth, so concurrent calls carry different images.
+async fn client_loop(mut client: ExplainerClient<AuthChannel>, load: Arc<Load>, k: usize) -> Tally {
+    let per_request = load.bench.images_per_request as usize;
     let mut tally = Tally::default();
     let mut next = k * per_request;
-    while Instant::now() < end {
-        let request = request_at(next);
+    while Instant::now() < load.end {
+        let request = request(&load.bench, &load.set, next);
         let sent = Instant::now();
         let answer = client.explain(request).await;
         let done = Instant::now();
-        let counted = done >= measure_from && done <= end;
+        let counted = done >= load.measure_from && done <= load.end;
         match answer {
             Ok(response) => {
-                next += clients * per_request;
+                next += load.clients * per_request;
                 if counted {
                     let results = response.into_inner().results;
                     let bad = results.iter().filter(|r| !r.error.is_empty()).count() as u64;
@@ -428,10 +434,12 @@ async fn client_loop(
                         .entry(code_name(status.code()).to_string())
                         .or_default() += 1;
                 }
+                // RESOURCE_EXHAUSTED says when to come back; other errors
+                // get a short pause so a failing server is not hammered.
                 let pause = camshaft_proto::retry_after(&status)
                     .unwrap_or(RETRY_PAUSE)
                     .min(Duration::from_secs(5))
-                    .min(end.saturating_duration_since(Instant::now()));
+                    .min(load.end.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(pause).await;
             }
         }
@@ -439,8 +447,8 @@ async fn client_loop(
     tally
 }
 
-/// Measures one point: `clients` connections calling for the warm-up and
-/// the window.
+/// Measures one point: `clients` connections calling through the warm-up
+/// and the window; it ends when the last call in flight is answered.
 async fn measure(
     servers: &Servers,
     bench: &ExplainBench,
@@ -452,24 +460,18 @@ async fn measure(
     for _ in 0..clients {
         connections.push(servers.explainer().await?);
     }
-    let start = Instant::now();
-    let measure_from = start + bench.warmup;
-    let end = measure_from + bench.seconds;
-    let per_request = bench.images_per_request as usize;
+    let measure_from = Instant::now() + bench.warmup;
+    let load = Arc::new(Load {
+        bench: bench.clone(),
+        set: set.clone(),
+        clients: clients as usize,
+        measure_from,
+        end: measure_from + bench.seconds,
+    });
     let tasks: Vec<_> = connections
         .into_iter()
         .enumerate()
-        .map(|(k, client)| {
-            let (bench, set) = (bench.clone(), set.clone());
-            tokio::spawn(client_loop(
-                client,
-                move |first| request(&bench, &set, first),
-                (k, clients as usize),
-                per_request,
-                measure_from,
-                end,
-            ))
-        })
+        .map(|(k, client)| tokio::spawn(client_loop(client, Arc::clone(&load), k)))
         .collect();
     let mut tally = Tally::default();
     for task in tasks {
