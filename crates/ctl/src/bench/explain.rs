@@ -434,11 +434,11 @@ async fn client_loop(mut client: ExplainerClient<AuthChannel>, load: Arc<Load>, 
                         .entry(code_name(status.code()).to_string())
                         .or_default() += 1;
                 }
-                // RESOURCE_EXHAUSTED says when to come back; other errors
-                // get a short pause so a failing server is not hammered.
+                // RESOURCE_EXHAUSTED says when to come back (honoured in
+                // full, up to the window's end); other errors get a short
+                // pause so a failing server is not hammered.
                 let pause = camshaft_proto::retry_after(&status)
                     .unwrap_or(RETRY_PAUSE)
-                    .min(Duration::from_secs(5))
                     .min(load.end.saturating_duration_since(Instant::now()));
                 tokio::time::sleep(pause).await;
             }
