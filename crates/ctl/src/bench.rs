@@ -1,6 +1,6 @@
-//! `ctl bench`: benchmarks of a running cluster through the coordinator's
-//! ordinary API (SubmitJob, WatchJob, CancelJob, ListWorkers) — no special
-//! worker support needed.
+//! `ctl bench`: benchmarks of a running cluster through its ordinary APIs —
+//! the coordinator's SubmitJob, WatchJob, CancelJob and ListWorkers, the
+//! explainer's Explain — no special server support needed.
 //!
 //! - `ctl bench train` measures training throughput and scaling: for each
 //!   rank count N in `--ranks` it lays the ranks out on the cluster
@@ -13,6 +13,9 @@
 //!   ([`stats::efficiency`]).
 //! - `ctl bench time-to-accuracy` runs one job and reports the wall time and
 //!   epochs until the validation accuracy first reaches `--target`.
+//! - `ctl bench explain` loads the explainer instead ([`explain`](mod@explain)):
+//!   images/s, requests/s and p50/p90/p99 latency per image size and number
+//!   of concurrent clients.
 //!
 //! Each job is cancelled as soon as its last needed epoch is in, so a
 //! benchmark registers no model versions; Ctrl-C cancels the running job too
@@ -27,8 +30,10 @@
 //! 1      1 × cpu  1311.4    854.9–1882.8  1311.4    1.00        1.67 s      j-1,j-2
 //! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
 //! $ ctl bench time-to-accuracy --model resnet18 --dataset cifar10 --target 0.94 --max-epochs 30
+//! $ ctl bench explain --model synthetic --clients 1,8 --size 224 --seconds 5 --report bench/
 //! ```
 
+pub mod explain;
 pub mod placement;
 pub mod report;
 pub mod stats;
@@ -40,7 +45,6 @@ use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::job_event::Event;
 use camshaft_proto::v1::{
     CancelJobRequest, EpochMetrics, JobSpec, JobState, ListWorkersRequest, SubmitJobRequest,
-    WatchJobRequest,
 };
 use clap::{Args, Subcommand};
 use tokio::sync::watch as signal_watch;
@@ -48,9 +52,9 @@ use tokio::sync::watch as signal_watch;
 use crate::client::Servers;
 use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
-use crate::job_spec::{JobOptions, build_job_spec};
+use crate::job_spec::{JobOptions, TrainingOptions, build_job_spec};
 use crate::jobs::dataset_name;
-use crate::watch::{WATCH_RETRIES, backoff};
+use crate::watch::JobEvents;
 use placement::{Capacity, Placement, RankDevice, place};
 use report::{AccuracyPoint, TimeToAccuracyReport, TrainPoint, TrainReport};
 use stats::{Summary, efficiency, epoch_rate, measured_rows};
@@ -62,47 +66,17 @@ pub enum BenchCommand {
     Train(TrainArgs),
     /// Wall time and epochs until the validation accuracy reaches a target.
     TimeToAccuracy(TimeToAccuracyArgs),
-}
-
-/// The model and training options both benchmarks share.
-#[derive(Clone, Debug, Args)]
-pub struct ModelArgs {
-    /// Network body: cnn, resnet18 or resnet34.
-    #[arg(long, value_name = "ARCH", default_value = "cnn")]
-    pub model: String,
-    /// Classifier head: linear, fastai or cam (the cnn has linear only).
-    #[arg(long, value_name = "HEAD", default_value = "linear")]
-    pub head: String,
-    /// Samples per batch per rank (default: the coordinator's, 64).
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<u32>,
-    /// Maximum learning rate of fit_one_cycle.
-    #[arg(long, value_name = "LR")]
-    pub lr: Option<f64>,
-    /// Seed of initialisation, sample order and augmentation.
-    #[arg(long, value_name = "SEED")]
-    pub seed: Option<u64>,
-    /// What a rank runs on: cuda (one rank per GPU) or cpu (one rank per
-    /// worker). Default: cuda when any worker has a GPU.
-    #[arg(long, value_name = "KIND")]
-    pub device: Option<String>,
-    /// Training precision on GPUs: fp32, bf16 or fp16.
-    #[arg(long, value_name = "PRECISION")]
-    pub precision: Option<String>,
-    /// Channels-last memory format (GPU only).
-    #[arg(long)]
-    pub channels_last: bool,
-    /// Gradient all-reduce backend: nccl or ring (default: NCCL on GPUs).
-    #[arg(long, value_name = "BACKEND")]
-    pub collective: Option<String>,
+    /// Explainer images/s and latency for each number of concurrent clients.
+    Explain(explain::ExplainBenchArgs),
 }
 
 /// `ctl bench train`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("model", default_model), mut_arg("head", default_head))]
 pub struct TrainArgs {
-    /// The model and training options.
+    /// The model and training options (the flags of `submit-job`).
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub training: TrainingOptions,
     /// Rank counts to measure, comma-separated; efficiency is relative to the smallest.
     #[arg(
         long,
@@ -139,10 +113,11 @@ pub struct TrainArgs {
 
 /// `ctl bench time-to-accuracy`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("model", default_model), mut_arg("head", default_head))]
 pub struct TimeToAccuracyArgs {
-    /// The model and training options.
+    /// The model and training options (the flags of `submit-job`).
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub training: TrainingOptions,
     /// Validation accuracy to reach, in (0, 1].
     #[arg(long, value_name = "ACCURACY")]
     pub target: f64,
@@ -216,27 +191,39 @@ pub struct TimeToAccuracyBench {
     pub json: Option<PathBuf>,
 }
 
-impl ModelArgs {
-    fn options(&self) -> JobOptions {
-        JobOptions {
-            model: Some(self.model.clone()),
-            head: Some(self.head.clone()),
-            batch_size: self.batch_size,
-            lr: self.lr,
-            seed: self.seed,
-            precision: self.precision.clone(),
-            channels_last: self.channels_last,
-            collective: self.collective.clone(),
-            // A benchmark job is cancelled after its last epoch, so it
-            // registers nothing; should one finish anyway, the name says why.
-            name: Some("bench".into()),
-            ..JobOptions::default()
-        }
-    }
+/// `--model` of the benchmarks: the small CNN unless told otherwise (a job
+/// has no default network).
+fn default_model(arg: clap::Arg) -> clap::Arg {
+    arg.default_value("cnn")
+}
 
-    fn device(&self) -> Result<Option<RankDevice>, InputError> {
-        self.device.as_deref().map(RankDevice::parse).transpose()
+/// `--head` of the benchmarks: linear (the one head the CNN has).
+fn default_head(arg: clap::Arg) -> clap::Arg {
+    arg.default_value("linear")
+}
+
+/// The job options of a benchmark's `training` flags. `--device` is left
+/// out: [`bench_spec`] sets it from the placement.
+fn bench_options(training: &TrainingOptions) -> JobOptions {
+    JobOptions {
+        training: TrainingOptions {
+            device: None,
+            ..training.clone()
+        },
+        // A benchmark job is cancelled after its last epoch, so it
+        // registers nothing; should one finish anyway, the name says why.
+        name: Some("bench".into()),
+        ..JobOptions::default()
     }
+}
+
+/// `--device` as the placement understands it.
+fn rank_device(training: &TrainingOptions) -> Result<Option<RankDevice>, InputError> {
+    training
+        .device
+        .as_deref()
+        .map(RankDevice::parse)
+        .transpose()
 }
 
 /// Checks `options` by building a spec from them, so a bad model or head
@@ -274,11 +261,11 @@ impl TrainBench {
             image_size: Some(args.image_size),
             train_len: args.train_len,
             valid_len: args.valid_len,
-            ..args.model.options()
+            ..bench_options(&args.training)
         };
         check_options(&options)?;
         Ok(TrainBench {
-            device: args.model.device()?,
+            device: rank_device(&args.training)?,
             options,
             ranks: args.ranks,
             warmup_epochs: args.warmup_epochs,
@@ -313,11 +300,11 @@ impl TimeToAccuracyBench {
             image_size: args.image_size,
             train_len: args.train_len,
             valid_len: args.valid_len,
-            ..args.model.options()
+            ..bench_options(&args.training)
         };
         check_options(&options)?;
         Ok(TimeToAccuracyBench {
-            device: args.model.device()?,
+            device: rank_device(&args.training)?,
             options,
             ranks: args.ranks,
             target: args.target,
@@ -338,8 +325,11 @@ pub fn bench_spec(
         epochs: Some(epochs),
         workers: Some(placement.workers),
         gpus_per_worker: (placement.gpus_per_worker > 0).then_some(placement.gpus_per_worker),
-        device: Some(placement.device.short_name().into()),
         checkpoint_every: Some(epochs),
+        training: TrainingOptions {
+            device: Some(placement.device.short_name().into()),
+            ..options.training.clone()
+        },
         ..options.clone()
     })
 }
@@ -350,6 +340,9 @@ pub async fn run(servers: &Servers, command: BenchCommand) -> anyhow::Result<()>
         BenchCommand::Train(args) => train(servers, TrainBench::from_args(args)?).await,
         BenchCommand::TimeToAccuracy(args) => {
             time_to_accuracy(servers, TimeToAccuracyBench::from_args(args)?).await
+        }
+        BenchCommand::Explain(args) => {
+            explain::run(servers, explain::ExplainBench::from_args(args)?).await
         }
     }
 }
@@ -477,101 +470,45 @@ const MEASURED: &str = "ctl bench: measured (cancelled after its last needed epo
 
 async fn follow(
     servers: &Servers,
-    mut client: CoordinatorClient<AuthChannel>,
+    client: CoordinatorClient<AuthChannel>,
     mut job: FollowedJob,
     mut enough: impl FnMut(&EpochMetrics) -> bool,
 ) -> anyhow::Result<FollowedJob> {
-    let mut last_sequence = 0u64;
+    let mut events = JobEvents::open(servers, Some(client), &job.id, false).await?;
     let mut stopped = false;
-    let mut retries = 0u32;
     loop {
-        let request = WatchJobRequest {
-            job_id: job.id.clone(),
-            after_sequence: last_sequence,
-            include_logs: false,
-        };
-        let broke = match client.watch_job(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            retries = 0;
-                            if event.sequence != 0 && event.sequence <= last_sequence {
-                                continue;
-                            }
-                            last_sequence = last_sequence.max(event.sequence);
-                            match event.event {
-                                Some(Event::StateChanged(change)) => {
-                                    let to = JobState::try_from(change.to)
-                                        .unwrap_or(JobState::Unspecified);
-                                    if to == JobState::Running && job.running_since_ms.is_none() {
-                                        job.running_since_ms = Some(event.unix_ms);
-                                    }
-                                    if to.is_terminal() {
-                                        return finished(job, to, stopped, &change.reason);
-                                    }
-                                }
-                                Some(Event::Epoch(row)) => {
-                                    eprintln!(
-                                        "  {} epoch {}: {:.1} images/s, accuracy {:.4}, {:.2} s",
-                                        job.id,
-                                        row.epoch,
-                                        epoch_rate(&row).unwrap_or(0.0),
-                                        row.accuracy,
-                                        row.seconds
-                                    );
-                                    if !stopped && enough(&row) {
-                                        cancel(&mut client, &job.id, MEASURED).await?;
-                                        stopped = true;
-                                    }
-                                    job.rows.push((event.unix_ms, row));
-                                }
-                                Some(Event::Failure(failure)) => {
-                                    eprintln!(
-                                        "  {} {}",
-                                        job.id,
-                                        crate::output::failure_line(&failure)
-                                    );
-                                }
-                                _ => {}
-                            }
-                        }
-                        Ok(None) => break "the stream ended early".to_string(),
-                        Err(status) if reconnectable(&status) => {
-                            break CallError::new("coordinator", "WatchJob", &status).to_string();
-                        }
-                        Err(status) => {
-                            return Err(CallError::new("coordinator", "WatchJob", &status).into());
-                        }
-                    }
+        let event = events.next().await?;
+        match event.event {
+            Some(Event::StateChanged(change)) => {
+                let to = JobState::try_from(change.to).unwrap_or(JobState::Unspecified);
+                if to == JobState::Running && job.running_since_ms.is_none() {
+                    job.running_since_ms = Some(event.unix_ms);
+                }
+                if to.is_terminal() {
+                    return finished(job, to, stopped, &change.reason);
                 }
             }
-            Err(status) if reconnectable(&status) => {
-                CallError::new("coordinator", "WatchJob", &status).to_string()
+            Some(Event::Epoch(row)) => {
+                eprintln!(
+                    "  {} epoch {}: {:.1} images/s, accuracy {:.4}, {:.2} s",
+                    job.id,
+                    row.epoch,
+                    epoch_rate(&row).unwrap_or(0.0),
+                    row.accuracy,
+                    row.seconds
+                );
+                if !stopped && enough(&row) {
+                    cancel(events.client(), &job.id, MEASURED).await?;
+                    stopped = true;
+                }
+                job.rows.push((event.unix_ms, row));
             }
-            Err(status) => return Err(CallError::new("coordinator", "WatchJob", &status).into()),
-        };
-        retries += 1;
-        if retries > WATCH_RETRIES {
-            anyhow::bail!(
-                "lost the event stream of {} ({broke}); gave up after {WATCH_RETRIES} reconnects",
-                job.id
-            );
-        }
-        tokio::time::sleep(backoff(retries)).await;
-        if let Ok(fresh) = servers.coordinator().await {
-            client = fresh;
+            Some(Event::Failure(failure)) => {
+                eprintln!("  {} {}", job.id, crate::output::failure_line(&failure));
+            }
+            _ => {}
         }
     }
-}
-
-/// As `ctl jobs watch` decides: the connection went away, not the job.
-fn reconnectable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Aborted
-    )
 }
 
 fn finished(
@@ -808,7 +745,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::cli::{Cli, Command};
-    use camshaft_proto::v1::{DeviceKind, JobSpec};
+    use camshaft_proto::v1::{Arch, CollectiveBackend, DeviceKind, Head, JobSpec, Precision};
     use clap::Parser;
 
     fn train_args(args: &[&str]) -> TrainArgs {
@@ -851,6 +788,47 @@ mod tests {
         assert_eq!(spec.image_size, 32);
         assert_eq!(spec.dataset.unwrap().synthetic.unwrap().train_len, 256);
         assert_eq!(spec.name, "bench");
+    }
+
+    #[test]
+    fn the_benchmarks_take_submit_jobs_training_flags_with_their_own_defaults() {
+        let bench = TrainBench::from_args(train_args(&[])).unwrap();
+        let training = &bench.options.training;
+        assert_eq!(training.model.as_deref(), Some("cnn"));
+        assert_eq!(training.head.as_deref(), Some("linear"));
+        let bench = TrainBench::from_args(train_args(&[
+            "--model",
+            "resnet18",
+            "--head",
+            "cam",
+            "--batch-size",
+            "16",
+            "--precision",
+            "bf16",
+            "--channels-last",
+            "--collective",
+            "ring",
+        ]))
+        .unwrap();
+        let spec = build_job_spec(&JobOptions {
+            epochs: Some(1),
+            ..bench.options
+        })
+        .unwrap();
+        assert_eq!((spec.arch(), spec.head()), (Arch::Resnet18, Head::Cam));
+        assert_eq!(spec.batch_size, 16);
+        assert_eq!(spec.precision(), Precision::Bf16);
+        assert!(spec.channels_last);
+        assert_eq!(spec.collective(), CollectiveBackend::Ring);
+        // submit-job has no default network: the coordinator asks for one.
+        let cli = Cli::try_parse_from(["ctl", "submit-job", "--dataset", "pets"]).unwrap();
+        let Command::SubmitJob(args) = cli.command else {
+            panic!("submit-job expected");
+        };
+        assert_eq!(args.options.training.model, None);
+        assert_eq!(args.options.training.head, None);
+        let tta = TimeToAccuracyBench::from_args(tta_args()).unwrap();
+        assert_eq!(tta.options.training.model.as_deref(), Some("cnn"));
     }
 
     #[test]

@@ -122,7 +122,8 @@ pub enum Command {
     Workers(WorkersCommand),
     /// CAM overlays of image files from the explainer.
     Explain(ExplainArgs),
-    /// Benchmark the cluster: training throughput and scaling, time to accuracy.
+    /// Benchmark the cluster: training throughput and scaling, time to
+    /// accuracy, explainer throughput and latency.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
     /// What the coordinator and the explainer say about themselves.
@@ -365,7 +366,7 @@ mod tests {
         };
         assert_eq!(args.options.aliases, vec!["a", "b"]);
         assert!(args.options.fine_tune);
-        assert_eq!(args.options.lr, Some(0.002));
+        assert_eq!(args.options.training.lr, Some(0.002));
         assert!(!args.wait);
     }
 

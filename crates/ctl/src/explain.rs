@@ -159,7 +159,7 @@ async fn resolve_target(
 
 /// Sends one request, retrying a while when the explainer is busy
 /// (RESOURCE_EXHAUSTED, honouring `retry-after-ms`) or loading (UNAVAILABLE).
-async fn explain_batch(
+pub async fn explain_batch(
     client: &mut ExplainerClient<AuthChannel>,
     request: ExplainRequest,
 ) -> anyhow::Result<ExplainResponse> {

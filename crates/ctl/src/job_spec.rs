@@ -11,7 +11,7 @@ use camshaft_proto::v1::{
     Arch, CollectiveBackend, DatasetKind, DatasetSpec, DeviceKind, Head, JobSpec, Normalization,
     Precision, PretrainedSource, ResizeMethod, SyntheticDataset,
 };
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::InputError;
 
@@ -19,8 +19,12 @@ use crate::error::InputError;
 /// (`"batch-size": 32` or `"batch_size": 32`). Enumerations stay strings here
 /// and are checked by [`build_job_spec`], so both sources report a bad name
 /// the same way.
-#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+///
+/// Unknown spec-file keys are refused by [`JobOptions::from_json`] against
+/// [`SPEC_KEYS`] (serde's `deny_unknown_fields` does not work with the
+/// flattened [`TrainingOptions`]).
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct JobOptions {
     /// Data set: synthetic, cifar10, pets, pets-breeds or folder.
     #[arg(long, value_name = "KIND")]
@@ -46,12 +50,10 @@ pub struct JobOptions {
     /// Synthetic data set: number of classes (2..=6).
     #[arg(long, value_name = "N")]
     pub classes: Option<u32>,
-    /// Network body: cnn, resnet18 or resnet34.
-    #[arg(long, value_name = "ARCH")]
-    pub model: Option<String>,
-    /// Classifier head: linear, fastai or cam.
-    #[arg(long, value_name = "HEAD")]
-    pub head: Option<String>,
+    /// The network and how its ranks train (flags shared with `ctl bench`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub training: TrainingOptions,
     /// Initial body weights: imagenet, none, or a .pth/.safetensors path on the workers.
     #[arg(long, value_name = "imagenet|none|PATH")]
     pub pretrained: Option<String>,
@@ -67,15 +69,9 @@ pub struct JobOptions {
     /// Frozen epochs of fine_tune.
     #[arg(long, value_name = "N")]
     pub freeze_epochs: Option<u32>,
-    /// Maximum (fit_one_cycle) or base (fine_tune) learning rate.
-    #[arg(long, value_name = "LR")]
-    pub lr: Option<f64>,
     /// Decoupled weight decay of Adam.
     #[arg(long, value_name = "WD")]
     pub weight_decay: Option<f64>,
-    /// Samples per batch per rank.
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<u32>,
     /// Square input side in pixels (also the synthetic images' size).
     #[arg(long, value_name = "PIXELS")]
     pub image_size: Option<u32>,
@@ -88,9 +84,6 @@ pub struct JobOptions {
     /// Name to register the trained model under (default: the data set's kind).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Seed of initialisation, sample order and augmentation.
-    #[arg(long, value_name = "SEED")]
-    pub seed: Option<u64>,
     /// Workers in the training group.
     #[arg(long, value_name = "N")]
     pub workers: Option<u32>,
@@ -100,18 +93,6 @@ pub struct JobOptions {
     /// Ranks (GPUs) per worker.
     #[arg(long, value_name = "N")]
     pub gpus_per_worker: Option<u32>,
-    /// Device kind to train on: cpu or cuda.
-    #[arg(long, value_name = "KIND")]
-    pub device: Option<String>,
-    /// Training precision: fp32, bf16 or fp16 (GPU only).
-    #[arg(long, value_name = "PRECISION")]
-    pub precision: Option<String>,
-    /// Channels-last memory format (GPU only).
-    #[arg(long)]
-    pub channels_last: bool,
-    /// Gradient all-reduce backend: nccl or ring.
-    #[arg(long, value_name = "BACKEND")]
-    pub collective: Option<String>,
     /// Restarts allowed after crashes.
     #[arg(long, value_name = "N")]
     pub max_failures: Option<u32>,
@@ -128,6 +109,62 @@ pub struct JobOptions {
     #[arg(long = "alias", value_name = "ALIAS")]
     #[serde(rename = "alias", deserialize_with = "one_or_many")]
     pub aliases: Vec<String>,
+}
+
+/// The options of a job that `ctl bench train` and `ctl bench
+/// time-to-accuracy` take as well: the network and how its ranks train.
+/// Flattened into [`JobOptions`] and into the benchmarks' flags, so a new
+/// training flag (a field here, a line in [`TrainingOptions::over`] and
+/// [`build_job_spec`], a key in [`SPEC_KEYS`]) reaches `submit-job`, spec
+/// files and both benchmarks at once.
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, Deserialize, Serialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct TrainingOptions {
+    /// Network body: cnn, resnet18 or resnet34.
+    #[arg(long, value_name = "ARCH")]
+    pub model: Option<String>,
+    /// Classifier head: linear, fastai or cam (the cnn has linear only).
+    #[arg(long, value_name = "HEAD")]
+    pub head: Option<String>,
+    /// Samples per batch per rank.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<u32>,
+    /// Maximum (fit_one_cycle) or base (fine_tune) learning rate.
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, sample order and augmentation.
+    #[arg(long, value_name = "SEED")]
+    pub seed: Option<u64>,
+    /// Device kind to train on: cpu or cuda.
+    #[arg(long, value_name = "KIND")]
+    pub device: Option<String>,
+    /// Training precision: fp32, bf16 or fp16 (GPU only).
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<String>,
+    /// Channels-last memory format (GPU only).
+    #[arg(long)]
+    pub channels_last: bool,
+    /// Gradient all-reduce backend: nccl or ring.
+    #[arg(long, value_name = "BACKEND")]
+    pub collective: Option<String>,
+}
+
+impl TrainingOptions {
+    /// These options over `base`: every option set here wins; switches are
+    /// on when either has them on.
+    pub fn over(self, base: TrainingOptions) -> TrainingOptions {
+        TrainingOptions {
+            model: self.model.or(base.model),
+            head: self.head.or(base.head),
+            batch_size: self.batch_size.or(base.batch_size),
+            lr: self.lr.or(base.lr),
+            seed: self.seed.or(base.seed),
+            device: self.device.or(base.device),
+            precision: self.precision.or(base.precision),
+            channels_last: self.channels_last || base.channels_last,
+            collective: self.collective.or(base.collective),
+        }
+    }
 }
 
 /// Spec-file keys, in the spelling of the long flags. Keys may also use `_`
@@ -236,28 +273,20 @@ impl JobOptions {
             train_len: self.train_len.or(base.train_len),
             valid_len: self.valid_len.or(base.valid_len),
             classes: self.classes.or(base.classes),
-            model: self.model.or(base.model),
-            head: self.head.or(base.head),
             pretrained: self.pretrained.or(base.pretrained),
             normalize: self.normalize.or(base.normalize),
             epochs: self.epochs.or(base.epochs),
             fine_tune: self.fine_tune || base.fine_tune,
             freeze_epochs: self.freeze_epochs.or(base.freeze_epochs),
-            lr: self.lr.or(base.lr),
             weight_decay: self.weight_decay.or(base.weight_decay),
-            batch_size: self.batch_size.or(base.batch_size),
             image_size: self.image_size.or(base.image_size),
             resize: self.resize.or(base.resize),
             no_flip: self.no_flip || base.no_flip,
             name: self.name.or(base.name),
-            seed: self.seed.or(base.seed),
             workers: self.workers.or(base.workers),
             min_workers: self.min_workers.or(base.min_workers),
             gpus_per_worker: self.gpus_per_worker.or(base.gpus_per_worker),
-            device: self.device.or(base.device),
-            precision: self.precision.or(base.precision),
-            channels_last: self.channels_last || base.channels_last,
-            collective: self.collective.or(base.collective),
+            training: self.training.over(base.training),
             max_failures: self.max_failures.or(base.max_failures),
             max_membership_changes: self.max_membership_changes.or(base.max_membership_changes),
             checkpoint_every: self.checkpoint_every.or(base.checkpoint_every),
@@ -288,6 +317,7 @@ fn enum_option<E: Into<i32>>(
 /// name and aliases are checked here; numbers are left to the coordinator,
 /// which knows the defaults and limits.
 pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
+    let training = &options.training;
     let kind_name = options.dataset.as_deref().ok_or_else(|| {
         InputError::new(
             "no data set: pass --dataset synthetic|cifar10|pets|pets-breeds|folder \
@@ -353,33 +383,33 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
     Ok(JobSpec {
         name: options.name.clone().unwrap_or_default(),
         dataset: Some(dataset),
-        arch: enum_option(options.model.as_deref(), Arch::from_short_name)?,
-        head: enum_option(options.head.as_deref(), Head::from_short_name)?,
+        arch: enum_option(training.model.as_deref(), Arch::from_short_name)?,
+        head: enum_option(training.head.as_deref(), Head::from_short_name)?,
         pretrained: pretrained.into(),
         pretrained_path,
         normalization: enum_option(options.normalize.as_deref(), Normalization::from_short_name)?,
         epochs: options.epochs.unwrap_or(0),
         fine_tune: options.fine_tune,
         freeze_epochs: options.freeze_epochs,
-        lr: options.lr,
-        batch_size: options.batch_size.unwrap_or(0),
+        lr: training.lr,
+        batch_size: training.batch_size.unwrap_or(0),
         image_size: options.image_size.unwrap_or(0),
         resize: enum_option(options.resize.as_deref(), ResizeMethod::from_short_name)?,
         flip: options.no_flip.then_some(false),
         weight_decay: options.weight_decay,
-        seed: options.seed,
+        seed: training.seed,
         workers: options.workers.unwrap_or(0),
         gpus_per_worker: options.gpus_per_worker.unwrap_or(0),
-        device: enum_option(options.device.as_deref(), DeviceKind::from_short_name)?,
+        device: enum_option(training.device.as_deref(), DeviceKind::from_short_name)?,
         min_workers: options.min_workers.unwrap_or(0),
         max_failures: options.max_failures,
         max_membership_changes: options.max_membership_changes,
         checkpoint_every: options.checkpoint_every.unwrap_or(0),
         keep_checkpoints: options.keep_checkpoints.unwrap_or(0),
-        precision: enum_option(options.precision.as_deref(), Precision::from_short_name)?,
-        channels_last: options.channels_last,
+        precision: enum_option(training.precision.as_deref(), Precision::from_short_name)?,
+        channels_last: training.channels_last,
         collective: enum_option(
-            options.collective.as_deref(),
+            training.collective.as_deref(),
             CollectiveBackend::from_short_name,
         )?,
         bucket_mib: 0,
@@ -452,7 +482,10 @@ mod tests {
         .unwrap();
         let flags = JobOptions {
             epochs: Some(5),
-            model: Some("resnet34".into()),
+            training: TrainingOptions {
+                model: Some("resnet34".into()),
+                ..Default::default()
+            },
             aliases: vec!["c".into()],
             fine_tune: true,
             ..Default::default()
@@ -484,7 +517,10 @@ mod tests {
     fn bad_enum_names_are_errors() {
         let err = build_job_spec(&JobOptions {
             dataset: Some("synthetic".into()),
-            head: Some("mlp".into()),
+            training: TrainingOptions {
+                head: Some("mlp".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap_err();
@@ -512,7 +548,10 @@ mod tests {
             dataset: Some("pets-breeds".into()),
             pretrained: Some("/weights/resnet34.pth".into()),
             no_flip: true,
-            device: Some("cuda".into()),
+            training: TrainingOptions {
+                device: Some("cuda".into()),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .unwrap();
@@ -531,17 +570,30 @@ mod tests {
     }
 
     #[test]
-    fn spec_keys_match_the_options() {
-        // serde lists the struct's fields in its unknown-field error.
-        let err = serde_json::from_str::<JobOptions>(r#"{"zzz":1}"#).unwrap_err();
-        let message = err.to_string();
-        let listed: Vec<String> = message
-            .split('`')
-            .skip(3)
-            .step_by(2)
-            .map(str::to_string)
+    fn spec_keys_match_the_options_and_the_flags() {
+        let sorted = |mut keys: Vec<String>| {
+            keys.sort();
+            keys
+        };
+        let known = sorted(SPEC_KEYS.iter().map(|k| k.to_string()).collect());
+        // Every field, flattened ones included, as serde spells it...
+        let serde_json::Value::Object(fields) =
+            serde_json::to_value(JobOptions::default()).unwrap()
+        else {
+            panic!("JobOptions serialises as an object");
+        };
+        assert_eq!(sorted(fields.keys().cloned().collect()), known);
+        // ...and as clap does.
+        let command = <JobOptions as clap::Args>::augment_args(clap::Command::new("x"));
+        let flags: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_string))
             .collect();
-        let known: Vec<String> = SPEC_KEYS.iter().map(|k| k.to_string()).collect();
-        assert_eq!(listed, known, "{message}");
+        assert_eq!(sorted(flags), known);
+        // A key of the flattened part reaches its field; an unknown one is refused.
+        let options = JobOptions::from_json(r#"{"channels_last":true,"batch-size":8}"#).unwrap();
+        assert!(options.training.channels_last);
+        assert_eq!(options.training.batch_size, Some(8));
+        assert!(JobOptions::from_json(r#"{"precison":"bf16"}"#).is_err());
     }
 }

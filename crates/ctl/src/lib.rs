@@ -17,7 +17,8 @@
 //! - [`jobs`], [`models`], [`workers`], [`explain`], [`status`]: the commands.
 //! - [`bench`](mod@bench): `ctl bench train` (images/s and scaling efficiency per rank
 //!   count, with `--json` and a `--report` folder of Markdown and SVG plots)
-//!   and `ctl bench time-to-accuracy`, through the ordinary job API.
+//!   and `ctl bench time-to-accuracy`, through the ordinary job API; `ctl
+//!   bench explain` (explainer images/s and latency against concurrent clients).
 //! - [`console`]: stdout writes that end quietly on a closed pipe.
 //! - [`error`]: the error kinds `ctl` tells apart and their exit codes.
 //!

@@ -1,6 +1,8 @@
-//! Following a job (`ctl jobs watch`, `ctl submit-job --wait`): its events as
-//! lines and the live epoch table, reconnecting with `after_sequence` when
-//! the stream breaks, and the exit status from the job's final state.
+//! Following a job: [`JobEvents`] is its event stream, reopened after the
+//! last event seen (`after_sequence`) when it breaks; `ctl bench` reads it
+//! too. For `ctl jobs watch` and `ctl submit-job --wait`, [`watch`] prints
+//! the events as lines and the live epoch table, and ends with the exit
+//! status of the job's final state.
 
 use std::time::Duration;
 
@@ -77,6 +79,17 @@ fn reconnectable(status: &tonic::Status) -> bool {
     )
 }
 
+/// Why a broken watch is worth reopening (the call error as text), or the
+/// call error to end with when it is not.
+fn retry_reason(status: &tonic::Status) -> anyhow::Result<String> {
+    let error = CallError::new("coordinator", "WatchJob", status);
+    if reconnectable(status) {
+        Ok(error.to_string())
+    } else {
+        Err(error.into())
+    }
+}
+
 /// The pause before reconnect number `attempt` (1-based): 0.5 s doubling, at most 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     let ms = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(10));
@@ -116,67 +129,124 @@ async fn follow(
     job_id: &str,
     include_logs: bool,
 ) -> anyhow::Result<()> {
-    let mut client = match client {
-        Some(client) => client,
-        None => servers.coordinator().await?,
-    };
+    let mut events = JobEvents::open(servers, client, job_id, include_logs).await?;
     let mut printer = EventPrinter::default();
-    let mut retries = 0u32;
     loop {
-        let request = WatchJobRequest {
-            job_id: job_id.to_string(),
-            after_sequence: printer.last_sequence(),
-            include_logs,
-        };
-        // Why this round of the stream ended without a terminal event.
-        let broke_because = match client.watch_job(request).await {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            retries = 0;
-                            for line in printer.lines(&event) {
-                                console::line(line)?;
-                            }
-                            if printer.terminal().is_some() {
-                                break String::new();
-                            }
-                        }
-                        Ok(None) => break "the stream ended early".to_string(),
-                        Err(status) if reconnectable(&status) => {
-                            break CallError::new("coordinator", "WatchJob", &status).to_string();
-                        }
-                        Err(status) => {
-                            return Err(CallError::new("coordinator", "WatchJob", &status).into());
-                        }
-                    }
-                }
-            }
-            Err(status) if reconnectable(&status) => {
-                CallError::new("coordinator", "WatchJob", &status).to_string()
-            }
-            Err(status) => return Err(CallError::new("coordinator", "WatchJob", &status).into()),
-        };
-        if let Some(state) = printer.terminal() {
-            return finish(&mut client, job_id, state, &printer.last_reason).await;
+        let event = events.next().await?;
+        for line in printer.lines(&event) {
+            console::line(line)?;
         }
-        // Reconnect, with backoff, resuming after the last event seen.
+        if let Some(state) = printer.terminal() {
+            return finish(events.client(), job_id, state, &printer.last_reason).await;
+        }
+    }
+}
+
+/// A job's event stream that survives a broken connection: [`JobEvents::next`]
+/// reopens `WatchJob` after the last event seen (with [`backoff`], at most
+/// [`WATCH_RETRIES`] times in a row) when the stream breaks in a way worth
+/// retrying, and skips events seen before. Used by `ctl jobs watch`,
+/// `submit-job --wait` and `ctl bench`; the caller stops calling `next`
+/// once an event moves the job into a terminal state.
+pub struct JobEvents<'a> {
+    servers: &'a Servers,
+    client: CoordinatorClient<AuthChannel>,
+    job_id: String,
+    include_logs: bool,
+    /// The open stream; `None` before the first call and after a break.
+    stream: Option<tonic::Streaming<JobEvent>>,
+    /// Why the last stream or WatchJob call broke, until reconnected.
+    broke_because: Option<String>,
+    last_sequence: u64,
+    /// Reconnects since the last event that arrived.
+    retries: u32,
+}
+
+impl<'a> JobEvents<'a> {
+    /// Follows `job_id` over `client`, or over a new connection to the
+    /// coordinator when `None`. Nothing is asked of the server until the
+    /// first [`JobEvents::next`].
+    pub async fn open(
+        servers: &'a Servers,
+        client: Option<CoordinatorClient<AuthChannel>>,
+        job_id: &str,
+        include_logs: bool,
+    ) -> anyhow::Result<JobEvents<'a>> {
+        let client = match client {
+            Some(client) => client,
+            None => servers.coordinator().await?,
+        };
+        Ok(JobEvents {
+            servers,
+            client,
+            job_id: job_id.to_string(),
+            include_logs,
+            stream: None,
+            broke_because: None,
+            last_sequence: 0,
+            retries: 0,
+        })
+    }
+
+    /// The coordinator connection in use (the newest, after a reconnect).
+    pub fn client(&mut self) -> &mut CoordinatorClient<AuthChannel> {
+        &mut self.client
+    }
+
+    /// The next event not seen before. An error is a status that is not
+    /// worth retrying, or a stream that stayed broken through
+    /// [`WATCH_RETRIES`] reconnects.
+    pub async fn next(&mut self) -> anyhow::Result<JobEvent> {
         loop {
-            retries += 1;
-            if retries > WATCH_RETRIES {
+            if let Some(stream) = &mut self.stream {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        self.retries = 0;
+                        if event.sequence != 0 && event.sequence <= self.last_sequence {
+                            continue;
+                        }
+                        self.last_sequence = self.last_sequence.max(event.sequence);
+                        return Ok(event);
+                    }
+                    Ok(None) => self.broke_because = Some("the stream ended early".into()),
+                    Err(status) => self.broke_because = Some(retry_reason(&status)?),
+                }
+                self.stream = None;
+            }
+            if let Some(reason) = self.broke_because.take() {
+                self.reconnect(&reason).await?;
+            }
+            let request = WatchJobRequest {
+                job_id: self.job_id.clone(),
+                after_sequence: self.last_sequence,
+                include_logs: self.include_logs,
+            };
+            match self.client.watch_job(request).await {
+                Ok(response) => self.stream = Some(response.into_inner()),
+                Err(status) => self.broke_because = Some(retry_reason(&status)?),
+            }
+        }
+    }
+
+    /// Waits out the backoff and connects afresh, until a connection is made
+    /// or the retries are spent.
+    async fn reconnect(&mut self, broke_because: &str) -> anyhow::Result<()> {
+        let job_id = self.job_id.as_str();
+        loop {
+            self.retries += 1;
+            if self.retries > WATCH_RETRIES {
                 anyhow::bail!(
                     "lost the event stream of {job_id} ({broke_because}); \
                      gave up after {WATCH_RETRIES} reconnects — re-attach with `ctl jobs watch {job_id}`"
                 );
             }
-            let pause = backoff(retries);
-            tracing::info!(job_id, retries, ?pause, reason = %broke_because, "reconnecting the watch");
+            let pause = backoff(self.retries);
+            tracing::info!(job_id, retries = self.retries, ?pause, reason = %broke_because, "reconnecting the watch");
             tokio::time::sleep(pause).await;
-            match servers.coordinator().await {
+            match self.servers.coordinator().await {
                 Ok(fresh) => {
-                    client = fresh;
-                    break;
+                    self.client = fresh;
+                    return Ok(());
                 }
                 Err(e) if e.is::<Unreachable>() => {
                     tracing::info!(job_id, error = %e, "coordinator still unreachable");

@@ -253,10 +253,13 @@ impl Coordinator for FakeCoordinator {
 }
 
 /// Answers every image whose bytes are a PNG with a 4×4 overlay, anything
-/// else with a per-image error; records the requests.
+/// else with a per-image error; records the requests. With `refuse_every`
+/// `(n, code)`, every n-th call fails with `code` instead (with a 20 ms
+/// `retry-after-ms` for RESOURCE_EXHAUSTED).
 #[derive(Default)]
 struct FakeExplainer {
     requests: Mutex<Vec<ExplainRequest>>,
+    refuse_every: Option<(usize, tonic::Code)>,
 }
 
 fn png(side: u32) -> Vec<u8> {
@@ -273,7 +276,21 @@ impl Explainer for FakeExplainer {
         request: Request<ExplainRequest>,
     ) -> Result<Response<ExplainResponse>, Status> {
         let request = request.into_inner();
-        self.requests.lock().unwrap().push(request.clone());
+        let calls = {
+            let mut requests = self.requests.lock().unwrap();
+            requests.push(request.clone());
+            requests.len()
+        };
+        if let Some((n, code)) = self.refuse_every
+            && calls % n == 0
+        {
+            return Err(if code == tonic::Code::ResourceExhausted {
+                camshaft_proto::ErrorKind::ResourceExhausted
+                    .status_with_retry("queue full", std::time::Duration::from_millis(20))
+            } else {
+                Status::new(code, "refused by the fake")
+            });
+        }
         let results = request
             .images
             .iter()
@@ -605,4 +622,82 @@ async fn import_checks_locally_then_uploads_safetensors() {
         stderr(&out)
     );
     assert_eq!(fake.imported.lock().unwrap().len(), 1);
+}
+
+/// `ctl bench explain` counts RESOURCE_EXHAUSTED and goes on; any other
+/// failed call is counted too and makes it exit 1 after the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_explain_counts_refused_calls_by_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.png", "b.png"] {
+        std::fs::write(dir.path().join(name), png(8)).unwrap();
+    }
+    let images = dir.path().display().to_string();
+    let json = dir.path().join("bench.json");
+    let run = |code: tonic::Code| {
+        let (images, json) = (images.clone(), json.display().to_string());
+        async move {
+            let explainer = Arc::new(FakeExplainer {
+                refuse_every: Some((3, code)),
+                ..Default::default()
+            });
+            let addr = serve_explainer(explainer.clone()).await.to_string();
+            let out = ctl(&[
+                "--explainer",
+                &addr,
+                "bench",
+                "explain",
+                "--model",
+                "pets",
+                "--images",
+                &images,
+                "--clients",
+                "1,2",
+                "--images-per-request",
+                "2",
+                "--seconds",
+                "0.5",
+                "--warmup-seconds",
+                "0",
+                "--json",
+                &json,
+            ])
+            .await;
+            let value: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+            let calls = explainer.requests.lock().unwrap().len();
+            (out, value, calls)
+        }
+    };
+
+    let (out, value, calls) = run(tonic::Code::ResourceExhausted).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("RESOURCE_EXHAUSTED="),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(value["model_version"], "pets:1");
+    let points = value["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    let mut counted = 0;
+    for point in points {
+        assert_eq!(point["images"], "2 files");
+        let requests = point["requests"].as_u64().unwrap();
+        let refused = point["errors"]["RESOURCE_EXHAUSTED"].as_u64().unwrap();
+        assert!(requests > 0 && refused > 0, "{point}");
+        assert_eq!(point["images_explained"].as_u64(), Some(2 * requests));
+        counted += requests + refused;
+    }
+    // Every call but the first (the check before timing) was in a window.
+    assert!((counted as usize) < calls, "{counted} of {calls}");
+
+    let (out, value, _) = run(tonic::Code::Internal).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed (see ERRORS)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(value["points"][0]["errors"]["INTERNAL"].as_u64().unwrap() > 0);
 }

@@ -1,9 +1,12 @@
 //! What `ctl bench` hands back: the results as serde types (`--json`), the
 //! terminal table, and the `--report DIR` folder — `report.md` with the
-//! table, `throughput.svg` and `efficiency.svg` (images/s and scaling
-//! efficiency against ranks, drawn with plotters' SVG backend), and
-//! `bench.json`.
+//! table, SVG plots drawn with plotters' SVG backend, and `bench.json`.
+//! For `train`: `throughput.svg` and `efficiency.svg` (images/s and scaling
+//! efficiency against ranks); for `explain`: `throughput.svg` and
+//! `latency.svg` (images/s and p50–p99 latency against clients, one line
+//! per image size).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -11,7 +14,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::placement::{Placement, RankDevice};
-use super::stats::Summary;
+use super::stats::{Percentiles, Summary};
 use crate::output::Table;
 
 /// What `ctl bench train` measured: the workload, then one point per rank count.
@@ -100,6 +103,177 @@ pub struct AccuracyPoint {
     pub accuracy: f64,
     /// Seconds since the job started when the epoch was recorded.
     pub wall_seconds: f64,
+}
+
+/// What `ctl bench explain` measured: the workload, then one point per
+/// (image set, clients).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExplainReport {
+    /// The model as asked (`name`, `name@alias`, `name:version`).
+    pub model: String,
+    /// The version that answered, `name:version`.
+    pub model_version: String,
+    /// The method asked for (`default`: CAM where the head allows it).
+    pub method: String,
+    /// Images in each Explain call.
+    pub images_per_request: u32,
+    /// Whether overlay PNGs were asked for too.
+    pub overlay: bool,
+    /// Seconds measured per point.
+    pub seconds: f64,
+    /// Seconds run first at each point and left out.
+    pub warmup_seconds: f64,
+    /// One point per image set and client count, in the order run.
+    pub points: Vec<ExplainPoint>,
+}
+
+/// One (image set, clients) point of `ctl bench explain`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExplainPoint {
+    /// The images sent: `224×224 generated` or `12 files`.
+    pub images: String,
+    /// The side of generated images; `None` for files.
+    pub size: Option<u32>,
+    /// Concurrent clients, each its own connection with one call in flight.
+    pub clients: u32,
+    /// The measured window, seconds.
+    pub seconds: f64,
+    /// Calls answered OK within the window.
+    pub requests: u64,
+    /// Images explained (answered without an image error) within the window.
+    pub images_explained: u64,
+    /// Images the explainer answered with a per-image error.
+    pub image_errors: u64,
+    /// `images_explained / seconds`.
+    pub images_per_sec: f64,
+    /// `requests / seconds`.
+    pub requests_per_sec: f64,
+    /// Latency of the calls answered OK; `None` when none was.
+    pub latency_ms: Option<Percentiles>,
+    /// Calls that failed, by gRPC code (`RESOURCE_EXHAUSTED`: the
+    /// explainer's queue was full; the client waited `retry-after-ms` and
+    /// sent again).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl ExplainPoint {
+    /// `RESOURCE_EXHAUSTED=3 UNAVAILABLE=1`, or `0`.
+    pub fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "0".into();
+        }
+        self.errors
+            .iter()
+            .map(|(code, n)| format!("{code}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Failed calls other than RESOURCE_EXHAUSTED (which is back-pressure,
+    /// not failure).
+    pub fn failed_calls(&self) -> u64 {
+        self.errors
+            .iter()
+            .filter(|(code, _)| code.as_str() != "RESOURCE_EXHAUSTED")
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl ExplainReport {
+    /// A one-line description of the workload.
+    pub fn workload(&self) -> String {
+        format!(
+            "{} ({}), method {}, {} image{} per call{}; {} s measured after {} s warm-up per point",
+            self.model,
+            self.model_version,
+            self.method,
+            self.images_per_request,
+            plural(self.images_per_request),
+            if self.overlay { ", with overlays" } else { "" },
+            self.seconds,
+            self.warmup_seconds,
+        )
+    }
+
+    fn latency_cells(point: &ExplainPoint) -> [String; 3] {
+        match point.latency_ms {
+            Some(l) => [
+                format!("{:.1}", l.p50),
+                format!("{:.1}", l.p90),
+                format!("{:.1}", l.p99),
+            ],
+            None => ["-".into(), "-".into(), "-".into()],
+        }
+    }
+
+    /// The terminal table: one row per point.
+    pub fn table(&self) -> String {
+        let mut table = Table::new(&[
+            "IMAGES",
+            "CLIENTS",
+            "IMAGES/S",
+            "REQUESTS/S",
+            "P50 MS",
+            "P90 MS",
+            "P99 MS",
+            "REQUESTS",
+            "ERRORS",
+        ]);
+        for point in &self.points {
+            let [p50, p90, p99] = Self::latency_cells(point);
+            let mut errors = point.errors_text();
+            if point.image_errors > 0 {
+                errors.push_str(&format!(" (+{} image errors)", point.image_errors));
+            }
+            table.row(vec![
+                point.images.clone(),
+                point.clients.to_string(),
+                format!("{:.1}", point.images_per_sec),
+                format!("{:.1}", point.requests_per_sec),
+                p50,
+                p90,
+                p99,
+                point.requests.to_string(),
+                errors,
+            ]);
+        }
+        table.render()
+    }
+
+    /// `report.md`: the workload, the table, the plots and how to read them.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("# Camshaft explainer benchmark\n\n");
+        out.push_str(&format!("{}.\n\n", self.workload()));
+        out.push_str(
+            "| images | clients | images/s | requests/s | p50 ms | p90 ms | p99 ms | requests | errors |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        );
+        for point in &self.points {
+            let [p50, p90, p99] = Self::latency_cells(point);
+            out.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1} | {p50} | {p90} | {p99} | {} | {} |\n",
+                point.images,
+                point.clients,
+                point.images_per_sec,
+                point.requests_per_sec,
+                point.requests,
+                point.errors_text(),
+            ));
+        }
+        out.push_str(
+            "\n![Explain throughput against clients](throughput.svg)\n\n\
+             ![Explain latency against clients](latency.svg)\n\n\
+             Each client is its own gRPC connection with one `Explain` call in \
+             flight at a time. Images/s counts the images explained in calls \
+             that ended inside the measured window, over its length; latency \
+             is per call, from sending it to its answer, percentiles by \
+             nearest rank. RESOURCE_EXHAUSTED means the explainer's queue was \
+             full: the client waited the `retry-after-ms` it was given and \
+             sent again.\n",
+        );
+        out
+    }
 }
 
 impl TrainReport {
@@ -417,6 +591,125 @@ pub fn efficiency_svg(report: &TrainReport) -> anyhow::Result<String> {
     Ok(svg)
 }
 
+/// Writes the `--report` folder of `ctl bench explain`: `report.md`,
+/// `throughput.svg`, `latency.svg` and `bench.json`. Returns the Markdown
+/// file's path.
+pub fn write_explain_report(dir: &Path, report: &ExplainReport) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        anyhow::Ok(path)
+    };
+    let throughput = explain_series(report, |p| Some((p.images_per_sec, None)));
+    write(
+        "throughput.svg",
+        clients_plot(
+            &format!("Explain throughput — {}", report.model_version),
+            "images/s",
+            &throughput,
+        )?,
+    )?;
+    let latency = explain_series(report, |p| {
+        p.latency_ms.map(|l| (l.p50, Some((l.p50, l.p99))))
+    });
+    write(
+        "latency.svg",
+        clients_plot(
+            &format!("Explain latency — {}", report.model_version),
+            "ms per call (p50, bars to p99)",
+            &latency,
+        )?,
+    )?;
+    write_json(&dir.join("bench.json"), report)?;
+    write("report.md", report.markdown())
+}
+
+/// One line of a plot: its label and `(x, y, optional bar from–to)` points.
+type Series = (String, Vec<(f64, f64, Option<(f64, f64)>)>);
+
+/// One series per image set, in the order first measured, x = clients.
+fn explain_series(
+    report: &ExplainReport,
+    value: impl Fn(&ExplainPoint) -> Option<(f64, Option<(f64, f64)>)>,
+) -> Vec<Series> {
+    let mut series: Vec<Series> = Vec::new();
+    for point in &report.points {
+        let Some((y, bar)) = value(point) else {
+            continue;
+        };
+        let at = (f64::from(point.clients), y, bar);
+        match series.iter_mut().find(|(label, _)| *label == point.images) {
+            Some((_, points)) => points.push(at),
+            None => series.push((point.images.clone(), vec![at])),
+        }
+    }
+    for (_, points) in &mut series {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
+/// A plot of `series` against clients, from 0 up.
+fn clients_plot(caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Result<String> {
+    const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let points = || series.iter().flat_map(|(_, points)| points.iter());
+    let most_clients = points().map(|p| p.0).fold(1.0, f64::max);
+    let top = points()
+        .map(|&(_, y, bar)| bar.map_or(y, |(_, hi)| hi.max(y)))
+        .fold(1e-3, f64::max)
+        * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 20))
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(72)
+            .build_cartesian_2d(0.0..most_clients * 1.1 + 0.5, 0.0..top)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("clients")
+            .y_desc(y_desc)
+            .draw()
+            .map_err(draw_error)?;
+        for (i, (label, line)) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    line.iter().map(|&(x, y, _)| (x, y)),
+                    ShapeStyle::from(&color).stroke_width(2),
+                ))
+                .map_err(draw_error)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(line.iter().filter_map(|&(x, y, bar)| {
+                    bar.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, color, 8))
+                }))
+                .map_err(draw_error)?;
+            chart
+                .draw_series(
+                    line.iter()
+                        .map(|&(x, y, _)| Circle::new((x, y), 4, color.filled())),
+                )
+                .map_err(draw_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_error)?;
+        root.present().map_err(draw_error)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -510,6 +803,81 @@ mod tests {
         assert_eq!(json["points"][1]["device"], "cpu");
         assert_eq!(json["points"][1]["images_per_sec"]["median"], 1850.0);
         assert_eq!(json["points"][1]["efficiency"], 0.9);
+    }
+
+    fn explain_report() -> ExplainReport {
+        let point = |images: &str, size, clients: u32, rate: f64| ExplainPoint {
+            images: images.into(),
+            size,
+            clients,
+            seconds: 2.0,
+            requests: (rate * 2.0) as u64,
+            images_explained: (rate * 2.0) as u64,
+            image_errors: 0,
+            images_per_sec: rate,
+            requests_per_sec: rate,
+            latency_ms: Percentiles::of(&[10.0, 12.0, 30.0]),
+            errors: BTreeMap::new(),
+        };
+        let mut busy = point("512×512 generated", Some(512), 8, 20.0);
+        busy.errors.insert("RESOURCE_EXHAUSTED".into(), 3);
+        ExplainReport {
+            model: "synthetic".into(),
+            model_version: "synthetic:1".into(),
+            method: "cam".into(),
+            images_per_request: 1,
+            overlay: false,
+            seconds: 2.0,
+            warmup_seconds: 1.0,
+            points: vec![
+                point("224×224 generated", Some(224), 1, 50.0),
+                point("224×224 generated", Some(224), 8, 120.0),
+                point("512×512 generated", Some(512), 1, 10.0),
+                busy,
+            ],
+        }
+    }
+
+    #[test]
+    fn the_explain_report_has_a_row_per_point_and_two_plots() {
+        let report = explain_report();
+        let table = report.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].starts_with("IMAGES") && lines[0].contains("P99 MS"));
+        assert!(
+            lines[2].contains("120.0") && lines[2].contains("30.0"),
+            "{table}"
+        );
+        assert!(lines[4].ends_with("RESOURCE_EXHAUSTED=3"), "{table}");
+        assert_eq!(report.points[3].failed_calls(), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let markdown = write_explain_report(dir.path(), &report).unwrap();
+        let text = std::fs::read_to_string(markdown).unwrap();
+        assert!(
+            text.starts_with("# Camshaft explainer benchmark\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 224×224 generated | 8 | 120.0 | 120.0 | 12.0 | 30.0 | 30.0 | 240 | 0 |"
+            ),
+            "{text}"
+        );
+        for name in ["throughput.svg", "latency.svg"] {
+            let svg = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+            assert!(
+                svg.contains("clients") && svg.contains("512×512 generated"),
+                "{name}"
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("bench.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["points"][3]["errors"]["RESOURCE_EXHAUSTED"], 3);
+        assert_eq!(json["points"][0]["latency_ms"]["p50"], 12.0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The arithmetic of `ctl bench`, apart from the network: which epoch rows
-//! count, images/s per epoch, median and spread, scaling efficiency, and the
-//! first epoch that reaches an accuracy.
+//! count, images/s per epoch, median and spread, scaling efficiency, the
+//! first epoch that reaches an accuracy, and latency percentiles.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +16,44 @@ pub fn median(values: &[f64]) -> Option<f64> {
         0 => None,
         _ if n % 2 == 1 => Some(sorted[n / 2]),
         _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The `q` quantile (`0 < q ≤ 1`) of `values` by the nearest-rank method:
+/// the smallest value with at least `q` of them at or below it. `None` when
+/// empty.
+pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// Latency percentiles of the calls of one benchmark point, milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// The median.
+    pub p50: f64,
+    /// 90% of the calls took at most this long.
+    pub p90: f64,
+    /// 99% of the calls took at most this long.
+    pub p99: f64,
+    /// The slowest call.
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `values`; `None` when empty.
+    pub fn of(values: &[f64]) -> Option<Percentiles> {
+        Some(Percentiles {
+            p50: quantile(values, 0.5)?,
+            p90: quantile(values, 0.9)?,
+            p99: quantile(values, 0.99)?,
+            max: quantile(values, 1.0)?,
+        })
     }
 }
 
@@ -122,6 +160,17 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let p = Percentiles::of(&hundred).unwrap();
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (50.0, 90.0, 99.0, 100.0));
+        let few = Percentiles::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((few.p50, few.p90, few.p99, few.max), (2.0, 3.0, 3.0, 3.0));
+        assert_eq!(quantile(&[7.0], 0.01), Some(7.0));
+        assert!(Percentiles::of(&[]).is_none());
     }
 
     #[test]
