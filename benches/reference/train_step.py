@@ -6,6 +6,9 @@ AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01) -- fastai's Adam
 -- and cross-entropy. One step: forward (train mode), loss, zero_grad (PyTorch's
 default, set_to_none=True), backward, step.
 
+--precision bf16|fp16 runs forward and loss under torch.autocast (fp16 with a
+GradScaler); --channels-last puts model and batch in torch.channels_last.
+
 Prints one JSON line: {"bench", "unit": "steps/s", "median", "samples", ...}.
 """
 
@@ -47,6 +50,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda:N")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args()
     device = torch.device(args.device)
 
@@ -62,12 +67,19 @@ def main() -> None:
     )
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
 
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     for _ in range(args.warmup):
         step()
@@ -88,6 +100,8 @@ def main() -> None:
         "batch": args.batch,
         "device": args.device,
         "size": args.size,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }))

@@ -72,7 +72,7 @@ impl Suite {
         tch::set_num_threads(self.threads);
         let mut results = Vec::new();
         for arch in args.model.archs() {
-            let name = format!("train_{arch}");
+            let name = args.name(arch);
             let mut script = args.reference_args(arch, self.threads);
             script
                 .1
@@ -80,11 +80,13 @@ impl Suite {
             let device = self.device;
             let (ours, pytorch) =
                 self.side_by_side(&name, || train::ours(arch, args, device), script)?;
+            let layout = if args.channels_last { ", NHWC" } else { "" };
             let detail = format!(
-                "batch {}, {}×{}, {}",
+                "batch {}, {}×{}, {}{layout}, {}",
                 args.batch,
                 args.size,
                 args.size,
+                args.precision,
                 self.where_()
             );
             results.push(BenchResult::new(

@@ -5,11 +5,18 @@
 //! a step is forward (train mode) → cross-entropy → `zero_grad` → backward →
 //! `step`, exactly as the learner does it. PyTorch: `reference/train_step.py`,
 //! the same model, `AdamW(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)`.
+//!
+//! `--precision bf16|fp16` runs the forward pass and the loss under autocast
+//! (`torch.autocast` on PyTorch's side) and, for fp16, scales the loss and
+//! unscales and checks the gradients (`GradScaler`); `--channels-last` puts
+//! the weights and the batch in NHWC (`memory_format=torch.channels_last`).
 
 use std::hint::black_box;
 
+use camshaft_vision::model::channels_last;
 use camshaft_vision::optim::{Adam, AdamConfig};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::precision::{Autocast, LossScaleConfig, LossScaler, all_finite};
+use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
 use clap::Parser;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -59,12 +66,30 @@ pub struct TrainArgs {
     /// Timed repeats; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Forward-pass precision: fp32, bf16 or fp16 (autocast).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+    /// Weights and batch channels-last (NHWC).
+    #[arg(long)]
+    pub channels_last: bool,
 }
 
 impl TrainArgs {
     /// Steps per timed repeat for `arch`.
     pub fn steps_for(&self, arch: Arch) -> usize {
         self.steps.unwrap_or(if arch == Arch::Cnn { 20 } else { 8 })
+    }
+
+    /// The bench's name for `arch` and these settings.
+    pub fn name(&self, arch: Arch) -> String {
+        let mut name = format!("train_{arch}");
+        if self.precision != Precision::Fp32 {
+            name.push_str(&format!("_{}", self.precision));
+        }
+        if self.channels_last {
+            name.push_str("_nhwc");
+        }
+        name
     }
 
     /// Warm-up steps for `arch`.
@@ -74,7 +99,7 @@ impl TrainArgs {
 
     /// The reference script's name and arguments for `arch`.
     pub fn reference_args(&self, arch: Arch, threads: i32) -> (&'static str, Vec<String>) {
-        script_call(
+        let mut script = script_call(
             "train_step.py",
             [
                 ("--model", arch.to_string()),
@@ -84,8 +109,13 @@ impl TrainArgs {
                 ("--warmup", self.warmup_for(arch).to_string()),
                 ("--repeats", self.repeats.to_string()),
                 ("--threads", threads.to_string()),
+                ("--precision", self.precision.to_string()),
             ],
-        )
+        );
+        if self.channels_last {
+            script.1.push("--channels-last".into());
+        }
+        script
     }
 }
 
@@ -99,22 +129,48 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
         input_size: args.size,
         normalization: Normalization::None,
     };
-    let model = Model::new(spec, device)?;
+    let mut model = Model::new(spec, device)?;
+    if args.channels_last {
+        model.to_channels_last()?;
+    }
     // The learner's choice: no weight decay on BatchNorm and bias parameters.
     let mut opt = Adam::new(AdamConfig::default(), model.param_groups(), |name| {
         model.is_batch_norm(name) || name.ends_with(".bias")
     });
     let lrs = vec![1e-3; opt.num_groups()];
     let size = i64::from(args.size);
-    let x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, device));
+    let mut x = Tensor::randn([args.batch, 3, size, size], (Kind::Float, device));
+    if args.channels_last {
+        x = channels_last(&x)?;
+    }
+    let scaler = if args.precision.needs_loss_scaling() {
+        Some(LossScaler::new(LossScaleConfig::default(), device)?)
+    } else {
+        None
+    };
     let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
     let steps = args.steps_for(arch);
     let mut step = || -> anyhow::Result<()> {
-        let logits = model.forward_t(&x, true);
-        let loss = logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?;
+        let loss = {
+            let _autocast = Autocast::enter(args.precision, device);
+            let logits = model.forward_t(&x, true);
+            logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?
+        };
         opt.zero_grad();
-        loss.f_backward()?;
-        opt.step(&lrs, 0.9)?;
+        // The learner's check of the (all-reduced) gradients, then the step.
+        let finite = match &scaler {
+            Some(scaler) => {
+                scaler.scale(&loss)?.f_backward()?;
+                scaler.unscale(&opt.gradients())?
+            }
+            None => {
+                loss.f_backward()?;
+                all_finite(&opt.gradients())?
+            }
+        };
+        if finite {
+            opt.step(&lrs, 0.9)?;
+        }
         black_box(&loss);
         Ok(())
     };

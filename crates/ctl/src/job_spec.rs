@@ -138,10 +138,11 @@ pub struct TrainingOptions {
     /// Device kind to train on: cpu or cuda.
     #[arg(long, value_name = "KIND")]
     pub device: Option<String>,
-    /// Training precision: fp32, bf16 or fp16 (GPU only).
+    /// Forward-pass precision (autocast): fp32, bf16 or fp16 (with dynamic
+    /// loss scaling).
     #[arg(long, value_name = "PRECISION")]
     pub precision: Option<String>,
-    /// Channels-last memory format (GPU only).
+    /// Weights and inputs channels-last (NHWC).
     #[arg(long)]
     pub channels_last: bool,
     /// Gradient all-reduce backend: nccl or ring.
