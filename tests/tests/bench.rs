@@ -63,6 +63,48 @@ fn bench_train_measures_one_and_two_cpu_ranks_and_writes_json_and_a_report() {
     }
     assert_eq!(points[0]["efficiency"].as_f64(), Some(1.0));
     assert_eq!(points[1]["workers"], 2);
+    // Step-time breakdown: every phase timed, the parts add up to the step.
+    assert!(out.contains("ALLREDUCE MAX"), "{out}");
+    for point in points {
+        let ms = &point["step_ms"]["mean_ms"];
+        let phases = ["data", "forward", "backward", "allreduce", "optimizer"];
+        let sum: f64 = phases.iter().map(|p| ms[p].as_f64().unwrap()).sum();
+        assert!(ms["forward"].as_f64().unwrap() > 0.0, "{point}");
+        assert!(
+            (sum - ms["total"].as_f64().unwrap()).abs() < 1e-6,
+            "{point}"
+        );
+        assert_eq!(point["step_ms"]["ranks"], point["ranks"], "{point}");
+    }
+
+    // The timeline of each rank count: every rank, a step slice holding its
+    // five phases in order.
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("trace-2ranks.json")).unwrap())
+            .unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    for rank in 0..2 {
+        let slices: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["ph"] == "X" && e["pid"] == rank)
+            .collect();
+        assert!(!slices.is_empty() && slices.len() % 6 == 0, "rank {rank}");
+        assert!(slices[0]["name"].as_str().unwrap().starts_with("step "));
+        assert_eq!(slices[4]["name"], "allreduce");
+    }
+    assert!(report.join("trace-1ranks.json").exists());
+
+    // `ctl jobs trace` writes the same kind of timeline for a profiled job.
+    let job = points[1]["jobs"][0].as_str().unwrap();
+    let traced = cluster.ctl(&["jobs", "trace", job]).unwrap();
+    assert!(traced.status.success());
+    let trace: serde_json::Value = serde_json::from_slice(&traced.stdout).unwrap();
+    assert_eq!(trace["otherData"]["world_size"], 2);
+    assert!(String::from_utf8_lossy(&traced.stderr).contains("ms/step, mean of 2 ranks"));
+    let missing = cluster
+        .ctl(&["jobs", "trace", job, "--epoch", "7"])
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
 
     let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(markdown.contains("| 2 | 2 × cpu |"), "{markdown}");

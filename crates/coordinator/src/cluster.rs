@@ -329,7 +329,7 @@ impl Cluster {
     ) -> Result<()> {
         let _guard = self.transitions.lock().await;
         row.attempt = attempt;
-        let value = serde_json::to_value(row)
+        let value = serde_json::to_value(&row)
             .map_err(|e| Error::Internal(format!("cannot encode an epoch row: {e}")))?;
         let mut current = true;
         let record = self
@@ -337,6 +337,7 @@ impl Cluster {
                 current = is_current(job, attempt);
                 if current {
                     job.history.push(value.clone());
+                    drop_old_timelines(&mut job.history);
                 }
                 Ok(())
             })
@@ -1178,4 +1179,50 @@ fn device_label(d: &v1::Device) -> String {
 pub fn parse_job_id(id: &str) -> Result<JobId> {
     id.parse()
         .map_err(|_| Error::InvalidArgument(format!("{id:?} is not a job id (like j-17)")))
+}
+
+/// Epoch rows that keep their step timelines (`step_profiles[].last_steps`)
+/// in a job's stored history; older rows keep only the per-phase totals, so
+/// a long profiled job stays far below the store's value size limit.
+const TIMELINES_KEPT: usize = 2;
+
+fn drop_old_timelines(history: &mut [serde_json::Value]) {
+    let old = history.len().saturating_sub(TIMELINES_KEPT);
+    for row in &mut history[..old] {
+        if let Some(profiles) = row
+            .get_mut("step_profiles")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            for profile in profiles {
+                if let Some(steps) = profile.get_mut("last_steps") {
+                    *steps = serde_json::Value::Array(Vec::new());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_last_rows_keep_their_timelines() {
+        let row = |epoch: u32| {
+            json!({"epoch": epoch, "step_profiles": [
+                {"rank": 0, "steps": 4, "last_steps": [{"step": 3}]},
+                {"rank": 1, "steps": 4, "last_steps": [{"step": 3}]},
+            ]})
+        };
+        let mut history: Vec<serde_json::Value> = (0..4).map(row).collect();
+        history.push(json!({"epoch": 4}));
+        drop_old_timelines(&mut history);
+        let kept: Vec<bool> = history
+            .iter()
+            .map(|r| r["step_profiles"][1]["last_steps"][0]["step"] == 3)
+            .collect();
+        assert_eq!(kept, [false, false, false, true, false]);
+        assert_eq!(history[0]["step_profiles"][1]["steps"], 4, "totals stay");
+    }
 }

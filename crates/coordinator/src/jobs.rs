@@ -153,7 +153,7 @@ impl JobLog {
             ..Default::default()
         }));
         for row in &job.history {
-            log.push(Event::Epoch(*row));
+            log.push(Event::Epoch(row.clone()));
         }
         for failure in &job.failures {
             log.push(Event::Failure(failure.clone()));

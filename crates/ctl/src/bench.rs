@@ -54,6 +54,7 @@ use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
 use crate::job_spec::{JobOptions, TrainingOptions, build_job_spec};
 use crate::jobs::dataset_name;
+use crate::trace::StepBreakdown;
 use crate::watch::JobEvents;
 use placement::{Capacity, Placement, RankDevice, place};
 use report::{AccuracyPoint, TimeToAccuracyReport, TrainPoint, TrainReport};
@@ -72,7 +73,11 @@ pub enum BenchCommand {
 
 /// `ctl bench train`.
 #[derive(Clone, Debug, Args)]
-#[command(mut_arg("model", default_model), mut_arg("head", default_head))]
+#[command(
+    mut_arg("model", default_model),
+    mut_arg("head", default_head),
+    mut_arg("profile_steps", |a| a.hide(true))
+)]
 pub struct TrainArgs {
     /// The model and training options (the flags of `submit-job`).
     #[command(flatten)]
@@ -106,9 +111,15 @@ pub struct TrainArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Also write a Markdown report with SVG plots into this folder.
+    /// Also write a Markdown report with SVG plots into this folder, and a
+    /// Chrome-trace timeline of each rank count's last measured epoch
+    /// (`trace-<N>ranks.json`).
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Do not time the steps' phases (no breakdown, no timeline); on GPUs
+    /// the timing synchronises the device after every phase.
+    #[arg(long)]
+    pub no_breakdown: bool,
 }
 
 /// `ctl bench time-to-accuracy`.
@@ -261,7 +272,10 @@ impl TrainBench {
             image_size: Some(args.image_size),
             train_len: args.train_len,
             valid_len: args.valid_len,
-            ..bench_options(&args.training)
+            ..bench_options(&TrainingOptions {
+                profile_steps: !args.no_breakdown,
+                ..args.training.clone()
+            })
         };
         check_options(&options)?;
         Ok(TrainBench {
@@ -535,6 +549,10 @@ struct Measured {
     rates: Vec<f64>,
     /// Wall seconds of every measured epoch.
     seconds: Vec<f64>,
+    /// Step-time breakdowns of the measured epochs that have profiles.
+    breakdowns: Vec<StepBreakdown>,
+    /// The last measured epoch with profiles, and its job.
+    traced: Option<(String, EpochMetrics)>,
 }
 
 /// `ctl bench train`.
@@ -554,6 +572,7 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
     for placement in &placements {
         let spec = bench_spec(&bench.options, placement, total_epochs)?;
         let (mut jobs, mut rates, mut seconds) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut breakdowns, mut traced) = (Vec::new(), None);
         for repeat in 1..=bench.repeats {
             let label = format!(
                 "{} rank{} ({}), repeat {repeat}/{}",
@@ -571,7 +590,7 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
                 |row| row.epoch + 1 >= total_epochs,
             )
             .await?;
-            let rows: Vec<EpochMetrics> = job.rows.iter().map(|(_, r)| *r).collect();
+            let rows: Vec<EpochMetrics> = job.rows.iter().map(|(_, r)| r.clone()).collect();
             let kept = measured_rows(&rows, bench.warmup_epochs);
             if kept.is_empty() {
                 anyhow::bail!(
@@ -588,6 +607,10 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
             }
             rates.extend(kept.iter().filter_map(epoch_rate));
             seconds.extend(kept.iter().map(|r| r.seconds));
+            breakdowns.extend(kept.iter().filter_map(StepBreakdown::of));
+            if let Some(row) = kept.iter().rev().find(|r| !r.step_profiles.is_empty()) {
+                traced = Some((job.id.clone(), row.clone()));
+            }
             jobs.push(job.id);
             stored_spec.get_or_insert(job.spec);
         }
@@ -596,6 +619,8 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
             jobs,
             rates,
             seconds,
+            breakdowns,
+            traced,
         });
     }
 
@@ -605,16 +630,22 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
         .collect();
     let efficiencies = efficiency(&medians);
     let mut points = Vec::new();
+    let mut traces = Vec::new();
     for (
         Measured {
             placement,
             jobs,
             rates,
             seconds,
+            breakdowns,
+            traced,
         },
         efficiency,
     ) in measured.into_iter().zip(efficiencies)
     {
+        if let Some((job, row)) = traced {
+            traces.push((placement.ranks, crate::trace::chrome_trace(&job, &row)));
+        }
         let images_per_sec = Summary::of(rates).ok_or_else(|| {
             anyhow::anyhow!("no epoch of {} reported its images/s", jobs.join(", "))
         })?;
@@ -630,6 +661,7 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
                 max: 0.0,
                 samples: Vec::new(),
             }),
+            step_ms: StepBreakdown::median(&breakdowns),
         });
     }
     let spec = stored_spec.unwrap_or_default();
@@ -656,6 +688,10 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
     };
     console::line(report.workload())?;
     console::text(report.table())?;
+    if let Some(breakdown) = report.breakdown_table() {
+        console::line("step time, ms per step (mean over ranks; the slowest rank's all-reduce):")?;
+        console::text(breakdown)?;
+    }
     if let Some(path) = &bench.json {
         report::write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
@@ -663,6 +699,11 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
     if let Some(dir) = &bench.report {
         let markdown = report::write_report(dir, &report)?;
         eprintln!("wrote {}", markdown.display());
+        for (ranks, trace) in &traces {
+            let path = dir.join(format!("trace-{ranks}ranks.json"));
+            report::write_json(&path, trace)?;
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

@@ -180,6 +180,19 @@ pub enum JobsCommand {
         #[arg(long)]
         logs: bool,
     },
+    /// A Chrome-trace timeline (chrome://tracing, Perfetto) of an epoch's
+    /// last steps on every rank, from a job submitted with --profile-steps;
+    /// prints the epoch's step-time breakdown on stderr.
+    Trace {
+        /// The job id.
+        id: String,
+        /// The epoch (default: the last one profiled).
+        #[arg(long)]
+        epoch: Option<u32>,
+        /// Write the trace here instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Cancel a pending or running job.
     Cancel {
         /// The job id.

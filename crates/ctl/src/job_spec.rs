@@ -148,6 +148,10 @@ pub struct TrainingOptions {
     /// Gradient all-reduce backend: nccl or ring.
     #[arg(long, value_name = "BACKEND")]
     pub collective: Option<String>,
+    /// Time every step's phases on every rank (data, forward, backward,
+    /// all-reduce, optimiser), for `ctl jobs trace` and bench breakdowns.
+    #[arg(long)]
+    pub profile_steps: bool,
 }
 
 impl TrainingOptions {
@@ -164,6 +168,7 @@ impl TrainingOptions {
             precision: self.precision.or(base.precision),
             channels_last: self.channels_last || base.channels_last,
             collective: self.collective.or(base.collective),
+            profile_steps: self.profile_steps || base.profile_steps,
         }
     }
 }
@@ -201,6 +206,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "precision",
     "channels-last",
     "collective",
+    "profile-steps",
     "max-failures",
     "max-membership-changes",
     "checkpoint-every",
@@ -416,6 +422,7 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
         bucket_mib: 0,
         collective_timeout_ms: 0,
         aliases: options.aliases.clone(),
+        profile_steps: training.profile_steps,
     })
 }
 

@@ -1,7 +1,10 @@
 //! `ctl submit-job` and `ctl jobs list|get|watch|cancel`.
 
+use std::path::Path;
+
+use anyhow::Context;
 use camshaft_proto::v1::{
-    Arch, CancelJobRequest, DatasetKind, GetJobRequest, Head, Job, JobSpec, JobState,
+    Arch, CancelJobRequest, DatasetKind, EpochMetrics, GetJobRequest, Head, Job, JobSpec, JobState,
     ListJobsRequest, PretrainedSource, SubmitJobRequest,
 };
 
@@ -11,6 +14,7 @@ use crate::console;
 use crate::error::{CallError, InputError};
 use crate::job_spec::{JobOptions, build_job_spec};
 use crate::output::{Table, failure_line, format_age, format_utc, state_name};
+use crate::trace::StepBreakdown;
 use crate::watch;
 
 /// `ctl submit-job`: builds the spec, submits it, prints the job id (and
@@ -42,6 +46,9 @@ pub async fn run(servers: &Servers, command: JobsCommand) -> anyhow::Result<()> 
         JobsCommand::List { states, json } => list(servers, &states, json).await,
         JobsCommand::Get { id, json } => get(servers, &id, json).await,
         JobsCommand::Watch { id, logs } => watch::watch(servers, None, &id, logs).await,
+        JobsCommand::Trace { id, epoch, output } => {
+            trace(servers, &id, epoch, output.as_deref()).await
+        }
         JobsCommand::Cancel { id, reason } => cancel(servers, &id, reason).await,
     }
 }
@@ -273,6 +280,74 @@ async fn get(servers: &Servers, id: &str, json: bool) -> anyhow::Result<()> {
         console::line(serde_json::to_string_pretty(&job)?)
     } else {
         console::text(job_summary(&job))
+    }
+}
+
+async fn trace(
+    servers: &Servers,
+    id: &str,
+    epoch: Option<u32>,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut client = servers.coordinator().await?;
+    let job = client
+        .get_job(GetJobRequest {
+            job_id: id.to_string(),
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "GetJob"))?
+        .into_inner()
+        .job
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no job for {id}"))?;
+    let row = profiled_epoch(&job, epoch)?;
+    if let Some(b) = StepBreakdown::of(row) {
+        let cells: Vec<String> = crate::trace::PHASES
+            .iter()
+            .zip(b.mean_ms.0)
+            .map(|(name, ms)| format!("{name} {ms:.1}"))
+            .collect();
+        eprintln!(
+            "epoch {} ms/step, mean of {} rank{}: {} (total {:.1}; slowest rank's all-reduce {:.1})",
+            row.epoch,
+            b.ranks,
+            if b.ranks == 1 { "" } else { "s" },
+            cells.join(", "),
+            b.mean_ms.total(),
+            b.max_ms.0[3],
+        );
+    }
+    let text = serde_json::to_string(&crate::trace::chrome_trace(id, row))?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+        }
+        None => console::line(text),
+    }
+}
+
+/// The epoch row to trace: `epoch`'s latest run, or the last row with
+/// profiles.
+pub fn profiled_epoch(job: &Job, epoch: Option<u32>) -> Result<&EpochMetrics, InputError> {
+    let profiled = |r: &&EpochMetrics| !r.step_profiles.is_empty();
+    match epoch {
+        Some(e) => job
+            .history
+            .iter()
+            .rev()
+            .find(|r| r.epoch == e)
+            .filter(profiled)
+            .ok_or_else(|| {
+                InputError::new(format!(
+                    "job {} has no step profile for epoch {e} (epochs done: {}; it needs --profile-steps)",
+                    job.id, job.epochs_done
+                ))
+            }),
+        None => job.history.iter().rev().find(profiled).ok_or_else(|| {
+            InputError::new(format!(
+                "job {} has no step profiles: submit it with --profile-steps",
+                job.id
+            ))
+        }),
     }
 }
 

@@ -19,6 +19,9 @@
 //!   count, with `--json` and a `--report` folder of Markdown and SVG plots)
 //!   and `ctl bench time-to-accuracy`, through the ordinary job API; `ctl
 //!   bench explain` (explainer images/s and latency against concurrent clients).
+//! - [`trace`]: step-time breakdowns and Chrome-trace timelines from the
+//!   ranks' step profiles (`--profile-steps`), for `ctl jobs trace` and
+//!   `ctl bench train`.
 //! - [`console`]: stdout writes that end quietly on a closed pipe.
 //! - [`error`]: the error kinds `ctl` tells apart and their exit codes.
 //!
@@ -57,6 +60,7 @@ pub mod jobs;
 pub mod models;
 pub mod output;
 pub mod status;
+pub mod trace;
 pub mod watch;
 pub mod workers;
 

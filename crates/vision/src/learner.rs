@@ -98,6 +98,11 @@ pub struct LearnerConfig {
     /// Dynamic loss scaling, used with [`Precision::Fp16`].
     #[serde(default)]
     pub loss_scale: LossScaleConfig,
+    /// Time each training step's phases on every rank
+    /// ([`EpochStats::step_profiles`]); on a GPU each phase then ends with
+    /// a device synchronisation.
+    #[serde(default)]
+    pub profile_steps: bool,
 }
 
 impl Default for LearnerConfig {
@@ -111,6 +116,7 @@ impl Default for LearnerConfig {
             precision: Precision::Fp32,
             channels_last: false,
             loss_scale: LossScaleConfig::default(),
+            profile_steps: false,
         }
     }
 }
@@ -136,6 +142,170 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Training throughput of the group.
     pub images_per_sec: f64,
+    /// Each rank's step phases, in rank order, when
+    /// [`LearnerConfig::profile_steps`] is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub step_profiles: Vec<RankStepProfile>,
+}
+
+/// The phases of a training step, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPhase {
+    /// Waiting for the loader's next batch and moving it to the device.
+    Data,
+    /// Forward pass and loss.
+    Forward,
+    /// Backward pass.
+    Backward,
+    /// Gradient all-reduce and the group's finiteness check.
+    Allreduce,
+    /// Optimiser step.
+    Optimizer,
+}
+
+impl StepPhase {
+    /// Every phase, in order.
+    pub const ALL: [StepPhase; 5] = [
+        StepPhase::Data,
+        StepPhase::Forward,
+        StepPhase::Backward,
+        StepPhase::Allreduce,
+        StepPhase::Optimizer,
+    ];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepPhase::Data => "data",
+            StepPhase::Forward => "forward",
+            StepPhase::Backward => "backward",
+            StepPhase::Allreduce => "allreduce",
+            StepPhase::Optimizer => "optimizer",
+        }
+    }
+}
+
+/// One step of one rank, for a timeline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTrace {
+    /// Step within the epoch.
+    pub step: usize,
+    /// Seconds after the rank's epoch began that the step (its data phase)
+    /// began.
+    pub start: f64,
+    /// Seconds of each phase, in [`StepPhase::ALL`] order.
+    pub seconds: [f64; 5],
+}
+
+/// One rank's step phases over an epoch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RankStepProfile {
+    /// The rank.
+    pub rank: usize,
+    /// Steps timed.
+    pub steps: u64,
+    /// Seconds of each phase summed over the steps, [`StepPhase::ALL`] order.
+    pub total_seconds: [f64; 5],
+    /// The epoch's last [`TRACED_STEPS`] steps.
+    pub last_steps: Vec<StepTrace>,
+}
+
+/// Steps of each epoch kept one by one for the timeline (the last ones: the
+/// first steps of an epoch include its warm-up).
+pub const TRACED_STEPS: usize = 8;
+
+/// Times the phases of one rank's steps through an epoch.
+struct StepClock {
+    device: tch::Device,
+    epoch_start: Instant,
+    last: Instant,
+    profile: RankStepProfile,
+    current: StepTrace,
+}
+
+impl StepClock {
+    fn new(rank: usize, device: tch::Device) -> Self {
+        let now = Instant::now();
+        StepClock {
+            device,
+            epoch_start: now,
+            last: now,
+            profile: RankStepProfile {
+                rank,
+                ..RankStepProfile::default()
+            },
+            current: StepTrace::default(),
+        }
+    }
+
+    /// End `phase` now (after the device has finished its work).
+    fn end(&mut self, phase: StepPhase, step: usize) {
+        if let tch::Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        let now = Instant::now();
+        if phase == StepPhase::Data {
+            self.current = StepTrace {
+                step,
+                start: (self.last - self.epoch_start).as_secs_f64(),
+                seconds: [0.0; 5],
+            };
+        }
+        let secs = (now - self.last).as_secs_f64();
+        let i = phase as usize;
+        self.current.seconds[i] = secs;
+        self.profile.total_seconds[i] += secs;
+        self.last = now;
+        if phase == StepPhase::Optimizer {
+            self.profile.steps += 1;
+            if self.profile.last_steps.len() == TRACED_STEPS {
+                self.profile.last_steps.remove(0);
+            }
+            self.profile.last_steps.push(self.current.clone());
+        }
+    }
+}
+
+/// Every rank's [`RankStepProfile`], gathered with one sum: each rank
+/// fills its own slot of a zeroed vector.
+fn gather_profiles(
+    sync: &mut dyn GradientSync,
+    mine: &RankStepProfile,
+    world_size: usize,
+) -> Result<Vec<RankStepProfile>> {
+    const STEP: usize = 2 + 5;
+    const SLOT: usize = 1 + 5 + 1 + TRACED_STEPS * STEP;
+    let mut all = vec![0.0f64; SLOT * world_size];
+    let slot = &mut all[mine.rank * SLOT..(mine.rank + 1) * SLOT];
+    slot[0] = mine.steps as f64;
+    slot[1..6].copy_from_slice(&mine.total_seconds);
+    slot[6] = mine.last_steps.len() as f64;
+    for (i, t) in mine.last_steps.iter().enumerate() {
+        let at = 7 + i * STEP;
+        slot[at] = t.step as f64;
+        slot[at + 1] = t.start;
+        slot[at + 2..at + STEP].copy_from_slice(&t.seconds);
+    }
+    sync.sum(&mut all)?;
+    Ok(all
+        .chunks_exact(SLOT)
+        .enumerate()
+        .map(|(rank, slot)| RankStepProfile {
+            rank,
+            steps: slot[0] as u64,
+            total_seconds: slot[1..6].try_into().unwrap_or([0.0; 5]),
+            last_steps: (0..(slot[6] as usize).min(TRACED_STEPS))
+                .map(|i| {
+                    let at = 7 + i * STEP;
+                    StepTrace {
+                        step: slot[at] as usize,
+                        start: slot[at + 1],
+                        seconds: slot[at + 2..at + STEP].try_into().unwrap_or([0.0; 5]),
+                    }
+                })
+                .collect(),
+        })
+        .collect())
 }
 
 impl EpochStats {
@@ -401,13 +571,17 @@ impl Learner {
         // Loss sums and sample counts: all samples, and those of steps whose
         // loss was finite (a float16 step can overflow and be skipped).
         let (mut loss_sum, mut loss_seen, mut seen, mut skipped) = (0.0f64, 0u64, 0u64, 0u64);
+        let mut clock = self
+            .config
+            .profile_steps
+            .then(|| StepClock::new(self.config.shard.rank, self.model.device()));
         for (step, batch) in batches.enumerate() {
             self.check_cancelled()?;
             let batch = batch?;
             let pos = (epoch_in_stage * steps + step) as f64 / total;
             let (mult, mom) = stage.schedule.at(pos);
             let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
-            let outcome = self.train_step(&batch, &lrs, mom)?;
+            let outcome = self.train_step(&batch, &lrs, mom, clock.as_mut().map(|c| (c, step)))?;
             if outcome.diverged {
                 return Err(Error::Diverged {
                     epoch,
@@ -429,6 +603,14 @@ impl Learner {
         let train_secs = started.elapsed().as_secs_f64();
         let mut sums = [loss_sum, loss_seen as f64, seen as f64];
         self.sync.sum(&mut sums)?;
+        let step_profiles = match clock {
+            Some(clock) => gather_profiles(
+                self.sync.as_mut(),
+                &clock.profile,
+                self.config.shard.world_size,
+            )?,
+            None => Vec::new(),
+        };
         if let Some(scaler) = &self.scaler {
             tracing::info!(
                 epoch,
@@ -448,6 +630,7 @@ impl Learner {
             valid_samples,
             seconds: started.elapsed().as_secs_f64(),
             images_per_sec: sums[2] / train_secs.max(1e-9),
+            step_profiles,
         };
         tracing::info!(
             epoch,
@@ -537,24 +720,39 @@ impl Learner {
     /// skips the step and backs the scale off, otherwise every rank fails
     /// with [`Error::Diverged`] (a NaN on one rank reaches the others
     /// through the all-reduce instead of leaving them waiting on it).
-    fn train_step(&mut self, batch: &Batch, lrs: &[f64], mom: f64) -> Result<StepOutcome> {
+    fn train_step(
+        &mut self,
+        batch: &Batch,
+        lrs: &[f64],
+        mom: f64,
+        mut clock: Option<(&mut StepClock, usize)>,
+    ) -> Result<StepOutcome> {
+        let mut end = |phase| {
+            if let Some((clock, step)) = clock.as_mut() {
+                clock.end(phase, *step);
+            }
+        };
         let (x, y) = self.inputs(batch)?;
+        end(StepPhase::Data);
         let loss = {
             let _autocast = Autocast::enter(self.config.precision, self.model.device());
             cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?
         };
         let value = loss.f_double_value(&[])?;
+        end(StepPhase::Forward);
         self.opt.zero_grad();
         match &self.scaler {
             Some(scaler) => scaler.scale(&loss)?.f_backward()?,
             None => loss.f_backward()?,
         }
+        end(StepPhase::Backward);
         let grads = self.opt.gradients();
         self.sync.average(&grads)?;
         let finite = match &self.scaler {
             Some(scaler) => scaler.unscale(&grads)?,
             None => all_finite(&grads)?,
         };
+        end(StepPhase::Allreduce);
         let mut outcome = StepOutcome {
             loss: value,
             skipped: false,
@@ -576,6 +774,7 @@ impl Learner {
         if finite {
             self.opt.step(lrs, mom)?;
         }
+        end(StepPhase::Optimizer);
         Ok(outcome)
     }
 
@@ -713,7 +912,7 @@ impl Learner {
                 }
                 let batch = batch?;
                 let lr = start_lr * (end_lr / start_lr).powf(i as f64 / num_it as f64);
-                let outcome = self.train_step(&batch, &vec![lr; groups], 0.9)?;
+                let outcome = self.train_step(&batch, &vec![lr; groups], 0.9, None)?;
                 if outcome.diverged {
                     break 'outer;
                 }
@@ -851,6 +1050,7 @@ pub fn valley(lrs: &[f64], losses: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -865,6 +1065,65 @@ mod tests {
             .collect();
         let s = valley(&lrs, &losses);
         assert!(s > lrs[10] && s < lrs[21], "suggestion {s}");
+    }
+
+    #[test]
+    fn step_profiles_of_every_rank_reach_every_rank() {
+        /// Rank 1's side of the sum: what it contributes.
+        struct Contribution(Vec<f64>);
+        impl GradientSync for Contribution {
+            fn average(&mut self, _: &[Tensor]) -> Result<()> {
+                Ok(())
+            }
+            fn sum(&mut self, values: &mut [f64]) -> Result<()> {
+                self.0 = values.to_vec();
+                Ok(())
+            }
+            fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
+                Ok(())
+            }
+        }
+        /// Rank 0's side: its values plus rank 1's.
+        struct PlusOther(Vec<f64>);
+        impl GradientSync for PlusOther {
+            fn average(&mut self, _: &[Tensor]) -> Result<()> {
+                Ok(())
+            }
+            fn sum(&mut self, values: &mut [f64]) -> Result<()> {
+                values.iter_mut().zip(&self.0).for_each(|(v, o)| *v += o);
+                Ok(())
+            }
+            fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
+                Ok(())
+            }
+        }
+        let profile = |rank: usize, steps: usize| {
+            let mut clock = StepClock::new(rank, tch::Device::Cpu);
+            for step in 0..steps {
+                for phase in StepPhase::ALL {
+                    clock.end(phase, step);
+                }
+            }
+            clock.profile
+        };
+        let (p0, p1) = (profile(0, 3), profile(1, TRACED_STEPS + 2));
+        assert_eq!(p1.last_steps.len(), TRACED_STEPS);
+        assert_eq!(p1.last_steps[0].step, 2, "the last steps are kept");
+        let mut one = Contribution(Vec::new());
+        gather_profiles(&mut one, &p1, 2).unwrap();
+        let all = gather_profiles(&mut PlusOther(one.0), &p0, 2).unwrap();
+        assert_eq!(all, vec![p0.clone(), p1]);
+        let trace = &all[0].last_steps[2];
+        assert_eq!(trace.step, 2);
+        assert!(
+            trace.start
+                >= all[0].last_steps[1].start + all[0].last_steps[1].seconds.iter().sum::<f64>()
+                    - 1e-9
+        );
+        assert_eq!(
+            gather_profiles(&mut SingleProcess, &p0, 1).unwrap(),
+            vec![p0]
+        );
     }
 
     #[test]
@@ -884,6 +1143,7 @@ mod tests {
             valid_samples: 1,
             seconds: 65.2,
             images_per_sec: 1.0,
+            step_profiles: Vec::new(),
         });
         assert_eq!(
             row,

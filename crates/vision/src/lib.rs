@@ -47,7 +47,8 @@ pub mod weights;
 pub use cam::{CamMethod, Explanation, Faithfulness};
 pub use error::{Error, Result};
 pub use learner::{
-    EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, SingleProcess,
+    EpochStats, EpochTable, GradientSync, Learner, LearnerConfig, Metric, RankStepProfile,
+    SingleProcess, StepPhase, StepTrace,
 };
 pub use loader::{Batch, Loader, LoaderConfig, Shard};
 pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};

@@ -21,7 +21,7 @@ use camshaft_vision::learner::GradientSync;
 use camshaft_vision::weights::pretrained_file;
 use camshaft_vision::{
     Arch, EpochStats, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric,
-    Model, ModelSpec, Normalization, Plan, Shard, import_weights,
+    Model, ModelSpec, Normalization, Plan, RankStepProfile, Shard, import_weights,
 };
 
 /// Why a task stopped early, as the coordinator is told.
@@ -222,7 +222,10 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         };
         let mut metrics = wire_metrics(&row);
         metrics.world_size = assignment.world_size;
-        final_metrics = Some(metrics);
+        final_metrics = Some(v1::EpochMetrics {
+            step_profiles: Vec::new(),
+            ..metrics.clone()
+        });
         if rank == 0 {
             (ctx.send)(Out::EpochReport(v1::EpochReport {
                 job_id: job_id.to_string(),
@@ -408,6 +411,7 @@ fn learner_config(
         progress: false,
         precision: parse_name(spec.precision().short_name())?,
         channels_last: spec.channels_last,
+        profile_steps: spec.profile_steps,
         ..defaults
     })
 }
@@ -438,6 +442,35 @@ fn wire_metrics(row: &EpochStats) -> v1::EpochMetrics {
         train_samples: row.train_samples,
         valid_samples: row.valid_samples,
         world_size: 1,
+        step_profiles: row.step_profiles.iter().map(wire_profile).collect(),
+    }
+}
+
+fn wire_phases(seconds: &[f64; 5]) -> Option<v1::StepPhases> {
+    let [data, forward, backward, allreduce, optimizer] = *seconds;
+    Some(v1::StepPhases {
+        data,
+        forward,
+        backward,
+        allreduce,
+        optimizer,
+    })
+}
+
+fn wire_profile(p: &RankStepProfile) -> v1::RankStepProfile {
+    v1::RankStepProfile {
+        rank: p.rank as u32,
+        steps: p.steps,
+        total_seconds: wire_phases(&p.total_seconds),
+        last_steps: p
+            .last_steps
+            .iter()
+            .map(|t| v1::StepTrace {
+                step: t.step as u32,
+                start_seconds: t.start,
+                seconds: wire_phases(&t.seconds),
+            })
+            .collect(),
     }
 }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::placement::{Placement, RankDevice};
 use super::stats::{Percentiles, Summary};
 use crate::output::Table;
+use crate::trace::{PHASES, StepBreakdown};
 
 /// What `ctl bench train` measured: the workload, then one point per rank count.
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +59,10 @@ pub struct TrainPoint {
     pub efficiency: f64,
     /// Wall seconds of the measured epochs (training and validation).
     pub epoch_seconds: Summary,
+    /// Where a step's time went: per phase, the median over the measured
+    /// epochs of the ranks' mean ms per step (and of the slowest rank's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<StepBreakdown>,
 }
 
 /// What `ctl bench time-to-accuracy` measured.
@@ -328,6 +333,45 @@ impl TrainReport {
         table.render()
     }
 
+    fn breakdown_rows(&self) -> Vec<Vec<String>> {
+        self.points
+            .iter()
+            .filter_map(|p| {
+                let b = p.step_ms?;
+                let mut row = vec![p.placement.ranks.to_string()];
+                row.extend(b.mean_ms.0.iter().map(|ms| format!("{ms:.1}")));
+                row.push(format!("{:.1}", b.max_ms.0[3]));
+                row.push(format!("{:.1}", b.mean_ms.total()));
+                Some(row)
+            })
+            .collect()
+    }
+
+    const BREAKDOWN_COLUMNS: [&str; 8] = [
+        "RANKS",
+        "DATA",
+        "FORWARD",
+        "BACKWARD",
+        "ALLREDUCE",
+        "OPTIMIZER",
+        "ALLREDUCE MAX",
+        "STEP",
+    ];
+
+    /// The step-time table (ms per step by phase), when the jobs were
+    /// profiled.
+    pub fn breakdown_table(&self) -> Option<String> {
+        let rows = self.breakdown_rows();
+        if rows.is_empty() {
+            return None;
+        }
+        let mut table = Table::new(&Self::BREAKDOWN_COLUMNS);
+        for row in rows {
+            table.row(row);
+        }
+        Some(table.render())
+    }
+
     /// `report.md`: the workload, the table, the plots and how to read them.
     pub fn markdown(&self) -> String {
         let mut out = String::from("# Camshaft training benchmark\n\n");
@@ -365,6 +409,23 @@ impl TrainReport {
              1.00 is linear scaling. The batch is per rank, so a group of N \
              ranks steps on N × the batch and takes fewer steps per epoch.\n",
         );
+        let rows = self.breakdown_rows();
+        if !rows.is_empty() {
+            out.push_str(&format!(
+                "\n## Step time\n\nMilliseconds per step by phase ({}), the mean over \
+                 ranks, median over the measured epochs; `allreduce max` is the slowest \
+                 rank's all-reduce, which includes waiting for the others. \
+                 `trace-<N>ranks.json` is the last measured epoch's final steps on \
+                 every rank as a Chrome trace (open it in chrome://tracing or \
+                 ui.perfetto.dev).\n\n\
+                 | ranks | data | forward | backward | allreduce | optimizer | allreduce max | step |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                PHASES.join(", ")
+            ));
+            for row in rows {
+                out.push_str(&format!("| {} |\n", row.join(" | ")));
+            }
+        }
         out
     }
 }
@@ -729,6 +790,11 @@ mod tests {
             images_per_sec: Summary::of(samples).unwrap(),
             efficiency,
             epoch_seconds: Summary::of(vec![2.0, 2.5]).unwrap(),
+            step_ms: (ranks == 2).then_some(StepBreakdown {
+                ranks: 2,
+                mean_ms: crate::trace::PhaseMs([1.0, 2.0, 3.0, 4.0, 0.5]),
+                max_ms: crate::trace::PhaseMs([1.0, 2.0, 3.0, 6.25, 0.5]),
+            }),
         };
         TrainReport {
             model: "cnn".into(),
@@ -767,6 +833,26 @@ mod tests {
     }
 
     #[test]
+    fn the_breakdown_table_has_a_row_per_profiled_rank_count() {
+        let table = report().breakdown_table().unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines.len(),
+            2,
+            "only the 2-rank point has a profile: {table}"
+        );
+        assert!(lines[0].starts_with("RANKS") && lines[0].contains("ALLREDUCE MAX"));
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            ["2", "1.0", "2.0", "3.0", "4.0", "0.5", "6.2", "10.5"]
+        );
+        let json = serde_json::to_value(report()).unwrap();
+        assert_eq!(json["points"][1]["step_ms"]["max_ms"]["allreduce"], 6.25);
+        assert!(json["points"][0].get("step_ms").is_none());
+    }
+
+    #[test]
     fn the_report_folder_holds_markdown_svgs_and_json() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("report");
@@ -782,6 +868,10 @@ mod tests {
         );
         assert!(text.contains("![Training throughput against ranks](throughput.svg)"));
         assert!(text.contains("](efficiency.svg)"));
+        assert!(
+            text.contains("| 2 | 1.0 | 2.0 | 3.0 | 4.0 | 0.5 | 6.2 | 10.5 |"),
+            "{text}"
+        );
         for name in ["throughput.svg", "efficiency.svg"] {
             let svg = std::fs::read_to_string(out.join(name)).unwrap();
             assert!(
