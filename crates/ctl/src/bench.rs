@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! $ ctl bench train --model cnn --ranks 1,2 --train-len 2048 --epochs 3 --report bench/
-//! cnn/linear on 32×32 synthetic images, batch 64 per rank, 2048 training samples per epoch; ...
+//! cnn/linear in fp32 on 32×32 synthetic images, batch 64 per rank, 2048 training samples per epoch; ...
 //! RANKS  LAYOUT   IMAGES/S  MIN–MAX       PER RANK  EFFICIENCY  EPOCH TIME  JOBS
 //! 1      1 × cpu  1311.4    854.9–1882.8  1311.4    1.00        1.67 s      j-1,j-2
 //! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
@@ -672,6 +672,8 @@ pub async fn train(servers: &Servers, bench: TrainBench) -> anyhow::Result<()> {
             .unwrap_or_default()
             .to_string(),
         head: spec.head().short_name().to_string(),
+        precision: spec.precision().short_name().to_string(),
+        channels_last: spec.channels_last,
         device: capacity.device,
         image_size: spec.image_size,
         batch_size: spec.batch_size,

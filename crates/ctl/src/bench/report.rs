@@ -27,6 +27,10 @@ pub struct TrainReport {
     pub head: String,
     /// What the ranks ran on.
     pub device: RankDevice,
+    /// Forward-pass precision (`fp32`, `bf16`, `fp16`).
+    pub precision: String,
+    /// Weights and inputs channels-last.
+    pub channels_last: bool,
     /// Square side of the synthetic images, pixels.
     pub image_size: u32,
     /// Samples per batch per rank (the group steps on ranks × this).
@@ -285,10 +289,16 @@ impl TrainReport {
     /// A one-line description of the workload.
     pub fn workload(&self) -> String {
         format!(
-            "{}/{} on {}×{} synthetic images, batch {} per rank, {} training samples per epoch; \
+            "{}/{} in {}{} on {}×{} synthetic images, batch {} per rank, {} training samples per epoch; \
              {} warm-up epoch{} dropped, {} measured epoch{} × {} repeat{} per rank count",
             self.model,
             self.head,
+            self.precision,
+            if self.channels_last {
+                " channels-last"
+            } else {
+                ""
+            },
             self.image_size,
             self.image_size,
             self.batch_size,
@@ -799,6 +809,8 @@ mod tests {
         TrainReport {
             model: "cnn".into(),
             head: "linear".into(),
+            precision: "fp32".into(),
+            channels_last: false,
             device: RankDevice::Cpu,
             image_size: 32,
             batch_size: 64,
