@@ -32,17 +32,32 @@ pub struct BatchSettings {
     pub max_wait: Duration,
     /// Inference threads (each with its own copy of the weights).
     pub replicas: usize,
-    /// Run a lone image as a pass of two copies (see the crate doc).
+    /// Intra-op threads of each inference thread on a CPU with more than
+    /// one replica: libtorch's thread count (`tch::get_num_threads`) shared
+    /// out, so replicas do not oversubscribe the cores. `None`: leave
+    /// libtorch's count as it is (one replica, or a GPU).
+    pub threads_per_replica: Option<i32>,
+    /// Keep an image's results independent of its batch: a lone image runs
+    /// as a pass of two copies where a pass of one differs (see the crate doc).
     pub batch_invariant: bool,
 }
 
 impl BatchSettings {
     /// The settings of `config`.
+    /// The settings of `config`. On a CPU with several replicas the
+    /// threads are shared out of libtorch's count as it is now.
     pub fn from_config(config: &crate::Config) -> Self {
+        let replicas = config.model_replicas.max(1);
+        let on_cpu = config.parse_device().is_ok_and(|d| d == tch::Device::Cpu);
+        let threads_per_replica = (on_cpu && replicas > 1).then(|| {
+            let replicas = i32::try_from(replicas).unwrap_or(i32::MAX);
+            (tch::get_num_threads() / replicas).max(1)
+        });
         BatchSettings {
             max_batch: config.max_batch.max(1),
             max_wait: Duration::from_millis(config.max_batch_wait_ms),
-            replicas: config.model_replicas.max(1),
+            replicas,
+            threads_per_replica,
             batch_invariant: config.batch_invariant,
         }
     }
@@ -123,6 +138,17 @@ fn inference_loop(
     settings: BatchSettings,
     metrics: &Metrics,
 ) {
+    if let Some(threads) = settings.threads_per_replica {
+        // Sets this thread's OpenMP team size (and libtorch's default for
+        // threads that have not run a parallel operation yet).
+        tch::set_num_threads(threads);
+    }
+    // A lone image runs as two copies only where a pass of one would give
+    // other bits than a pass of two (probed once, on this thread: its
+    // thread count is part of what picks libtorch's kernels).
+    let duplicate_lone =
+        settings.batch_invariant && !crate::inference::lone_pass_is_batch_invariant(model);
+    tracing::debug!(model = %key, duplicate_lone, "inference thread ready");
     // No gradient bookkeeping leaks between batches; Grad-CAM enables what
     // it needs on the feature map itself.
     while let Ok(first) = images.recv() {
@@ -172,7 +198,7 @@ fn inference_loop(
                 live.into_iter().partition(|i| i.method == method);
             live = rest;
             if !same.is_empty() {
-                compute(key, model, method, same, settings, metrics);
+                compute(key, model, method, same, settings, duplicate_lone, metrics);
             }
         }
     }
@@ -185,6 +211,7 @@ fn compute(
     method: CamMethod,
     batch: Vec<QueuedImage>,
     settings: BatchSettings,
+    duplicate_lone: bool,
     metrics: &Metrics,
 ) {
     let started = Instant::now();
@@ -194,13 +221,7 @@ fn compute(
     // A libtorch failure that panics instead of returning an error must not
     // take the thread (and every later request) down with it.
     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run_batch(
-            model,
-            method,
-            &jobs,
-            settings.max_batch,
-            settings.batch_invariant,
-        )
+        run_batch(model, method, &jobs, settings.max_batch, duplicate_lone)
     }))
     .unwrap_or_else(|panic| {
         let what = panic

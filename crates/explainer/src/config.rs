@@ -41,10 +41,13 @@ pub struct Config {
     /// Inference threads per loaded model version, each with its own copy
     /// of the weights (on one GPU, or sharing the CPU's cores). Default 1.
     pub model_replicas: usize,
-    /// Run a pass of one image as two copies of it, so an image's maps are
-    /// bit-for-bit the same whatever it is batched with (libtorch computes a
-    /// batch of one with other convolution kernels, ~1e-6 apart). Costs a
-    /// second image's compute on lone images. Default true.
+    /// Keep an image's maps bit-for-bit the same whatever it is batched
+    /// with: a pass of one image runs as two copies of it where libtorch
+    /// would compute a batch of one with other kernels (~1e-6 apart). Each
+    /// inference thread probes that once when a version loads (four images'
+    /// compute); where a pass of one already matches (ResNets at 224 or
+    /// 512 px on a CPU), lone images cost nothing extra, elsewhere a second
+    /// image's compute. Default true.
     pub batch_invariant: bool,
     /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
     /// (`GET /metrics`, text format); empty: none. Default empty.
@@ -156,7 +159,7 @@ impl Config {
         Ok(device)
     }
 
-    fn parse_device(&self) -> Result<tch::Device> {
+    pub(crate) fn parse_device(&self) -> Result<tch::Device> {
         let d = self.device.trim().to_ascii_lowercase();
         match d.as_str() {
             "cpu" => Ok(tch::Device::Cpu),

@@ -62,10 +62,13 @@
 //!   split. Overlays and upsampled maps are drawn on the blocking pool
 //!   again, so the model never waits on image work.
 //! - Results do not depend on batching: with [`Config::batch_invariant`]
-//!   (the default) a lone image runs as a pass of two copies, because
-//!   libtorch computes a batch of one with other kernels; every other
-//!   computation is per image. A request gets bit-for-bit the maps it gets
-//!   alone.
+//!   (the default) a lone image runs as a pass of two copies where libtorch
+//!   would compute a batch of one with other kernels (each inference thread
+//!   probes this once when the version loads: at small inputs it does; for
+//!   ResNets at 224 or 512 px on a CPU a pass of one is already bit-for-bit
+//!   a row of a pass of two, so lone images cost one image's compute);
+//!   every other computation runs image by image. A request gets
+//!   bit-for-bit the maps it gets alone.
 //! - Deadlines: a `grpc-timeout` sets the request's deadline. A pass closes
 //!   no later than the earliest deadline of its images; images whose
 //!   deadline passed or whose caller went away (client gone, call
