@@ -5,8 +5,11 @@
 //! embedded store holding a freshly initialised ResNet (CAM head, 2 classes,
 //! ImageNet normalisation, input `size`); `clients` concurrent gRPC clients
 //! each send one JPEG (`size`×`size`, 16 distinct) per `Explain` call, CAM,
-//! no overlay, for `--seconds` after one warm-up call each. The server
-//! batches the concurrent images (`--max-batch`, 2 ms max wait).
+//! no overlay, for `--seconds` after one warm-up call each. The server runs
+//! with the explainer's default configuration (what a user gets: on a CPU
+//! passes of at most 8 images at 224 px, 1 at 512 px), except where
+//! `--max-batch`, `--max-batch-wait-ms`, `--replicas` or
+//! `--batch-invariant` say otherwise.
 //!
 //! Reference (`reference/explain_torchcam.py`): the same model in PyTorch
 //! eager; `clients` threads each decode a JPEG with PIL, normalise, run the
@@ -43,15 +46,19 @@ pub struct ExplainArgs {
     /// resnet18 or resnet34.
     #[arg(long, default_value = "resnet34")]
     pub arch: String,
-    /// The explainer's `max_batch`.
-    #[arg(long, default_value_t = 32)]
-    pub max_batch: usize,
-    /// The explainer's `model_replicas`.
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
-    /// The explainer's `batch_invariant`.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub batch_invariant: bool,
+    /// The explainer's `max_batch` (default: the explainer's default).
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    /// The explainer's `max_batch_wait_ms` (default: the explainer's
+    /// default).
+    #[arg(long)]
+    pub max_batch_wait_ms: Option<u64>,
+    /// The explainer's `model_replicas` (default: the explainer's default).
+    #[arg(long)]
+    pub replicas: Option<usize>,
+    /// The explainer's `batch_invariant` (default: the explainer's default).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub batch_invariant: Option<bool>,
     /// Skip the Python side.
     #[arg(long)]
     pub no_reference: bool,
@@ -160,6 +167,20 @@ async fn ours_point(
     })
 }
 
+/// The explainer's configuration: its defaults (what a user gets), with
+/// the flags given, and a queue deep enough for every client.
+fn explainer_config(args: &ExplainArgs) -> camshaft_explainer::Config {
+    let defaults = camshaft_explainer::Config::default();
+    camshaft_explainer::Config {
+        max_batch: args.max_batch.unwrap_or(defaults.max_batch),
+        max_batch_wait_ms: args.max_batch_wait_ms.unwrap_or(defaults.max_batch_wait_ms),
+        model_replicas: args.replicas.unwrap_or(defaults.model_replicas),
+        batch_invariant: args.batch_invariant.unwrap_or(defaults.batch_invariant),
+        max_queued_images: defaults.max_queued_images.max(4096),
+        ..defaults
+    }
+}
+
 async fn ours(args: &ExplainArgs) -> anyhow::Result<Vec<Point>> {
     let arch = match args.arch.as_str() {
         "resnet18" => Arch::Resnet18,
@@ -190,15 +211,7 @@ async fn ours(args: &ExplainArgs) -> anyhow::Result<Vec<Point>> {
                 std::fs::read(&path)?.into(),
             )
             .await?;
-        let config = camshaft_explainer::Config {
-            max_batch: args.max_batch,
-            model_replicas: args.replicas,
-            batch_invariant: args.batch_invariant,
-            max_batch_wait_ms: 2,
-            max_images_per_request: 64,
-            max_queued_images: 4096,
-            ..Default::default()
-        };
+        let config = explainer_config(args);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -253,6 +266,15 @@ pub fn run(
             .context("explain_torchcam.py printed no points")?;
         points.extend(theirs);
     }
+    let config = explainer_config(args);
+    println!(
+        "explainer: max_batch {}, max_batch_wait_ms {}, model_replicas {}, batch_invariant {}, device {}; {threads} intra-op threads",
+        config.max_batch,
+        config.max_batch_wait_ms,
+        config.model_replicas,
+        config.batch_invariant,
+        config.device
+    );
     println!("| size | clients | side | images/s | p50 ms | p99 ms | × pytorch |");
     println!("|---|---|---|---|---|---|---|");
     for p in &points {

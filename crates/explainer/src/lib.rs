@@ -56,16 +56,22 @@
 //!   [`Config::model_replicas`] inference threads (their own copy of the
 //!   weights, on the configured device) that take the images of *every*
 //!   request for that version into one forward pass: up to
-//!   [`Config::max_batch`] images, or whatever arrived within
+//!   [`Config::max_batch`] images (on a CPU no more than
+//!   [`CPU_PASS_PIXELS`] of input: 8 images at 224 px, 1 at
+//!   512 px; convolution weights and inputs are kept channels-last there),
+//!   or whatever arrived within
 //!   [`Config::max_batch_wait_ms`] of the first (under load the queue fills
 //!   passes without waiting). A pass computes one method; mixed methods are
 //!   split. Overlays and upsampled maps are drawn on the blocking pool
 //!   again, so the model never waits on image work.
 //! - Results do not depend on batching: with [`Config::batch_invariant`]
-//!   (the default) a lone image runs as a pass of two copies, because
-//!   libtorch computes a batch of one with other kernels; every other
-//!   computation is per image. A request gets bit-for-bit the maps it gets
-//!   alone.
+//!   (the default) a lone image runs as a pass of two copies where libtorch
+//!   would compute a batch of one with other kernels (each inference thread
+//!   probes this once when the version loads: at small inputs it does; for
+//!   ResNets at 224 or 512 px on a CPU a pass of one is already bit-for-bit
+//!   a row of a pass of two, so lone images cost one image's compute);
+//!   every other computation runs image by image. A request gets
+//!   bit-for-bit the maps it gets alone.
 //! - Deadlines: a `grpc-timeout` sets the request's deadline. A pass closes
 //!   no later than the earliest deadline of its images; images whose
 //!   deadline passed or whose caller went away (client gone, call
@@ -155,7 +161,7 @@ use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_store::Store;
 use tonic_health::ServingStatus;
 
-pub use batcher::BatchSettings;
+pub use batcher::{BatchSettings, CPU_PASS_PIXELS};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use explain::{ExplainEngine, ImageError, RESIZE, decode_error_kind, prepare_image};

@@ -63,6 +63,9 @@ impl LoadedModel {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
             camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
                 .map_err(|e| bad(e.to_string()))?;
+            if device == tch::Device::Cpu {
+                crate::inference::convolutions_channels_last(&model);
+            }
             replicas.push(model);
         }
         let has_cam = replicas
