@@ -278,6 +278,18 @@ impl ExplainEngine {
         let good_count = jobs.len();
 
         let answers = loaded.explain(options.method, jobs, deadline).await?;
+        // The batcher drops images whose deadline passed, at the same
+        // instant the request's own timeout fires: either way the request
+        // failed by its deadline, not image by image.
+        if answers
+            .iter()
+            .any(|a| matches!(a, Err(Error::DeadlineExceeded(_))))
+        {
+            return Err(Error::DeadlineExceeded(format!(
+                "the request's deadline passed after {} ms, its images still queued",
+                started.elapsed().as_millis()
+            )));
+        }
         let mut drawing = Vec::with_capacity(answers.len());
         for ((index, resized), answer) in placed.into_iter().zip(answers) {
             match answer {

@@ -63,9 +63,7 @@ impl LoadedModel {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
             camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
                 .map_err(|e| bad(e.to_string()))?;
-            if device == tch::Device::Cpu {
-                crate::inference::convolutions_channels_last(&model);
-            }
+            crate::inference::cpu_layout(&mut model).map_err(|e| bad(e.to_string()))?;
             replicas.push(model);
         }
         let has_cam = replicas
