@@ -241,4 +241,46 @@ mod tests {
         assert!(is_final(&rest[0]));
         assert!(log.after(2).is_empty());
     }
+
+    #[test]
+    fn a_sweep_shows_its_rows_as_allreduce_rows_not_epochs() {
+        let row = v1::AllReduceRow {
+            bytes: 8,
+            count: 2,
+            busbw_gbps: 0.5,
+            attempt: 1,
+            ..Default::default()
+        };
+        let spec = JobSpec {
+            collective_bench: Some(v1::CollectiveBench::default()),
+            ..Default::default()
+        };
+        let record = JobRecord {
+            id: camshaft_store::JobId(3),
+            spec: serde_json::to_value(&spec).unwrap(),
+            state: JobState::Succeeded,
+            attempts: Vec::new(),
+            history: vec![serde_json::to_value(&row).unwrap()],
+            model_version: None,
+            error: None,
+            created_ms: 0,
+            updated_ms: 0,
+            revision: 0,
+        };
+        assert!(is_collective_bench(&record));
+        let job = to_wire(&record, None);
+        assert_eq!(job.allreduce_rows, std::slice::from_ref(&row));
+        assert!(job.history.is_empty() && job.model_version.is_empty());
+        let replayed = JobLog::from_record(&record).after(0);
+        assert!(
+            replayed
+                .iter()
+                .any(|e| e.event == Some(Event::Allreduce(row.clone())))
+        );
+        let training = JobRecord {
+            spec: serde_json::to_value(JobSpec::default()).unwrap(),
+            ..record
+        };
+        assert!(!is_collective_bench(&training));
+    }
 }

@@ -78,7 +78,9 @@ pub fn allreduce_header() -> [String; 2] {
         format!(
             "#{:>11} {:>13} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6}",
             "(B)", "(elements)", "", "", "(us)", "(GB/s)", "(GB/s)", ""
-        ),
+        )
+        .trim_end()
+        .to_string(),
     ]
 }
 
@@ -522,5 +524,45 @@ mod tests {
         assert_eq!(device_summary(&gpu), "cuda:1 NVIDIA H100 (80.0 GiB)");
         assert_eq!(devices_short(&[gpu]), "cuda:1");
         assert_eq!(classes_short(&["cat".into(), "dog".into()]), "cat,dog");
+    }
+
+    #[test]
+    fn the_allreduce_table_reads_like_nccl_tests() {
+        let row = |bytes: u64, attempt: u32, busbw_gbps: f64| AllReduceRow {
+            bytes,
+            count: bytes / 4,
+            dtype: "float".into(),
+            redop: "sum".into(),
+            time_us: 12.345,
+            algbw_gbps: busbw_gbps,
+            busbw_gbps,
+            wrong: 0,
+            world_size: 2,
+            iters: 50,
+            attempt,
+            collective: 2,
+        };
+        let mut table = AllReduceTable::default();
+        let first = table.lines(&row(8, 1, 0.0));
+        assert_eq!(
+            first,
+            [
+                "#       size         count      type   redop      time   algbw   busbw #wrong",
+                "#        (B)    (elements)                        (us)  (GB/s)  (GB/s)",
+                "           8             2     float     sum     12.35    0.00    0.00      0",
+            ]
+        );
+        assert_eq!(table.lines(&row(1 << 20, 1, 1.5)).len(), 1);
+        // A restarted attempt starts the table again.
+        assert_eq!(table.lines(&row(8, 2, 0.0)).len(), 3);
+        let rows = [row(8, 1, 0.5), row(16, 1, 1.5)];
+        assert_eq!(
+            allreduce_footer(&rows),
+            [
+                "# Out of bounds values : 0 OK",
+                "# Avg bus bandwidth    : 1.0000 GB/s",
+                "# Peak bus bandwidth   : 1.5000 GB/s at 16 B (2 ranks)",
+            ]
+        );
     }
 }
