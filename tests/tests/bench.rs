@@ -88,7 +88,10 @@ fn bench_train_measures_one_and_two_cpu_ranks_and_writes_json_and_a_report() {
             .iter()
             .filter(|e| e["ph"] == "X" && e["pid"] == rank)
             .collect();
-        assert!(!slices.is_empty() && slices.len().is_multiple_of(6), "rank {rank}");
+        assert!(
+            !slices.is_empty() && slices.len().is_multiple_of(6),
+            "rank {rank}"
+        );
         assert!(slices[0]["name"].as_str().unwrap().starts_with("step "));
         assert_eq!(slices[4]["name"], "allreduce");
     }
