@@ -181,10 +181,10 @@ fn progress_cell(job: &Job, spec: &JobSpec) -> String {
 }
 
 fn result_cell(job: &Job) -> String {
-    if let Some(peak) = peak_busbw(job)
+    if let Some(result) = sweep_result(job)
         && job.error.is_empty()
     {
-        format!("peak busbw {:.3} GB/s", peak.busbw_gbps)
+        result
     } else if !job.model_version.is_empty() {
         job.model_version.clone()
     } else if !job.error.is_empty() {
@@ -198,11 +198,18 @@ fn result_cell(job: &Job) -> String {
     }
 }
 
-/// The row of a sweep with the highest bus bandwidth.
-pub fn peak_busbw(job: &Job) -> Option<&AllReduceRow> {
-    job.allreduce_rows
-        .iter()
-        .max_by(|a, b| a.busbw_gbps.total_cmp(&b.busbw_gbps))
+/// A sweep's result in a few words: its peak bus bandwidth, or for one
+/// rank (whose busbw is 0 by definition) its peak algorithm bandwidth.
+fn sweep_result(job: &Job) -> Option<String> {
+    let peak =
+        |f: fn(&AllReduceRow) -> f64| job.allreduce_rows.iter().map(f).max_by(f64::total_cmp);
+    match job.allreduce_rows.first()?.world_size {
+        1 => Some(format!(
+            "1 rank: peak algbw {:.3} GB/s",
+            peak(|r| r.algbw_gbps)?
+        )),
+        _ => Some(format!("peak busbw {:.3} GB/s", peak(|r| r.busbw_gbps)?)),
+    }
 }
 
 /// A one-line summary of a spec: `synthetic → resnet18/cam, fit_one_cycle 3 epochs, lr 0.001, ...`.

@@ -137,10 +137,11 @@ pub fn allreduce_footer(rows: &[AllReduceRow]) -> Vec<String> {
         .max_by(|a, b| a.busbw_gbps.total_cmp(&b.busbw_gbps))
     {
         lines.push(format!(
-            "# Peak bus bandwidth   : {:.4} GB/s at {} ({} ranks)",
+            "# Peak bus bandwidth   : {:.4} GB/s at {} ({} rank{})",
             peak.busbw_gbps,
             format_bytes(peak.bytes),
-            peak.world_size
+            peak.world_size,
+            if peak.world_size == 1 { "" } else { "s" }
         ));
     }
     lines

@@ -11,12 +11,16 @@
 //! printed as they come. The job succeeds without registering anything.
 //!
 //! ```text
-//! $ ctl bench allreduce --ranks 2 --max-bytes 1M --report bench/allreduce
-//! # all-reduce, 2 ranks (2 × cpu), ring, in place, float sum; ...
+//! $ ctl bench allreduce --ranks 2 --report bench/allreduce
+//! # all-reduce, 2 ranks (2 × cpu), ring, in place, float sum; time = the slowest rank's mean µs per call; busbw = algbw · 2(n−1)/n
 //! #       size         count      type   redop      time   algbw   busbw #wrong
 //! #        (B)    (elements)                        (us)  (GB/s)  (GB/s)
-//!            8             2     float     sum     81.19    0.00    0.00      0
+//!            8             2     float     sum     27.07    0.00    0.00      0
 //! ...
+//!     67108864      16777216     float     sum  50188.60    1.34    1.34      0
+//! # Out of bounds values : 0 OK
+//! # Avg bus bandwidth    : 0.6888 GB/s
+//! # Peak bus bandwidth   : 2.0075 GB/s at 512.0 KiB (2 ranks)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -279,7 +283,7 @@ impl AllreduceReport {
              `time` is the slowest rank's mean µs per call; `algbw = size / time`, \
              `busbw = algbw · 2(n−1)/n` (nccl-tests' definitions).\n\n```text\n{}```\n\n\
              ![bus bandwidth against message size](busbw.svg)\n",
-            self.workload(),
+            self.workload().trim_start_matches("# "),
             self.job_id,
             format_bytes(self.min_bytes),
             format_bytes(self.max_bytes),
