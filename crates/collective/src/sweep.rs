@@ -7,8 +7,10 @@
 //! runs `warmup` untimed all-reduces and, after a barrier, `iters` timed
 //! ones; its time is the mean per call. One more small all-reduce gathers
 //! every rank's time and wrong count, so every rank knows the slowest
-//! rank's time (nccl-tests reports the max over ranks too) and the total
-//! of wrong elements. As in nccl-tests, `algbw = size / time` and
+//! rank's time, the mean over ranks and the total of wrong elements. The
+//! row's time is the slowest rank's (nccl-tests' `-a 3`; its default `-a 1`
+//! averages over ranks, kept as [`SweepRow::mean_time_us`]): a collective
+//! is as fast as its slowest member. As in nccl-tests, `algbw = size / time` and
 //! `busbw = algbw · 2(n−1)/n` ([`algbw`], [`busbw`]): the bytes each rank's
 //! links carry in a bandwidth-optimal ring, comparable across group sizes.
 //!
@@ -65,6 +67,8 @@ pub struct SweepRow {
     pub size: SweepSize,
     /// Microseconds per all-reduce on the slowest rank.
     pub time_us: f64,
+    /// Microseconds per all-reduce, the mean over ranks.
+    pub mean_time_us: f64,
     /// Elements whose checked sum was wrong, over all ranks.
     pub wrong: u64,
     /// Ranks in the group.
@@ -176,6 +180,7 @@ fn measure(comm: &mut dyn Communicator, size: SweepSize, warmup: u32) -> Result<
     Ok(SweepRow {
         size,
         time_us: all[..world].iter().copied().fold(0.0, f64::max),
+        mean_time_us: all[..world].iter().sum::<f64>() / world as f64,
         wrong: all[world..].iter().sum::<f64>() as u64,
         world_size: world,
     })
@@ -309,6 +314,7 @@ mod tests {
         for row in &rows[0] {
             assert_eq!(row.wrong, 0, "{row:?}");
             assert!(row.time_us > 0.0 && row.busbw() > 0.0, "{row:?}");
+            assert!(row.mean_time_us <= row.time_us, "{row:?}");
             assert_eq!(row.world_size, 3);
         }
         // Every rank agreed on the slowest rank's time.

@@ -542,6 +542,7 @@ mod tests {
             iters: 50,
             attempt,
             collective: 2,
+            mean_time_us: 12.0,
         };
         let mut table = AllReduceTable::default();
         let first = table.lines(&row(8, 1, 0.0));

@@ -312,6 +312,7 @@ pub fn run_sweep(
                     dtype: SWEEP_DTYPE.into(),
                     redop: SWEEP_REDOP.into(),
                     time_us: row.time_us,
+                    mean_time_us: row.mean_time_us,
                     algbw_gbps: row.algbw(),
                     busbw_gbps: row.busbw(),
                     wrong: row.wrong,

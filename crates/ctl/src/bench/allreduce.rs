@@ -280,7 +280,8 @@ impl AllreduceReport {
     pub fn markdown(&self) -> String {
         format!(
             "# All-reduce bandwidth\n\n{}\n\nJob `{}`; {} … {}, warm-up {} per size, iters {}. \
-             `time` is the slowest rank's mean µs per call; `algbw = size / time`, \
+             `time` is the slowest rank's mean µs per call (nccl-tests' `-a 3`; the JSON's \
+             `mean_time_us` is the mean over ranks, its default `-a 1`); `algbw = size / time`, \
              `busbw = algbw · 2(n−1)/n` (nccl-tests' definitions).\n\n```text\n{}```\n\n\
              ![bus bandwidth against message size](busbw.svg)\n",
             self.workload().trim_start_matches("# "),
@@ -558,6 +559,7 @@ mod tests {
             iters: 5,
             attempt: 1,
             collective: CollectiveBackend::Ring as i32,
+            mean_time_us: 9.0,
         };
         let spec = JobSpec {
             collective_bench: Some(CollectiveBench {
