@@ -16,6 +16,8 @@
 //! sizes.
 
 use anyhow::{Context, ensure};
+use camshaft_collective::sweep;
+pub use camshaft_collective::sweep::{busbw, count_wrong, pattern};
 use camshaft_collective::{Communicator, ReduceOp};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
@@ -137,16 +139,11 @@ impl SizeTiming {
     }
 }
 
-/// nccl-tests' algorithm bandwidth in GB/s: message bytes per second.
+/// nccl-tests' algorithm bandwidth in GB/s: message bytes per second (the
+/// definition `ctl bench allreduce` uses too, from
+/// `camshaft_collective::sweep`).
 pub fn algbw(bytes: usize, time_us: f64) -> f64 {
-    bytes as f64 / (time_us * 1e-6) / 1e9
-}
-
-/// nccl-tests' bus bandwidth of an all-reduce of `ranks`:
-/// `algbw · 2(n−1)/n`, what each rank's links carry in a ring.
-pub fn busbw(algbw: f64, ranks: usize) -> f64 {
-    let n = ranks as f64;
-    algbw * 2.0 * (n - 1.0) / n
+    sweep::algbw(bytes as u64, time_us)
 }
 
 impl AllreduceArgs {
@@ -270,40 +267,6 @@ fn measure_size(
         samples_us,
         wrong,
     })
-}
-
-/// Rank `rank`'s contribution to the checked sum: element `i` is
-/// `h(i) + rank + 1`, where `h(i)` (0..16) is a multiplicative hash of the
-/// index, so a chunk summed twice, skipped or put in the wrong place changes
-/// the result (small integers: exact in bf16 and f16 too).
-pub fn pattern(count: i64, rank: usize, kind: Kind, device: Device) -> anyhow::Result<Tensor> {
-    Ok(index_hash(count, device)?
-        .f_add_scalar(rank as i64 + 1)?
-        .f_to_kind(kind)?)
-}
-
-/// `h(i)` for `i` in `0..count`: Knuth's multiplicative hash, top 4 bits.
-fn index_hash(count: i64, device: Device) -> anyhow::Result<Tensor> {
-    Ok(Tensor::f_arange(count, (Kind::Int64, device))?
-        .f_mul_scalar(2_654_435_761i64)?
-        .f_remainder(1i64 << 32)?
-        .f_floor_divide_scalar(1i64 << 28)?)
-}
-
-/// Elements of an all-reduced [`pattern`] of `ranks` ranks that differ
-/// from the exact sum `n · h(i) + n(n+1)/2`.
-pub fn count_wrong(sum: &Tensor, ranks: usize) -> anyhow::Result<u64> {
-    let n = ranks as i64;
-    let expected = index_hash(sum.numel() as i64, sum.device())?
-        .f_mul_scalar(n)?
-        .f_add_scalar(n * (n + 1) / 2)?
-        .f_to_kind(Kind::Double)?;
-    let wrong = sum
-        .f_to_kind(Kind::Double)?
-        .f_ne_tensor(&expected)?
-        .f_sum(Kind::Int64)?
-        .f_int64_value(&[])?;
-    Ok(u64::try_from(wrong)?)
 }
 
 /// The nccl-tests table of both sides, one row per size, with the ratio of

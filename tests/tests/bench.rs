@@ -88,7 +88,10 @@ fn bench_train_measures_one_and_two_cpu_ranks_and_writes_json_and_a_report() {
             .iter()
             .filter(|e| e["ph"] == "X" && e["pid"] == rank)
             .collect();
-        assert!(!slices.is_empty() && slices.len() % 6 == 0, "rank {rank}");
+        assert!(
+            !slices.is_empty() && slices.len().is_multiple_of(6),
+            "rank {rank}"
+        );
         assert!(slices[0]["name"].as_str().unwrap().starts_with("step "));
         assert_eq!(slices[4]["name"], "allreduce");
     }
@@ -240,5 +243,128 @@ fn bench_explain_measures_every_size_and_client_count() {
         .ctl(&["bench", "explain", "--model", "nope", "--seconds", "0.1"])
         .unwrap();
     assert_eq!(missing.status.code(), Some(4), "{missing:?}");
+    cluster.stop().unwrap();
+}
+
+/// `ctl bench allreduce` on the cluster's own ranks: a 2-rank sweep over
+/// two worker processes (the TCP ring between them) with a row per size,
+/// every sum right, a bandwidth measured, the job SUCCEEDED without a
+/// model, `ctl jobs get` showing the table; then a 1-rank sweep (the ring
+/// of one), and the refusals (exit 2).
+#[test]
+fn bench_allreduce_sweeps_every_size_on_one_and_two_cpu_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("cluster"), &[]).unwrap();
+    cluster.add_worker(2).unwrap();
+
+    let json = dir.path().join("allreduce.json");
+    let report = dir.path().join("report");
+    let out = cluster
+        .ctl_ok(&[
+            "bench",
+            "allreduce",
+            "--ranks",
+            "2",
+            "--max-bytes",
+            "1M",
+            "--iters",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(
+        out.contains("#wrong") && out.contains("2 ranks (2 × cpu), ring"),
+        "{out}"
+    );
+    assert!(out.contains("# Out of bounds values : 0 OK"), "{out}");
+
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = value["rows"].as_array().unwrap();
+    let sizes: Vec<u64> = rows.iter().map(|r| r["bytes"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (3..=20).map(|p| 1u64 << p).collect();
+    assert_eq!(sizes, expected, "8 B doubling to 1 MiB");
+    for row in rows {
+        assert_eq!(row["wrong"], 0, "{row}");
+        assert_eq!(row["world_size"], 2, "{row}");
+        assert_eq!(
+            row["count"].as_u64().unwrap() * 4,
+            row["bytes"].as_u64().unwrap()
+        );
+        assert!(row["busbw_gbps"].as_f64().unwrap() > 0.0, "{row}");
+        let (slowest, mean) = (row["time_us"].as_f64(), row["mean_time_us"].as_f64());
+        assert!(mean.unwrap() > 0.0 && mean <= slowest, "{row}");
+    }
+    assert_eq!(value["collective"], "ring");
+    assert!(value["peak_busbw_gbps"].as_f64().unwrap() > 0.0);
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("busbw.svg"), "{markdown}");
+    let svg = std::fs::read_to_string(report.join("busbw.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+
+    // The job succeeded, registered nothing, and reads as a sweep.
+    let job = value["job_id"].as_str().unwrap();
+    let got = cluster.ctl_ok(&["jobs", "get", job]).unwrap();
+    assert!(got.contains("state:    succeeded"), "{got}");
+    assert!(
+        got.contains("18/18 sizes") && got.contains("all-reduce sweep"),
+        "{got}"
+    );
+    assert!(got.contains("   1048576 "), "{got}");
+    let listed = cluster.ctl_ok(&["jobs", "list"]).unwrap();
+    assert!(
+        listed.contains("allreduce") && listed.contains("peak busbw"),
+        "{listed}"
+    );
+    let models = cluster.ctl_ok(&["models", "list"]).unwrap();
+    assert!(!models.contains("allreduce"), "{models}");
+
+    // One rank: the real (trivial) ring of one; nccl-tests' busbw is 0 there.
+    let single = dir.path().join("single.json");
+    cluster
+        .ctl_ok(&[
+            "bench",
+            "allreduce",
+            "--ranks",
+            "1",
+            "--max-bytes",
+            "64K",
+            "--json",
+            single.to_str().unwrap(),
+        ])
+        .unwrap();
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&single).unwrap()).unwrap();
+    let rows = value["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 14, "8 B doubling to 64 KiB");
+    for row in rows {
+        assert_eq!(
+            (row["wrong"].as_u64(), row["world_size"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert!(row["algbw_gbps"].as_f64().unwrap() > 0.0, "{row}");
+        assert_eq!(row["busbw_gbps"].as_f64(), Some(0.0), "{row}");
+    }
+
+    // Refused up front (exit 2): more ranks than the cluster has, bad sizes.
+    let refused = cluster
+        .ctl(&["bench", "allreduce", "--ranks", "3", "--device", "cpu"])
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--ranks asks for 3"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let too_big = cluster
+        .ctl(&["bench", "allreduce", "--max-bytes", "2G"])
+        .unwrap();
+    assert_eq!(too_big.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("at most 1G"));
     cluster.stop().unwrap();
 }

@@ -23,6 +23,9 @@
 //!   the crate never links it, builds without CUDA, and a missing library or
 //!   GPU is an [`Error`], never a panic. NCCL runs on the legacy default stream,
 //!   libtorch's current stream unless code changes it.
+//! - [`sweep`]: an all-reduce bandwidth sweep over any communicator, with
+//!   nccl-tests' `#wrong` check and `algbw`/`busbw` definitions (what
+//!   `ctl bench allreduce` runs on a cluster's ranks).
 //! - [`BucketedSync`]: the `camshaft_vision::learner::GradientSync` adapter —
 //!   gradients flattened into buckets of about 25 MiB, averaged per bucket.
 //!
@@ -80,6 +83,7 @@ mod error;
 mod memory;
 mod nccl;
 mod ring;
+pub mod sweep;
 
 use std::time::Duration;
 

@@ -186,6 +186,9 @@ impl Cluster {
     pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<v1::Job> {
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32);
         let spec = spec::complete(spec, seed)?;
+        if let Some(bench) = &spec.collective_bench {
+            self.check_sweep_fits(&spec, bench.max_bytes)?;
+        }
         let json = serde_json::to_value(&spec)
             .map_err(|e| Error::Internal(format!("cannot encode the job spec: {e}")))?;
         let record = self.store.create_job(json).await?;
@@ -200,6 +203,33 @@ impl Cluster {
         self.metrics.jobs_submitted.inc();
         self.schedule_soon();
         Ok(jobs::to_wire(&record, None))
+    }
+
+    /// Refuses an all-reduce sweep whose largest message no known worker's
+    /// device could hold (by the memory the workers registered; a cluster
+    /// that reports none is given the benefit of the doubt).
+    fn check_sweep_fits(&self, spec: &JobSpec, max_bytes: u64) -> Result<()> {
+        let need = spec::sweep_bytes_needed(max_bytes);
+        let cuda =
+            spec.device() == DeviceKind::Cuda || spec.collective() == v1::CollectiveBackend::Nccl;
+        let cpu = spec.device() == DeviceKind::Cpu;
+        let largest = lock(&self.workers)
+            .values()
+            .flat_map(|w| w.info.devices.iter())
+            .filter(|d| match d.kind() {
+                DeviceKind::Cuda => !cpu,
+                _ => !cuda,
+            })
+            .map(|d| d.memory_bytes)
+            .filter(|&m| m > 0)
+            .max();
+        match largest {
+            Some(largest) if largest < need => Err(Error::InvalidArgument(format!(
+                "collective_bench.max_bytes {max_bytes} needs about {need} bytes on each rank's \
+                 device, and the largest device of the cluster's workers has {largest}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// A job by its wire id.
@@ -353,6 +383,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// Records one size of an all-reduce sweep of the current attempt: the
+    /// rows go where a training job's epoch rows go (`history`), and
+    /// [`jobs::to_wire`] shows them as `allreduce_rows`.
+    pub async fn allreduce_row(
+        &self,
+        id: JobId,
+        attempt: u32,
+        mut row: v1::AllReduceRow,
+    ) -> Result<()> {
+        let _guard = self.transitions.lock().await;
+        row.attempt = attempt;
+        let value = serde_json::to_value(&row)
+            .map_err(|e| Error::Internal(format!("cannot encode an all-reduce row: {e}")))?;
+        let mut current = true;
+        let record = self
+            .modify(id, |job| {
+                current = is_current(job, attempt) && jobs::is_collective_bench(job);
+                if current {
+                    job.history.push(value.clone());
+                }
+                Ok(())
+            })
+            .await?;
+        if current {
+            self.log(&record).push(Event::Allreduce(row));
+        }
+        Ok(())
+    }
+
     /// Records a log line of a rank.
     pub fn rank_log(&self, id: JobId, line: v1::LogLine) {
         let log = lock(&self.logs).get(&id).cloned();
@@ -461,10 +520,17 @@ impl Cluster {
         if !is_current(&record, attempt) {
             return Ok(());
         }
-        let registered = self.register_trained(&record, checkpoint_id).await;
+        // An all-reduce sweep has no model: its rows are its result.
+        let bench = jobs::is_collective_bench(&record);
+        let registered = if bench {
+            None
+        } else {
+            Some(self.register_trained(&record, checkpoint_id).await)
+        };
         let (state, error, version) = match registered {
-            Ok(v) => (JobState::Succeeded, None, Some(v)),
-            Err(e) => (
+            None => (JobState::Succeeded, None, None),
+            Some(Ok(v)) => (JobState::Succeeded, None, Some(v)),
+            Some(Err(e)) => (
                 JobState::Failed,
                 Some(format!("registering the trained model failed: {e}")),
                 None,
@@ -499,14 +565,21 @@ impl Cluster {
             log.push(Event::ModelRegistered(v1::ModelRegistered {
                 version: Some(version),
             }));
+        } else if bench {
+            tracing::info!(job_id = %id, sizes = record.history.len(), "all-reduce sweep succeeded");
         } else {
             tracing::error!(job_id = %id, error = ?error, "job failed at registration");
         }
+        let done = if bench {
+            "every size measured"
+        } else {
+            "trained and registered"
+        };
         log.push(Event::StateChanged(v1::JobStateChanged {
             from: v1::JobState::Running as i32,
             to: jobs::wire_state(&record) as i32,
             attempt,
-            reason: error.unwrap_or_else(|| "trained and registered".into()),
+            reason: error.unwrap_or_else(|| done.into()),
             world_size: 0,
         }));
         drop(guard);

@@ -27,6 +27,15 @@ pub fn spec_of(record: &JobRecord) -> JobSpec {
     serde_json::from_value(record.spec.clone()).unwrap_or_default()
 }
 
+/// Whether a record is an all-reduce sweep (`spec.collective_bench`), whose
+/// `history` holds `AllReduceRow`s instead of epoch rows.
+pub fn is_collective_bench(record: &JobRecord) -> bool {
+    record
+        .spec
+        .get("collective_bench")
+        .is_some_and(|b| !b.is_null())
+}
+
 /// The failure kinds charged to `max_failures`.
 pub fn counts_as_failure(kind: FailureKind) -> bool {
     matches!(
@@ -73,6 +82,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
     let running = state == v1::JobState::Running;
     let current = record.attempts.last();
     let (failures_used, membership_changes_used) = budgets_used(record);
+    let bench = is_collective_bench(record);
     v1::Job {
         id: record.id.to_string(),
         spec: Some(spec_of(record)),
@@ -85,11 +95,8 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
         } else {
             0
         },
-        history: record
-            .history
-            .iter()
-            .filter_map(|row| serde_json::from_value(row.clone()).ok())
-            .collect(),
+        history: if bench { Vec::new() } else { rows(record) },
+        allreduce_rows: if bench { rows(record) } else { Vec::new() },
         failures: record
             .attempts
             .iter()
@@ -112,6 +119,15 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
             .unwrap_or_default(),
         epochs_done: last_checkpoint.map_or(0, |(_, epochs)| epochs as u32),
     }
+}
+
+/// The rows of a record's `history` that decode as `T`.
+fn rows<T: serde::de::DeserializeOwned>(record: &JobRecord) -> Vec<T> {
+    record
+        .history
+        .iter()
+        .filter_map(|row| serde_json::from_value(row.clone()).ok())
+        .collect()
 }
 
 /// Whether `event` is the last one of a job (a change to a terminal state).
@@ -154,6 +170,9 @@ impl JobLog {
         }));
         for row in &job.history {
             log.push(Event::Epoch(row.clone()));
+        }
+        for row in &job.allreduce_rows {
+            log.push(Event::Allreduce(row.clone()));
         }
         for failure in &job.failures {
             log.push(Event::Failure(failure.clone()));
@@ -221,5 +240,47 @@ mod tests {
         assert_eq!(rest[0].sequence, 2);
         assert!(is_final(&rest[0]));
         assert!(log.after(2).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_shows_its_rows_as_allreduce_rows_not_epochs() {
+        let row = v1::AllReduceRow {
+            bytes: 8,
+            count: 2,
+            busbw_gbps: 0.5,
+            attempt: 1,
+            ..Default::default()
+        };
+        let spec = JobSpec {
+            collective_bench: Some(v1::CollectiveBench::default()),
+            ..Default::default()
+        };
+        let record = JobRecord {
+            id: camshaft_store::JobId(3),
+            spec: serde_json::to_value(&spec).unwrap(),
+            state: JobState::Succeeded,
+            attempts: Vec::new(),
+            history: vec![serde_json::to_value(&row).unwrap()],
+            model_version: None,
+            error: None,
+            created_ms: 0,
+            updated_ms: 0,
+            revision: 0,
+        };
+        assert!(is_collective_bench(&record));
+        let job = to_wire(&record, None);
+        assert_eq!(job.allreduce_rows, std::slice::from_ref(&row));
+        assert!(job.history.is_empty() && job.model_version.is_empty());
+        let replayed = JobLog::from_record(&record).after(0);
+        assert!(
+            replayed
+                .iter()
+                .any(|e| e.event == Some(Event::Allreduce(row.clone())))
+        );
+        let training = JobRecord {
+            spec: serde_json::to_value(JobSpec::default()).unwrap(),
+            ..record
+        };
+        assert!(!is_collective_bench(&training));
     }
 }

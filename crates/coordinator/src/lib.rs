@@ -37,7 +37,13 @@
 //! checkpoints through `WorkerLink.PutCheckpoint`; when every rank sent
 //! `TaskDone`, the coordinator takes rank 0's final checkpoint, registers
 //! its weights as `name:N` with `latest` (and the spec's aliases) and
-//! lineage, and the job SUCCEEDS. A `TaskFailed` or a lost worker (its
+//! lineage, and the job SUCCEEDS. An all-reduce sweep
+//! (`JobSpec.collective_bench`, `ctl bench allreduce`) gets its group the
+//! same way, but rank 0 reports `AllReduceReport` rows instead of epochs
+//! (kept in the record's history, shown as `Job.allreduce_rows`, streamed
+//! as `Allreduce` events), and it SUCCEEDS with nothing to register; its
+//! largest message is refused on submit when no known worker's device could
+//! hold it. A `TaskFailed` or a lost worker (its
 //! stream ended or was silent past the lease TTL) fails the attempt: the
 //! other workers are told to cancel, and the job goes back to the queue
 //! (RESTARTING) while `max_failures` lasts and the failure is retryable,

@@ -547,6 +547,11 @@ async fn handle(
             let row = report.metrics.unwrap_or_default();
             cluster.epoch_done(job, report.attempt, row).await?;
         }
+        FromWorker::AllreduceReport(report) => {
+            let job = parse_job_id(&report.job_id)?;
+            let row = report.row.unwrap_or_default();
+            cluster.allreduce_row(job, report.attempt, row).await?;
+        }
         FromWorker::CheckpointWritten(c) => {
             tracing::info!(job_id = %c.job_id, checkpoint = %c.checkpoint_id, epochs_done = c.epochs_done, "checkpoint written");
         }

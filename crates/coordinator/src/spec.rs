@@ -23,6 +23,9 @@ fn invalid(reason: impl Into<String>) -> Error {
 /// `spec` with every default applied, or the first thing wrong with it.
 /// `random_seed` is recorded as the seed when the spec has none.
 pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
+    if spec.collective_bench.is_some() {
+        return complete_collective_bench(spec);
+    }
     let dataset = spec.dataset.get_or_insert_with(Default::default);
     let kind: DatasetKind = names::known("dataset kind", dataset.kind)?;
     if kind == DatasetKind::Unspecified {
@@ -236,6 +239,116 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     Ok(spec)
 }
 
+/// Largest message of an all-reduce sweep, 1 GiB (nccl-tests' usual `-e`;
+/// `camshaft_collective::sweep::MAX_SWEEP_BYTES`, which the coordinator,
+/// linking no libtorch, does not import).
+pub const MAX_SWEEP_BYTES: u64 = 1 << 30;
+/// Smallest message of an all-reduce sweep: one float32.
+pub const MIN_SWEEP_BYTES: u64 = 4;
+/// Most timed (or warm-up) all-reduces per size of a sweep.
+const MAX_SWEEP_ITERS: u32 = 10_000;
+
+/// Bytes a rank of a sweep of `max_bytes` messages needs on its device, about:
+/// the checked sum is built and compared in int64 and float64 (2 bytes of
+/// those per message byte, a few at once), then a float32 buffer is timed.
+pub fn sweep_bytes_needed(max_bytes: u64) -> u64 {
+    6 * max_bytes
+}
+
+/// An all-reduce sweep's spec (`collective_bench` set) with its defaults,
+/// or the first thing wrong with it. The group fields mean what they mean
+/// for training; the training fields must be left unset.
+fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
+    let training_field = [
+        (spec.dataset.is_some(), "dataset"),
+        (spec.arch != 0, "arch"),
+        (spec.head != 0, "head"),
+        (spec.epochs != 0, "epochs"),
+        (spec.fine_tune, "fine_tune"),
+        (spec.pretrained != 0, "pretrained"),
+        (!spec.aliases.is_empty(), "aliases"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name));
+    if let Some(name) = training_field {
+        return Err(invalid(format!(
+            "{name} is a training field; an all-reduce sweep (collective_bench) trains nothing"
+        )));
+    }
+    let bench = spec.collective_bench.get_or_insert_with(Default::default);
+    if bench.min_bytes == 0 {
+        bench.min_bytes = 8;
+    }
+    if bench.max_bytes == 0 {
+        bench.max_bytes = 64 << 20;
+    }
+    if bench.min_bytes < MIN_SWEEP_BYTES {
+        return Err(invalid(format!(
+            "collective_bench.min_bytes must be at least {MIN_SWEEP_BYTES} (one float32), not {}",
+            bench.min_bytes
+        )));
+    }
+    if bench.max_bytes > MAX_SWEEP_BYTES {
+        return Err(invalid(format!(
+            "collective_bench.max_bytes must be at most 1 GiB ({MAX_SWEEP_BYTES} bytes), not {}",
+            bench.max_bytes
+        )));
+    }
+    if bench.min_bytes > bench.max_bytes {
+        return Err(invalid(format!(
+            "collective_bench.min_bytes {} is above max_bytes {}",
+            bench.min_bytes, bench.max_bytes
+        )));
+    }
+    if bench.iters > MAX_SWEEP_ITERS {
+        return Err(invalid(format!(
+            "collective_bench.iters must be at most {MAX_SWEEP_ITERS}, not {}",
+            bench.iters
+        )));
+    }
+    let warmup = *bench.warmup.get_or_insert(5);
+    if warmup > MAX_SWEEP_ITERS {
+        return Err(invalid(format!(
+            "collective_bench.warmup must be at most {MAX_SWEEP_ITERS}, not {warmup}"
+        )));
+    }
+
+    if spec.workers == 0 {
+        spec.workers = 1;
+    }
+    if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
+        return Err(invalid(format!(
+            "workers and gpus_per_worker must be at most {MAX_WORKERS}"
+        )));
+    }
+    // A sweep on fewer ranks than asked measures something else.
+    if spec.min_workers == 0 {
+        spec.min_workers = spec.workers;
+    }
+    if spec.min_workers != spec.workers {
+        return Err(invalid(format!(
+            "an all-reduce sweep runs on exactly its {} workers; min_workers {} is not that",
+            spec.workers, spec.min_workers
+        )));
+    }
+    let device: DeviceKind = names::known("device", spec.device)?;
+    let collective: CollectiveBackend = names::known("collective", spec.collective)?;
+    if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
+        return Err(invalid("the nccl collective needs CUDA devices, not cpu"));
+    }
+    // A failed sweep is reported, not re-run, unless the client asks.
+    spec.max_failures.get_or_insert(0);
+    spec.max_membership_changes.get_or_insert(0);
+    if spec.collective_timeout_ms == 0 {
+        spec.collective_timeout_ms = 60_000;
+    }
+    if spec.name.is_empty() {
+        spec.name = "allreduce".to_string();
+    }
+    validate_name(&spec.name)?;
+    Ok(spec)
+}
+
 /// A short description of the data set for lineage: `kind` or `kind:dir`.
 pub fn dataset_label(spec: &JobSpec) -> String {
     let Some(d) = &spec.dataset else {
@@ -252,7 +365,7 @@ pub fn dataset_label(spec: &JobSpec) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use camshaft_proto::v1::DatasetSpec;
+    use camshaft_proto::v1::{CollectiveBench, DatasetSpec};
 
     use super::*;
 
@@ -414,5 +527,63 @@ mod tests {
             ..minimal()
         };
         assert!(refused(folder).contains("data_dir"));
+    }
+
+    fn sweep(bench: CollectiveBench) -> JobSpec {
+        JobSpec {
+            collective_bench: Some(bench),
+            workers: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sweep_gets_its_defaults_and_no_training_ones() {
+        let spec = complete(sweep(CollectiveBench::default()), 7).unwrap();
+        let bench = spec.collective_bench.unwrap();
+        assert_eq!((bench.min_bytes, bench.max_bytes), (8, 64 << 20));
+        assert_eq!((bench.iters, bench.warmup), (0, Some(5)));
+        assert_eq!((spec.workers, spec.min_workers), (2, 2));
+        assert_eq!(spec.max_failures, Some(0));
+        assert_eq!(spec.collective_timeout_ms, 60_000);
+        assert_eq!(spec.name, "allreduce");
+        assert!(spec.dataset.is_none() && spec.epochs == 0 && spec.seed.is_none());
+    }
+
+    #[test]
+    fn bad_sweeps_say_what_is_wrong() {
+        let bytes = |min_bytes, max_bytes| {
+            refused(sweep(CollectiveBench {
+                min_bytes,
+                max_bytes,
+                ..Default::default()
+            }))
+        };
+        assert!(bytes(2, 0).contains("min_bytes must be at least 4"));
+        assert!(bytes(0, (1 << 30) + 1).contains("at most 1 GiB"));
+        assert!(bytes(1 << 20, 1024).contains("above max_bytes 1024"));
+        assert!(
+            refused(sweep(CollectiveBench {
+                iters: 1_000_000,
+                ..Default::default()
+            }))
+            .contains("iters must be at most")
+        );
+        let training = JobSpec {
+            epochs: 3,
+            ..sweep(CollectiveBench::default())
+        };
+        assert!(refused(training).contains("epochs is a training field"));
+        let fewer = JobSpec {
+            min_workers: 1,
+            ..sweep(CollectiveBench::default())
+        };
+        assert!(refused(fewer).contains("exactly its 2 workers"));
+        let nccl_on_cpu = JobSpec {
+            device: DeviceKind::Cpu as i32,
+            collective: CollectiveBackend::Nccl as i32,
+            ..sweep(CollectiveBench::default())
+        };
+        assert!(refused(nccl_on_cpu).contains("nccl collective needs CUDA"));
     }
 }

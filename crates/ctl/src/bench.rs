@@ -17,8 +17,14 @@
 //!   images/s, requests/s and p50/p90/p99 latency per image size and number
 //!   of concurrent clients.
 //!
-//! Each job is cancelled as soon as its last needed epoch is in, so a
-//! benchmark registers no model versions; Ctrl-C cancels the running job too
+//! - `ctl bench allreduce` ([`allreduce`](mod@allreduce)) runs one job
+//!   whose ranks sweep all-reduce message sizes on the cluster's own
+//!   communicator (ring or NCCL) instead of training, and prints
+//!   nccl-tests' table (size, count, type, redop, time, algbw, busbw,
+//!   #wrong) as the rows arrive.
+//!
+//! Each training job is cancelled as soon as its last needed epoch is in,
+//! so a benchmark registers no model versions (a sweep has none); Ctrl-C cancels the running job too
 //! (exit code 130). A cluster with fewer ranks than asked is refused before
 //! anything is submitted (exit code 2). Results: a table on stdout, progress
 //! on stderr, `--json FILE`, and for `train` `--report DIR` ([`report`]).
@@ -31,8 +37,10 @@
 //! 2      2 × cpu  1296.8    990.9–1587.4  648.4     0.49        1.65 s      j-3,j-4
 //! $ ctl bench time-to-accuracy --model resnet18 --dataset cifar10 --target 0.94 --max-epochs 30
 //! $ ctl bench explain --model synthetic --clients 1,8 --size 224 --seconds 5 --report bench/
+//! $ ctl bench allreduce --ranks 2 --max-bytes 1M --json allreduce.json
 //! ```
 
+pub mod allreduce;
 pub mod explain;
 pub mod placement;
 pub mod report;
@@ -69,6 +77,9 @@ pub enum BenchCommand {
     TimeToAccuracy(TimeToAccuracyArgs),
     /// Explainer images/s and latency for each number of concurrent clients.
     Explain(explain::ExplainBenchArgs),
+    /// All-reduce algorithm and bus bandwidth per message size on the
+    /// cluster's ranks and communicator (nccl-tests' all_reduce_perf table).
+    Allreduce(allreduce::AllreduceArgs),
 }
 
 /// `ctl bench train`.
@@ -357,6 +368,9 @@ pub async fn run(servers: &Servers, command: BenchCommand) -> anyhow::Result<()>
         }
         BenchCommand::Explain(args) => {
             explain::run(servers, explain::ExplainBench::from_args(args)?).await
+        }
+        BenchCommand::Allreduce(args) => {
+            allreduce::run(servers, allreduce::AllreduceBench::from_args(args)?).await
         }
     }
 }

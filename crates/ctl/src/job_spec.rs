@@ -423,6 +423,7 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
         collective_timeout_ms: 0,
         aliases: options.aliases.clone(),
         profile_steps: training.profile_steps,
+        collective_bench: None,
     })
 }
 

@@ -3,9 +3,11 @@
 use std::path::Path;
 
 use anyhow::Context;
+use camshaft_collective::sweep::SweepConfig;
 use camshaft_proto::v1::{
-    Arch, CancelJobRequest, DatasetKind, EpochMetrics, GetJobRequest, Head, Job, JobSpec, JobState,
-    ListJobsRequest, PretrainedSource, SubmitJobRequest,
+    AllReduceRow, Arch, CancelJobRequest, CollectiveBackend, CollectiveBench, DatasetKind,
+    DeviceKind, EpochMetrics, GetJobRequest, Head, Job, JobSpec, JobState, ListJobsRequest,
+    PretrainedSource, SubmitJobRequest,
 };
 
 use crate::cli::{JobsCommand, SubmitJobArgs};
@@ -13,7 +15,10 @@ use crate::client::Servers;
 use crate::console;
 use crate::error::{CallError, InputError};
 use crate::job_spec::{JobOptions, build_job_spec};
-use crate::output::{Table, failure_line, format_age, format_utc, state_name};
+use crate::output::{
+    AllReduceTable, Table, allreduce_footer, failure_line, format_age, format_bytes, format_utc,
+    state_name,
+};
 use crate::trace::StepBreakdown;
 use crate::watch;
 
@@ -101,7 +106,7 @@ async fn list(servers: &Servers, states: &[String], json: bool) -> anyhow::Resul
             },
             dataset_name(&spec),
             model_name(&spec),
-            format!("{}/{}", job.epochs_done, planned_epochs(&spec)),
+            progress_cell(job, &spec),
             job.attempt.to_string(),
             format!("{} ago", format_age(now, job.created_unix_ms)),
             result_cell(job),
@@ -127,8 +132,12 @@ pub fn dataset_name(spec: &JobSpec) -> String {
     }
 }
 
-/// Body and head of a spec: `resnet34/cam` (`-` for what is unset).
+/// Body and head of a spec: `resnet34/cam` (`-` for what is unset);
+/// `allreduce` for an all-reduce sweep, which has no model.
 pub fn model_name(spec: &JobSpec) -> String {
+    if spec.collective_bench.is_some() {
+        return "allreduce".into();
+    }
     let arch = match Arch::try_from(spec.arch) {
         Ok(Arch::Unspecified) | Err(_) => "-",
         Ok(arch) => arch.short_name(),
@@ -149,8 +158,34 @@ pub fn planned_epochs(spec: &JobSpec) -> u32 {
     }
 }
 
+/// Sizes of an all-reduce sweep's spec: nccl-tests' doubling from min to
+/// max bytes, in whole float32 elements.
+pub fn sweep_sizes(bench: &CollectiveBench) -> u32 {
+    SweepConfig {
+        min_bytes: bench.min_bytes,
+        max_bytes: bench.max_bytes,
+        iters: None,
+        warmup: 0,
+    }
+    .sizes()
+    .len() as u32
+}
+
+/// The EPOCHS cell of `ctl jobs list`: epochs done of planned, or sizes
+/// measured of the sweep's.
+fn progress_cell(job: &Job, spec: &JobSpec) -> String {
+    match &spec.collective_bench {
+        Some(bench) => format!("{}/{} sizes", job.allreduce_rows.len(), sweep_sizes(bench)),
+        None => format!("{}/{}", job.epochs_done, planned_epochs(spec)),
+    }
+}
+
 fn result_cell(job: &Job) -> String {
-    if !job.model_version.is_empty() {
+    if let Some(result) = sweep_result(job)
+        && job.error.is_empty()
+    {
+        result
+    } else if !job.model_version.is_empty() {
         job.model_version.clone()
     } else if !job.error.is_empty() {
         let mut error: String = job.error.chars().take(60).collect();
@@ -163,8 +198,25 @@ fn result_cell(job: &Job) -> String {
     }
 }
 
+/// A sweep's result in a few words: its peak bus bandwidth, or for one
+/// rank (whose busbw is 0 by definition) its peak algorithm bandwidth.
+fn sweep_result(job: &Job) -> Option<String> {
+    let peak =
+        |f: fn(&AllReduceRow) -> f64| job.allreduce_rows.iter().map(f).max_by(f64::total_cmp);
+    match job.allreduce_rows.first()?.world_size {
+        1 => Some(format!(
+            "1 rank: peak algbw {:.3} GB/s",
+            peak(|r| r.algbw_gbps)?
+        )),
+        _ => Some(format!("peak busbw {:.3} GB/s", peak(|r| r.busbw_gbps)?)),
+    }
+}
+
 /// A one-line summary of a spec: `synthetic → resnet18/cam, fit_one_cycle 3 epochs, lr 0.001, ...`.
 pub fn spec_summary(spec: &JobSpec) -> String {
+    if let Some(bench) = &spec.collective_bench {
+        return sweep_summary(spec, bench);
+    }
     let mut parts = vec![format!("{} → {}", dataset_name(spec), model_name(spec))];
     if spec.fine_tune {
         parts.push(format!(
@@ -202,6 +254,34 @@ pub fn spec_summary(spec: &JobSpec) -> String {
     parts.join(", ")
 }
 
+/// `all-reduce sweep 8 B … 1.0 MiB (18 sizes), float sum, 2 workers, ring`.
+fn sweep_summary(spec: &JobSpec, bench: &CollectiveBench) -> String {
+    let mut parts = vec![format!(
+        "all-reduce sweep {} … {} ({} sizes), float sum",
+        format_bytes(bench.min_bytes),
+        format_bytes(bench.max_bytes),
+        sweep_sizes(bench)
+    )];
+    if bench.iters > 0 {
+        parts.push(format!("{} iters", bench.iters));
+    }
+    parts.push(format!(
+        "{} worker{}",
+        spec.workers,
+        if spec.workers == 1 { "" } else { "s" }
+    ));
+    if spec.gpus_per_worker > 0 {
+        parts.push(format!("{} GPUs each", spec.gpus_per_worker));
+    }
+    if spec.device() != DeviceKind::Unspecified {
+        parts.push(spec.device().short_name().to_string());
+    }
+    if spec.collective() != CollectiveBackend::Unspecified {
+        parts.push(spec.collective().short_name().to_string());
+    }
+    parts.join(", ")
+}
+
 /// The human summary of `ctl jobs get`.
 pub fn job_summary(job: &Job) -> String {
     let mut out = String::new();
@@ -215,7 +295,10 @@ pub fn job_summary(job: &Job) -> String {
         field("spec", spec_summary(spec));
         field(
             "progress",
-            format!("{}/{} epochs", job.epochs_done, planned_epochs(spec)),
+            match &spec.collective_bench {
+                Some(bench) => format!("{}/{} sizes", job.allreduce_rows.len(), sweep_sizes(bench)),
+                None => format!("{}/{} epochs", job.epochs_done, planned_epochs(spec)),
+            },
         );
     }
     field("created", format_utc(job.created_unix_ms));
@@ -252,6 +335,20 @@ pub fn job_summary(job: &Job) -> String {
                 out.push_str(&line);
                 out.push('\n');
             }
+        }
+    }
+    if !job.allreduce_rows.is_empty() {
+        out.push('\n');
+        let mut table = AllReduceTable::default();
+        for row in &job.allreduce_rows {
+            for line in table.lines(row) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+        for line in allreduce_footer(&job.allreduce_rows) {
+            out.push_str(&line);
+            out.push('\n');
         }
     }
     if !job.failures.is_empty() {

@@ -3,8 +3,8 @@
 //! these, so the unit tests pin the exact text scripts rely on.
 
 use camshaft_proto::v1::{
-    Device, DeviceKind, EpochMetrics, FailureKind, JobFailure, JobState, JobStateChanged, LogLine,
-    ModelVersion,
+    AllReduceRow, Device, DeviceKind, EpochMetrics, FailureKind, JobFailure, JobState,
+    JobStateChanged, LogLine, ModelVersion,
 };
 
 /// The header of the epoch table, as fastai prints it.
@@ -65,6 +65,86 @@ impl EpochTable {
         lines.push(epoch_row(metrics));
         lines
     }
+}
+
+/// The two header lines of an all-reduce sweep, nccl-tests'
+/// `all_reduce_perf` columns (its in-place half; no root for an all-reduce).
+pub fn allreduce_header() -> [String; 2] {
+    [
+        format!(
+            "#{:>11} {:>13} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6}",
+            "size", "count", "type", "redop", "time", "algbw", "busbw", "#wrong"
+        ),
+        format!(
+            "#{:>11} {:>13} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6}",
+            "(B)", "(elements)", "", "", "(us)", "(GB/s)", "(GB/s)", ""
+        )
+        .trim_end()
+        .to_string(),
+    ]
+}
+
+/// One row of an all-reduce sweep, as nccl-tests prints it: the time is
+/// the slowest rank's mean, `busbw = algbw · 2(n−1)/n`.
+pub fn allreduce_row(row: &AllReduceRow) -> String {
+    format!(
+        " {:>11} {:>13} {:>9} {:>7} {:>9.2} {:>7.2} {:>7.2} {:>6}",
+        row.bytes,
+        row.count,
+        row.dtype,
+        row.redop,
+        row.time_us,
+        row.algbw_gbps,
+        row.busbw_gbps,
+        row.wrong
+    )
+}
+
+/// Prints a sweep's rows, with the header first and again when a new
+/// attempt starts over.
+#[derive(Debug, Default)]
+pub struct AllReduceTable {
+    attempt: Option<u32>,
+}
+
+impl AllReduceTable {
+    /// The lines to print for `row`.
+    pub fn lines(&mut self, row: &AllReduceRow) -> Vec<String> {
+        let mut lines = Vec::with_capacity(3);
+        if self.attempt != Some(row.attempt) {
+            lines.extend(allreduce_header());
+            self.attempt = Some(row.attempt);
+        }
+        lines.push(allreduce_row(row));
+        lines
+    }
+}
+
+/// The closing lines of a sweep, as nccl-tests ends its table: the number
+/// of wrong elements, the average bus bandwidth, and the peak with its size.
+pub fn allreduce_footer(rows: &[AllReduceRow]) -> Vec<String> {
+    let wrong: u64 = rows.iter().map(|r| r.wrong).sum();
+    let avg = rows.iter().map(|r| r.busbw_gbps).sum::<f64>() / rows.len().max(1) as f64;
+    let mut lines = vec![
+        format!(
+            "# Out of bounds values : {wrong} {}",
+            if wrong == 0 { "OK" } else { "WRONG" }
+        ),
+        format!("# Avg bus bandwidth    : {avg:.4} GB/s"),
+    ];
+    if let Some(peak) = rows
+        .iter()
+        .max_by(|a, b| a.busbw_gbps.total_cmp(&b.busbw_gbps))
+    {
+        lines.push(format!(
+            "# Peak bus bandwidth   : {:.4} GB/s at {} ({} rank{})",
+            peak.busbw_gbps,
+            format_bytes(peak.bytes),
+            peak.world_size,
+            if peak.world_size == 1 { "" } else { "s" }
+        ));
+    }
+    lines
 }
 
 /// A job state's short name (`running`), or the number for one ctl does not know.
@@ -445,5 +525,46 @@ mod tests {
         assert_eq!(device_summary(&gpu), "cuda:1 NVIDIA H100 (80.0 GiB)");
         assert_eq!(devices_short(&[gpu]), "cuda:1");
         assert_eq!(classes_short(&["cat".into(), "dog".into()]), "cat,dog");
+    }
+
+    #[test]
+    fn the_allreduce_table_reads_like_nccl_tests() {
+        let row = |bytes: u64, attempt: u32, busbw_gbps: f64| AllReduceRow {
+            bytes,
+            count: bytes / 4,
+            dtype: "float".into(),
+            redop: "sum".into(),
+            time_us: 12.345,
+            algbw_gbps: busbw_gbps,
+            busbw_gbps,
+            wrong: 0,
+            world_size: 2,
+            iters: 50,
+            attempt,
+            collective: 2,
+            mean_time_us: 12.0,
+        };
+        let mut table = AllReduceTable::default();
+        let first = table.lines(&row(8, 1, 0.0));
+        assert_eq!(
+            first,
+            [
+                "#       size         count      type   redop      time   algbw   busbw #wrong",
+                "#        (B)    (elements)                        (us)  (GB/s)  (GB/s)",
+                "           8             2     float     sum     12.35    0.00    0.00      0",
+            ]
+        );
+        assert_eq!(table.lines(&row(1 << 20, 1, 1.5)).len(), 1);
+        // A restarted attempt starts the table again.
+        assert_eq!(table.lines(&row(8, 2, 0.0)).len(), 3);
+        let rows = [row(8, 1, 0.5), row(16, 1, 1.5)];
+        assert_eq!(
+            allreduce_footer(&rows),
+            [
+                "# Out of bounds values : 0 OK",
+                "# Avg bus bandwidth    : 1.0000 GB/s",
+                "# Peak bus bandwidth   : 1.5000 GB/s at 16 B (2 ranks)",
+            ]
+        );
     }
 }

@@ -14,7 +14,9 @@ use camshaft_proto::v1::{GetJobRequest, JobEvent, JobState, WatchJobRequest};
 use crate::client::Servers;
 use crate::console;
 use crate::error::{AlreadyReported, CallError, EXIT_FAILED, EXIT_INTERRUPTED, Unreachable};
-use crate::output::{EpochTable, failure_line, log_line, registered_line, state_line};
+use crate::output::{
+    AllReduceTable, EpochTable, failure_line, log_line, registered_line, state_line,
+};
 
 /// Reconnection attempts in a row before a watch gives up.
 pub const WATCH_RETRIES: u32 = 8;
@@ -23,6 +25,7 @@ pub const WATCH_RETRIES: u32 = 8;
 #[derive(Debug, Default)]
 pub struct EventPrinter {
     table: EpochTable,
+    allreduce: AllReduceTable,
     last_sequence: u64,
     terminal: Option<JobState>,
     last_reason: String,
@@ -47,6 +50,7 @@ impl EventPrinter {
                 vec![state_line(change)]
             }
             Some(Event::Epoch(metrics)) => self.table.lines(metrics),
+            Some(Event::Allreduce(row)) => self.allreduce.lines(row),
             Some(Event::Log(log)) => vec![log_line(log)],
             Some(Event::ModelRegistered(registered)) => registered
                 .version

@@ -183,10 +183,21 @@ impl RankThread {
 
     fn train(&self) -> Result<task::TaskDone, TaskError> {
         let context = &self.context;
+        let spec = self.assignment.spec.clone().unwrap_or_default();
+        if let Some(bench) = &spec.collective_bench {
+            // Even a group of one forms the real communicator: it is what
+            // the sweep measures.
+            let comm = self.communicator()?;
+            context.metrics.ranks_running.inc();
+            let _running = scopeguard(|| context.metrics.ranks_running.dec());
+            return task::run_sweep(&self.assignment, bench, comm, &|m| context.send(m));
+        }
         let sync: Box<dyn GradientSync> = if self.assignment.world_size <= 1 {
             Box::new(SingleProcess)
         } else {
-            context.metrics.timed(self.communicator()?)
+            let bucket_bytes = spec.bucket_mib.max(1) as usize * 1024 * 1024;
+            let comm = BucketedSync::new(self.communicator()?).with_bucket_bytes(bucket_bytes);
+            context.metrics.timed(Box::new(comm))
         };
         context.metrics.ranks_running.inc();
         let _running = scopeguard(|| context.metrics.ranks_running.dec());
@@ -208,8 +219,8 @@ impl RankThread {
     }
 
     /// Offers this rank's rendezvous data, waits for the group's, and forms
-    /// the communicator.
-    fn communicator(&self) -> Result<Box<dyn GradientSync>, TaskError> {
+    /// the communicator, which a cancel aborts.
+    fn communicator(&self) -> Result<Box<dyn Communicator>, TaskError> {
         let a = &*self.assignment;
         let spec = a.spec.clone().unwrap_or_default();
         let rank = self.rank() as usize;
@@ -219,7 +230,6 @@ impl RankThread {
             session: format!("{}/{}", a.job_id, a.attempt),
             ..CollectiveConfig::default()
         };
-        let bucket_bytes = spec.bucket_mib.max(1) as usize * 1024 * 1024;
         let offer = |nccl_unique_id: Vec<u8>, ring_address: String| {
             self.context.send(Out::RendezvousOffer(v1::RendezvousOffer {
                 job_id: a.job_id.clone(),
@@ -254,7 +264,7 @@ impl RankThread {
                 let comm =
                     NcclCommunicator::new(&nccl, id, rank, world, device.index as usize, config)
                         .map_err(collective)?;
-                Ok(self.bucketed(comm, bucket_bytes))
+                Ok(self.abortable(comm))
             }
             _ => {
                 let host = &self.context.config.ring_host;
@@ -264,16 +274,12 @@ impl RankThread {
                 let comm =
                     RingCommunicator::connect(listener, rank, world, rendezvous.ring_peers, config)
                         .map_err(collective)?;
-                Ok(self.bucketed(comm, bucket_bytes))
+                Ok(self.abortable(comm))
             }
         }
     }
 
-    fn bucketed<C: Communicator + 'static>(
-        &self,
-        comm: C,
-        bucket_bytes: usize,
-    ) -> Box<dyn GradientSync> {
+    fn abortable<C: Communicator + 'static>(&self, comm: C) -> Box<dyn Communicator> {
         self.aborters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -281,7 +287,7 @@ impl RankThread {
         if self.cancel.load(Ordering::Relaxed) {
             comm.aborter().abort();
         }
-        Box::new(BucketedSync::new(comm).with_bucket_bytes(bucket_bytes))
+        Box::new(comm)
     }
 
     /// The coordinator's `Rendezvous`, or an error after the assignment's

@@ -10,7 +10,10 @@
 //! the metadata, weights and optimiser state as a
 //! [`bundle`](camshaft_store::bundle)) — a worker needs no store of its own.
 //! Every rank ends with `TaskDone` or `TaskFailed` (saying why and whether a
-//! retry can help).
+//! retry can help). An all-reduce sweep (`JobSpec.collective_bench`,
+//! [`task::run_sweep`]) forms the same communicator, even for one rank, and
+//! runs `camshaft_collective::sweep` on it instead of training; rank 0
+//! reports one `AllReduceReport` per message size.
 //!
 //! # Main types
 //!

@@ -266,6 +266,75 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     })
 }
 
+/// Runs one rank of an all-reduce sweep (`JobSpec.collective_bench`) on
+/// the group's communicator. Rank 0 reports each size as the group agreed
+/// on it; nothing is checkpointed or registered.
+pub fn run_sweep(
+    assignment: &v1::Assignment,
+    bench: &v1::CollectiveBench,
+    mut comm: Box<dyn camshaft_collective::Communicator>,
+    send: &dyn Fn(Out),
+) -> Result<TaskDone, TaskError> {
+    use camshaft_collective::sweep::{SWEEP_DTYPE, SWEEP_REDOP, SweepConfig};
+    let config = SweepConfig {
+        min_bytes: bench.min_bytes,
+        max_bytes: bench.max_bytes,
+        iters: (bench.iters > 0).then_some(bench.iters),
+        warmup: bench.warmup.unwrap_or(5),
+    };
+    let rank = comm.rank() as u32;
+    if rank == 0 {
+        send(Out::Log(v1::WorkerLog {
+            job_id: assignment.job_id.clone(),
+            rank,
+            level: "info".into(),
+            message: format!(
+                "all-reduce sweep of {} sizes on {:?}, {} ranks",
+                config.sizes().len(),
+                comm.device(),
+                comm.world_size()
+            ),
+        }));
+    }
+    config
+        .run(comm.as_mut(), |row| {
+            if rank != 0 {
+                return;
+            }
+            tracing::info!(job_id = %assignment.job_id, bytes = row.size.bytes, time_us = row.time_us, "all-reduce size measured");
+            send(Out::AllreduceReport(v1::AllReduceReport {
+                job_id: assignment.job_id.clone(),
+                attempt: assignment.attempt,
+                rank,
+                row: Some(v1::AllReduceRow {
+                    bytes: row.size.bytes,
+                    count: row.size.count,
+                    dtype: SWEEP_DTYPE.into(),
+                    redop: SWEEP_REDOP.into(),
+                    time_us: row.time_us,
+                    mean_time_us: row.mean_time_us,
+                    algbw_gbps: row.algbw(),
+                    busbw_gbps: row.busbw(),
+                    wrong: row.wrong,
+                    world_size: row.world_size as u32,
+                    iters: row.size.iters,
+                    attempt: 0,
+                    collective: assignment.backend,
+                }),
+            }));
+        })
+        .map_err(|e| match e {
+            camshaft_collective::Error::Torch(_) | camshaft_collective::Error::Config(_) => {
+                TaskError::fatal(format!("all-reduce sweep: {e}"))
+            }
+            e => TaskError::collective(e.to_string()),
+        })?;
+    Ok(TaskDone {
+        checkpoint_id: String::new(),
+        final_metrics: None,
+    })
+}
+
 fn torch_device(rank: &v1::LocalRank) -> Result<tch::Device, TaskError> {
     let device = rank.device.clone().unwrap_or_default();
     match device.kind() {
