@@ -107,7 +107,7 @@ pub struct ExplainBenchArgs {
 pub enum ImageSource {
     /// These files, read once and sent as they are.
     Files(Vec<PathBuf>),
-    /// [`GENERATED_IMAGES`] JPEGs of each of these sides.
+    /// 16 generated JPEGs of each of these sides.
     Generated(Vec<u32>),
 }
 
