@@ -362,9 +362,10 @@ pub fn job_summary(job: &Job) -> String {
     out
 }
 
-async fn get(servers: &Servers, id: &str, json: bool) -> anyhow::Result<()> {
+/// One job, by id.
+async fn fetch_job(servers: &Servers, id: &str) -> anyhow::Result<Job> {
     let mut client = servers.coordinator().await?;
-    let job = client
+    client
         .get_job(GetJobRequest {
             job_id: id.to_string(),
         })
@@ -372,7 +373,11 @@ async fn get(servers: &Servers, id: &str, json: bool) -> anyhow::Result<()> {
         .map_err(CallError::wrap("coordinator", "GetJob"))?
         .into_inner()
         .job
-        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no job for {id}"))?;
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no job for {id}"))
+}
+
+async fn get(servers: &Servers, id: &str, json: bool) -> anyhow::Result<()> {
+    let job = fetch_job(servers, id).await?;
     if json {
         console::line(serde_json::to_string_pretty(&job)?)
     } else {
@@ -386,16 +391,7 @@ async fn trace(
     epoch: Option<u32>,
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let mut client = servers.coordinator().await?;
-    let job = client
-        .get_job(GetJobRequest {
-            job_id: id.to_string(),
-        })
-        .await
-        .map_err(CallError::wrap("coordinator", "GetJob"))?
-        .into_inner()
-        .job
-        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no job for {id}"))?;
+    let job = fetch_job(servers, id).await?;
     let row = profiled_epoch(&job, epoch)?;
     if let Some(b) = StepBreakdown::of(row) {
         let cells: Vec<String> = crate::trace::PHASES
