@@ -39,6 +39,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::placement::{Placement, RankDevice, place};
+use super::report::{PLOT_SIZE, draw_error};
 use super::{cancel, capacity, interrupt_flag, interrupted};
 use crate::client::Servers;
 use crate::console;
@@ -309,10 +310,6 @@ fn workload(placement: &Placement, collective: &str) -> String {
     )
 }
 
-fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing a plot: {e}")
-}
-
 /// Bus bandwidth against message size, sizes on a log₂ axis.
 pub fn busbw_svg(report: &AllreduceReport) -> anyhow::Result<String> {
     let points: Vec<(f64, f64)> = report
@@ -329,7 +326,7 @@ pub fn busbw_svg(report: &AllreduceReport) -> anyhow::Result<String> {
     let top = points.iter().map(|&(_, y)| y).fold(0.0, f64::max).max(1e-3) * 1.15;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(

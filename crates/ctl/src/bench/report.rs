@@ -495,7 +495,8 @@ pub fn write_report(dir: &Path, report: &TrainReport) -> anyhow::Result<PathBuf>
     write("report.md", report.markdown())
 }
 
-const PLOT_SIZE: (u32, u32) = (720, 440);
+/// Size of every plot, pixels.
+pub(crate) const PLOT_SIZE: (u32, u32) = (720, 440);
 
 /// The x range of a plot of `ranks`: from 0 to a little past the largest.
 fn rank_axis(report: &TrainReport) -> std::ops::Range<f64> {
@@ -508,7 +509,8 @@ fn rank_axis(report: &TrainReport) -> std::ops::Range<f64> {
     0.0..f64::from(most) * 1.1 + 0.5
 }
 
-fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
+/// A plotters error as ours.
+pub(crate) fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing a plot: {e}")
 }
 
