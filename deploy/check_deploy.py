@@ -157,7 +157,7 @@ KNOWN_KEYS = {
     "explainer": {
         "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
         "max_batch", "max_batch_wait_ms", "max_queued_images", "model_replicas",
-        "batch_invariant", "model_cache_size", "device",
+        "batch_invariant", "precision", "model_cache_size", "device",
     } | SECURED,
     "worker": {
         "coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host",

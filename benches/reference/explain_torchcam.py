@@ -2,13 +2,18 @@
 
 For each (size, clients): `clients` threads each loop for `--seconds`:
 decode one of 16 JPEGs (size x size) with PIL, scale to [0, 1], ImageNet-
-normalise, then
+normalise, and hand the image to the model thread (this process's main
+thread), which runs one image per forward, the way a request-per-call
+service with one model runs it:
   - pytorch: the ResNet body (to layer4), the CAM head's logits and the CAM of
-    the predicted class, einsum('cb,abij->acij', W, feats) under no_grad, one
-    image per forward (a request-per-call service);
+    the predicted class, einsum('cb,abij->acij', W, feats) under no_grad;
   - torchcam: the same model through torchcam.methods.CAM(model, "layer4",
-    fc_layer="fc") (torchcam==0.5.0); its hooks keep per-call state on the
-    extractor, so calls are serialised by a lock.
+    fc_layer="fc") (torchcam==0.5.0).
+One model thread, not the model called from every client thread: each thread
+that runs a parallel libtorch operation keeps an OpenMP team of its own, and
+with more OpenMP threads than cores libgomp stops spinning between
+operations, which made threaded calls ~40% slower here. The main thread also
+builds the model, so it is the only thread with a team.
 Latency is one image's decode-to-map time. Prints one JSON line:
 {"bench": "explain", "points": [{"side", "size", "clients", "images_per_s",
 "p50_ms", "p99_ms"}...]}. torchcam is skipped (with a note on stderr) when it
@@ -19,10 +24,10 @@ import argparse
 import io
 import json
 import math
+import queue
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,8 +35,8 @@ import torch.nn as nn
 import torchvision
 from PIL import Image
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def jpegs(size):
@@ -54,9 +59,11 @@ def jpegs(size):
 
 
 def prepare(data):
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return ((x - MEAN) / STD).unsqueeze(0)
+    """Decode and normalise in NumPy: the client threads run no torch
+    operation, so they start no OpenMP team (see above)."""
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32)
+    x = (img / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).unsqueeze(0)
 
 
 def quantile(values, q):
@@ -66,26 +73,37 @@ def quantile(values, q):
 
 
 def measure(side, size, clients, seconds, explain_one, images):
-    for i in range(clients):  # warm-up
-        explain_one(images[i % len(images)])
+    for data in images[:2]:  # warm-up, on the model thread
+        explain_one(prepare(data))
+    requests = queue.Queue()
     latencies = []
     lock = threading.Lock()
     start = time.perf_counter()
     until = start + seconds
 
-    def worker(k):
+    def client(k):
         mine = []
         i = k
         while time.perf_counter() < until:
             t = time.perf_counter()
-            explain_one(images[i % len(images)])
+            done = threading.Event()
+            requests.put((prepare(images[i % len(images)]), done))
+            done.wait()
             mine.append((time.perf_counter() - t) * 1e3)
             i += clients
         with lock:
             latencies.extend(mine)
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(worker, range(clients)))
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        try:
+            x, done = requests.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        explain_one(x)
+        done.set()
     elapsed = time.perf_counter() - start
     return {
         "side": side,
@@ -104,6 +122,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--arch", default="resnet34", choices=["resnet18", "resnet34"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -112,31 +131,37 @@ def main():
     model.eval()
     body = nn.Sequential(*list(model.children())[:-2])
     w = model.fc.weight
+    # bf16: the convolutions in bfloat16, BatchNorm and the head in float32,
+    # as the explainer's `precision = "bf16"` runs them.
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    for m in body.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(dtype)
 
-    def pytorch_one(data):
-        x = prepare(data)
+    def pytorch_one(x):
         with torch.no_grad():
-            feats = body(x)
+            feats = body(x.to(dtype)).float()
             logits = model.fc(feats.mean((2, 3)))
             c = int(logits.argmax(-1))
             return torch.einsum("cb,abij->acij", w, feats)[0, c]
 
     sides = [("pytorch", pytorch_one)]
-    try:
-        from torchcam.methods import CAM
+    if args.precision != "fp32":
+        print("torchcam runs in fp32 only: skipped", file=sys.stderr)
+    else:
+        try:
+            from torchcam.methods import CAM
 
-        extractor = CAM(model, target_layer="layer4", fc_layer="fc")
-        cam_lock = threading.Lock()
+            extractor = CAM(model, target_layer="layer4", fc_layer="fc")
 
-        def torchcam_one(data):
-            x = prepare(data)
-            with cam_lock, torch.no_grad():
-                scores = model(x)
-                return extractor(int(scores.argmax(-1)), scores)[0]
+            def torchcam_one(x):
+                with torch.no_grad():
+                    scores = model(x)
+                    return extractor(int(scores.argmax(-1)), scores)[0]
 
-        sides.append(("torchcam", torchcam_one))
-    except ImportError as e:
-        print(f"torchcam not installed ({e}); pip install torchcam==0.5.0", file=sys.stderr)
+            sides.append(("torchcam", torchcam_one))
+        except ImportError as e:
+            print(f"torchcam not installed ({e}); pip install torchcam==0.5.0", file=sys.stderr)
 
     points = []
     for size in [int(s) for s in args.sizes.split(",")]:

@@ -25,7 +25,7 @@ use anyhow::Context;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
 use clap::Parser;
 use serde::Serialize;
 
@@ -59,6 +59,10 @@ pub struct ExplainArgs {
     /// The explainer's `batch_invariant` (default: the explainer's default).
     #[arg(long, action = clap::ArgAction::Set)]
     pub batch_invariant: Option<bool>,
+    /// The explainer's `precision` (`fp32` or `bf16`); the PyTorch side
+    /// runs its convolutions in the same dtype (TorchCAM only in fp32).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
     /// Skip the Python side.
     #[arg(long)]
     pub no_reference: bool,
@@ -176,6 +180,7 @@ fn explainer_config(args: &ExplainArgs) -> camshaft_explainer::Config {
         max_batch_wait_ms: args.max_batch_wait_ms.unwrap_or(defaults.max_batch_wait_ms),
         model_replicas: args.replicas.unwrap_or(defaults.model_replicas),
         batch_invariant: args.batch_invariant.unwrap_or(defaults.batch_invariant),
+        precision: args.precision,
         max_queued_images: defaults.max_queued_images.max(4096),
         ..defaults
     }
@@ -242,9 +247,13 @@ pub fn run(
     json: &std::path::Path,
 ) -> anyhow::Result<()> {
     tch::set_num_threads(threads);
+    // As in the `camshaft` binary: only the explainer's inference threads
+    // run libtorch in parallel (see camshaft_vision::threads).
+    camshaft_vision::threads::run_serially_here();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
+        .on_thread_start(camshaft_vision::threads::run_serially_here)
         .build()?;
     let mut points = runtime.block_on(ours(args))?;
     if !args.no_reference {
@@ -260,6 +269,8 @@ pub fn run(
             args.arch.clone(),
             "--threads".into(),
             threads.to_string(),
+            "--precision".into(),
+            args.precision.to_string(),
         ];
         let (_, value) = reference.run_json("explain_torchcam.py", &script_args)?;
         let theirs: Vec<Point> = serde_json::from_value(value["points"].clone())
@@ -268,11 +279,12 @@ pub fn run(
     }
     let config = explainer_config(args);
     println!(
-        "explainer: max_batch {}, max_batch_wait_ms {}, model_replicas {}, batch_invariant {}, device {}; {threads} intra-op threads",
+        "explainer: max_batch {}, max_batch_wait_ms {}, model_replicas {}, batch_invariant {}, precision {}, device {}; {threads} intra-op threads",
         config.max_batch,
         config.max_batch_wait_ms,
         config.model_replicas,
         config.batch_invariant,
+        config.precision,
         config.device
     );
     println!("| size | clients | side | images/s | p50 ms | p99 ms | × pytorch |");
@@ -293,9 +305,12 @@ pub fn run(
     }
     std::fs::write(
         json,
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "bench": "explain", "threads": threads, "points": points }),
-        )?,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "bench": "explain",
+            "threads": threads,
+            "precision": args.precision.to_string(),
+            "points": points,
+        }))?,
     )?;
     eprintln!("results written to {}", json.display());
     Ok(())

@@ -20,7 +20,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // libtorch's parallelism belongs to the compute threads (rank and
+    // inference threads); every other thread runs its tensor work serially
+    // (see camshaft_vision::threads).
+    camshaft_vision::threads::run_serially_here();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(camshaft_vision::threads::run_serially_here)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("camshaft: cannot start the async runtime: {e}");

@@ -188,10 +188,7 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ServerInfoServer::new(service))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            drain,
-        );
+        .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result?,

@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use camshaft_vision::{CamMethod, Model};
+use camshaft_vision::{CamMethod, Model, Precision};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
@@ -44,6 +44,8 @@ pub struct BatchSettings {
     /// Keep an image's results independent of its batch: a lone image runs
     /// as a pass of two copies where a pass of one differs (see the crate doc).
     pub batch_invariant: bool,
+    /// The dtype the body's convolutions run in ([`Config::precision`](crate::Config::precision)).
+    pub precision: Precision,
 }
 
 impl BatchSettings {
@@ -64,6 +66,7 @@ impl BatchSettings {
             threads_per_replica,
             max_pass_pixels: on_cpu.then_some(CPU_PASS_PIXELS),
             batch_invariant: config.batch_invariant,
+            precision: config.precision,
         }
     }
 }

@@ -249,7 +249,7 @@ impl ExplainEngine {
             decoding.push((
                 index,
                 target,
-                tokio::task::spawn_blocking(move || {
+                crate::spawn_blocking_serial(move || {
                     prepare_image(&input.data, &what, &limits, size, normalization)
                 }),
             ));
@@ -297,7 +297,7 @@ impl ExplainEngine {
                     let names = loaded.spec.class_names.clone();
                     drawing.push((
                         index,
-                        tokio::task::spawn_blocking(move || {
+                        crate::spawn_blocking_serial(move || {
                             finish_image(raw, &resized, names, size, &options)
                         }),
                     ));

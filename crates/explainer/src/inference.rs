@@ -4,7 +4,7 @@
 
 use camshaft_vision::cam::{self, Faithfulness};
 use camshaft_vision::model::channels_last;
-use camshaft_vision::{CamMethod, Model};
+use camshaft_vision::{CamMethod, Model, Precision};
 use tch::{Kind, Tensor};
 
 /// One image to explain, decoded and preprocessed.
@@ -76,7 +76,7 @@ pub(crate) fn run_batch(
 
 /// The input of a pass: `inputs` stacked on the model's device; on a CPU
 /// in channels-last order (NHWC strides), the order the weights are kept in
-/// there (see [`cpu_layout`]).
+/// there (see [`for_inference`]).
 fn pass_input(model: &Model, inputs: &[&Tensor]) -> Result<Tensor, String> {
     let x = Tensor::f_stack(inputs, 0).map_err(|e| e.to_string())?;
     match model.device() {
@@ -85,17 +85,20 @@ fn pass_input(model: &Model, inputs: &[&Tensor]) -> Result<Tensor, String> {
     }
 }
 
-/// On a CPU, lays out `model`'s convolution weights channels-last
-/// ([`Model::to_channels_last`]): with channels-last inputs libtorch's
-/// oneDNN convolutions then run in NHWC throughout, which on a CPU is faster
-/// than the default NCHW (about 1.2× for a ResNet34 at 224 and 512 px on 2
-/// cores: fewer layout reorders per pass). Values are unchanged; results
-/// move in the last digits, as with any other kernel choice.
-pub(crate) fn cpu_layout(model: &mut Model) -> camshaft_vision::Result<()> {
+/// Readies a loaded `model` for serving: on a CPU its convolution weights
+/// laid out channels-last ([`Model::to_channels_last`]: with channels-last
+/// inputs libtorch's oneDNN convolutions then run in NHWC throughout, about
+/// 1.2× faster than NCHW for a ResNet34 at 224 and 512 px on 2 cores; values
+/// unchanged, results move in the last digits as with any other kernel
+/// choice), then its convolutions in `precision` ([`Model::convolve_in`]).
+pub(crate) fn for_inference(
+    model: &mut Model,
+    precision: Precision,
+) -> camshaft_vision::Result<()> {
     if model.device() == tch::Device::Cpu {
         model.to_channels_last()?;
     }
-    Ok(())
+    model.convolve_in(precision)
 }
 
 /// Whether, for `model` on this thread (its device, thread count and input
@@ -265,7 +268,7 @@ mod tests {
         };
         let mut model = Model::new(spec, tch::Device::Cpu).unwrap();
         // As the server keeps it on a CPU.
-        cpu_layout(&mut model).unwrap();
+        for_inference(&mut model, Precision::Fp32).unwrap();
         model
     }
 

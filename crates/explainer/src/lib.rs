@@ -169,6 +169,18 @@ pub use metrics::Metrics;
 pub use models::{LoadedModel, ModelCache};
 pub use service::{ExplainerService, grpc_deadline};
 
+/// Runs `f` on tokio's blocking pool with libtorch serial on that thread
+/// (see [`camshaft_vision::threads`]): decoding, drawing and loading must
+/// not start OpenMP teams beside the inference threads'.
+pub(crate) fn spawn_blocking_serial<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> tokio::task::JoinHandle<R> {
+    tokio::task::spawn_blocking(move || {
+        camshaft_vision::threads::run_serially_here();
+        f()
+    })
+}
+
 /// Serves the explainer, health and reflection on `listener` until
 /// `shutdown` completes; then health turns NOT_SERVING, no new connection is
 /// accepted, and calls in flight finish before this returns.
@@ -306,10 +318,7 @@ pub async fn serve_with_metrics(
         .add_service(reflection_v1alpha)
         .add_service(explainer)
         .add_service(info)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            drain,
-        )
+        .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain)
         .await?;
     tracing::info!("explainer stopped");
     Ok(())

@@ -63,7 +63,8 @@ impl LoadedModel {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
             camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
                 .map_err(|e| bad(e.to_string()))?;
-            crate::inference::cpu_layout(&mut model).map_err(|e| bad(e.to_string()))?;
+            crate::inference::for_inference(&mut model, settings.precision)
+                .map_err(|e| bad(e.to_string()))?;
             replicas.push(model);
         }
         let has_cam = replicas
@@ -178,7 +179,7 @@ impl ModelCache {
                 let settings = self.settings;
                 let metrics = Arc::clone(&self.metrics);
                 let started = std::time::Instant::now();
-                let model = tokio::task::spawn_blocking(move || {
+                let model = crate::spawn_blocking_serial(move || {
                     LoadedModel::load(key, &spec, &weights, device, settings, metrics)
                 })
                 .await

@@ -330,6 +330,69 @@ async fn grad_cam_plus_plus_and_faithfulness_on_every_map() {
     c.stop().await;
 }
 
+/// `precision = "bf16"`: the same version served by a second server over the
+/// same store gives CAM maps and logits within a few percent of float32's
+/// (not equal: the convolutions really ran in bfloat16), while the head's
+/// maths stay float32: a CAM map's mean is still its class's logit, and
+/// Grad-CAM through the converted body is still ReLU(CAM) / (H·W), as it
+/// must be for a pooled linear head. Faithfulness runs too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bf16_serving_stays_close_to_fp32() {
+    let mut fp32 = Cluster::start(Config::default()).await;
+    fp32.register("pets", HeadKind::Cam).await;
+    let mut bf16 = fp32
+        .beside(Config {
+            precision: camshaft_vision::Precision::Bf16,
+            ..Config::default()
+        })
+        .await;
+    let images = vec![input("a", png(80, 64, 1)), input("b", png(64, 64, 2))];
+    let cam = request("pets", images.clone(), ExplainMethod::Cam);
+    let want = fp32.client.explain(cam.clone()).await.unwrap().into_inner();
+    let got = bf16.client.explain(cam).await.unwrap().into_inner();
+    let mut grad = request("pets", images, ExplainMethod::GradCam);
+    grad.faithfulness = FaithfulnessMetric::DeletionAuc as i32;
+    let grad = bf16.client.explain(grad).await.unwrap().into_inner();
+    let mut moved = 0f32;
+    for ((w, g), gc) in want.results.iter().zip(&got.results).zip(&grad.results) {
+        assert!(
+            g.error.is_empty() && gc.error.is_empty(),
+            "{} {}",
+            g.error,
+            gc.error
+        );
+        let (wm, gm) = (&w.maps[0], &g.maps[0]);
+        assert_eq!(wm.class_index, gm.class_index);
+        let scale = wm.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in wm.values.iter().zip(&gm.values) {
+            assert!(
+                (a - b).abs() <= 0.08 * scale,
+                "CAM {a} vs {b} (largest {scale})"
+            );
+            moved = moved.max((a - b).abs());
+        }
+        let scale = w.logits.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in w.logits.iter().zip(&g.logits) {
+            assert!((a - b).abs() <= 0.05 * scale, "logits {a} vs {b}");
+        }
+        let mean = gm.values.iter().sum::<f32>() / gm.values.len() as f32;
+        assert!((mean - g.logits[gm.class_index as usize]).abs() < 1e-4);
+        let gcm = &gc.maps[0];
+        assert_eq!(gcm.class_index, gm.class_index);
+        assert!(gcm.faithfulness.is_some_and(|f| (0.0..=1.0).contains(&f)));
+        let cells = gm.values.len() as f32;
+        for (c, gv) in gm.values.iter().zip(&gcm.values) {
+            assert!(
+                (c.max(0.0) / cells - gv).abs() < 1e-5,
+                "Grad-CAM {gv} vs CAM {c}"
+            );
+        }
+    }
+    assert!(moved > 0.0, "bf16 gave float32's maps bit for bit");
+    bf16.stop().await;
+    fp32.stop().await;
+}
+
 /// Eight single-image requests, sent at once, wait for each other (the pass
 /// closes only when full) and are split by method inside the pass; each
 /// answer must be bit-for-bit the answer the request gets alone from a

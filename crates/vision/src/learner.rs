@@ -458,6 +458,11 @@ impl Learner {
     /// A learner for `model` on `data`, one process.
     pub fn new(mut model: Model, data: Splits, config: LearnerConfig) -> Result<Self> {
         config.shard.validate()?;
+        if model.is_inference_only() {
+            return Err(Error::Config(
+                "this model's convolutions were converted for inference (Model::convolve_in): it cannot be trained".into(),
+            ));
+        }
         let n = model.spec().num_classes();
         if data.train.class_names().len() != n {
             return Err(Error::Config(format!(

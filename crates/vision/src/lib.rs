@@ -42,6 +42,7 @@ pub mod model;
 pub mod optim;
 pub mod precision;
 pub mod schedule;
+pub mod threads;
 pub mod weights;
 
 pub use cam::{CamMethod, Explanation, Faithfulness};

@@ -202,6 +202,11 @@ pub fn load_safetensors_bytes(
 /// Save every variable (parameters and BatchNorm buffers) as safetensors,
 /// under torchvision's names, via a temporary file renamed into place.
 pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
+    if model.is_inference_only() {
+        return Err(Error::Config(
+            "this model's convolutions were converted for inference (Model::convolve_in): its variables are not its weights any more".into(),
+        ));
+    }
     let named: Vec<(String, Tensor)> = model
         .named_variables()
         .into_iter()

@@ -422,6 +422,68 @@ fn channels_last_computes_the_same_logits_and_gradients() {
     }
 }
 
+/// `convolve_in`: fp32 changes nothing; bf16 puts every convolution of the
+/// body in bfloat16 (BatchNorm and the head stay float32) and the features
+/// and logits come out float32, near float32's but not equal to them; the
+/// model is then neither saved nor trained.
+#[test]
+fn bf16_convolutions_keep_float32_features_close() {
+    let _serial = serial(5);
+    let cfg = SyntheticConfig {
+        seed: 5,
+        train_len: 8,
+        valid_len: 8,
+        image_size: 64,
+        num_classes: 2,
+    };
+    let plain = model(Arch::Resnet18, HeadKind::Cam, &cfg);
+    let mut served = model(Arch::Resnet18, HeadKind::Cam, &cfg);
+    served.var_store_mut().copy(plain.var_store()).unwrap();
+    let x = Tensor::rand([4, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
+    let _no_grad = tch::no_grad_guard();
+    let reference = plain.features(&x, false);
+    served.convolve_in(Precision::Fp32).unwrap();
+    assert!(served.features(&x, false).equal(&reference));
+
+    served.convolve_in(Precision::Bf16).unwrap();
+    let vars = served.named_variables();
+    for name in [
+        "conv1.weight",
+        "layer2.0.downsample.0.weight",
+        "layer4.1.conv2.weight",
+    ] {
+        assert_eq!(vars[name].kind(), tch::Kind::BFloat16, "{name}");
+    }
+    for name in ["bn1.running_var", "layer4.1.bn2.weight", "fc.weight"] {
+        assert_eq!(vars[name].kind(), tch::Kind::Float, "{name}");
+    }
+    let got = served.features(&x, false);
+    assert_eq!(got.kind(), tch::Kind::Float);
+    let scale = reference.abs().max().double_value(&[]);
+    let d = (&got - &reference).abs().max().double_value(&[]);
+    assert!(d > 0.0, "the features are float32's: bf16 did not run");
+    assert!(d < 0.03 * scale, "features differ by {d} (largest {scale})");
+    let logits = served.forward_t(&x, false);
+    assert_eq!(logits.kind(), tch::Kind::Float);
+    let expected = plain.forward_t(&x, false);
+    let scale = expected.abs().max().double_value(&[]);
+    let d = (&logits - &expected).abs().max().double_value(&[]);
+    assert!(d < 0.03 * scale, "logits differ by {d} (largest {scale})");
+
+    assert!(served.is_inference_only());
+    let dir = tempfile::tempdir().unwrap();
+    let saved = camshaft_vision::save_weights(&served, &dir.path().join("w.safetensors"));
+    assert!(saved.unwrap_err().to_string().contains("for inference"));
+    let refused = Learner::new(served, data(&cfg), LearnerConfig::default());
+    assert!(
+        refused
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("cannot be trained")
+    );
+}
+
 /// float16 with a first scale of 2⁴⁰: the scaled gradients overflow, so
 /// the first step is skipped (weights untouched, scale halved) on and on
 /// until the scale fits; then the run learns, and a checkpoint carries the
