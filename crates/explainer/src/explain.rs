@@ -105,7 +105,6 @@ impl ExplainEngine {
             ),
             admission: Admission::new(
                 config.max_queued_images,
-                config.max_batch,
                 config.model_replicas,
                 Arc::clone(&metrics),
             ),

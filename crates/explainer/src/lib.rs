@@ -9,7 +9,7 @@
 //!
 //! - [`Config`]: limits (images per request, bytes and pixels per image,
 //!   queued images), batching (images per forward pass, max wait, replicas),
-//!   model cache size, device, metrics address; serde with defaults,
+//!   model cache size, device, precision, metrics address; serde with defaults,
 //!   checked by [`Config::validate`].
 //! - [`ExplainEngine`]: the explain logic without the network, shared by
 //!   every call; [`ExplainerService`] is the tonic adapter over it.
@@ -44,7 +44,7 @@
 //!   [`Config::max_queued_images`] from when its model is resolved until it
 //!   is answered; a request that would pass the bound fails at once with
 //!   RESOURCE_EXHAUSTED and `retry-after-ms` metadata (the queue ahead at
-//!   the recent pace per batch), before anything is decoded. Memory is
+//!   the recent compute time per image), before anything is decoded. Memory is
 //!   bounded by that, never by the number of clients.
 //! - A problem with one image (not a PNG/JPEG, truncated, 0×0, over the byte
 //!   or pixel limit — sizes are read from the PNG/JPEG header before any
@@ -72,6 +72,19 @@
 //!   a row of a pass of two, so lone images cost one image's compute);
 //!   every other computation runs image by image. A request gets
 //!   bit-for-bit the maps it gets alone.
+//! - Threads: the inference threads are the only ones that run libtorch's
+//!   operations in parallel; decoding, drawing and loading run them
+//!   serially ([`camshaft_vision::threads`]: every extra OpenMP team makes
+//!   libgomp stop spinning between operations, ~40% slower passes on 2
+//!   cores). A program embedding [`serve`] should keep its own threads
+//!   serial too (`tokio::runtime::Builder::on_thread_start(
+//!   camshaft_vision::threads::run_serially_here)`, as the `camshaft`
+//!   binary does).
+//! - Precision: [`Config::precision`] `bf16` runs the models' convolutions
+//!   in bfloat16 ([`camshaft_vision::Model::convolve_in`]): about twice the
+//!   images/s on a CPU with bfloat16 instructions, maps within ~1–2% of
+//!   their largest value of float32's; BatchNorm, the head and every
+//!   method's maths stay float32. Off (`fp32`) by default.
 //! - Deadlines: a `grpc-timeout` sets the request's deadline. A pass closes
 //!   no later than the earliest deadline of its images; images whose
 //!   deadline passed or whose caller went away (client gone, call

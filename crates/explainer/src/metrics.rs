@@ -34,7 +34,7 @@ pub struct Metrics {
     batch_seconds: Histogram,
     batches: IntCounterVec,
     /// Recent seconds per batch (moving average), for retry hints.
-    recent_batch_secs: Mutex<Option<f64>>,
+    recent_image_secs: Mutex<Option<f64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,7 +139,7 @@ impl Metrics {
             batch_size,
             batch_seconds,
             batches,
-            recent_batch_secs: Mutex::new(None),
+            recent_image_secs: Mutex::new(None),
         })
     }
 
@@ -204,19 +204,21 @@ impl Metrics {
         self.batches.with_label_values(&[method]).inc();
         self.batch_size.observe(images as f64);
         self.batch_seconds.observe(secs);
+        let per_image = secs / images.max(1) as f64;
         let mut recent = self
-            .recent_batch_secs
+            .recent_image_secs
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *recent = Some(recent.map_or(secs, |r| 0.8 * r + 0.2 * secs));
+        *recent = Some(recent.map_or(per_image, |r| 0.8 * r + 0.2 * per_image));
     }
 
-    /// Recent seconds per batch; 0.1 before the first batch.
-    pub(crate) fn recent_batch_secs(&self) -> f64 {
-        self.recent_batch_secs
+    /// Recent compute seconds per image (passes' time over their images,
+    /// whatever their size); 0.05 before the first pass.
+    pub(crate) fn recent_image_secs(&self) -> f64 {
+        self.recent_image_secs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(0.1)
+            .unwrap_or(0.05)
     }
 }
 

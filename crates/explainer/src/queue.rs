@@ -11,7 +11,6 @@ use crate::{Error, Result};
 /// Counts the images admitted and not answered yet, across every model.
 pub(crate) struct Admission {
     limit: usize,
-    max_batch: usize,
     replicas: usize,
     queued: AtomicUsize,
     metrics: Arc<Metrics>,
@@ -24,15 +23,9 @@ pub(crate) struct Admitted<'a> {
 }
 
 impl Admission {
-    pub(crate) fn new(
-        limit: usize,
-        max_batch: usize,
-        replicas: usize,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(limit: usize, replicas: usize, metrics: Arc<Metrics>) -> Self {
         Admission {
             limit,
-            max_batch: max_batch.max(1),
             replicas: replicas.max(1),
             queued: AtomicUsize::new(0),
             metrics,
@@ -54,12 +47,7 @@ impl Admission {
                 return Err(Error::Overloaded {
                     queued: now,
                     limit: self.limit,
-                    retry_after: retry_hint(
-                        now,
-                        self.max_batch,
-                        self.replicas,
-                        self.metrics.recent_batch_secs(),
-                    ),
+                    retry_after: retry_hint(now, self.replicas, self.metrics.recent_image_secs()),
                 });
             }
             match self.queued.compare_exchange(
@@ -92,16 +80,13 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// How long a refused client should wait: the batches queued ahead of it,
-/// shared by the replicas, at `batch_secs` each (between 1 ms and 60 s).
-pub(crate) fn retry_hint(
-    queued: usize,
-    max_batch: usize,
-    replicas: usize,
-    batch_secs: f64,
-) -> Duration {
-    let batches = queued.div_ceil(max_batch.max(1)) as f64 / replicas.max(1) as f64;
-    Duration::from_secs_f64((batches * batch_secs).clamp(0.001, 60.0))
+/// How long a refused client should wait: the images queued ahead of it,
+/// shared by the replicas, at the recent `image_secs` each (between 1 ms
+/// and 60 s). Per image, not per `max_batch`: passes are often smaller (on a
+/// CPU a pass holds one image at 512 px).
+pub(crate) fn retry_hint(queued: usize, replicas: usize, image_secs: f64) -> Duration {
+    let images = queued as f64 / replicas.max(1) as f64;
+    Duration::from_secs_f64((images * image_secs).clamp(0.001, 60.0))
 }
 
 #[cfg(test)]
@@ -112,7 +97,7 @@ mod tests {
     #[test]
     fn admission_is_bounded_and_released_on_drop() {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let a = Admission::new(5, 2, 1, metrics);
+        let a = Admission::new(5, 1, Arc::clone(&metrics));
         let first = a.admit(3).unwrap();
         let second = a.admit(2).unwrap();
         assert_eq!(a.queued(), 5);
@@ -123,8 +108,18 @@ mod tests {
                 retry_after,
             }) => {
                 assert_eq!((queued, limit), (5, 5));
-                // 3 batches of 2 at the default 0.1 s.
-                assert_eq!(retry_after, Duration::from_millis(300));
+                // 5 images at the default 0.05 s.
+                assert_eq!(retry_after, Duration::from_millis(250));
+            }
+            other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
+        }
+        // After a pass of 4 images in 0.4 s and one of 1 image in 0.1 s:
+        // 0.1 s per image whatever the pass size.
+        metrics.observe_batch("cam", 4, Duration::from_millis(400));
+        metrics.observe_batch("cam", 1, Duration::from_millis(100));
+        match a.admit(1) {
+            Err(Error::Overloaded { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_millis(500));
             }
             other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
         }
@@ -137,9 +132,9 @@ mod tests {
 
     #[test]
     fn retry_hint_is_clamped() {
-        assert_eq!(retry_hint(0, 8, 1, 0.5), Duration::from_millis(1));
-        assert_eq!(retry_hint(17, 8, 1, 0.5), Duration::from_millis(1500));
-        assert_eq!(retry_hint(17, 8, 3, 0.5), Duration::from_millis(500));
-        assert_eq!(retry_hint(1 << 20, 1, 1, 1.0), Duration::from_secs(60));
+        assert_eq!(retry_hint(0, 1, 0.5), Duration::from_millis(1));
+        assert_eq!(retry_hint(16, 1, 0.5), Duration::from_secs(8));
+        assert_eq!(retry_hint(16, 4, 0.5), Duration::from_secs(2));
+        assert_eq!(retry_hint(1 << 20, 1, 1.0), Duration::from_secs(60));
     }
 }
