@@ -559,7 +559,6 @@ impl Model {
         self.vs.variables().into_iter().collect()
     }
 
-    /// Store every 4-D weight channels-last (NHWC strides), like
     /// For inference only: runs the body's convolutions in `precision`
     /// (bfloat16 or float16; float32 leaves the model as it is). Their
     /// weights (and the CNN's bias) are converted in place; BatchNorm and
@@ -603,6 +602,7 @@ impl Model {
         self.conv_kind.is_some()
     }
 
+    /// Store every 4-D weight channels-last (NHWC strides), like
     /// `model.to(memory_format=torch.channels_last)`: convolutions given a
     /// channels-last input then run NHWC kernels (tensor cores on GPUs,
     /// oneDNN's blocked formats on CPUs). The values do not change, and

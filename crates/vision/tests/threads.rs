@@ -31,6 +31,11 @@ fn a_serial_thread_starts_no_openmp_team_and_others_keep_theirs() {
             before,
             "a serial thread started OpenMP threads"
         );
+        // A thread it starts (a rank or inference thread started from a
+        // serial runtime thread) has libtorch's count again.
+        std::thread::spawn(|| assert_eq!(tch::get_num_threads(), 2))
+            .join()
+            .unwrap();
     })
     .join()
     .unwrap();
