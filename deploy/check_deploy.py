@@ -160,7 +160,8 @@ KNOWN_KEYS = {
         "batch_invariant", "precision", "model_cache_size", "device",
     } | SECURED,
     "worker": {
-        "coordinator", "worker_id", "data_dir", "device", "loader_threads", "labels", "ring_host",
+        "coordinator", "worker_id", "data_dir", "device", "loader_threads", "intra_op_threads",
+        "labels", "ring_host",
         "tls", "auth_token_file", "metrics_listen",
     },
     "etcd": {

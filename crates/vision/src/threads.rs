@@ -9,9 +9,11 @@
 //! (a model loader, an image decoder) had run a single parallel operation.
 //!
 //! So the compute threads (a worker's rank threads, the explainer's
-//! inference threads) keep libtorch's thread count, and every other thread
-//! that may touch tensors calls [`run_serially_here`] first: its operations
-//! then run on itself alone and it starts no OpenMP team.
+//! inference threads) keep libtorch's thread count, or share the cores
+//! with [`use_threads_here`] when several run at once (CPU ranks of one
+//! process), and every other thread that may touch tensors calls
+//! [`run_serially_here`] first: its operations then run on itself alone and
+//! it starts no OpenMP team.
 
 #![allow(unsafe_code)]
 
@@ -24,14 +26,18 @@ unsafe extern "C" {
 }
 
 thread_local! {
-    static SERIAL: Cell<bool> = const { Cell::new(false) };
+    /// The count [`use_threads_here`] last set on this thread.
+    static THREADS: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Makes libtorch run the calling thread's operations on that thread alone,
-/// for the rest of its life (or until it calls `tch::set_num_threads`).
-/// Other threads keep their count. Cheap after the first call on a thread.
-pub fn run_serially_here() {
-    if SERIAL.with(|serial| serial.replace(true)) {
+/// Makes libtorch run the calling thread's operations on `n` threads (this
+/// one and `n - 1` OpenMP workers; at least 1), for the rest of its life or
+/// until it calls `tch::set_num_threads`. Other threads keep their count,
+/// and threads it starts later get libtorch's. Cheap when `n` is already
+/// this thread's count.
+pub fn use_threads_here(n: usize) {
+    let n = n.max(1);
+    if THREADS.with(|count| count.replace(Some(n))) == Some(n) {
         return;
     }
     // libtorch sets a thread's OpenMP team size from its global count the
@@ -43,6 +49,12 @@ pub fn run_serially_here() {
     // calling thread's team size (the nthreads-var ICV); it has no
     // preconditions.
     unsafe {
-        omp_set_num_threads(1);
+        omp_set_num_threads(std::ffi::c_int::try_from(n).unwrap_or(std::ffi::c_int::MAX));
     }
+}
+
+/// [`use_threads_here`]`(1)`: the calling thread's operations run on it
+/// alone and it starts no OpenMP team.
+pub fn run_serially_here() {
+    use_threads_here(1);
 }

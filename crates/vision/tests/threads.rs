@@ -1,9 +1,9 @@
-//! `threads::run_serially_here` (alone in this binary: it counts the
+//! `threads::run_serially_here` and `use_threads_here` (alone in this binary: it counts the
 //! process's OS threads, which other tests running alongside would change).
 
 #![allow(clippy::unwrap_used)]
 
-use camshaft_vision::threads::run_serially_here;
+use camshaft_vision::threads::{run_serially_here, use_threads_here};
 
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -36,6 +36,11 @@ fn a_serial_thread_starts_no_openmp_team_and_others_keep_theirs() {
         std::thread::spawn(|| assert_eq!(tch::get_num_threads(), 2))
             .join()
             .unwrap();
+        // And the thread itself can take another count.
+        use_threads_here(2);
+        assert_eq!(tch::get_num_threads(), 2);
+        big_op();
+        assert!(os_threads() > before, "two threads started no team");
     })
     .join()
     .unwrap();

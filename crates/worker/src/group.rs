@@ -210,6 +210,7 @@ impl RankThread {
                 checkpoints: context.checkpoints.clone(),
                 data_dir: context.config.data_dir(),
                 loader_threads: context.config.loader_threads,
+                intra_op_threads: context.config.intra_op_threads,
                 cancel: Arc::clone(&self.cancel),
                 send: Box::new(move |m| {
                     let _ = out.send(v1::WorkerMessage { message: Some(m) });

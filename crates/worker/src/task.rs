@@ -114,6 +114,8 @@ pub struct TaskContext {
     pub data_dir: PathBuf,
     /// Image decoding threads.
     pub loader_threads: usize,
+    /// libtorch threads of this rank on a CPU; 0: libtorch's default.
+    pub intra_op_threads: usize,
     /// Set by a Cancel: the learner stops at its next batch.
     pub cancel: Arc<AtomicBool>,
     /// Sends a message to the coordinator.
@@ -148,6 +150,9 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         world_size: assignment.world_size as usize,
     };
     let device = torch_device(local)?;
+    if device == tch::Device::Cpu && ctx.intra_op_threads > 0 {
+        camshaft_vision::threads::use_threads_here(ctx.intra_op_threads);
+    }
     let seed = spec.seed.unwrap_or(0);
     let job_id = assignment.job_id.as_str();
     let say = |message: String| {
@@ -201,9 +206,10 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         ""
     };
     say(format!(
-        "training on {device:?} in {}{layout}, rank {rank} of {}",
+        "training on {device:?} in {}{layout}, rank {rank} of {}, {} intra-op threads",
         learner.config().precision,
-        assignment.world_size
+        assignment.world_size,
+        tch::get_num_threads()
     ));
 
     let total = learner.progress().0.map_or(0, Plan::total_epochs);
