@@ -131,12 +131,10 @@ def main():
     model.eval()
     body = nn.Sequential(*list(model.children())[:-2])
     w = model.fc.weight
-    # bf16: the convolutions in bfloat16, BatchNorm and the head in float32,
-    # as the explainer's `precision = "bf16"` runs them.
+    # bf16: the body in bfloat16, the head in float32, as the explainer's
+    # `precision = "bf16"` runs them.
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            m.to(dtype)
+    body.to(dtype)
 
     def pytorch_one(x):
         with torch.no_grad():

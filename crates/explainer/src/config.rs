@@ -56,12 +56,11 @@ pub struct Config {
     /// 512 px on a CPU), lone images cost nothing extra, elsewhere a second
     /// image's compute. Default true.
     pub batch_invariant: bool,
-    /// The dtype the models' convolutions run in: `fp32`, or `bf16` (`fp16`
-    /// on a GPU only) for about twice the images/s where the hardware has
-    /// those instructions (CPUs with AVX512-BF16 or AMX, GPUs). BatchNorm,
-    /// the head and every method's maths stay float32; maps move by ~1% of
-    /// their largest value, so a near tie between two classes may flip.
-    /// Default `fp32`.
+    /// The dtype the models' bodies run in: `fp32`, or `bf16` (`fp16` on a
+    /// GPU only) for about twice the images/s where the hardware has those
+    /// instructions (CPUs with AVX512-BF16 or AMX, GPUs). The head and every
+    /// method's maths stay float32; maps move by ~1% of their largest value,
+    /// so a near tie between two classes may flip. Default `fp32`.
     pub precision: Precision,
     /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
     /// (`GET /metrics`, text format); empty: none. Default empty.

@@ -90,7 +90,7 @@ fn pass_input(model: &Model, inputs: &[&Tensor]) -> Result<Tensor, String> {
 /// inputs libtorch's oneDNN convolutions then run in NHWC throughout, about
 /// 1.2× faster than NCHW for a ResNet34 at 224 and 512 px on 2 cores; values
 /// unchanged, results move in the last digits as with any other kernel
-/// choice), then its convolutions in `precision` ([`Model::convolve_in`]).
+/// choice), then its body in `precision` ([`Model::body_in`]).
 pub(crate) fn for_inference(
     model: &mut Model,
     precision: Precision,
@@ -98,7 +98,7 @@ pub(crate) fn for_inference(
     if model.device() == tch::Device::Cpu {
         model.to_channels_last()?;
     }
-    model.convolve_in(precision)
+    model.body_in(precision)
 }
 
 /// Whether, for `model` on this thread (its device, thread count and input

@@ -80,11 +80,11 @@
 //!   serial too (`tokio::runtime::Builder::on_thread_start(
 //!   camshaft_vision::threads::run_serially_here)`, as the `camshaft`
 //!   binary does).
-//! - Precision: [`Config::precision`] `bf16` runs the models' convolutions
-//!   in bfloat16 ([`camshaft_vision::Model::convolve_in`]): about twice the
+//! - Precision: [`Config::precision`] `bf16` runs the models' bodies in
+//!   bfloat16 ([`camshaft_vision::Model::body_in`]): about twice the
 //!   images/s on a CPU with bfloat16 instructions, maps within ~1–2% of
-//!   their largest value of float32's; BatchNorm, the head and every
-//!   method's maths stay float32. Off (`fp32`) by default.
+//!   their largest value of float32's; the head and every method's maths
+//!   stay float32. Off (`fp32`) by default.
 //! - Deadlines: a `grpc-timeout` sets the request's deadline. A pass closes
 //!   no later than the earliest deadline of its images; images whose
 //!   deadline passed or whose caller went away (client gone, call

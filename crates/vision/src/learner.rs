@@ -460,7 +460,7 @@ impl Learner {
         config.shard.validate()?;
         if model.is_inference_only() {
             return Err(Error::Config(
-                "this model's convolutions were converted for inference (Model::convolve_in): it cannot be trained".into(),
+                "this model's body was converted for inference (Model::body_in): it cannot be trained".into(),
             ));
         }
         let n = model.spec().num_classes();

@@ -300,9 +300,9 @@ pub struct Model {
     body: Body,
     head: Head,
     bn_prefixes: Vec<String>,
-    /// The dtype the body's convolutions run in, when not float32 (see
-    /// [`Model::convolve_in`]): then the model is for inference only.
-    conv_kind: Option<Kind>,
+    /// The dtype the body runs in, when not float32 (see
+    /// [`Model::body_in`]): then the model is for inference only.
+    body_kind: Option<Kind>,
 }
 
 impl fmt::Debug for Model {
@@ -398,7 +398,7 @@ impl Model {
             body,
             head,
             bn_prefixes: bns,
-            conv_kind: None,
+            body_kind: None,
         })
     }
 
@@ -424,7 +424,7 @@ impl Model {
 
     /// The body's last feature map, `(N, C, h, w)`.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        if let Some(kind) = self.conv_kind {
+        if let Some(kind) = self.body_kind {
             return self
                 .body_features(&xs.to_kind(kind), train)
                 .to_kind(Kind::Float);
@@ -559,47 +559,37 @@ impl Model {
         self.vs.variables().into_iter().collect()
     }
 
-    /// For inference only: runs the body's convolutions in `precision`
-    /// (bfloat16 or float16; float32 leaves the model as it is). Their
-    /// weights (and the CNN's bias) are converted in place; BatchNorm and
-    /// the head stay float32 (libtorch normalises a bfloat16 input with
-    /// float32 statistics), and [`Model::features`] takes and returns
-    /// float32, so callers see no difference but the rounding: on a CPU with
-    /// bfloat16 instructions a ResNet34 body takes about half the time, its
-    /// features ~1% (of their largest value) away from float32's. The model
-    /// can then be neither trained (use [`crate::precision::Autocast`],
-    /// which keeps float32 master weights) nor saved.
-    pub fn convolve_in(&mut self, precision: Precision) -> Result<()> {
+    /// For inference only: runs the body in `precision` (bfloat16 or
+    /// float16; float32 leaves the model as it is): every variable of the
+    /// body (convolutions, BatchNorm parameters and statistics) is converted
+    /// in place, as `body.to(torch.bfloat16)` does; the head stays float32,
+    /// and [`Model::features`] takes and returns float32, so callers see no
+    /// difference but the rounding. On a CPU with bfloat16 instructions a
+    /// ResNet34 body then takes about half the time, its features ~1% (of
+    /// their largest value) away from float32's. The model can then be
+    /// neither trained (use [`crate::precision::Autocast`], which keeps
+    /// float32 master weights) nor saved.
+    pub fn body_in(&mut self, precision: Precision) -> Result<()> {
         let Some(kind) = precision.autocast_kind() else {
             return Ok(());
         };
-        let convs: Vec<&nn::Conv2D> = match &self.body {
-            Body::Cnn(c) => vec![c],
-            Body::Resnet { conv1, layers, .. } => std::iter::once(conv1)
-                .chain(layers.iter().flatten().flat_map(|b| {
-                    [&b.conv1, &b.conv2]
-                        .into_iter()
-                        .chain(b.downsample.as_ref().map(|(c, _)| c))
-                }))
-                .collect(),
-        };
         tch::no_grad(|| -> Result<()> {
-            for conv in convs {
-                for t in std::iter::once(&conv.ws).chain(conv.bs.as_ref()) {
+            for (name, v) in self.vs.variables() {
+                if !self.is_head(&name) && v.is_floating_point() {
                     // `to_kind` keeps the layout (channels-last stays so).
-                    t.shallow_clone().f_set_data(&t.f_to_kind(kind)?)?;
+                    v.shallow_clone().f_set_data(&v.f_to_kind(kind)?)?;
                 }
             }
             Ok(())
         })?;
-        self.conv_kind = Some(kind);
+        self.body_kind = Some(kind);
         Ok(())
     }
 
-    /// Whether [`Model::convolve_in`] changed this model for inference
-    /// (then it can be neither trained nor saved).
+    /// Whether [`Model::body_in`] changed this model for inference (then
+    /// it can be neither trained nor saved).
     pub fn is_inference_only(&self) -> bool {
-        self.conv_kind.is_some()
+        self.body_kind.is_some()
     }
 
     /// Store every 4-D weight channels-last (NHWC strides), like

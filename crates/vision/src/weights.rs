@@ -204,7 +204,7 @@ pub fn load_safetensors_bytes(
 pub fn save_weights(model: &Model, path: &Path) -> Result<()> {
     if model.is_inference_only() {
         return Err(Error::Config(
-            "this model's convolutions were converted for inference (Model::convolve_in): its variables are not its weights any more".into(),
+            "this model's body was converted for inference (Model::body_in): its variables are not its weights any more".into(),
         ));
     }
     let named: Vec<(String, Tensor)> = model
