@@ -43,6 +43,14 @@ fn model(arch: Arch, head: HeadKind, cfg: &SyntheticConfig) -> Model {
     Model::new(spec, Device::Cpu).unwrap()
 }
 
+/// Two models with the same initial weights.
+fn twins(arch: Arch, head: HeadKind, cfg: &SyntheticConfig) -> (Model, Model) {
+    let a = model(arch, head, cfg);
+    let mut b = model(arch, head, cfg);
+    b.var_store_mut().copy(a.var_store()).unwrap();
+    (a, b)
+}
+
 fn learner(arch: Arch, head: HeadKind, cfg: &SyntheticConfig, batch_size: usize) -> Learner {
     with_model(model(arch, head, cfg), cfg, batch_size)
 }
@@ -107,10 +115,7 @@ fn resumed_run_continues_the_same_loss_curve() {
         image_size: 32,
         num_classes: 3,
     };
-    // Same initial weights.
-    let a = model(Arch::Cnn, HeadKind::Linear, &cfg);
-    let mut b = model(Arch::Cnn, HeadKind::Linear, &cfg);
-    b.var_store_mut().copy(a.var_store()).unwrap();
+    let (a, b) = twins(Arch::Cnn, HeadKind::Linear, &cfg);
     let mut straight = with_model(a, &cfg, 32);
     let mut first = with_model(b, &cfg, 32);
     let plan = Plan::one_cycle(2, LrRange::Single(2e-3));
@@ -387,9 +392,7 @@ fn channels_last_computes_the_same_logits_and_gradients() {
         image_size: 32,
         num_classes: 3,
     };
-    let plain = model(Arch::Resnet18, HeadKind::Linear, &cfg);
-    let mut nhwc = model(Arch::Resnet18, HeadKind::Linear, &cfg);
-    nhwc.var_store_mut().copy(plain.var_store()).unwrap();
+    let (plain, mut nhwc) = twins(Arch::Resnet18, HeadKind::Linear, &cfg);
     nhwc.to_channels_last().unwrap();
     let conv = nhwc.named_variables()["conv1.weight"].shallow_clone();
     assert!(is_channels_last(&conv), "strides {:?}", conv.stride());
@@ -436,9 +439,7 @@ fn bf16_body_keeps_float32_features_close() {
         image_size: 64,
         num_classes: 2,
     };
-    let plain = model(Arch::Resnet18, HeadKind::Cam, &cfg);
-    let mut served = model(Arch::Resnet18, HeadKind::Cam, &cfg);
-    served.var_store_mut().copy(plain.var_store()).unwrap();
+    let (plain, mut served) = twins(Arch::Resnet18, HeadKind::Cam, &cfg);
     let x = Tensor::rand([4, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
     let _no_grad = tch::no_grad_guard();
     let reference = plain.features(&x, false);
