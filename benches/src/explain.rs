@@ -12,11 +12,12 @@
 //! `--batch-invariant` say otherwise.
 //!
 //! Reference (`reference/explain_torchcam.py`): the same model in PyTorch
-//! eager; `clients` threads each decode a JPEG with PIL, normalise, run the
-//! body and the CAM of the predicted class (`pytorch`, one image per
-//! forward, the way a request-per-call service runs it), or the same through
-//! TorchCAM's `CAM` extractor (`torchcam`; one extractor, its hooks
-//! serialise the calls). Both sides use `--threads` intra-op threads.
+//! eager; `clients` threads each decode a JPEG with PIL, normalise it in
+//! NumPy and hand it to one model thread, which runs the body and the CAM
+//! of the predicted class (`pytorch`, one image per forward, the way a
+//! request-per-call service runs it), or the same through TorchCAM's `CAM`
+//! extractor (`torchcam`, fp32 only). With `--precision bf16` both sides
+//! run the body in bfloat16. Both sides use `--threads` intra-op threads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -106,7 +106,7 @@ impl Default for Config {
 impl Config {
     /// Checks every field: a parseable listen address, limits ≥ 1 (an image
     /// may not be larger than [`camshaft_proto::MAX_MESSAGE_BYTES`], which the
-    /// server could not receive anyway), a known device.
+    /// server could not receive anyway), a known device, fp16 only on a GPU.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
         let positive = [
@@ -137,12 +137,12 @@ impl Config {
             )));
         }
         self.metrics_addr()?;
-        if self.precision == Precision::Fp16 && self.parse_device()? == tch::Device::Cpu {
+        let device = self.parse_device()?;
+        if self.precision == Precision::Fp16 && device == tch::Device::Cpu {
             return Err(Error::Config(
                 "precision fp16 is for GPUs: libtorch's float16 convolutions on a CPU are slower than float32; use bf16".into(),
             ));
         }
-        self.parse_device()?;
         Ok(())
     }
 

@@ -33,7 +33,7 @@ pub struct Metrics {
     batch_size: Histogram,
     batch_seconds: Histogram,
     batches: IntCounterVec,
-    /// Recent seconds per batch (moving average), for retry hints.
+    /// Recent compute seconds per image (moving average), for retry hints.
     recent_image_secs: Mutex<Option<f64>>,
 }
 
