@@ -186,6 +186,7 @@ impl ModelCache {
                 .map_err(|e| Error::Internal(format!("model load task: {e}")))??;
                 tracing::info!(
                     model = %model.key,
+                    precision = %self.settings.precision,
                     ms = started.elapsed().as_millis() as u64,
                     "loaded model version"
                 );
