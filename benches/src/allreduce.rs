@@ -419,14 +419,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn busbw_is_the_ring_share_of_algbw() {
-        assert_eq!(busbw(1.0, 1), 0.0);
-        assert_eq!(busbw(1.0, 2), 1.0);
-        assert_eq!(busbw(4.0, 4), 6.0);
-        assert!((algbw(1_000_000, 1000.0) - 1.0).abs() < 1e-12);
-    }
-
-    #[test]
     fn sizes_read_in_binary_units() {
         assert_eq!(human_bytes(8), "8 B");
         assert_eq!(human_bytes(1536), "1536 B");
