@@ -43,6 +43,7 @@
 pub mod allreduce;
 pub mod explain;
 pub mod placement;
+mod plot;
 pub mod report;
 pub mod stats;
 

@@ -39,7 +39,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::placement::{Placement, RankDevice, place};
-use super::report::{PLOT_SIZE, draw_error};
+use super::plot::{self, Frame};
 use super::{cancel, capacity, interrupt_flag, interrupted};
 use crate::client::Servers;
 use crate::console;
@@ -324,47 +324,29 @@ pub fn busbw_svg(report: &AllreduceReport) -> anyhow::Result<String> {
         });
     let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
     let top = points.iter().map(|&(_, y)| y).fold(0.0, f64::max).max(1e-3) * 1.15;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!(
-                    "All-reduce bus bandwidth — {} ranks, {}",
-                    report.placement.ranks, report.collective
-                ),
-                ("sans-serif", 20),
-            )
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d((lo - 0.5)..(hi + 0.5), 0.0..top)
-            .map_err(draw_error)?;
-        let size_label = |x: &f64| format_bytes(2f64.powf(x.round()) as u64);
-        chart
-            .configure_mesh()
-            .x_desc("message size")
-            .y_desc("busbw (GB/s)")
-            .x_label_formatter(&size_label)
-            .draw()
-            .map_err(draw_error)?;
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                ShapeStyle::from(&BLUE).stroke_width(2),
-            ))
-            .map_err(draw_error)?;
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&(x, y)| Circle::new((x, y), 3, BLUE.filled())),
-            )
-            .map_err(draw_error)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+    let size_label = |x: &f64| format_bytes(2f64.powf(x.round()) as u64);
+    let frame = Frame {
+        caption: &format!(
+            "All-reduce bus bandwidth — {} ranks, {}",
+            report.placement.ranks, report.collective
+        ),
+        x: ("message size", (lo - 0.5)..(hi + 0.5)),
+        y: ("busbw (GB/s)", 0.0..top),
+        x_labels: Some(&size_label),
+        legend: None,
+    };
+    plot::svg(frame, |chart| {
+        chart.draw_series(LineSeries::new(
+            points.iter().copied(),
+            ShapeStyle::from(&BLUE).stroke_width(2),
+        ))?;
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, BLUE.filled())),
+        )?;
+        Ok(())
+    })
 }
 
 /// Writes the `--report` folder: `report.md`, `busbw.svg` and `bench.json`.

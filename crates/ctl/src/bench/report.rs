@@ -14,6 +14,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use super::placement::{Placement, RankDevice};
+use super::plot::{self, Frame, legend_line};
 use super::stats::{Percentiles, Summary};
 use crate::output::Table;
 use crate::trace::{PHASES, StepBreakdown};
@@ -495,9 +496,6 @@ pub fn write_report(dir: &Path, report: &TrainReport) -> anyhow::Result<PathBuf>
     write("report.md", report.markdown())
 }
 
-/// Size of every plot, pixels.
-pub(crate) const PLOT_SIZE: (u32, u32) = (720, 440);
-
 /// The x range of a plot of `ranks`: from 0 to a little past the largest.
 fn rank_axis(report: &TrainReport) -> std::ops::Range<f64> {
     let most = report
@@ -509,11 +507,6 @@ fn rank_axis(report: &TrainReport) -> std::ops::Range<f64> {
     0.0..f64::from(most) * 1.1 + 0.5
 }
 
-/// A plotters error as ours.
-pub(crate) fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing a plot: {e}")
-}
-
 /// Images/s against ranks: the medians joined, min–max bars, and the linear
 /// scaling of the smallest group for comparison.
 pub fn throughput_svg(report: &TrainReport) -> anyhow::Result<String> {
@@ -523,7 +516,6 @@ pub fn throughput_svg(report: &TrainReport) -> anyhow::Result<String> {
         .map(|p| (f64::from(p.placement.ranks), &p.images_per_sec))
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let x_range = rank_axis(report);
     let linear: Vec<(f64, f64)> = match points.first() {
         Some(&(ranks, base)) => points
             .iter()
@@ -537,66 +529,41 @@ pub fn throughput_svg(report: &TrainReport) -> anyhow::Result<String> {
         .chain(linear.iter().map(|&(_, y)| y))
         .fold(1.0, f64::max)
         * 1.15;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("Training throughput — {}", report.model),
-                ("sans-serif", 20),
-            )
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(x_range, 0.0..top)
-            .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("ranks")
-            .y_desc("images/s")
-            .draw()
-            .map_err(draw_error)?;
+    let frame = Frame {
+        caption: &format!("Training throughput — {}", report.model),
+        x: ("ranks", rank_axis(report)),
+        y: ("images/s", 0.0..top),
+        x_labels: None,
+        legend: Some(SeriesLabelPosition::UpperLeft),
+    };
+    plot::svg(frame, |chart| {
+        let grey = BLACK.mix(0.4);
         chart
             .draw_series(LineSeries::new(
                 linear,
-                ShapeStyle::from(&BLACK.mix(0.4)).stroke_width(1),
-            ))
-            .map_err(draw_error)?
+                ShapeStyle::from(&grey).stroke_width(1),
+            ))?
             .label("linear scaling")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+            .legend(legend_line(grey));
         chart
             .draw_series(LineSeries::new(
                 points.iter().map(|&(n, s)| (n, s.median)),
                 ShapeStyle::from(&BLUE).stroke_width(2),
-            ))
-            .map_err(draw_error)?
+            ))?
             .label("median images/s (bars: min–max)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&(n, s)| ErrorBar::new_vertical(n, s.min, s.median, s.max, BLUE, 8)),
-            )
-            .map_err(draw_error)?;
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&(n, s)| Circle::new((n, s.median), 4, BLUE.filled())),
-            )
-            .map_err(draw_error)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+            .legend(legend_line(BLUE));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(n, s)| ErrorBar::new_vertical(n, s.min, s.median, s.max, BLUE, 8)),
+        )?;
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(n, s)| Circle::new((n, s.median), 4, BLUE.filled())),
+        )?;
+        Ok(())
+    })
 }
 
 /// Scaling efficiency against ranks, with the 1.0 of linear scaling.
@@ -609,59 +576,36 @@ pub fn efficiency_svg(report: &TrainReport) -> anyhow::Result<String> {
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let x_range = rank_axis(report);
     let top = points.iter().map(|&(_, e)| e).fold(1.0, f64::max) * 1.15;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("Scaling efficiency — {}", report.model),
-                ("sans-serif", 20),
-            )
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x_range.clone(), 0.0..top)
-            .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("ranks")
-            .y_desc("efficiency")
-            .draw()
-            .map_err(draw_error)?;
+    let frame = Frame {
+        caption: &format!("Scaling efficiency — {}", report.model),
+        x: ("ranks", x_range.clone()),
+        y: ("efficiency", 0.0..top),
+        x_labels: None,
+        legend: Some(SeriesLabelPosition::LowerLeft),
+    };
+    plot::svg(frame, |chart| {
+        let grey = BLACK.mix(0.4);
         chart
             .draw_series(LineSeries::new(
                 [(x_range.start, 1.0), (x_range.end, 1.0)],
-                ShapeStyle::from(&BLACK.mix(0.4)).stroke_width(1),
-            ))
-            .map_err(draw_error)?
+                ShapeStyle::from(&grey).stroke_width(1),
+            ))?
             .label("linear scaling (1.0)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+            .legend(legend_line(grey));
         chart
             .draw_series(LineSeries::new(
                 points.iter().copied(),
                 ShapeStyle::from(&RED).stroke_width(2),
-            ))
-            .map_err(draw_error)?
+            ))?
             .label("efficiency of the median images/s")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-        chart
-            .draw_series(
-                points
-                    .iter()
-                    .map(|&(n, e)| Circle::new((n, e), 4, RED.filled())),
-            )
-            .map_err(draw_error)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+            .legend(legend_line(RED));
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(n, e)| Circle::new((n, e), 4, RED.filled())),
+        )?;
+        Ok(())
+    })
 }
 
 /// Writes the `--report` folder of `ctl bench explain`: `report.md`,
@@ -732,55 +676,33 @@ fn clients_plot(caption: &str, y_desc: &str, series: &[Series]) -> anyhow::Resul
         .map(|&(_, y, bar)| bar.map_or(y, |(_, hi)| hi.max(y)))
         .fold(1e-3, f64::max)
         * 1.15;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_error)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, ("sans-serif", 20))
-            .margin(16)
-            .x_label_area_size(44)
-            .y_label_area_size(72)
-            .build_cartesian_2d(0.0..most_clients * 1.1 + 0.5, 0.0..top)
-            .map_err(draw_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("clients")
-            .y_desc(y_desc)
-            .draw()
-            .map_err(draw_error)?;
+    let frame = Frame {
+        caption,
+        x: ("clients", 0.0..most_clients * 1.1 + 0.5),
+        y: (y_desc, 0.0..top),
+        x_labels: None,
+        legend: Some(SeriesLabelPosition::UpperLeft),
+    };
+    plot::svg(frame, |chart| {
         for (i, (label, line)) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(
                     line.iter().map(|&(x, y, _)| (x, y)),
                     ShapeStyle::from(&color).stroke_width(2),
-                ))
-                .map_err(draw_error)?
+                ))?
                 .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-            chart
-                .draw_series(line.iter().filter_map(|&(x, y, bar)| {
-                    bar.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, color, 8))
-                }))
-                .map_err(draw_error)?;
-            chart
-                .draw_series(
-                    line.iter()
-                        .map(|&(x, y, _)| Circle::new((x, y), 4, color.filled())),
-                )
-                .map_err(draw_error)?;
+                .legend(legend_line(color));
+            chart.draw_series(line.iter().filter_map(|&(x, y, bar)| {
+                bar.map(|(lo, hi)| ErrorBar::new_vertical(x, lo, y, hi, color, 8))
+            }))?;
+            chart.draw_series(
+                line.iter()
+                    .map(|&(x, y, _)| Circle::new((x, y), 4, color.filled())),
+            )?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(draw_error)?;
-        root.present().map_err(draw_error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
