@@ -308,8 +308,8 @@ pub struct ExplainArgs {
     /// The model: `name` (latest), `name@alias` or `name:version`.
     #[arg(long, value_name = "REF")]
     pub model: String,
-    /// cam, grad-cam or grad-cam++ (default: CAM where the head allows it,
-    /// else Grad-CAM).
+    /// cam, grad-cam, grad-cam++, xgrad-cam, layer-cam or hires-cam (default:
+    /// CAM where the head allows it, else Grad-CAM).
     #[arg(long)]
     pub method: Option<String>,
     /// Class to explain, as an index or a class name (default: the predicted class).

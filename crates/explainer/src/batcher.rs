@@ -19,7 +19,6 @@ use camshaft_vision::{CamMethod, Model, Precision};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
-use crate::explain::method_name;
 use crate::inference::{ImageJob, RawExplanation, run_batch};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
@@ -218,11 +217,7 @@ fn inference_loop(
                 live.push(image);
             }
         }
-        for method in [
-            CamMethod::Cam,
-            CamMethod::GradCam,
-            CamMethod::GradCamPlusPlus,
-        ] {
+        for method in CamMethod::ALL {
             let (same, rest): (Vec<QueuedImage>, Vec<QueuedImage>) =
                 live.into_iter().partition(|i| i.method == method);
             live = rest;
@@ -260,8 +255,8 @@ fn compute(
             .unwrap_or("a panic");
         Err(format!("inference panicked: {what}"))
     });
-    metrics.observe_batch(method_name(method), n, started.elapsed());
-    tracing::debug!(model = %key, images = n, method = method_name(method), ms = started.elapsed().as_millis() as u64, "batch");
+    metrics.observe_batch(method.name(), n, started.elapsed());
+    tracing::debug!(model = %key, images = n, method = method.name(), ms = started.elapsed().as_millis() as u64, "batch");
     match answer {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {

@@ -205,6 +205,9 @@ impl ExplainEngine {
             ExplainMethod::Unspecified if loaded.has_cam => CamMethod::Cam,
             ExplainMethod::Unspecified | ExplainMethod::GradCam => CamMethod::GradCam,
             ExplainMethod::GradCamPlusPlus => CamMethod::GradCamPlusPlus,
+            ExplainMethod::XgradCam => CamMethod::XGradCam,
+            ExplainMethod::LayerCam => CamMethod::LayerCam,
+            ExplainMethod::HiresCam => CamMethod::HiResCam,
             ExplainMethod::Cam if loaded.has_cam => CamMethod::Cam,
             ExplainMethod::Cam => {
                 return Err(Error::CamNeedsPooledHead {
@@ -320,7 +323,7 @@ impl ExplainEngine {
                 Err(e) => set_error(&mut results[index], ImageErrorKind::Internal, e.to_string()),
             }
         }
-        let method = method_name(options.method);
+        let method = options.method.name();
         for r in &results {
             self.metrics.observe_image(method, r.error_kind);
         }
@@ -337,15 +340,6 @@ impl ExplainEngine {
             results,
             request_id: request.request_id,
         })
-    }
-}
-
-/// The metric label of a method.
-pub(crate) fn method_name(method: CamMethod) -> &'static str {
-    match method {
-        CamMethod::Cam => "cam",
-        CamMethod::GradCam => "grad_cam",
-        CamMethod::GradCamPlusPlus => "grad_cam_plus_plus",
     }
 }
 

@@ -141,10 +141,11 @@ pub(crate) fn lone_pass_is_batch_invariant(model: &Model) -> bool {
             Ok((x, feats))
         };
         let (x2, f2) = pass(&jobs)?;
-        let mut methods = vec![CamMethod::GradCam, CamMethod::GradCamPlusPlus];
-        if model.pooled_linear().is_some() {
-            methods.push(CamMethod::Cam);
-        }
+        let has_cam = model.pooled_linear().is_some();
+        let methods: Vec<CamMethod> = CamMethod::ALL
+            .into_iter()
+            .filter(|&m| m != CamMethod::Cam || has_cam)
+            .collect();
         let mut together = Vec::new();
         for &method in &methods {
             together.push(explain_features(model, method, &jobs, &x2, &f2, 1)?);
@@ -293,11 +294,7 @@ mod tests {
         let m = model(224);
         let duplicate_lone = !lone_pass_is_batch_invariant(&m);
         let jobs: Vec<ImageJob> = (10..13).map(|seed| job(224, seed)).collect();
-        for method in [
-            CamMethod::Cam,
-            CamMethod::GradCam,
-            CamMethod::GradCamPlusPlus,
-        ] {
+        for method in CamMethod::ALL {
             let together = run_batch(&m, method, &jobs, 8, duplicate_lone).unwrap();
             for (i, job) in jobs.iter().enumerate() {
                 let alone =

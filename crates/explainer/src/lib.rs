@@ -99,8 +99,9 @@
 //!   while a model version loads and from the moment the server drains;
 //!   SERVING otherwise.
 //! - Methods: `EXPLAIN_METHOD_UNSPECIFIED` picks CAM when the head is a
-//!   pooled linear map and Grad-CAM otherwise; Grad-CAM++ computes
-//!   pytorch-grad-cam's weights ([`camshaft_vision::CamMethod`]). The body
+//!   pooled linear map and Grad-CAM otherwise; Grad-CAM++, XGrad-CAM,
+//!   LayerCAM and HiResCAM compute what pytorch-grad-cam's classes of those
+//!   names do before scaling ([`camshaft_vision::CamMethod`]). The body
 //!   runs once per pass; `top_k` maps come from the same features. `top_k`,
 //!   `colormap`, `alpha` and `return_upsampled_maps` are honoured.
 //! - Faithfulness (`ExplainRequest.faithfulness`): each map gets its score

@@ -19,6 +19,7 @@ use camshaft_metrics::prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
 };
 use camshaft_proto::v1::ImageErrorKind;
+use camshaft_vision::CamMethod;
 
 use crate::{Error, Result};
 
@@ -188,9 +189,9 @@ impl Metrics {
 
     /// Forward passes run so far, all methods.
     pub fn batches(&self) -> u64 {
-        ["cam", "grad_cam", "grad_cam_plus_plus"]
+        CamMethod::ALL
             .iter()
-            .map(|m| self.batches.with_label_values(&[m]).get())
+            .map(|m| self.batches.with_label_values(&[m.name()]).get())
             .sum()
     }
 

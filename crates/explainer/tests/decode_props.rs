@@ -143,7 +143,7 @@ fn request_fields_are_validated_without_panicking() {
     };
     let cluster = runtime.block_on(Cluster::start(config));
     let strategy = (
-        -2i32..6,
+        -2i32..9,
         -2i32..7,
         prop_oneof![
             Just(None),
@@ -178,7 +178,7 @@ fn request_fields_are_validated_without_panicking() {
                 let wire = request.encode_to_vec();
                 let back = ExplainRequest::decode(wire.as_slice()).unwrap();
                 prop_assert_eq!(back.method, method);
-                let invalid = !(0..=3).contains(&method)
+                let invalid = !(0..=6).contains(&method)
                     || !(0..=4).contains(&colormap)
                     || alpha.is_some_and(|a| !(0.0..=1.0).contains(&a))
                     || !(0..=2).contains(&faithfulness)

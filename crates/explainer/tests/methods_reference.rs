@@ -1,4 +1,4 @@
-//! Grad-CAM, Grad-CAM++, CAM and the faithfulness scores through the real
+//! Every method and the faithfulness scores through the real
 //! gRPC explainer against references computed at test time with the
 //! `.venv`'s PyTorch (`tests/reference/cam_methods.py`: pytorch-grad-cam's
 //! formulas, explainer.proto's faithfulness definitions).
@@ -107,9 +107,32 @@ async fn maps_and_faithfulness_match_pytorch() {
         let mut methods = vec![
             (ExplainMethod::GradCam, "grad_cam"),
             (ExplainMethod::GradCamPlusPlus, "grad_cam_plus_plus"),
+            (ExplainMethod::XgradCam, "xgrad_cam"),
+            (ExplainMethod::LayerCam, "layer_cam"),
+            (ExplainMethod::HiresCam, "hires_cam"),
         ];
         if head == HeadKind::Cam {
             methods.push((ExplainMethod::Cam, "cam"));
+        }
+        // The references tell the methods apart: no map is all zero, and
+        // behind the fastai head (whose max pool makes the gradient vary
+        // over positions) no two methods give the same maps.
+        let maps =
+            |key: &str| -> Vec<f64> { reference.iter().flat_map(|e| numbers(&e[key])).collect() };
+        for (i, &(_, key)) in methods.iter().enumerate() {
+            assert!(
+                maps(key).iter().any(|&v| v > 1e-6),
+                "{head_name} {key}: all zero"
+            );
+            if head == HeadKind::Fastai {
+                for &(_, other) in &methods[..i] {
+                    let differ = maps(key)
+                        .iter()
+                        .zip(maps(other))
+                        .any(|(a, b)| (a - b).abs() > 1e-3 * a.abs().max(b.abs()));
+                    assert!(differ, "{head_name}: {key} and {other} agree");
+                }
+            }
         }
         let ask = |method, metric: FaithfulnessMetric| {
             let mut req = request(

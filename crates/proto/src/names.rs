@@ -77,6 +77,9 @@ short_names!(ExplainMethod, "method", [
     Cam => "cam",
     GradCam => "grad_cam" | "gradcam" | "grad-cam",
     GradCamPlusPlus => "grad_cam_plus_plus" | "gradcam++" | "grad-cam++" | "gradcampp",
+    XgradCam => "xgrad_cam" | "xgradcam" | "xgrad-cam",
+    LayerCam => "layer_cam" | "layercam" | "layer-cam",
+    HiresCam => "hires_cam" | "hirescam" | "hires-cam",
 ]);
 short_names!(Colormap, "colormap", [Magma => "magma", Viridis => "viridis", Inferno => "inferno", Jet => "jet"]);
 short_names!(FaithfulnessMetric, "faithfulness metric", [
@@ -134,9 +137,19 @@ mod tests {
                 Ok(*name)
             );
         }
+        for name in ExplainMethod::SHORT_NAMES {
+            assert_eq!(
+                ExplainMethod::from_short_name(name).map(ExplainMethod::short_name),
+                Ok(*name)
+            );
+        }
         assert_eq!(
             ExplainMethod::from_short_name("GradCAM++"),
             Ok(ExplainMethod::GradCamPlusPlus)
+        );
+        assert_eq!(
+            ExplainMethod::from_short_name("HiResCAM"),
+            Ok(ExplainMethod::HiresCam)
         );
         assert_eq!(Colormap::Unspecified.short_name(), "unspecified");
     }

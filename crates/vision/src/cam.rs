@@ -1,13 +1,14 @@
-//! Class Activation Maps, Grad-CAM and Grad-CAM++, batched, and the
-//! faithfulness scores of a map.
+//! Class Activation Maps and the gradient methods (Grad-CAM, Grad-CAM++,
+//! XGrad-CAM, LayerCAM, HiResCAM), batched, and the faithfulness scores of a
+//! map.
 //!
 //! CAM (for models whose head is a global average pool then a linear map, the
 //! CAM head) is the lecture's `einsum('cb,abij->acij', W, body(x))`, plus the
 //! bias at every position when the head has one, so the spatial mean of
 //! class c's map *is* logit c. Grad-CAM works for every head: the feature map
 //! weighted by the spatial mean of the target logit's gradient, summed over
-//! channels, through a ReLU. Grad-CAM++ weighs the channels as
-//! pytorch-grad-cam's `GradCAMPlusPlus` does (see [`CamMethod::GradCamPlusPlus`]).
+//! channels, through a ReLU. The other gradient methods weigh the feature map
+//! as pytorch-grad-cam's classes of the same names do (see [`CamMethod`]).
 //! The body runs once without autograd; only the head is differentiated, so
 //! [`maps_from_features`] can explain several classes from one body pass.
 //!
@@ -37,6 +38,41 @@ pub enum CamMethod {
     /// `α = g² / (2g² + Σᵢⱼ A · g³ + 1e-6)` (0 where `g = 0`),
     /// channel weights `w = Σᵢⱼ α · relu(g)`, map `relu(Σ_c w · A)`. Any head.
     GradCamPlusPlus,
+    /// Fu et al.'s XGrad-CAM: channel weights `w = Σᵢⱼ g · A / (Σᵢⱼ A + 1e-7)`,
+    /// map `relu(Σ_c w · A)`. Any head.
+    #[serde(rename = "xgrad_cam")]
+    XGradCam,
+    /// Jiang et al.'s LayerCAM: each position weighted by its own positive
+    /// gradient, `relu(Σ_c relu(g) · A)`. Any head.
+    LayerCam,
+    /// Draelos and Carin's HiResCAM: `relu(Σ_c g · A)`, the gradient not
+    /// averaged, so the map shows where the logit really came from. Any head.
+    #[serde(rename = "hires_cam")]
+    HiResCam,
+}
+
+impl CamMethod {
+    /// Every method.
+    pub const ALL: [CamMethod; 6] = [
+        CamMethod::Cam,
+        CamMethod::GradCam,
+        CamMethod::GradCamPlusPlus,
+        CamMethod::XGradCam,
+        CamMethod::LayerCam,
+        CamMethod::HiResCam,
+    ];
+
+    /// Its snake_case name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            CamMethod::Cam => "cam",
+            CamMethod::GradCam => "grad_cam",
+            CamMethod::GradCamPlusPlus => "grad_cam_plus_plus",
+            CamMethod::XGradCam => "xgrad_cam",
+            CamMethod::LayerCam => "layer_cam",
+            CamMethod::HiResCam => "hires_cam",
+        }
+    }
 }
 
 /// Logits and the CAM of every class, `(N, classes)` and `(N, classes, h, w)`.
@@ -104,52 +140,82 @@ pub fn maps_from_features(
         )));
     }
     match method {
-        CamMethod::Cam => {
-            let (w, b) = model.pooled_linear().ok_or_else(|| {
-                Error::Input(format!(
-                    "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
-                    model.spec().arch,
-                    model.spec().head
-                ))
-            })?;
-            let (logits, all) = cam_from_features(model, feats, w, b)?;
-            let chosen = resolve_targets(&logits, targets)?;
-            let idx = Tensor::from_slice(&chosen).to_device(all.device());
-            let (h, w) = (all.size()[2], all.size()[3]);
-            let maps = all
-                .f_gather(
-                    1,
-                    &idx.view([-1, 1, 1, 1]).expand([n, 1, h, w], false),
-                    false,
-                )?
-                .f_squeeze_dim(1)?;
-            Ok((logits, maps, chosen))
+        CamMethod::Cam => cam_maps(model, feats, targets),
+        CamMethod::GradCam => gradient_maps(model, feats, targets, |g, a| {
+            Ok(g.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?.f_mul(a)?)
+        }),
+        CamMethod::GradCamPlusPlus => gradient_maps(model, feats, targets, |g, a| {
+            Ok(grad_cam_plus_plus_weights(g, a)?.f_mul(a)?)
+        }),
+        CamMethod::XGradCam => gradient_maps(model, feats, targets, |g, a| {
+            let sum_a = a.f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?;
+            let weights = g
+                .f_mul(a)?
+                .f_div(&sum_a.f_add_scalar(1e-7)?)?
+                .f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?;
+            Ok(weights.f_mul(a)?)
+        }),
+        CamMethod::LayerCam => {
+            gradient_maps(model, feats, targets, |g, a| Ok(g.f_relu()?.f_mul(a)?))
         }
-        CamMethod::GradCam | CamMethod::GradCamPlusPlus => {
-            let feats = feats.detach().set_requires_grad(true);
-            let logits = model.head(&feats, false);
-            let chosen = resolve_targets(&logits, targets)?;
-            let idx = Tensor::from_slice(&chosen).to_device(logits.device());
-            let selected = logits
-                .f_gather(1, &idx.view([-1, 1]), false)?
-                .f_sum(Kind::Float)?;
-            let grads = Tensor::f_run_backward(&[selected], &[&feats], false, false)?;
-            let grad = grads
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Input("no gradient reached the feature map".into()))?;
-            let feats = feats.detach();
-            let weights = if method == CamMethod::GradCam {
-                grad.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?
-            } else {
-                grad_cam_plus_plus_weights(&grad, &feats)?
-            };
-            let maps = (weights * feats)
-                .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
-                .f_relu()?;
-            Ok((logits.detach(), maps, chosen))
-        }
+        CamMethod::HiResCam => gradient_maps(model, feats, targets, |g, a| Ok(g.f_mul(a)?)),
     }
+}
+
+/// CAM: each image's target-class map, gathered from every class's.
+fn cam_maps(
+    model: &Model,
+    feats: &Tensor,
+    targets: &[Option<i64>],
+) -> Result<(Tensor, Tensor, Vec<i64>)> {
+    let (w, b) = model.pooled_linear().ok_or_else(|| {
+        Error::Input(format!(
+            "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
+            model.spec().arch,
+            model.spec().head
+        ))
+    })?;
+    let (logits, all) = cam_from_features(model, feats, w, b)?;
+    let chosen = resolve_targets(&logits, targets)?;
+    let idx = Tensor::from_slice(&chosen).to_device(all.device());
+    let [n, _, h, w] = all.size()[..] else {
+        return Err(Error::Input(format!("CAM maps of shape {:?}", all.size())));
+    };
+    let maps = all
+        .f_gather(
+            1,
+            &idx.view([-1, 1, 1, 1]).expand([n, 1, h, w], false),
+            false,
+        )?
+        .f_squeeze_dim(1)?;
+    Ok((logits, maps, chosen))
+}
+
+/// A gradient method: the head is differentiated at the feature map `A` for
+/// each image's target logit, `weigh(g, A)` gives the `(N, C, h, w)` weighted
+/// feature map, and the map is its channel sum through a ReLU.
+fn gradient_maps(
+    model: &Model,
+    feats: &Tensor,
+    targets: &[Option<i64>],
+    weigh: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor, Vec<i64>)> {
+    let feats = feats.detach().set_requires_grad(true);
+    let logits = model.head(&feats, false);
+    let chosen = resolve_targets(&logits, targets)?;
+    let idx = Tensor::from_slice(&chosen).to_device(logits.device());
+    let selected = logits
+        .f_gather(1, &idx.view([-1, 1]), false)?
+        .f_sum(Kind::Float)?;
+    let grads = Tensor::f_run_backward(&[selected], &[&feats], false, false)?;
+    let grad = grads
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Input("no gradient reached the feature map".into()))?;
+    let maps = weigh(&grad, &feats.detach())?
+        .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
+        .f_relu()?;
+    Ok((logits.detach(), maps, chosen))
 }
 
 /// pytorch-grad-cam's `GradCAMPlusPlus.get_cam_weights`: `(N, C, 1, 1)`.
@@ -531,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn grad_cam_of_a_cam_head_is_relu_cam_over_area() {
+    fn gradient_methods_of_a_cam_head_follow_from_its_cam() {
         let m = model(HeadKind::Cam);
         // Body features are ReLU outputs (≥ 0), so class 0 (weights ≥ 0) has a
         // non-negative CAM, class 1 (weights ≤ 0) a non-positive one and
@@ -545,20 +611,30 @@ mod tests {
         let x = Tensor::randn([4, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         let targets = [Some(0), Some(2), Some(1), None];
         let (_, cam, t1) = explain_batch(&m, &x, CamMethod::Cam, &targets).unwrap();
-        let (_, grad, t2) = explain_batch(&m, &x, CamMethod::GradCam, &targets).unwrap();
-        assert_eq!(t1, t2);
         assert_eq!(&t1[..3], &[0, 2, 1]);
-        // d logit / dA = W_c / (h·w) at every position.
+        // d logit / dA = W_c / (h·w) at every position, so Grad-CAM's mean,
+        // XGrad-CAM's activation-weighted mean and HiResCAM's elementwise
+        // gradient all give relu(CAM) / (h·w).
         let expect = cam.relu() / 9.0;
-        let diff = (&grad - &expect).abs().max().double_value(&[]);
-        assert!(diff <= 1e-5, "max diff {diff}");
-        assert!(expect.get(0).max().double_value(&[]) > 1e-4);
-        assert!(cam.get(2).max().double_value(&[]) <= 0.0);
-        assert_eq!(
-            grad.get(2).abs().max().double_value(&[]),
-            0.0,
-            "ReLU drops a negative map"
-        );
+        let max = |t: &Tensor| t.max().double_value(&[]);
+        for method in [CamMethod::GradCam, CamMethod::XGradCam, CamMethod::HiResCam] {
+            let (_, maps, t2) = explain_batch(&m, &x, method, &targets).unwrap();
+            assert_eq!(t1, t2);
+            let diff = max(&(&maps - &expect).abs());
+            assert!(diff <= 1e-5, "{method:?}: max diff {diff}");
+            assert_eq!(max(&maps.get(2).abs()), 0.0, "ReLU drops a negative map");
+        }
+        assert!(max(&expect.get(0)) > 1e-4);
+        assert!(max(&cam.get(2)) <= 0.0);
+        // LayerCAM keeps only the positive weights: the same map for class 0
+        // (all ≥ 0), none for class 1 (all ≤ 0), and more than Grad-CAM's
+        // where class 2's negative weights would have cancelled.
+        let (_, layer, _) = explain_batch(&m, &x, CamMethod::LayerCam, &targets).unwrap();
+        assert!(max(&(layer.get(0) - expect.get(0)).abs()) <= 1e-5);
+        assert_eq!(max(&layer.get(2)), 0.0);
+        let gain = layer.get(1) - expect.get(1);
+        assert!(gain.min().double_value(&[]) >= -1e-6);
+        assert!(max(&gain) > 1e-4, "class 2 has negative weights to drop");
     }
 
     #[test]

@@ -78,8 +78,8 @@ pub struct ExplainBenchArgs {
         conflicts_with = "images"
     )]
     pub size: Vec<u32>,
-    /// cam, gradcam or gradcam++ (default: CAM where the head allows it,
-    /// else Grad-CAM).
+    /// cam, gradcam, gradcam++, xgradcam, layercam or hirescam (default: CAM
+    /// where the head allows it, else Grad-CAM).
     #[arg(long)]
     pub method: Option<String>,
     /// Images per Explain call.

@@ -7,9 +7,10 @@ HEAD is `cam` (torchvision ResNet18, fc = Linear(512, 2, bias=False)) or
 OUT_DIR/HEAD.pth (the state dict: random weights, non-trivial BatchNorm
 statistics) and OUT_DIR/HEAD.json: for each image (decoded with PIL, already
 at the input size, ImageNet-normalised), its logits and, for the predicted
-class, the Grad-CAM and Grad-CAM++ maps computed the way pytorch-grad-cam
-(`GradCAM`, `GradCAMPlusPlus`, before `scale_cam_image`) does, the CAM (cam
-head only), and the deletion AUC and average drop of the Grad-CAM++ map as
+class, the Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM and HiResCAM maps
+computed the way pytorch-grad-cam's classes of those names do (BaseCAM's
+`get_cam_image` and ReLU, before `scale_cam_image`), the CAM (cam head only),
+and the deletion AUC and average drop of the Grad-CAM++ map as
 explainer.proto defines them.
 """
 import json
@@ -62,10 +63,8 @@ class Net(torch.nn.Module):
         return self.top(self.features(x))
 
 
-def grad_cam_weights(grads, activations, plus_plus):
-    """pytorch-grad-cam's get_cam_weights (numpy, float32)."""
-    if not plus_plus:
-        return np.mean(grads, axis=(2, 3))
+def grad_cam_plus_plus_weights(grads, activations):
+    """pytorch-grad-cam's GradCAMPlusPlus.get_cam_weights (numpy, float32)."""
     grads_power_2 = grads ** 2
     grads_power_3 = grads_power_2 * grads
     sum_activations = np.sum(activations, axis=(2, 3))
@@ -74,6 +73,25 @@ def grad_cam_weights(grads, activations, plus_plus):
     aij = np.where(grads != 0, aij, 0)
     weights = np.maximum(grads, 0) * aij
     return np.sum(weights, axis=(2, 3))
+
+
+def gradient_maps(grads, activations):
+    """Each gradient method's map, as pytorch-grad-cam's BaseCAM computes it:
+    the method's get_cam_image, then np.maximum(cam, 0)."""
+
+    def weighted(weights):  # BaseCAM.get_cam_image with get_cam_weights
+        return (weights[:, :, None, None] * activations).sum(axis=1)
+
+    sum_activations = np.sum(activations, axis=(2, 3))
+    xgrad_weights = grads * activations / (sum_activations[:, :, None, None] + 1e-7)
+    maps = {
+        "grad_cam": weighted(np.mean(grads, axis=(2, 3))),
+        "grad_cam_plus_plus": weighted(grad_cam_plus_plus_weights(grads, activations)),
+        "xgrad_cam": weighted(xgrad_weights.sum(axis=(2, 3))),
+        "layer_cam": (np.maximum(grads, 0) * activations).sum(axis=1),
+        "hires_cam": (grads * activations).sum(axis=1),
+    }
+    return {name: np.maximum(cam, 0)[0] for name, cam in maps.items()}
 
 
 def probability(model, x, cls):
@@ -107,9 +125,7 @@ def main():
         (grads,) = torch.autograd.grad(logits[0, cls], acts)
         a, g = acts.detach().numpy(), grads.numpy()
         out = {"logits": logits.detach()[0].tolist(), "class": cls}
-        for name, pp in [("grad_cam", False), ("grad_cam_plus_plus", True)]:
-            w = grad_cam_weights(g, a, pp)
-            cam = np.maximum((w[:, :, None, None] * a).sum(axis=1), 0)[0]
+        for name, cam in gradient_maps(g, a).items():
             out[name] = cam.flatten().tolist()
         if head == "cam":
             out["cam"] = torch.einsum("cb,abij->acij", model.fc.weight, acts)[0, cls].detach().flatten().tolist()
