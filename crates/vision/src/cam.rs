@@ -75,16 +75,21 @@ impl CamMethod {
     }
 }
 
-/// Logits and the CAM of every class, `(N, classes)` and `(N, classes, h, w)`.
-/// Fails for heads that are not a pooled linear map.
-pub fn cam_all_classes(model: &Model, images: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (w, b) = model.pooled_linear().ok_or_else(|| {
+/// The CAM head's weight and bias, or why CAM does not apply.
+fn pooled_linear(model: &Model) -> Result<(&Tensor, Option<&Tensor>)> {
+    model.pooled_linear().ok_or_else(|| {
         Error::Input(format!(
             "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
             model.spec().arch,
             model.spec().head
         ))
-    })?;
+    })
+}
+
+/// Logits and the CAM of every class, `(N, classes)` and `(N, classes, h, w)`.
+/// Fails for heads that are not a pooled linear map.
+pub fn cam_all_classes(model: &Model, images: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (w, b) = pooled_linear(model)?;
     let _guard = tch::no_grad_guard();
     let feats = model.features(images, false);
     cam_from_features(model, &feats, w, b)
@@ -168,13 +173,7 @@ fn cam_maps(
     feats: &Tensor,
     targets: &[Option<i64>],
 ) -> Result<(Tensor, Tensor, Vec<i64>)> {
-    let (w, b) = model.pooled_linear().ok_or_else(|| {
-        Error::Input(format!(
-            "CAM needs a pooled linear head; this {} model has a {} head: use Grad-CAM",
-            model.spec().arch,
-            model.spec().head
-        ))
-    })?;
+    let (w, b) = pooled_linear(model)?;
     let (logits, all) = cam_from_features(model, feats, w, b)?;
     let chosen = resolve_targets(&logits, targets)?;
     let idx = Tensor::from_slice(&chosen).to_device(all.device());
