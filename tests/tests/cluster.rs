@@ -199,6 +199,50 @@ fn a_job_runs_from_submit_to_registered_version_to_explained_images() {
     }
     assert!(png(&grid).width() > 2 * 64);
 
+    // Several methods: a folder of overlays per method, a grid column per
+    // method. (LayerCAM drops the negative weights that Grad-CAM sums, so
+    // their overlays differ.)
+    let compared = dir.path().join("compared");
+    let grid = dir.path().join("methods.png");
+    let mut args = vec![
+        "explain",
+        "--model",
+        "synthetic@latest",
+        "--method",
+        "gradcam,layercam,hirescam",
+        "--out",
+        compared.to_str().unwrap(),
+        "--grid",
+        grid.to_str().unwrap(),
+    ];
+    args.extend(images[..2].iter().map(|p| p.to_str().unwrap()));
+    let out = cluster.ctl_ok(&args).unwrap();
+    assert_eq!(
+        out.lines().filter(|l| l.contains("predicted=")).count(),
+        6,
+        "{out}"
+    );
+    let overlay = |method: &str| png(&compared.join(method).join(images[0].file_name().unwrap()));
+    assert_ne!(overlay("grad_cam"), overlay("layer_cam"));
+    assert_eq!(overlay("hires_cam").dimensions(), (64, 64));
+    // 3 columns × 2 rows of square panels with titles: wider than high,
+    // but not the 5 columns of --cols.
+    let (width, height) = png(&grid).dimensions();
+    let aspect = f64::from(width) / f64::from(height);
+    assert!((1.0..2.0).contains(&aspect), "{width}×{height}");
+    let out = cluster
+        .ctl(&[
+            "explain",
+            "--model",
+            "synthetic@latest",
+            "--method",
+            "cam,CAM",
+            "x.png",
+        ])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--method names cam twice"));
+
     // Through the API: maps at the feature resolution, raw; the spatial
     // mean of a CAM is its logit, so the maps rank the classes as the
     // probabilities do.

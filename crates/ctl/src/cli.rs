@@ -309,9 +309,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "REF")]
     pub model: String,
     /// cam, grad-cam, grad-cam++, xgrad-cam, layer-cam or hires-cam (default:
-    /// CAM where the head allows it, else Grad-CAM).
-    #[arg(long)]
-    pub method: Option<String>,
+    /// CAM where the head allows it, else Grad-CAM). Several, comma-separated,
+    /// compare methods: overlays go to a folder per method under --out and the
+    /// grid has a column per method.
+    #[arg(long, value_name = "METHOD,...", value_delimiter = ',')]
+    pub method: Vec<String>,
     /// Class to explain, as an index or a class name (default: the predicted class).
     #[arg(long, value_name = "CLASS")]
     pub target: Option<String>,
@@ -334,7 +336,7 @@ pub struct ExplainArgs {
     /// Also save all overlays as one titled grid (`cat(0.98)`) to this PNG.
     #[arg(long, value_name = "FILE")]
     pub grid: Option<PathBuf>,
-    /// Columns of the grid.
+    /// Columns of the grid (with several methods: one per method).
     #[arg(long, default_value_t = 5)]
     pub cols: u32,
     /// Image files (PNG or JPEG).

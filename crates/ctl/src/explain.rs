@@ -1,5 +1,7 @@
 //! `ctl explain`: CAM overlays of local images from the explainer, one PNG
-//! per image, and optionally the lecture's titled grid of them.
+//! per image, and optionally the lecture's titled grid of them. With several
+//! methods (`--method gradcam,layercam`), one folder of overlays per method
+//! and a grid with a row per image and a column per method.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -190,10 +192,7 @@ pub async fn explain_batch(
 pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()> {
     ModelRef::parse(&args.model).map_err(|e| InputError::new(e.to_string()))?;
     let bad = |e: camshaft_proto::Error| InputError::new(e.to_string());
-    let method = match &args.method {
-        Some(name) => ExplainMethod::from_short_name(name).map_err(bad)?,
-        None => ExplainMethod::Unspecified,
-    };
+    let methods = methods(&args.method)?;
     let faithfulness = match &args.faithfulness {
         Some(name) => FaithfulnessMetric::from_short_name(name).map_err(bad)?,
         None => FaithfulnessMetric::Unspecified,
@@ -227,12 +226,19 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
         .iter()
         .map(|i| i.data.as_ref().map_or(0, Bytes::len))
         .collect();
-    std::fs::create_dir_all(&args.out).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot create the output folder {}: {e}",
-            args.out.display()
-        )
-    })?;
+    // One method: overlays straight in --out; several: a folder per method.
+    let folders: Vec<PathBuf> = match &methods[..] {
+        [_] => vec![args.out.clone()],
+        _ => methods
+            .iter()
+            .map(|m| args.out.join(m.short_name()))
+            .collect(),
+    };
+    for folder in &folders {
+        std::fs::create_dir_all(folder).map_err(|e| {
+            anyhow::anyhow!("cannot create the output folder {}: {e}", folder.display())
+        })?;
+    }
 
     let mut client = servers.explainer().await?;
     let mut failed = false;
@@ -249,34 +255,38 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                 })
             })
             .collect();
-        let mut results = if images.is_empty() {
-            Vec::new()
-        } else {
-            let expected = images.len();
-            let response = explain_batch(
-                &mut client,
-                ExplainRequest {
-                    model: args.model.clone(),
-                    images,
-                    method: method.into(),
-                    return_overlay: true,
-                    top_k: args.top_k,
-                    colormap: colormap.into(),
-                    alpha: args.alpha,
-                    faithfulness: faithfulness.into(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            if response.results.len() != expected {
-                anyhow::bail!(
-                    "the explainer answered {} results for {expected} images",
-                    response.results.len()
-                );
-            }
-            response.results
+        // Per method, the results of this batch's readable images, in order.
+        let mut answers = Vec::new();
+        for &method in &methods {
+            let results = if images.is_empty() {
+                Vec::new()
+            } else {
+                let expected = images.len();
+                let response = explain_batch(
+                    &mut client,
+                    ExplainRequest {
+                        model: args.model.clone(),
+                        images: images.clone(),
+                        method: method.into(),
+                        return_overlay: true,
+                        top_k: args.top_k,
+                        colormap: colormap.into(),
+                        alpha: args.alpha,
+                        faithfulness: faithfulness.into(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                if response.results.len() != expected {
+                    anyhow::bail!(
+                        "the explainer answered {} results for {expected} images",
+                        response.results.len()
+                    );
+                }
+                response.results
+            };
+            answers.push(results.into_iter());
         }
-        .into_iter();
         for index in batch {
             let input = &inputs[index];
             let shown = input.path.display().to_string();
@@ -285,29 +295,33 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                 console::line(format!("{shown}  error: {reason}"))?;
                 continue;
             }
-            let Some(result) = results.next() else {
-                anyhow::bail!("the explainer answered too few results");
-            };
-            if !result.error.is_empty() {
-                failed = true;
-                console::line(result_line(&shown, &result, None))?;
-                continue;
-            }
-            if result.overlay_png.is_empty() {
-                failed = true;
-                console::line(format!("{shown}  error: the explainer returned no overlay"))?;
-                continue;
-            }
-            let written = args.out.join(&names[index]);
-            std::fs::write(&written, &result.overlay_png)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", written.display()))?;
-            console::line(result_line(&shown, &result, Some(&written)))?;
-            if args.grid.is_some() {
-                let (class, prob) = predicted(&result);
-                panels.push((
-                    result.overlay_png.clone(),
-                    camshaft_render::format_title(&class, prob),
-                ));
+            for ((results, folder), &method) in answers.iter_mut().zip(&folders).zip(&methods) {
+                let Some(result) = results.next() else {
+                    anyhow::bail!("the explainer answered too few results");
+                };
+                if !result.error.is_empty() {
+                    failed = true;
+                    console::line(result_line(&shown, &result, None))?;
+                    continue;
+                }
+                if result.overlay_png.is_empty() {
+                    failed = true;
+                    console::line(format!("{shown}  error: the explainer returned no overlay"))?;
+                    continue;
+                }
+                let written = folder.join(&names[index]);
+                std::fs::write(&written, &result.overlay_png)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", written.display()))?;
+                console::line(result_line(&shown, &result, Some(&written)))?;
+                if args.grid.is_some() {
+                    let (class, prob) = predicted(&result);
+                    let title = camshaft_render::format_title(&class, prob);
+                    let title = match methods.len() {
+                        1 => title,
+                        _ => format!("{} {title}", method_label(method)),
+                    };
+                    panels.push((result.overlay_png.clone(), title));
+                }
             }
         }
     }
@@ -317,7 +331,10 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
             eprintln!("no overlays to put in the grid {}", grid_path.display());
             failed = true;
         } else {
-            let cols = args.cols;
+            let cols = match methods.len() {
+                1 => args.cols,
+                n => n as u32,
+            };
             let path = grid_path.clone();
             tokio::task::spawn_blocking(move || save_grid(&panels, cols, &path)).await??;
             console::line(format!("grid -> {}", grid_path.display()))?;
@@ -327,6 +344,40 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
         return Err(AlreadyReported { code: EXIT_FAILED }.into());
     }
     Ok(())
+}
+
+/// The methods of `--method a,b,...`, in order; none named: the server's
+/// default (CAM where the head allows it).
+fn methods(names: &[String]) -> Result<Vec<ExplainMethod>, InputError> {
+    if names.is_empty() {
+        return Ok(vec![ExplainMethod::Unspecified]);
+    }
+    let mut methods = Vec::new();
+    for name in names {
+        let method =
+            ExplainMethod::from_short_name(name).map_err(|e| InputError::new(e.to_string()))?;
+        if methods.contains(&method) {
+            return Err(InputError::new(format!(
+                "--method names {} twice",
+                method.short_name()
+            )));
+        }
+        methods.push(method);
+    }
+    Ok(methods)
+}
+
+/// A method's name in grid titles, as its paper spells it.
+fn method_label(method: ExplainMethod) -> &'static str {
+    match method {
+        ExplainMethod::Unspecified => "default",
+        ExplainMethod::Cam => "CAM",
+        ExplainMethod::GradCam => "Grad-CAM",
+        ExplainMethod::GradCamPlusPlus => "Grad-CAM++",
+        ExplainMethod::XgradCam => "XGrad-CAM",
+        ExplainMethod::LayerCam => "LayerCAM",
+        ExplainMethod::HiresCam => "HiResCAM",
+    }
 }
 
 /// The id sent for an image: its file name.
@@ -357,6 +408,7 @@ fn save_grid(panels: &[(Bytes, String)], cols: u32, path: &Path) -> anyhow::Resu
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -386,6 +438,19 @@ mod tests {
         );
         assert_eq!(plan_batches(&[], 64, 100), Vec::<Range<usize>>::new());
         assert_eq!(plan_batches(&[0; 130], 64, 100).len(), 3);
+    }
+
+    #[test]
+    fn methods_parse_in_order_and_once_each() {
+        assert_eq!(methods(&[]).unwrap(), vec![ExplainMethod::Unspecified]);
+        let names = ["LayerCAM", "grad-cam"].map(String::from);
+        assert_eq!(
+            methods(&names).unwrap(),
+            vec![ExplainMethod::LayerCam, ExplainMethod::GradCam]
+        );
+        let twice = ["gradcam", "grad_cam"].map(String::from);
+        assert!(methods(&twice).is_err());
+        assert!(methods(&["scorecam".to_string()]).is_err());
     }
 
     #[test]
