@@ -40,8 +40,9 @@
 //! ```text
 //! <data dir>/
 //!   LOCK               flock'ed while open; holds the owner's pid
-//!   wal.log            write-ahead log: "CSLOG\0\0\x01", then records
-//!                      [len u32 LE][crc32 u32 LE][json Commit {revision, ops}]
+//!   wal.log            write-ahead log: "CSLOG\0\0\x02", then records
+//!                      [ff "REC"][len u32 LE][crc32 of payload][crc32 of the
+//!                      12 header bytes before it][json Commit {revision, ops}]
 //!   snapshot.json      the whole durable state at some revision (optional)
 //!   blobs/ab/ab12…     chunk files, named by their sha256
 //! ```
@@ -52,9 +53,12 @@
 //! acknowledged only after that sync, so after a crash (`kill -9`, power loss
 //! with honest disks) replaying the snapshot and the log rebuilds every
 //! acknowledged write. The last record may be torn (the process died inside
-//! `write`); its length or crc32 does not check out and it is dropped — it
-//! was never acknowledged. A bad record with valid data after it is not a
-//! torn write, and opening fails with [`Error::Corrupt`].
+//! `write`) and is dropped — it was never acknowledged. A record's length is
+//! believed only once its header's own crc32 checks out, so a damaged record
+//! with another record after it is never taken for a torn tail, whichever
+//! byte was hit: opening fails with [`Error::Corrupt`] naming the file and the
+//! record's byte offset. A log of the version 1 format (no marker, no header
+//! crc32) is read once and replaced by a snapshot and a version 2 log.
 //!
 //! A multi-record change (a model version plus its `latest` alias; a
 //! checkpoint plus the ones retention prunes) is one log record, so it is

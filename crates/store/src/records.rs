@@ -370,8 +370,18 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "{kind} {name:?} must be 1-128 ascii letters, digits, '.', '_' or '-', starting with a letter or digit"
+            "{kind} {} must be 1-128 ascii letters, digits, '.', '_' or '-', starting with a letter or digit",
+            quoted(name)
         )))
+    }
+}
+
+/// `s` quoted for an error message: its first 64 characters at most, so an
+/// error never echoes an unbounded value back.
+fn quoted(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
     }
 }
 

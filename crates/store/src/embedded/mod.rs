@@ -1,7 +1,8 @@
 //! The embedded store: one data dir on one machine, for `camshaft up` and tests.
 //!
 //! See the crate documentation for the on-disk format and why an acknowledged
-//! write survives a crash.
+//! write survives a crash, and `files` for the write-ahead log's record format
+//! and how a torn tail is told from corruption.
 
 mod blobs;
 pub(crate) mod files;
@@ -193,7 +194,16 @@ impl Inner {
                 replayed += 1;
             }
             tracing::debug!(path = %log_path.display(), replayed, revision = state.revision, "replayed write-ahead log");
-            LogWriter::open(&log_path, contents.valid_len)?
+            if contents.outdated {
+                // Appending would mix formats: keep its commits in a snapshot
+                // and start a new log (a crash in between replays nothing
+                // twice, as for any snapshot).
+                write_snapshot(&dir, &state)?;
+                tracing::info!(path = %log_path.display(), revision = state.revision, "replaced a version 1 write-ahead log with a snapshot and a new log");
+                LogWriter::create(&log_path)?
+            } else {
+                LogWriter::open(&log_path, contents.valid_len)?
+            }
         } else {
             LogWriter::create(&log_path)?
         };
@@ -252,6 +262,19 @@ impl Inner {
     }
 }
 
+/// Writes the whole state to the snapshot file atomically.
+fn write_snapshot(dir: &Path, state: &DurableState) -> Result<()> {
+    let bytes = serde_json::to_vec(state)
+        .map_err(|e| Error::invalid(format!("the store state does not encode as json: {e}")))?;
+    write_atomic(&dir.join(SNAPSHOT), &bytes)?;
+    tracing::debug!(
+        revision = state.revision,
+        bytes = bytes.len(),
+        "wrote snapshot"
+    );
+    Ok(())
+}
+
 impl Durable {
     /// The revision the next commit gets.
     fn next_revision(&self) -> u64 {
@@ -288,15 +311,8 @@ impl Durable {
     /// crash between the two leaves a log whose commits are all in the
     /// snapshot; replay skips them by revision.
     fn snapshot(&mut self, dir: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.state)
-            .map_err(|e| Error::invalid(format!("the store state does not encode as json: {e}")))?;
-        write_atomic(&dir.join(SNAPSHOT), &bytes)?;
+        write_snapshot(dir, &self.state)?;
         self.log = LogWriter::create(&dir.join(LOG))?;
-        tracing::debug!(
-            revision = self.state.revision,
-            bytes = bytes.len(),
-            "wrote snapshot"
-        );
         Ok(())
     }
 
