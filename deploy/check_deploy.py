@@ -11,13 +11,15 @@
    versions.
 4. Facts the chart promises are asserted on the rendered objects (probes,
    security contexts, the worker's headless Service and /dev/shm, etcd's
-   compaction and quota, GPUs, the test hook, the config files' keys).
+   compaction and quota, GPUs, the test hook, the config files' keys, the
+   credentials: the workers' own, never a client token).
 5. Every values file in helm/checks/invalid/ must be REFUSED by the render,
    with the message its first line names: the schema is enforced.
 6. checkov scans the rendered manifests (the skipped checks and the findings
    accepted on one object are listed below, each with its reason).
 7. The single-host systemd units pass `systemd-analyze verify` where systemd
-   is installed.
+   is installed; the coordinator's and worker's units load the one workers'
+   credential the example config names.
 
 Each step prints what it checks; the run ends with "N passed, M failed" and
 exits non-zero on any failure.
@@ -25,6 +27,7 @@ exits non-zero on any failure.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -150,10 +153,15 @@ def pod_spec(obj: dict) -> dict:
 
 # The config file's keys: crates/camshaft/src/cli.rs (FileConfig) and the
 # services' Config structs (crates/*/src/config.rs, crates/store/src/etcd).
-SECURED = {"tls", "auth_token_file", "health_listen", "metrics_listen"}
+SECURED = {"tls", "auth_token_file", "auth_tokens_file", "health_listen", "metrics_listen"}
 KNOWN_KEYS = {
-    "top": {"store", "data_dir", "etcd", "tls", "auth_token_file", "coordinator", "worker", "explainer"},
-    "coordinator": {"listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms"} | SECURED,
+    "top": {
+        "store", "data_dir", "etcd", "tls", "auth_token_file", "auth_tokens_file", "worker_token_file",
+        "coordinator", "worker", "explainer",
+    },
+    "coordinator": {
+        "listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms", "worker_token_file",
+    } | SECURED,
     "explainer": {
         "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
         "max_batch", "max_batch_wait_ms", "max_queued_images", "model_replicas",
@@ -169,6 +177,42 @@ KNOWN_KEYS = {
         "request_timeout_ms", "keep_checkpoints", "blob_dir",
     },
 }
+
+
+def effective(cfg: dict, table: str, key: str, top_key: str | None = None):
+    """A credential key as the binary resolves it (cli.rs inherit_security):
+    the service's table, else the top-level key it inherits."""
+    return cfg.get(table, {}).get(key) or cfg.get(top_key or key)
+
+
+def secret_file(spec: dict, path: str | None) -> tuple[str, str] | None:
+    """(Secret, key) of the file at `path` in the pod's first container, or
+    None when no Secret volume is mounted above it."""
+    if not path:
+        return None
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for m in spec["containers"][0].get("volumeMounts", []):
+        prefix = m["mountPath"].rstrip("/") + "/"
+        secret = volumes.get(m["name"], {}).get("secret")
+        if not (secret and path.startswith(prefix)):
+            continue
+        file = path.removeprefix(prefix)
+        items = secret.get("items")
+        if items is None:
+            return secret["secretName"], file
+        key = next((i["key"] for i in items if i["path"] == file), None)
+        return (secret["secretName"], key) if key else None
+    return None
+
+
+def mounted_secrets(spec: dict) -> set[str]:
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    return {
+        volumes[m["name"]]["secret"]["secretName"]
+        for ctr in spec["containers"] + spec.get("initContainers", [])
+        for m in ctr.get("volumeMounts", [])
+        if "secret" in volumes.get(m["name"], {})
+    }
 
 
 def unknown_keys(file: str, cfg: dict) -> list[str]:
@@ -269,6 +313,10 @@ def check_facts(c: Checks, rendered: dict[str, list]) -> None:
             facts(c, name, docs)
         except (AssertionError, KeyError, IndexError, TypeError) as e:
             c.fail(f"{name}: facts", f"{type(e).__name__}: {e}")
+        try:
+            credential_facts(c, name, docs, load_values(CHART / "ci" / f"{name}-values.yaml"))
+        except (AssertionError, KeyError, IndexError, TypeError) as e:
+            c.fail(f"{name}: credential facts", f"{type(e).__name__}: {e}")
 
 
 def facts(c: Checks, name: str, docs) -> None:
@@ -415,6 +463,102 @@ def facts(c: Checks, name: str, docs) -> None:
     )
 
 
+def credential_facts(c: Checks, name: str, docs, values: dict) -> None:
+    """The workers' credential is always on (a Secret the chart makes, or
+    auth.workerTokenSecret), mounted into the coordinator and every worker
+    pod and named by both config files; workers never hold a client token
+    (WorkerLink refuses one); client tokens and the tokens file go to the
+    servers; ServiceMonitors send a client token where /metrics asks for one."""
+    auth = values.get("auth", {})
+    cm = one(docs, "ConfigMap", "-config")
+    configs = {f: tomllib.loads(cm["data"][f"{f}.toml"]) for f in ("coordinator", "explainer", "worker")}
+    specs = {
+        "coordinator": pod_spec(one(docs, "Deployment", "-coordinator")),
+        "explainer": pod_spec(one(docs, "Deployment", "-explainer")),
+        "worker": pod_spec(one(docs, "StatefulSet", "-worker")),
+    }
+    secrets = {d["metadata"]["name"]: d for d in by_kind(docs, "Secret")}
+
+    # The coordinator accepts, and the workers present, one Secret's key.
+    accepts = secret_file(specs["coordinator"], effective(configs["coordinator"], "coordinator", "worker_token_file"))
+    presents = secret_file(specs["worker"], effective(configs["worker"], "worker", "auth_token_file", "worker_token_file"))
+    c.expect(
+        accepts is not None and accepts == presents,
+        f"{name}: coordinator's worker_token_file and the workers' credential are one mounted Secret key {accepts}",
+        f"coordinator accepts {accepts}, workers present {presents}",
+    )
+    want_secret = auth.get("workerTokenSecret") or f"{RELEASE}-camshaft-worker-token"
+    want_key = auth.get("workerTokenKey", "token")
+    c.expect(accepts == (want_secret, want_key), f"{name}: the workers' credential is {want_secret}/{want_key}")
+    if auth.get("workerTokenSecret"):
+        c.expect(
+            f"{RELEASE}-camshaft-worker-token" not in secrets,
+            f"{name}: no chart-made worker Secret beside auth.workerTokenSecret",
+        )
+    else:
+        data = secrets.get(want_secret, {}).get("data", {})
+        token = base64.b64decode(data.get(want_key, "")).decode()
+        c.expect(len(token) >= 32, f"{name}: the chart makes Secret {want_secret} with a {len(token)}-character token")
+    c.expect(
+        want_secret not in mounted_secrets(specs["explainer"]),
+        f"{name}: the explainers do not mount the workers' credential",
+    )
+
+    # Client credentials: the servers', never the workers'.
+    client = {
+        svc: {
+            secret_file(specs[svc], effective(configs[svc], svc, "auth_token_file")),
+            secret_file(specs[svc], effective(configs[svc], svc, "auth_tokens_file")),
+        } - {None}
+        for svc in ("coordinator", "explainer")
+    }
+    client_secrets = {s for files in client.values() for s, _ in files}
+    worker_cfg = configs["worker"]
+    c.expect(
+        presents not in client["coordinator"] | client["explainer"]
+        and not {"auth_token_file", "auth_tokens_file"} & set(worker_cfg)
+        and not client_secrets & mounted_secrets(specs["worker"]),
+        f"{name}: workers present no client token and mount no client credential",
+        f"worker credential {presents}; client {client}; worker mounts {mounted_secrets(specs['worker'])}",
+    )
+    if auth.get("enabled"):
+        want = (auth.get("existingSecret") or f"{RELEASE}-camshaft-auth", auth.get("tokenKey", "token"))
+        c.expect(
+            all(want in files for files in client.values()),
+            f"{name}: coordinator and explainers read the client token {want[0]}/{want[1]} (auth_token_file)",
+        )
+        made = secrets.get(f"{RELEASE}-camshaft-auth", {}).get("data", {}).get(want[1])
+        worker_made = secrets.get(want_secret, {}).get("data", {}).get(want_key)
+        c.expect(not (made and made == worker_made), f"{name}: the client token is not the workers' credential")
+    if auth.get("tokensSecret"):
+        want = (auth["tokensSecret"], auth.get("tokensKey", "tokens.csv"))
+        c.expect(
+            all(want in files for files in client.values()),
+            f"{name}: coordinator and explainers read the tokens file {want[0]}/{want[1]} (auth_tokens_file)",
+        )
+    if not auth.get("enabled") and not auth.get("tokensSecret"):
+        c.expect(not any(client.values()), f"{name}: no client tokens (clients are anonymous)")
+
+    # A server's /metrics asks for a client token when its gRPC port does.
+    monitors = {d["metadata"]["name"].rsplit("-", 1)[-1]: d for d in by_kind(docs, "ServiceMonitor")}
+    if monitors:
+        scrape = values.get("metrics", {}).get("serviceMonitor", {}).get("authorization", {})
+        want = None
+        if scrape.get("secretName"):
+            want = {"name": scrape["secretName"], "key": scrape.get("key", "token")}
+        elif auth.get("enabled"):
+            want = {"name": auth.get("existingSecret") or f"{RELEASE}-camshaft-auth", "key": auth.get("tokenKey", "token")}
+        sent = {
+            svc: (m["spec"]["endpoints"][0].get("authorization") or {}).get("credentials")
+            for svc, m in monitors.items()
+        }
+        c.expect(
+            sent.get("coordinator") == want and sent.get("explainer") == want and not sent.get("worker"),
+            f"{name}: ServiceMonitors send {want and want['name']} to the servers' /metrics, none to the workers'",
+            str(sent),
+        )
+
+
 def check_invalid(c: Checks, helm) -> None:
     step("values that break values.schema.json (or the chart's own rules) are REFUSED")
     files = sorted(INVALID.glob("*.yaml"))
@@ -504,8 +648,30 @@ def check_systemd(c: Checks) -> None:
     step("single host: the example config and the systemd units (systemd-analyze verify)")
     example = SYSTEMD / "camshaft.toml"
     try:
-        bad = unknown_keys(example.name, tomllib.loads(example.read_text()))
+        cfg = tomllib.loads(example.read_text())
+        bad = unknown_keys(example.name, cfg)
         c.expect(not bad, f"{example.relative_to(ROOT)} parses and holds only known keys", "\n".join(bad))
+        # The separate coordinator (DynamicUser, read-only system, no data
+        # dir) cannot make <data_dir>/worker-token, and remote workers need
+        # the same file: both units load one credential, the config names it.
+        sources = {}
+        for unit, table, key, top in [
+            ("camshaft-coordinator.service", "coordinator", "worker_token_file", None),
+            ("camshaft-worker.service", "worker", "auth_token_file", "worker_token_file"),
+        ]:
+            path = effective(cfg, table, key, top) or ""
+            prefix = f"/run/credentials/{unit}/"
+            loads = dict(
+                line.removeprefix("LoadCredential=").split(":", 1)
+                for line in (SYSTEMD / unit).read_text().splitlines()
+                if line.startswith("LoadCredential=")
+            )
+            sources[unit] = loads.get(path.removeprefix(prefix)) if path.startswith(prefix) else None
+        c.expect(
+            len(set(sources.values())) == 1 and None not in sources.values(),
+            f"the coordinator and worker units load one workers' credential ({next(iter(sources.values()))}) that camshaft.toml names",
+            str(sources),
+        )
     except tomllib.TOMLDecodeError as e:
         c.fail(f"{example.relative_to(ROOT)} is not TOML", str(e))
     analyze = shutil.which("systemd-analyze")

@@ -128,6 +128,24 @@ podAntiAffinity:
 {{- define "camshaft.auth.secretName" -}}
 {{- default (printf "%s-auth" (include "camshaft.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
+{{- define "camshaft.workerToken.secretName" -}}
+{{- default (printf "%s-worker-token" (include "camshaft.fullname" .)) .Values.auth.workerTokenSecret -}}
+{{- end -}}
+{{/*
+The Secret and key the ServiceMonitors send as a bearer token to the
+coordinator's and explainers' /metrics (which ask for a viewer's or
+editor's token when the service asks clients for tokens):
+metrics.serviceMonitor.authorization, else auth.*'s token, else none.
+A dict with name and key, or empty.
+*/}}
+{{- define "camshaft.metrics.scrapeToken" -}}
+{{- $a := .Values.metrics.serviceMonitor.authorization -}}
+{{- if $a.secretName -}}
+{{- toYaml (dict "name" $a.secretName "key" $a.key) -}}
+{{- else if .Values.auth.enabled -}}
+{{- toYaml (dict "name" (include "camshaft.auth.secretName" .) "key" .Values.auth.tokenKey) -}}
+{{- end -}}
+{{- end -}}
 {{- define "camshaft.etcdAuth.secretName" -}}
 {{- default (printf "%s-etcd-auth" (include "camshaft.fullname" .)) .Values.externalEtcd.auth.existingSecret -}}
 {{- end -}}
@@ -143,6 +161,8 @@ podAntiAffinity:
 {{- define "camshaft.paths.runConfig" -}}/run/camshaft{{- end -}}
 {{- define "camshaft.paths.tls" -}}/etc/camshaft/tls{{- end -}}
 {{- define "camshaft.paths.auth" -}}/etc/camshaft/auth{{- end -}}
+{{- define "camshaft.paths.tokens" -}}/etc/camshaft/tokens{{- end -}}
+{{- define "camshaft.paths.workerToken" -}}/etc/camshaft/worker-token{{- end -}}
 {{- define "camshaft.paths.etcdTls" -}}/etc/camshaft/etcd-tls{{- end -}}
 {{- define "camshaft.paths.etcdAuth" -}}/etc/camshaft/etcd-auth{{- end -}}
 
@@ -214,17 +234,30 @@ are written here, value by value.
 {{- end -}}
 
 {{/*
-Top-level keys every service's file starts with (TOML keys before the
-first table).
+Top-level keys a service's file starts with (TOML keys before the first
+table): the store (servers), the client credentials (servers) and the
+workers' credential (the coordinator accepts it on WorkerLink, a worker
+presents it; both inherit the top-level worker_token_file). Workers never
+get the client token: WorkerLink refuses it.
+dict "root" $ "component" "coordinator".
 */}}
 {{- define "camshaft.toml.topLevel" -}}
-{{- if .withStore }}
+{{- $server := ne .component "worker" }}
+{{- if $server }}
 # The store: the bundled etcd's members or externalEtcd.endpoints.
 store = {{ include "camshaft.store.url" .root | toJson }}
-{{- end }}
 {{- if .root.Values.auth.enabled }}
-# The bearer token every call must carry (servers) / carries (workers).
+# The bearer token (an editor) client calls may carry.
 auth_token_file = {{ printf "%s/%s" (include "camshaft.paths.auth" .root) .root.Values.auth.tokenKey | toJson }}
+{{- end }}
+{{- if .root.Values.auth.tokensSecret }}
+# Principals and their roles: token,name,role per line.
+auth_tokens_file = {{ printf "%s/tokens.csv" (include "camshaft.paths.tokens" .root) | toJson }}
+{{- end }}
+{{- end }}
+{{- if ne .component "explainer" }}
+# The workers' credential ({{ ternary "accepted on WorkerLink" "presented to the coordinator" $server }}).
+worker_token_file = {{ printf "%s/token" (include "camshaft.paths.workerToken" .root) | toJson }}
 {{- end }}
 {{- end -}}
 
@@ -280,7 +313,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 
 {{- define "camshaft.config.coordinator" -}}
 # camshaft coordinator --config: written by the chart.
-{{- include "camshaft.toml.topLevel" (dict "root" . "withStore" true) }}
+{{- include "camshaft.toml.topLevel" (dict "root" . "component" "coordinator") }}
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
@@ -293,7 +326,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 
 {{- define "camshaft.config.explainer" -}}
 # camshaft explainer --config: written by the chart.
-{{- include "camshaft.toml.topLevel" (dict "root" . "withStore" true) }}
+{{- include "camshaft.toml.topLevel" (dict "root" . "component" "explainer") }}
 
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.explainer.port)) "device" (ternary "cuda" "cpu" .Values.explainer.gpu.enabled) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
@@ -306,7 +339,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 
 {{- define "camshaft.config.worker" -}}
 # camshaft worker --config (with --worker-id <pod name>): written by the chart.
-{{- include "camshaft.toml.topLevel" (dict "root" . "withStore" false) }}
+{{- include "camshaft.toml.topLevel" (dict "root" . "component" "worker") }}
 
 {{ $own := dict "coordinator" (include "camshaft.coordinator.url" .) "device" (ternary "cuda" "cpu" .Values.worker.gpu.enabled) "data_dir" .Values.worker.dataDir -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
@@ -407,12 +440,22 @@ camshaft process uses. dict "root" $ "component" "coordinator".
   mountPath: {{ include "camshaft.paths.tls" .root }}
   readOnly: true
 {{- end }}
+{{- if ne .component "explainer" }}
+- name: worker-token
+  mountPath: {{ include "camshaft.paths.workerToken" .root }}
+  readOnly: true
+{{- end }}
+{{- if ne .component "worker" }}
 {{- if .root.Values.auth.enabled }}
 - name: auth
   mountPath: {{ include "camshaft.paths.auth" .root }}
   readOnly: true
 {{- end }}
-{{- if ne .component "worker" }}
+{{- if .root.Values.auth.tokensSecret }}
+- name: tokens
+  mountPath: {{ include "camshaft.paths.tokens" .root }}
+  readOnly: true
+{{- end }}
 {{- if and (include "camshaft.etcdTlsEnabled" .root) .root.Values.externalEtcd.tls.existingSecret }}
 - name: etcd-tls
   mountPath: {{ include "camshaft.paths.etcdTls" .root }}
@@ -463,12 +506,30 @@ camshaft process uses. dict "root" $ "component" "coordinator".
       {{- end }}
     {{- end }}
 {{- end }}
+{{- if ne .component "explainer" }}
+# The workers' credential: the coordinator and the workers, not the explainers.
+- name: worker-token
+  secret:
+    secretName: {{ include "camshaft.workerToken.secretName" .root }}
+    items:
+      - key: {{ .root.Values.auth.workerTokenKey }}
+        path: token
+{{- end }}
+{{- if ne .component "worker" }}
+{{- /* Client credentials: the servers only (a worker presents its own). */}}
 {{- if .root.Values.auth.enabled }}
 - name: auth
   secret:
     secretName: {{ include "camshaft.auth.secretName" .root }}
 {{- end }}
-{{- if ne .component "worker" }}
+{{- if .root.Values.auth.tokensSecret }}
+- name: tokens
+  secret:
+    secretName: {{ .root.Values.auth.tokensSecret }}
+    items:
+      - key: {{ .root.Values.auth.tokensKey }}
+        path: tokens.csv
+{{- end }}
 {{- if and (include "camshaft.etcdTlsEnabled" .root) .root.Values.externalEtcd.tls.existingSecret }}
 - name: etcd-tls
   secret:
