@@ -185,6 +185,9 @@ impl Cluster {
                 &self.coordinator_addr,
                 "--device",
                 "cpu",
+                // The credential `camshaft up` wrote for its workers.
+                "--data-dir",
+                &self.data_dir.display().to_string(),
             ],
             &log,
         )?;

@@ -61,9 +61,18 @@ impl EtcdCluster {
             cluster.explainer.clone(),
             cluster.store.clone(),
         );
+        let data = cluster.dir.path().display().to_string();
         let worker = cluster.service(
             "worker",
-            &["worker", "--coordinator", &c, "--device", "cpu"],
+            &[
+                "worker",
+                "--coordinator",
+                &c,
+                "--device",
+                "cpu",
+                "--data-dir",
+                &data,
+            ],
         );
         let explainer = cluster.service("explainer", &["explainer", "--listen", &e, "--store", &s]);
         cluster.services.extend([worker, explainer]);
@@ -107,6 +116,10 @@ impl EtcdCluster {
                 &self.coordinator,
                 "--store",
                 &self.store,
+                // Where it keeps the workers' credential (the worker reads
+                // it from there).
+                "--data-dir",
+                &self.dir.path().display().to_string(),
             ],
         );
         if self.services.is_empty() {

@@ -38,7 +38,8 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct Common {
-    /// A TOML file with `data_dir`, `store`, `auth_token_file`, and `[tls]`,
+    /// A TOML file with `data_dir`, `store`, `auth_token_file`,
+    /// `auth_tokens_file`, `worker_token_file`, and `[tls]`,
     /// `[etcd]`, `[coordinator]`, `[worker]`, `[explainer]` tables (the
     /// services' config fields); flags win.
     #[arg(long)]
@@ -106,7 +107,16 @@ struct WorkerArgs {
     /// Where data sets and weights are found and downloaded.
     #[arg(long)]
     dataset_dir: Option<PathBuf>,
+    /// The worker credential the coordinator asks for on WorkerLink
+    /// (default: `<data_dir>/worker-token` when it exists, as `camshaft up`
+    /// and `camshaft coordinator` write it).
+    #[arg(long, env = "CAMSHAFT_WORKER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
+
+/// Where `camshaft up` and `camshaft coordinator` keep the workers'
+/// credential when no `worker_token_file` is configured.
+const WORKER_TOKEN: &str = "worker-token";
 
 /// The TOML config file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -121,9 +131,15 @@ struct FileConfig {
     /// TLS of every service (and what workers trust) unless a service's
     /// table has a `tls` of its own.
     tls: TlsConfig,
-    /// The bearer token file of every service (and of workers' calls)
-    /// unless a service's table names its own.
+    /// The bearer token file (one editor) of every service unless a
+    /// service's table names its own.
     auth_token_file: Option<PathBuf>,
+    /// The tokens file (`token,name,role` lines) of every service unless a
+    /// service's table names its own.
+    auth_tokens_file: Option<PathBuf>,
+    /// The workers' credential: what the coordinator accepts on WorkerLink
+    /// and what workers present, unless their tables name their own.
+    worker_token_file: Option<PathBuf>,
     coordinator: camshaft_coordinator::Config,
     worker: camshaft_worker::Config,
     explainer: camshaft_explainer::Config,
@@ -151,10 +167,12 @@ impl Common {
 }
 
 impl FileConfig {
-    /// The top-level `[tls]` and `auth_token_file` go to every service
-    /// whose own table leaves them unset; workers take the client side of
-    /// `[tls]` (`ca`, `server_name`): a client certificate for mutual TLS
-    /// goes in `[worker.tls]`.
+    /// The top-level `[tls]`, `auth_token_file` and `auth_tokens_file` go
+    /// to every service whose own table leaves them unset, and
+    /// `worker_token_file` to the coordinator and (as the token they
+    /// present) the workers; workers take the client side of `[tls]`
+    /// (`ca`, `server_name`): a client certificate for mutual TLS goes in
+    /// `[worker.tls]`.
     fn inherit_security(&mut self) {
         let token = &self.auth_token_file;
         if self.coordinator.tls.is_empty() {
@@ -163,11 +181,26 @@ impl FileConfig {
         if self.coordinator.auth_token_file.is_none() {
             self.coordinator.auth_token_file.clone_from(token);
         }
+        if self.coordinator.auth_tokens_file.is_none() {
+            self.coordinator
+                .auth_tokens_file
+                .clone_from(&self.auth_tokens_file);
+        }
+        if self.coordinator.worker_token_file.is_none() {
+            self.coordinator
+                .worker_token_file
+                .clone_from(&self.worker_token_file);
+        }
         if self.explainer.tls.is_empty() {
             self.explainer.tls = self.tls.clone();
         }
         if self.explainer.auth_token_file.is_none() {
             self.explainer.auth_token_file.clone_from(token);
+        }
+        if self.explainer.auth_tokens_file.is_none() {
+            self.explainer
+                .auth_tokens_file
+                .clone_from(&self.auth_tokens_file);
         }
         if self.worker.tls.is_empty() && !self.tls.is_empty() {
             self.worker.tls = TlsConfig {
@@ -178,8 +211,33 @@ impl FileConfig {
             };
         }
         if self.worker.auth_token_file.is_none() {
-            self.worker.auth_token_file.clone_from(token);
+            self.worker
+                .auth_token_file
+                .clone_from(&self.worker_token_file);
         }
+    }
+
+    /// The data directory: configured, or the default.
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// A coordinator with no `worker_token_file` configured gets
+    /// `<data_dir>/worker-token`, created (0600) if missing: a one-machine
+    /// cluster needs no set-up, and WorkerLink still admits only holders
+    /// of the file (or of a tokens file's worker tokens).
+    fn provision_worker_token(&mut self) -> anyhow::Result<()> {
+        if self.coordinator.worker_token_file.is_some() {
+            return Ok(());
+        }
+        let dir = self.data_dir();
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data dir {}", dir.display()))?;
+        let path = dir.join(WORKER_TOKEN);
+        camshaft_proto::security::ensure_token_file(&path)?;
+        tracing::info!(path = %path.display(), "workers' credential");
+        self.coordinator.worker_token_file = Some(path);
+        Ok(())
     }
 
     /// Opens the configured store: etcd for an `etcd://` URL, else the
@@ -270,7 +328,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Up(up) => run_up(up).await,
         Command::Coordinator(a) => {
-            let file = a.common.load()?;
+            let mut file = a.common.load()?;
+            file.provision_worker_token()?;
             let mut config = file.coordinator.clone();
             if let Some(listen) = a.listen {
                 config.listen_addr = listen;
@@ -298,6 +357,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Worker(a) => {
             let file = a.common.load()?;
+            let default_token = file.data_dir().join(WORKER_TOKEN);
             let mut config = file.worker;
             if let Some(c) = a.coordinator {
                 config.coordinator = c;
@@ -311,6 +371,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(d) = a.dataset_dir {
                 config.data_dir = Some(d);
             }
+            if let Some(t) = a.token_file {
+                config.auth_token_file = Some(t);
+            }
+            if config.auth_token_file.is_none() && default_token.is_file() {
+                config.auth_token_file = Some(default_token);
+            }
             config.validate()?;
             camshaft_worker::run(config, until(shutdown_signal())).await?;
             Ok(())
@@ -319,11 +385,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run_up(up: UpArgs) -> anyhow::Result<()> {
-    let file = up.common.load()?;
+    let mut file = up.common.load()?;
     if up.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let data_dir = file.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data_dir = file.data_dir();
+    file.provision_worker_token()?;
+    if file.worker.auth_token_file.is_none() {
+        file.worker
+            .auth_token_file
+            .clone_from(&file.coordinator.worker_token_file);
+    }
     let store = FileConfig {
         data_dir: Some(data_dir.clone()),
         ..file.clone()

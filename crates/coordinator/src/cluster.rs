@@ -47,6 +47,32 @@ struct WorkerConn {
     task: Option<(JobId, u32)>,
     /// The address its stream comes from (replaces a `0.0.0.0` ring address).
     peer_ip: Option<std::net::IpAddr>,
+    /// The principal whose credential opened the stream; the worker id
+    /// stays bound to it.
+    principal: String,
+    /// The attempts this connection was given, newest last (at most
+    /// [`PAST_ATTEMPTS_KEPT`]): late messages of those are dropped quietly,
+    /// messages about any other are refused.
+    assigned: Vec<(JobId, u32)>,
+}
+
+/// Attempts a connection remembers having been given.
+const PAST_ATTEMPTS_KEPT: usize = 16;
+
+/// A worker whose lease ended, listed until `lost_worker_ttl_ms` passes.
+struct LostWorker {
+    info: v1::WorkerInfo,
+    principal: String,
+    since_ms: u64,
+}
+
+/// What a worker's message about `(job, attempt, rank)` refers to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A rank this connection runs now.
+    Current,
+    /// An attempt this connection ran, no longer current: drop quietly.
+    Stale,
 }
 
 /// The ranks of a running attempt, as far as the coordinator follows them.
@@ -59,6 +85,11 @@ struct Group {
     done: std::collections::BTreeSet<u32>,
     /// Rank 0's final checkpoint.
     checkpoint: String,
+    /// `Assignment.attempt_secret`: only the group's workers have it.
+    secret: Vec<u8>,
+    /// Log lines kept for this attempt, and dropped past the limit.
+    log_lines: u32,
+    logs_dropped: u64,
 }
 
 /// How an attempt ended early.
@@ -83,8 +114,9 @@ pub struct Cluster {
     config: Config,
     store: Arc<dyn Store>,
     workers: Mutex<BTreeMap<String, WorkerConn>>,
-    /// Workers whose lease ended, kept for `ListWorkers(include_lost)`.
-    lost: Mutex<BTreeMap<String, v1::WorkerInfo>>,
+    /// Workers whose lease ended, kept for `ListWorkers(include_lost)`
+    /// until `lost_worker_ttl_ms` passes.
+    lost: Mutex<BTreeMap<String, LostWorker>>,
     logs: Mutex<HashMap<JobId, Arc<JobLog>>>,
     groups: Mutex<HashMap<(JobId, u32), Group>>,
     transitions: tokio::sync::Mutex<()>,
@@ -182,17 +214,35 @@ impl Cluster {
         Ok(())
     }
 
-    /// Validates `spec`, stores the job and queues it.
-    pub async fn submit(self: &Arc<Self>, spec: JobSpec) -> Result<v1::Job> {
+    /// Validates `spec`, stores the job as `principal`'s and queues it;
+    /// RESOURCE_EXHAUSTED when the principal has
+    /// `max_active_jobs_per_principal` jobs pending or running.
+    pub async fn submit(self: &Arc<Self>, spec: JobSpec, principal: &str) -> Result<v1::Job> {
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32);
         let spec = spec::complete(spec, seed)?;
         if let Some(bench) = &spec.collective_bench {
             self.check_sweep_fits(&spec, bench.max_bytes)?;
         }
-        let json = serde_json::to_value(&spec)
-            .map_err(|e| Error::Internal(format!("cannot encode the job spec: {e}")))?;
-        let record = self.store.create_job(json).await?;
-        tracing::info!(job_id = %record.id, name = %spec.name, "job submitted");
+        registry::check_aliases(&spec.aliases, &self.config.model_limits)?;
+        let limit = self.config.max_active_jobs_per_principal;
+        let active = self
+            .store
+            .list_jobs()
+            .await?
+            .iter()
+            .filter(|j| !j.state.is_terminal() && jobs::created_by(j) == principal)
+            .count();
+        if active >= limit as usize {
+            return Err(Error::ResourceExhausted(format!(
+                "{principal} has {active} jobs pending or running, the most \
+                 max_active_jobs_per_principal ({limit}) allows; wait for one to end or cancel one"
+            )));
+        }
+        let record = self
+            .store
+            .create_job(jobs::stored_spec(&spec, principal)?)
+            .await?;
+        tracing::info!(job_id = %record.id, name = %spec.name, %principal, "job submitted");
         self.log(&record)
             .push(Event::StateChanged(v1::JobStateChanged {
                 from: v1::JobState::Unspecified as i32,
@@ -277,7 +327,12 @@ impl Cluster {
     }
 
     /// Cancels a pending or running job.
-    pub async fn cancel(self: &Arc<Self>, id: &str, reason: &str) -> Result<v1::Job> {
+    pub async fn cancel(
+        self: &Arc<Self>,
+        id: &str,
+        reason: &str,
+        principal: &str,
+    ) -> Result<v1::Job> {
         let id = parse_job_id(id)?;
         let _guard = self.transitions.lock().await;
         let record = self.store.get_job(id).await?;
@@ -292,11 +347,12 @@ impl Cluster {
             _ => {}
         }
         let from = jobs::wire_state(&record);
-        let reason = if reason.is_empty() {
-            "cancelled by a client".to_string()
+        let mut reason = if reason.is_empty() {
+            format!("cancelled by {principal}")
         } else {
-            reason.to_string()
+            format!("cancelled by {principal}: {reason}")
         };
+        truncate_utf8(&mut reason, self.config.max_log_line_bytes as usize);
         let attempt = record.attempts.len() as u32;
         let record = self
             .modify(id, |job| {
@@ -412,10 +468,35 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records a log line of a rank.
-    pub fn rank_log(&self, id: JobId, line: v1::LogLine) {
+    /// Records a log line of a rank of `attempt`: at most
+    /// `max_log_lines_per_attempt` lines an attempt (the first line past it
+    /// says how the rest went), each cut to `max_log_line_bytes`.
+    pub fn rank_log(&self, id: JobId, attempt: u32, mut line: v1::LogLine) {
+        let keep = {
+            let mut groups = lock(&self.groups);
+            let Some(group) = groups.get_mut(&(id, attempt)) else {
+                return;
+            };
+            if group.log_lines >= self.config.max_log_lines_per_attempt {
+                group.logs_dropped += 1;
+                if group.logs_dropped > 1 {
+                    return;
+                }
+                line.level = "warn".into();
+                line.message = format!(
+                    "attempt {attempt} logged more than max_log_lines_per_attempt ({}) lines; \
+                     later lines are dropped",
+                    self.config.max_log_lines_per_attempt
+                );
+            } else {
+                group.log_lines += 1;
+            }
+            true
+        };
+        truncate_utf8(&mut line.message, self.config.max_log_line_bytes as usize);
+        truncate_utf8(&mut line.level, 16);
         let log = lock(&self.logs).get(&id).cloned();
-        if let Some(log) = log {
+        if let (true, Some(log)) = (keep, log) {
             log.push(Event::Log(line));
         }
     }
@@ -625,6 +706,7 @@ impl Cluster {
             .into(),
             created_unix_ms: now_unix_ms(),
             checkpoint_id: checkpoint_id.to_string(),
+            created_by: jobs::created_by(record).to_string(),
             ..Default::default()
         };
         self.register(&spec.name, model_spec, lineage, weights, &spec.aliases)
@@ -641,6 +723,9 @@ impl Cluster {
         weights: bytes::Bytes,
         aliases: &[String],
     ) -> Result<v1::ModelVersion> {
+        // A version exists only once its weights fit its spec: an import
+        // checked this already; a trained model's checkpoint is checked here.
+        registry::check_registrable(&model_spec, &weights, &self.config.model_limits)?;
         let lineage = serde_json::to_value(&lineage)
             .map_err(|e| Error::Internal(format!("cannot encode lineage: {e}")))?;
         // A retry after an ambiguous failure may register a second,
@@ -671,6 +756,7 @@ impl Cluster {
     pub async fn register_worker(
         self: &Arc<Self>,
         register: v1::Register,
+        principal: &str,
         tx: WorkerSender,
         peer_ip: Option<std::net::IpAddr>,
     ) -> Result<(String, u64)> {
@@ -690,6 +776,21 @@ impl Cluster {
             camshaft_store::validate_name("worker id", &register.worker_id)?;
             register.worker_id.clone()
         };
+        let owner = lock(&self.workers)
+            .get(&id)
+            .map(|w| w.principal.clone())
+            .or_else(|| {
+                self.prune_lost();
+                lock(&self.lost).get(&id).map(|l| l.principal.clone())
+            });
+        if let Some(owner) = owner
+            && owner != principal
+        {
+            tracing::warn!(worker_id = %id, %principal, %owner, "refused a worker id of another principal");
+            return Err(Error::PermissionDenied(format!(
+                "worker id {id} belongs to another principal"
+            )));
+        }
         let lease = self.store.grant_lease(self.config.lease_ttl()).await?;
         let now = now_unix_ms();
         self.store
@@ -733,6 +834,8 @@ impl Cluster {
                 lease,
                 task: None,
                 peer_ip,
+                principal: principal.to_string(),
+                assigned: Vec::new(),
             },
         );
         lock(&self.lost).remove(&id);
@@ -810,7 +913,15 @@ impl Cluster {
         }
         gone.info.state = WorkerState::Lost as i32;
         let task = gone.task.take();
-        lock(&self.lost).insert(id.to_string(), gone.info);
+        self.prune_lost();
+        lock(&self.lost).insert(
+            id.to_string(),
+            LostWorker {
+                info: gone.info,
+                principal: gone.principal,
+                since_ms: now_ms(),
+            },
+        );
         if let Some((job, attempt)) = task
             && let Err(e) = self.fail_attempt(job, attempt, lost(id, reason)).await
         {
@@ -825,11 +936,87 @@ impl Cluster {
             .map(|(id, w)| (id.clone(), w.info.clone()))
             .collect();
         if include_lost {
-            for (id, info) in lock(&self.lost).iter() {
-                all.entry(id.clone()).or_insert_with(|| info.clone());
+            self.prune_lost();
+            for (id, lost) in lock(&self.lost).iter() {
+                all.entry(id.clone()).or_insert_with(|| lost.info.clone());
             }
         }
         all.into_values().collect()
+    }
+
+    /// Forgets workers lost longer than `lost_worker_ttl_ms` ago.
+    fn prune_lost(&self) {
+        let cutoff = now_ms().saturating_sub(self.config.lost_worker_ttl_ms);
+        lock(&self.lost).retain(|_, l| l.since_ms > cutoff);
+    }
+
+    /// What a message of connection `conn` of `worker` about `rank` of
+    /// `job`'s `attempt` refers to: one of its current ranks, or an attempt
+    /// it ran before. PERMISSION_DENIED for anything it was never given (or
+    /// a rank it does not host).
+    pub fn claim(
+        &self,
+        worker: &str,
+        conn: u64,
+        job: JobId,
+        attempt: u32,
+        rank: u32,
+    ) -> Result<Claim> {
+        let workers = lock(&self.workers);
+        let Some(w) = workers.get(worker).filter(|w| w.conn == conn) else {
+            return Err(Error::PermissionDenied(format!(
+                "worker {worker} is not attached"
+            )));
+        };
+        if w.task == Some((job, attempt)) {
+            if w.info.ranks.contains(&rank) {
+                return Ok(Claim::Current);
+            }
+        } else if w.assigned.contains(&(job, attempt)) {
+            return Ok(Claim::Stale);
+        }
+        Err(Error::PermissionDenied(format!(
+            "worker {worker} was not given rank {rank} of attempt {attempt} of job {job}"
+        )))
+    }
+
+    /// The attempt of `job` whose rank `rank` connection `conn` runs now,
+    /// or of the last attempt of `job` it ran (a late log line): the
+    /// attempt a log line of it belongs to. PERMISSION_DENIED otherwise.
+    pub fn current_attempt_of(&self, worker: &str, conn: u64, job: JobId, rank: u32) -> Result<u32> {
+        let workers = lock(&self.workers);
+        let Some(w) = workers.get(worker).filter(|w| w.conn == conn) else {
+            return Err(Error::PermissionDenied(format!(
+                "worker {worker} is not attached"
+            )));
+        };
+        match w.task {
+            Some((j, attempt)) if j == job && w.info.ranks.contains(&rank) => Ok(attempt),
+            Some((j, _)) if j == job => Err(Error::PermissionDenied(format!(
+                "worker {worker} does not run rank {rank} of job {job}"
+            ))),
+            _ => w
+                .assigned
+                .iter()
+                .rev()
+                .find(|(j, _)| *j == job)
+                .map(|(_, a)| *a)
+                .ok_or_else(|| {
+                    Error::PermissionDenied(format!("worker {worker} was not given job {job}"))
+                }),
+        }
+    }
+
+    /// Checks `secret` against the attempt's `attempt_secret`: a checkpoint
+    /// call of anyone but the attempt's group is PERMISSION_DENIED.
+    pub fn check_attempt_secret(&self, job: JobId, attempt: u32, secret: &[u8]) -> Result<()> {
+        let groups = lock(&self.groups);
+        match groups.get(&(job, attempt)) {
+            Some(group) if same_secret(&group.secret, secret) => Ok(()),
+            _ => Err(Error::PermissionDenied(format!(
+                "attempt {attempt} of job {job} is not running, or the attempt secret is wrong"
+            ))),
+        }
     }
 
     /// Tells every worker to exit and closes their streams (a stopping
@@ -882,6 +1069,10 @@ impl Cluster {
             offer.ring_address =
                 std::net::SocketAddr::new(ip, port.parse().unwrap_or(0)).to_string();
         }
+        if offer.rank != 0 {
+            // Only rank 0's NCCL id is used; nobody else may supply one.
+            offer.nccl_unique_id = Default::default();
+        }
         let complete = {
             let mut groups = lock(&self.groups);
             let Some(group) = groups.get_mut(&(job, offer.attempt)) else {
@@ -917,8 +1108,7 @@ impl Cluster {
 
     /// Records a finished rank; when the whole group finished, registers
     /// rank 0's final checkpoint.
-    pub async fn rank_done(self: &Arc<Self>, done: v1::TaskDone) -> Result<()> {
-        let job = parse_job_id(&done.job_id)?;
+    pub async fn rank_done(self: &Arc<Self>, job: JobId, done: v1::TaskDone) -> Result<()> {
         let finished = {
             let mut groups = lock(&self.groups);
             let Some(group) = groups.get_mut(&(job, done.attempt)) else {
@@ -1062,6 +1252,7 @@ impl Cluster {
         } else {
             v1::CollectiveBackend::Ring
         };
+        let secret = camshaft_proto::security::random_bytes::<32>()?.to_vec();
         let record = self
             .modify(id, |job| {
                 job.state = JobState::Running;
@@ -1080,6 +1271,7 @@ impl Cluster {
             Group {
                 world_size,
                 workers: workers.clone(),
+                secret: secret.clone(),
                 ..Group::default()
             },
         );
@@ -1109,9 +1301,14 @@ impl Cluster {
                     shard_seed: spec.seed.unwrap_or(0),
                     rendezvous_timeout_ms: self.config.rendezvous_timeout_ms,
                     num_workers: group.len() as u32,
+                    attempt_secret: secret.clone().into(),
                 };
                 let sent = all.get_mut(worker).is_some_and(|w| {
                     w.task = Some((id, attempt));
+                    if w.assigned.len() >= PAST_ATTEMPTS_KEPT {
+                        w.assigned.remove(0);
+                    }
+                    w.assigned.push((id, attempt));
                     w.info.state = WorkerState::Busy as i32;
                     w.info.job_id = id.to_string();
                     w.info.ranks = ranks.iter().map(|r| r.rank).collect();
@@ -1222,6 +1419,22 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    !a.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Cuts `s` to at most `max` bytes, at a character boundary.
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
     }
 }
 

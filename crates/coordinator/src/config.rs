@@ -29,9 +29,38 @@ pub struct Config {
     /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
     /// Default: plaintext.
     pub tls: TlsConfig,
-    /// A file holding the bearer token every call but health must carry.
-    /// Default: none needed.
+    /// A file holding one bearer token, an `editor` named `token`: every
+    /// client call must then carry a client token. Default: none.
     pub auth_token_file: Option<PathBuf>,
+    /// A tokens file: `token,name,role` per line, roles `viewer`, `editor`
+    /// or `worker` (README: roles). Default: none.
+    pub auth_tokens_file: Option<PathBuf>,
+    /// A file holding the workers' credential (a `worker` named `worker`).
+    /// `WorkerLink` accepts only worker credentials (this one and the
+    /// tokens file's workers); `camshaft up` and `camshaft coordinator`
+    /// create `<data_dir>/worker-token` when neither names one.
+    pub worker_token_file: Option<PathBuf>,
+    /// Largest checkpoint a worker may upload, in bytes; a larger
+    /// `size_bytes` is refused before any byte is read. Default 4 GiB.
+    pub max_checkpoint_bytes: u64,
+    /// Jobs one principal may have pending or running at once; one more is
+    /// RESOURCE_EXHAUSTED. Default 64.
+    pub max_active_jobs_per_principal: u32,
+    /// Log lines kept per attempt of a job (`WatchJob` with logs); later
+    /// lines are dropped and counted. Default 2 000.
+    pub max_log_lines_per_attempt: u32,
+    /// Longest log line kept, in bytes (longer ones are cut). Default 4 096.
+    pub max_log_line_bytes: u32,
+    /// How long a lost worker stays listed (`ListWorkers` with lost ones)
+    /// and keeps its id bound to its principal. Default 3 600 000 ms (1 h).
+    pub lost_worker_ttl_ms: u64,
+    /// Most bytes of one page of `ListJobs` / `ListModels`: a page ends
+    /// early rather than pass it (`next_page_token` continues). Default
+    /// 4 MiB, well under the 64 MiB message limit.
+    pub max_page_bytes: u64,
+    /// What a model spec may declare (class names, input size), checked
+    /// on import and registration.
+    pub model_limits: camshaft_modelcheck::SpecLimits,
     /// Also serve the health service alone, in plaintext, on this
     /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
     pub health_listen: Option<String>,
@@ -49,6 +78,15 @@ impl Default for Config {
             rendezvous_timeout_ms: 120_000,
             tls: TlsConfig::default(),
             auth_token_file: None,
+            auth_tokens_file: None,
+            worker_token_file: None,
+            max_checkpoint_bytes: 4 << 30,
+            max_active_jobs_per_principal: 64,
+            max_log_lines_per_attempt: 2_000,
+            max_log_line_bytes: 4_096,
+            lost_worker_ttl_ms: 3_600_000,
+            max_page_bytes: 4 << 20,
+            model_limits: camshaft_modelcheck::SpecLimits::default(),
             health_listen: None,
             metrics_listen: String::new(),
         }
@@ -71,7 +109,40 @@ impl Config {
                 self.heartbeat_interval_ms, self.lease_ttl_ms
             )));
         }
+        let at_least_one = [
+            ("max_checkpoint_bytes", self.max_checkpoint_bytes),
+            (
+                "max_active_jobs_per_principal",
+                u64::from(self.max_active_jobs_per_principal),
+            ),
+            ("max_log_line_bytes", u64::from(self.max_log_line_bytes)),
+            ("max_page_bytes", self.max_page_bytes),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return Err(Error::Config(format!("{key} must be at least 1")));
+            }
+        }
+        self.model_limits
+            .validate()
+            .map_err(|e| Error::Config(format!("model_limits: {e}")))?;
+        if self.max_page_bytes > camshaft_proto::MAX_MESSAGE_BYTES as u64 / 2 {
+            return Err(Error::Config(format!(
+                "max_page_bytes {} must be at most half the message limit ({} bytes)",
+                self.max_page_bytes,
+                camshaft_proto::MAX_MESSAGE_BYTES / 2
+            )));
+        }
         Ok(())
+    }
+
+    /// The credential files, for [`camshaft_proto::security::ServerSecurity::load`].
+    pub fn credentials(&self) -> camshaft_proto::security::CredentialFiles<'_> {
+        camshaft_proto::security::CredentialFiles {
+            token: self.auth_token_file.as_deref(),
+            tokens: self.auth_tokens_file.as_deref(),
+            worker_token: self.worker_token_file.as_deref(),
+        }
     }
 
     /// [`Config::listen_addr`] parsed.

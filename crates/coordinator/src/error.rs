@@ -18,6 +18,13 @@ pub enum Error {
     /// Valid, but not in the current state (cancelling a finished job).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (a worker message about a job it was
+    /// not assigned, a worker id of another principal).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A quota is full (active jobs of a principal); retry later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The store cannot be reached.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -39,6 +46,8 @@ impl Error {
             Error::Config(_) | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             Error::Unavailable(_) => ErrorKind::Unavailable,
             Error::Internal(_) | Error::Transport(_) => ErrorKind::Internal,
         }

@@ -27,6 +27,29 @@ pub fn spec_of(record: &JobRecord) -> JobSpec {
     serde_json::from_value(record.spec.clone()).unwrap_or_default()
 }
 
+/// The key of the stored spec object that names who submitted the job
+/// (beside the spec's own fields; the store keeps the object opaque).
+const CREATED_BY: &str = "created_by";
+
+/// The stored spec of a job `principal` submits.
+pub fn stored_spec(spec: &JobSpec, principal: &str) -> crate::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(spec)
+        .map_err(|e| crate::Error::Internal(format!("cannot encode the job spec: {e}")))?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert(CREATED_BY.into(), principal.into());
+    }
+    Ok(json)
+}
+
+/// Who submitted a job (empty for jobs stored before it was recorded).
+pub fn created_by(record: &JobRecord) -> &str {
+    record
+        .spec
+        .get(CREATED_BY)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+}
+
 /// Whether a record is an all-reduce sweep (`spec.collective_bench`), whose
 /// `history` holds `AllReduceRow`s instead of epoch rows.
 pub fn is_collective_bench(record: &JobRecord) -> bool {
@@ -86,6 +109,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
     v1::Job {
         id: record.id.to_string(),
         spec: Some(spec_of(record)),
+        created_by: created_by(record).to_string(),
         state: state as i32,
         attempt: record.attempts.len() as u32,
         created_unix_ms: record.created_ms as i64,
@@ -211,6 +235,12 @@ impl JobLog {
             .skip(usize::try_from(after).unwrap_or(usize::MAX))
             .cloned()
             .collect()
+    }
+
+    /// Whether the job's last event is its final one: nothing more will come.
+    pub fn is_finished(&self) -> bool {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.last().is_some_and(is_final)
     }
 
     /// A receiver that changes whenever an event is pushed.

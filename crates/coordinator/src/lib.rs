@@ -109,7 +109,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate()?;
-    let security = ServerSecurity::load(&config.tls, config.auth_token_file.as_deref())?;
+    let security = ServerSecurity::load(&config.tls, config.credentials())?;
+    if !security.authenticator().has_worker_credentials() {
+        tracing::warn!(
+            "no worker credential is configured (worker_token_file or a tokens file's workers): \
+             WorkerLink refuses every worker"
+        );
+    }
     let addr = listener.local_addr().ok();
     let health_listen = config.health_listen.clone();
     let metrics_addr = camshaft_metrics::parse_listen(&config.metrics_listen)
@@ -167,9 +173,14 @@ pub async fn serve(
             .map_err(|e| Error::Config(format!("metrics_listen {addr}: {e}")))?;
         let registry = metrics.registry().clone();
         let mut closed = closing_metrics;
-        tokio::spawn(camshaft_metrics::serve(listener, registry, async move {
-            let _ = closed.wait_for(|c| *c).await;
-        }));
+        tokio::spawn(camshaft_metrics::serve_guarded(
+            listener,
+            registry,
+            security.metrics_guard(),
+            async move {
+                let _ = closed.wait_for(|c| *c).await;
+            },
+        ));
     }
     let server = security
         .builder()?

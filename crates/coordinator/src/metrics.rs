@@ -109,7 +109,9 @@ impl Metrics {
                 gauge: workers,
             }))
             .map_err(bad)?;
-        GrpcMetricsLayer::new(&self.registry, NS).map_err(|e| Error::Internal(e.to_string()))
+        Ok(GrpcMetricsLayer::new(&self.registry, NS)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .with_known_methods(camshaft_proto::roles::known_methods()))
     }
 }
 

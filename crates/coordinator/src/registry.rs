@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use camshaft_modelcheck::SpecLimits;
 use camshaft_proto::v1::{self, Arch, Head, Normalization, ResizeMethod};
 use camshaft_store::RegisteredModel;
 use serde_json::json;
@@ -96,27 +97,45 @@ pub fn spec_from_wire(spec: &v1::ModelSpec) -> Result<serde_json::Value> {
     }))
 }
 
-/// Checks that `bytes` is a safetensors file (its header parses as the
-/// tensor table) and returns its tensor names.
-pub fn safetensors_names(bytes: &[u8]) -> Result<Vec<String>> {
-    let bad =
-        |why: &str| Error::InvalidArgument(format!("weights are not a safetensors file: {why}"));
-    let len = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| bad("shorter than its 8-byte header length"))?;
-    let header = usize::try_from(len)
-        .ok()
-        .and_then(|len| bytes.get(8..8usize.checked_add(len)?))
-        .ok_or_else(|| bad("the header is longer than the file"))?;
-    let table: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| bad(&format!("bad header: {e}")))?;
-    Ok(table
-        .into_iter()
-        .filter(|(name, _)| name != "__metadata__")
-        .map(|(name, _)| name)
-        .collect())
+/// Checks a version before anything of it is stored ("registered means
+/// loadable"): the stored `spec` (vision's JSON) within `limits`, and
+/// `weights` (safetensors; only the header is read) holding exactly the
+/// tensors its architecture and head expect, with their shapes: see
+/// [`camshaft_modelcheck`]. Every refusal is INVALID_ARGUMENT with a short
+/// message naming the first few problems.
+pub fn check_registrable(
+    spec: &serde_json::Value,
+    weights: &[u8],
+    limits: &SpecLimits,
+) -> Result<()> {
+    camshaft_modelcheck::check_spec(spec, limits)
+        .and_then(|shape| shape.check_weights(weights))
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// Checks a stored `spec` against `limits` alone (class names, input side):
+/// the part of [`check_registrable`] that needs no weights, so an import
+/// can be refused before its upload is received.
+pub fn check_spec(spec: &serde_json::Value, limits: &SpecLimits) -> Result<()> {
+    camshaft_modelcheck::check_spec(spec, limits)
+        .map(drop)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))
+}
+
+/// Checks the aliases one registration sets (an import's, or a job's for
+/// its trained version): at most `limits.max_aliases`, each a valid alias.
+pub fn check_aliases(aliases: &[String], limits: &SpecLimits) -> Result<()> {
+    if aliases.len() > limits.max_aliases {
+        return Err(Error::InvalidArgument(format!(
+            "{} aliases; at most {} may be set at once",
+            aliases.len(),
+            limits.max_aliases
+        )));
+    }
+    for alias in aliases {
+        camshaft_proto::validate_alias(alias)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -145,14 +164,70 @@ mod tests {
         assert!(spec_from_wire(&squish).is_err());
     }
 
-    #[test]
-    fn safetensors_headers_are_checked() {
-        let header = br#"{"fc.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    /// A safetensors file of zeros with these tensors (F32).
+    fn safetensors(tensors: &[(String, Vec<i64>)]) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for (name, shape) in tensors {
+            let size = 4 * shape.iter().product::<i64>();
+            header.insert(
+                name.clone(),
+                json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}),
+            );
+            offset += size;
+        }
+        let header = serde_json::to_vec(&header).unwrap();
         let mut file = (header.len() as u64).to_le_bytes().to_vec();
-        file.extend_from_slice(header);
-        file.extend_from_slice(&[0; 4]);
-        assert_eq!(safetensors_names(&file).unwrap(), vec!["fc.weight"]);
-        assert!(safetensors_names(b"PK\x03\x04 a zip").is_err());
-        assert!(safetensors_names(&file[..20]).is_err());
+        file.extend_from_slice(&header);
+        file.resize(file.len() + offset as usize, 0);
+        file
+    }
+
+    #[test]
+    fn only_weights_that_fit_their_spec_are_registrable() {
+        // The lecture's CNN at 6×6 pixels: a 1×1 feature map, small weights.
+        let spec = json!({"arch": "cnn", "head": "linear", "class_names": ["a", "b"],
+                          "input_size": 6, "normalization": "none"});
+        let limits = SpecLimits::default();
+        let shape = camshaft_modelcheck::ModelShape::from_spec(&spec).unwrap();
+        let mut tensors = shape.expected_parameters();
+        check_registrable(&spec, &safetensors(&tensors), &limits).unwrap();
+
+        tensors.last_mut().unwrap().1 = vec![10];
+        let err = check_registrable(&spec, &safetensors(&tensors), &limits).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "weights do not fit cnn with the linear head for 2 classes at 6×6 pixels: \
+             4.bias is [10], expected [2]"
+        );
+        let err = check_registrable(&spec, b"PK\x03\x04", &limits).unwrap_err();
+        assert!(err.to_string().contains("not a safetensors file"), "{err}");
+
+        let many = json!({"arch": "cnn", "head": "linear", "class_names": vec!["x"; 20_000],
+                          "input_size": 6, "normalization": "none"});
+        let err = check_registrable(&many, &safetensors(&tensors), &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad model spec: 20000 classes; at most 1000 are allowed"
+        );
+        assert_eq!(err.kind(), camshaft_proto::ErrorKind::InvalidArgument);
+        assert_eq!(
+            check_spec(&many, &limits).unwrap_err().to_string(),
+            err.to_string()
+        );
+        check_spec(&spec, &limits).unwrap();
+    }
+
+    #[test]
+    fn aliases_are_counted_and_checked() {
+        let limits = SpecLimits::default();
+        check_aliases(&["prod".into(), "v1-candidate".into()], &limits).unwrap();
+        let many: Vec<String> = (0..17).map(|i| format!("a{i}")).collect();
+        assert_eq!(
+            check_aliases(&many, &limits).unwrap_err().to_string(),
+            "17 aliases; at most 16 may be set at once"
+        );
+        assert!(check_aliases(&["12".into()], &limits).is_err());
     }
 }

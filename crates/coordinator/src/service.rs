@@ -16,7 +16,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cluster::{AttemptFailure, Cluster, parse_job_id};
+use camshaft_proto::roles::Principal;
+
+use crate::cluster::{AttemptFailure, Claim, Cluster, parse_job_id};
 use crate::{Error, jobs, registry};
 
 /// Largest weights file `ImportModel` accepts.
@@ -40,17 +42,36 @@ impl CoordinatorService {
     }
 }
 
-fn page<T>(items: Vec<T>, size: u32, token: &str) -> Result<(Vec<T>, String), Status> {
+/// Items of one page: from `token` (an offset; empty: the start), at most
+/// `size` of them (0: 100, capped at 1 000) and at most `max_bytes` encoded
+/// (at least one, so every page makes progress), and the token of the next
+/// page (empty after the last).
+fn page<T: prost::Message>(
+    items: Vec<T>,
+    size: u32,
+    token: &str,
+    max_bytes: u64,
+) -> Result<(Vec<T>, String), Status> {
     let start: usize = if token.is_empty() {
         0
     } else {
-        token
-            .parse()
-            .map_err(|_| Status::invalid_argument(format!("bad page_token {token:?}")))?
+        token.parse().map_err(|_| {
+            Status::invalid_argument(format!("bad page_token {}", camshaft_proto::short(token)))
+        })?
     };
-    let size = if size == 0 { 100 } else { size as usize };
+    let size = if size == 0 { 100 } else { (size as usize).min(1_000) };
     let total = items.len();
-    let items: Vec<T> = items.into_iter().skip(start).take(size).collect();
+    let mut bytes = 0u64;
+    let items: Vec<T> = items
+        .into_iter()
+        .skip(start)
+        .take(size)
+        .take_while(|item| {
+            let first = bytes == 0;
+            bytes += item.encoded_len() as u64 + 8;
+            first || bytes <= max_bytes
+        })
+        .collect();
     let next = if start + items.len() < total {
         (start + items.len()).to_string()
     } else {
@@ -65,8 +86,9 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
+        let principal = Principal::of(&request);
         let spec = request.into_inner().spec.unwrap_or_default();
-        let job = self.cluster.submit(spec).await?;
+        let job = self.cluster.submit(spec, &principal.name).await?;
         Ok(Response::new(v1::SubmitJobResponse { job: Some(job) }))
     }
 
@@ -92,9 +114,15 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .into_iter()
             .filter(|r| states.is_empty() || states.contains(&jobs::wire_state(r)))
             .collect();
-        let (records, next_page_token) = page(records, request.page_size, &request.page_token)?;
+        let jobs: Vec<v1::Job> = records.iter().map(|r| jobs::to_wire(r, None)).collect();
+        let (jobs, next_page_token) = page(
+            jobs,
+            request.page_size,
+            &request.page_token,
+            self.cluster.config().max_page_bytes,
+        )?;
         Ok(Response::new(v1::ListJobsResponse {
-            jobs: records.iter().map(|r| jobs::to_wire(r, None)).collect(),
+            jobs,
             next_page_token,
         }))
     }
@@ -103,10 +131,11 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
         let job = self
             .cluster
-            .cancel(&request.job_id, &request.reason)
+            .cancel(&request.job_id, &request.reason, &principal.name)
             .await?;
         Ok(Response::new(v1::CancelJobResponse { job: Some(job) }))
     }
@@ -136,6 +165,10 @@ impl coordinator_server::Coordinator for CoordinatorService {
                     if tx.send(Ok(event)).await.is_err() || last {
                         return;
                     }
+                }
+                // Past the end of a finished job: nothing more will come.
+                if log.is_finished() {
+                    return;
                 }
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
@@ -178,7 +211,12 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .filter(|m| request.name.is_empty() || m.name == request.name)
             .flat_map(|m| m.versions.iter().map(|v| registry::to_wire(v, &m.aliases)))
             .collect();
-        let (versions, next_page_token) = page(versions, request.page_size, &request.page_token)?;
+        let (versions, next_page_token) = page(
+            versions,
+            request.page_size,
+            &request.page_token,
+            self.cluster.config().max_page_bytes,
+        )?;
         Ok(Response::new(v1::ListModelsResponse {
             versions,
             next_page_token,
@@ -217,7 +255,9 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::SetAliasRequest>,
     ) -> Result<Response<v1::SetAliasResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
+        camshaft_proto::validate_name(&request.name)?;
         camshaft_proto::validate_alias(&request.alias)?;
         let store = self.cluster.store();
         let before = registry::aliases_of(
@@ -239,9 +279,18 @@ impl coordinator_server::Coordinator for CoordinatorService {
             &store.list_models().await.map_err(Error::from)?,
             &request.name,
         );
+        let previous_version = before.get(&request.alias).copied();
+        tracing::info!(
+            model = %request.name,
+            alias = %request.alias,
+            from = ?previous_version,
+            to = request.version,
+            %principal,
+            "alias moved"
+        );
         Ok(Response::new(v1::SetAliasResponse {
             version: Some(registry::to_wire(&version, &after)),
-            previous_version: before.get(&request.alias).copied(),
+            previous_version,
         }))
     }
 
@@ -249,7 +298,10 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::DeleteAliasRequest>,
     ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
+        camshaft_proto::validate_name(&request.name)?;
+        camshaft_proto::validate_alias(&request.alias)?;
         let store = self.cluster.store();
         let before = registry::aliases_of(
             &store.list_models().await.map_err(Error::from)?,
@@ -262,6 +314,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .remove_alias(&request.name, &request.alias)
             .await
             .map_err(Error::from)?;
+        tracing::info!(model = %request.name, alias = %request.alias, from = previous_version, %principal, "alias removed");
         Ok(Response::new(v1::DeleteAliasResponse { previous_version }))
     }
 
@@ -269,7 +322,9 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::DeleteModelRequest>,
     ) -> Result<Response<v1::DeleteModelResponse>, Status> {
+        let principal = Principal::of(&request);
         let request = request.into_inner();
+        camshaft_proto::validate_name(&request.name)?;
         let store = self.cluster.store();
         let aliases = registry::aliases_of(
             &store.list_models().await.map_err(Error::from)?,
@@ -298,6 +353,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .delete_model_version(&request.name, request.version)
             .await
             .map_err(Error::from)?;
+        tracing::info!(model = %request.name, version = request.version, %principal, "model version deleted");
         Ok(Response::new(v1::DeleteModelResponse {
             removed_aliases: pointing,
         }))
@@ -307,6 +363,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<v1::ImportModelRequest>>,
     ) -> Result<Response<v1::ImportModelResponse>, Status> {
+        let principal = Principal::of(&request);
         let mut parts = request.into_inner();
         let header = match parts.message().await? {
             Some(v1::ImportModelRequest {
@@ -319,10 +376,11 @@ impl coordinator_server::Coordinator for CoordinatorService {
             }
         };
         camshaft_proto::validate_name(&header.name)?;
-        for alias in &header.aliases {
-            camshaft_proto::validate_alias(alias)?;
-        }
+        let limits = &self.cluster.config().model_limits;
+        registry::check_aliases(&header.aliases, limits)?;
         let spec = registry::spec_from_wire(&header.spec.clone().unwrap_or_default())?;
+        // Refused before a byte of the upload is read.
+        registry::check_spec(&spec, limits)?;
         if header.format() != v1::WeightsFormat::Safetensors {
             return Err(Status::invalid_argument(
                 "the registry stores safetensors: convert the file first (`ctl models import` \
@@ -342,19 +400,20 @@ impl coordinator_server::Coordinator for CoordinatorService {
             }
         })
         .await?;
-        registry::safetensors_names(&weights)?;
+        registry::check_registrable(&spec, &weights, limits)?;
         let lineage = v1::Lineage {
             dataset: header.dataset.clone(),
             metrics: header.metrics.clone(),
             created_unix_ms: camshaft_proto::now_unix_ms(),
             imported_from: header.file_name.clone(),
+            created_by: principal.name.clone(),
             ..Default::default()
         };
         let version = self
             .cluster
             .register(&header.name, spec, lineage, weights, &header.aliases)
             .await?;
-        tracing::info!(model = %format!("{}:{}", version.name, version.version), "model imported");
+        tracing::info!(model = %format!("{}:{}", version.name, version.version), %principal, "model imported");
         Ok(Response::new(v1::ImportModelResponse {
             version: Some(version),
         }))
@@ -370,7 +429,8 @@ async fn receive_blob<M>(
     sha256: &str,
     chunk_of: impl Fn(M) -> Option<bytes::Bytes>,
 ) -> Result<bytes::Bytes, Status> {
-    let mut blob = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    // Grown as bytes arrive, never sized from the (untrusted) header.
+    let mut blob = Vec::new();
     while let Some(part) = parts.message().await? {
         let chunk = chunk_of(part)
             .ok_or_else(|| Status::invalid_argument("only chunks may follow the header"))?;
@@ -415,10 +475,20 @@ impl worker_link_server::WorkerLink for CoordinatorService {
             }
         };
         let job = parse_job_id(&header.job_id)?;
+        self.cluster
+            .check_attempt_secret(job, header.attempt, &header.attempt_secret)
+            .inspect_err(|e| tracing::warn!(job_id = %job, attempt = header.attempt, error = %e, "checkpoint upload refused"))?;
         if !self.cluster.is_current(job, header.attempt).await? {
             return Err(ErrorKind::FailedPrecondition.status(format!(
                 "attempt {} of job {job} is not running; its checkpoint is refused",
                 header.attempt
+            )));
+        }
+        let max = self.cluster.config().max_checkpoint_bytes;
+        if header.size_bytes > max {
+            return Err(Status::invalid_argument(format!(
+                "a checkpoint of {} bytes is over max_checkpoint_bytes ({max})",
+                header.size_bytes
             )));
         }
         let meta: serde_json::Value = serde_json::from_str(&header.meta_json)
@@ -451,10 +521,13 @@ impl worker_link_server::WorkerLink for CoordinatorService {
     ) -> Result<Response<Self::GetCheckpointStream>, Status> {
         let request = request.into_inner();
         let job = parse_job_id(&request.job_id)?;
+        self.cluster
+            .check_attempt_secret(job, request.attempt, &request.attempt_secret)
+            .inspect_err(|e| tracing::warn!(job_id = %job, attempt = request.attempt, error = %e, "checkpoint read refused"))?;
         let id: u64 = request.checkpoint_id.parse().map_err(|_| {
             Status::invalid_argument(format!(
-                "{:?} is not a checkpoint id",
-                request.checkpoint_id
+                "{} is not a checkpoint id",
+                camshaft_proto::short(&request.checkpoint_id)
             ))
         })?;
         let checkpoint = self
@@ -471,6 +544,7 @@ impl worker_link_server::WorkerLink for CoordinatorService {
             size_bytes: 0,
             sha256: checkpoint.manifest.blob.sha256.clone(),
             checkpoint_id: id.to_string(),
+            attempt_secret: Default::default(),
         };
         let parts = v1::CheckpointPart::stream_parts(header, checkpoint.blob);
         Ok(Response::new(Box::pin(tokio_stream::iter(
@@ -485,6 +559,7 @@ impl worker_link_server::WorkerLink for CoordinatorService {
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let peer_ip = request.remote_addr().map(|a| a.ip());
+        let principal = Principal::of(&request);
         let mut inbound = request.into_inner();
         let ttl = self.cluster.config().lease_ttl();
         let register = match tokio::time::timeout(ttl, inbound.message()).await {
@@ -504,7 +579,10 @@ impl worker_link_server::WorkerLink for CoordinatorService {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let (id, conn) = self.cluster.register_worker(register, tx, peer_ip).await?;
+        let (id, conn) = self
+            .cluster
+            .register_worker(register, &principal.name, tx.clone(), peer_ip)
+            .await?;
         let cluster = Arc::clone(&self.cluster);
         tokio::spawn(async move {
             let reason = loop {
@@ -517,10 +595,18 @@ impl worker_link_server::WorkerLink for CoordinatorService {
                     Ok(Ok(Some(m))) => m,
                 };
                 cluster.heartbeat(&id, conn).await;
-                if let Some(message) = message.message
-                    && let Err(e) = handle(&cluster, &id, conn, message).await
-                {
-                    tracing::error!(worker_id = %id, error = %e, "handling a worker message failed");
+                if let Some(message) = message.message {
+                    match handle(&cluster, &id, conn, message).await {
+                        Ok(()) => {}
+                        Err(e @ Error::PermissionDenied(_)) => {
+                            tracing::warn!(worker_id = %id, %principal, error = %e, "refused a worker message; closing its stream");
+                            let _ = tx.send(Err(e.into()));
+                            break "it sent a message about work it was not given".to_string();
+                        }
+                        Err(e) => {
+                            tracing::error!(worker_id = %id, error = %e, "handling a worker message failed");
+                        }
+                    }
                 }
             };
             cluster.worker_gone(&id, conn, &reason).await;
@@ -529,60 +615,90 @@ impl worker_link_server::WorkerLink for CoordinatorService {
     }
 }
 
-/// One message of a worker, after `Register`.
+/// One message of a worker, after `Register`. A message about a rank the
+/// stream runs is acted on; one about an attempt it ran before is dropped;
+/// anything else is PERMISSION_DENIED (and changes nothing). Reports that
+/// only rank 0 makes (epoch and all-reduce rows, checkpoints) are refused
+/// from other ranks.
 async fn handle(
     cluster: &Arc<Cluster>,
     worker: &str,
     conn: u64,
     message: FromWorker,
 ) -> crate::Result<()> {
+    // (job, attempt, rank) the message is about, and whether only rank 0 sends it.
+    let not_given = |job_id: &str| {
+        Error::PermissionDenied(format!(
+            "worker {worker} was not given job {}",
+            camshaft_proto::short(job_id)
+        ))
+    };
+    let about = |job_id: &str, attempt: u32, rank: u32, rank0_only: bool| {
+        let job = parse_job_id(job_id).map_err(|_| not_given(job_id))?;
+        if rank0_only && rank != 0 {
+            return Err(Error::PermissionDenied(format!(
+                "only rank 0 reports for the group, not rank {rank}"
+            )));
+        }
+        Ok::<_, Error>((job, cluster.claim(worker, conn, job, attempt, rank)?))
+    };
     match message {
         FromWorker::Register(_) => {
             tracing::warn!(worker_id = %worker, "a second Register on one stream is ignored");
         }
         FromWorker::Heartbeat(_) => {}
-        FromWorker::RendezvousOffer(offer) => cluster.rendezvous_offer(worker, offer)?,
+        FromWorker::RendezvousOffer(offer) => {
+            if let (_, Claim::Current) = about(&offer.job_id, offer.attempt, offer.rank, false)? {
+                cluster.rendezvous_offer(worker, offer)?;
+            }
+        }
         FromWorker::EpochReport(report) => {
-            let job = parse_job_id(&report.job_id)?;
-            let row = report.metrics.unwrap_or_default();
-            cluster.epoch_done(job, report.attempt, row).await?;
+            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)? {
+                let row = report.metrics.unwrap_or_default();
+                cluster.epoch_done(job, report.attempt, row).await?;
+            }
         }
         FromWorker::AllreduceReport(report) => {
-            let job = parse_job_id(&report.job_id)?;
-            let row = report.row.unwrap_or_default();
-            cluster.allreduce_row(job, report.attempt, row).await?;
+            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)? {
+                let row = report.row.unwrap_or_default();
+                cluster.allreduce_row(job, report.attempt, row).await?;
+            }
         }
         FromWorker::CheckpointWritten(c) => {
-            tracing::info!(job_id = %c.job_id, checkpoint = %c.checkpoint_id, epochs_done = c.epochs_done, "checkpoint written");
+            if let (_, Claim::Current) = about(&c.job_id, c.attempt, c.rank, true)? {
+                tracing::info!(job_id = %c.job_id, checkpoint = %c.checkpoint_id, epochs_done = c.epochs_done, "checkpoint written");
+            }
         }
         FromWorker::TaskFailed(f) => {
-            let job = parse_job_id(&f.job_id)?;
-            let kind = match f.kind() {
-                v1::FailureKind::CollectiveTimeout => v1::FailureKind::CollectiveTimeout,
-                _ => v1::FailureKind::TaskError,
-            };
-            let failure = AttemptFailure {
-                kind,
-                rank: Some(f.rank),
-                worker: Some(worker.to_string()),
-                reason: f.reason,
-                epoch: f.epoch,
-                retryable: f.retryable,
-            };
-            cluster.fail_attempt(job, f.attempt, failure).await?;
+            if let (job, Claim::Current) = about(&f.job_id, f.attempt, f.rank, false)? {
+                let kind = match f.kind() {
+                    v1::FailureKind::CollectiveTimeout => v1::FailureKind::CollectiveTimeout,
+                    _ => v1::FailureKind::TaskError,
+                };
+                let failure = AttemptFailure {
+                    kind,
+                    rank: Some(f.rank),
+                    worker: Some(worker.to_string()),
+                    reason: f.reason,
+                    epoch: f.epoch,
+                    retryable: f.retryable,
+                };
+                cluster.fail_attempt(job, f.attempt, failure).await?;
+            }
         }
         FromWorker::TaskDone(done) => {
-            if done.rank == 0 {
-                let job = parse_job_id(&done.job_id)?;
-                cluster
-                    .complete(job, done.attempt, &done.final_checkpoint_id)
-                    .await?;
+            if let (job, Claim::Current) = about(&done.job_id, done.attempt, done.rank, false)? {
+                cluster.rank_done(job, done).await?;
             }
         }
         FromWorker::Log(line) => {
-            let job = parse_job_id(&line.job_id)?;
+            // A log line names no attempt: it belongs to the one the
+            // stream runs now.
+            let job = parse_job_id(&line.job_id).map_err(|_| not_given(&line.job_id))?;
+            let attempt = cluster.current_attempt_of(worker, conn, job, line.rank)?;
             cluster.rank_log(
                 job,
+                attempt,
                 v1::LogLine {
                     level: line.level,
                     rank: line.rank,
@@ -592,7 +708,7 @@ async fn handle(
             );
         }
         FromWorker::Drain(d) => {
-            tracing::info!(worker_id = %worker, reason = %d.reason, "worker draining");
+            tracing::info!(worker_id = %worker, reason = %camshaft_proto::short(&d.reason), "worker draining");
             cluster.drain(worker, conn, &d.reason).await?;
         }
     }

@@ -1,6 +1,7 @@
 //! Request metrics of a whole tonic server, as a tower layer: every call
 //! counted by method and status code, and timed to its response head.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,13 +14,15 @@ use crate::Error;
 /// `<namespace>_grpc_requests_total{method, code}` and
 /// `<namespace>_grpc_request_duration_seconds{method}` for every call of
 /// the server it wraps (`method` is the gRPC path, e.g.
-/// `/camshaft.v1.Coordinator/SubmitJob`; `code` the status of the
+/// `/camshaft.v1.Coordinator/SubmitJob`, or `unknown` for a path outside
+/// [`with_known_methods`](GrpcMetricsLayer::with_known_methods); `code` the status of the
 /// response head — a stream that fails after its first message counts as
 /// its head said, usually `OK`).
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
     requests: IntCounterVec,
     seconds: HistogramVec,
+    known: Option<&'static HashSet<String>>,
 }
 
 impl GrpcMetricsLayer {
@@ -43,7 +46,19 @@ impl GrpcMetricsLayer {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(seconds.clone()))?;
-        Ok(GrpcMetricsLayer { requests, seconds })
+        Ok(GrpcMetricsLayer {
+            requests,
+            seconds,
+            known: None,
+        })
+    }
+
+    /// Labels calls of paths outside `known` as `unknown`, so callers
+    /// inventing paths cannot grow the label set (and `/metrics`) without
+    /// bound. Every server should set it (`camshaft_proto::roles::known_methods`).
+    pub fn with_known_methods(mut self, known: &'static HashSet<String>) -> Self {
+        self.known = Some(known);
+        self
     }
 }
 
@@ -83,7 +98,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_string();
+        let path = request.uri().path();
+        let method = match self.layer.known {
+            Some(known) if !known.contains(path) => "unknown".to_string(),
+            _ => path.to_string(),
+        };
         let started = Instant::now();
         let layer = self.layer.clone();
         let answer = self.inner.call(request);

@@ -34,6 +34,7 @@ pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -92,12 +93,27 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Decides whether a scrape may read the metrics from its `Authorization`
+/// header (absent: `None`). The services pass their credentials check, so
+/// the endpoint asks for the same tokens as their gRPC port.
+pub type Guard = Arc<dyn Fn(Option<&[u8]>) -> bool + Send + Sync>;
+
 /// Serves `GET /metrics` of `registry` on `listener` until `shutdown`
-/// completes. Connections are answered on their own tasks; a client that
-/// misbehaves only loses its own connection.
+/// completes, to anyone who can connect. Connections are answered on their
+/// own tasks; a client that misbehaves only loses its own connection.
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve_guarded(listener, registry, None, shutdown).await;
+}
+
+/// [`serve`], answering 401 to a scrape `guard` refuses (none: open).
+pub async fn serve_guarded(
+    listener: TcpListener,
+    registry: Registry,
+    guard: Option<Guard>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     tracing::info!(addr = ?listener.local_addr().ok(), "metrics serving");
@@ -110,8 +126,9 @@ pub async fn serve(
         match accepted {
             Ok((stream, _)) => {
                 let registry = registry.clone();
+                let guard = guard.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &registry).await {
+                    if let Err(e) = answer(stream, &registry, guard.as_deref()).await {
                         tracing::debug!(error = %e, "metrics connection failed");
                     }
                 });
@@ -125,7 +142,23 @@ pub async fn serve(
     tracing::info!("metrics stopped");
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+/// The value of the `Authorization` header of a request head.
+fn authorization(head: &[u8]) -> Option<&[u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = line.split_at(colon);
+        name.eq_ignore_ascii_case(b"authorization")
+            .then(|| value[1..].trim_ascii())
+    })
+}
+
+type GuardFn = dyn Fn(Option<&[u8]>) -> bool + Send + Sync;
+
+async fn answer(
+    mut stream: TcpStream,
+    registry: &Registry,
+    guard: Option<&GuardFn>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -145,6 +178,17 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
             let line = String::from_utf8_lossy(line);
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next()) {
+                (Some("GET"), Some(path))
+                    if (path == "/metrics" || path.starts_with("/metrics?"))
+                        && guard.is_some_and(|allowed| !allowed(authorization(&head))) =>
+                {
+                    (
+                        "401 Unauthorized\r\nWWW-Authenticate: Bearer",
+                        "text/plain".into(),
+                        "this endpoint needs a bearer token (Authorization: Bearer <token>)\n"
+                            .into(),
+                    )
+                }
                 (Some("GET"), Some(path))
                     if path == "/metrics" || path.starts_with("/metrics?") =>
                 {
@@ -181,9 +225,20 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
 /// Fetches `http://addr/metrics` over plain HTTP/1.1 and returns the body;
 /// for tests and `ctl`-style checks, not a general HTTP client.
 pub async fn scrape(addr: SocketAddr) -> std::io::Result<String> {
+    scrape_as(addr, None).await
+}
+
+/// [`scrape`] with `Authorization: Bearer <token>`.
+pub async fn scrape_as(addr: SocketAddr, token: Option<&str>) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: camshaft\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: camshaft\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
@@ -232,6 +287,24 @@ mod tests {
         s.write_all(&[0xFF; 100]).await.unwrap();
         drop(s);
         assert!(scrape(addr).await.unwrap().contains("things_total"));
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_guarded_endpoint_answers_401_without_the_token() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let guard: Guard = Arc::new(|auth| auth == Some(b"Bearer s3cret".as_slice()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_guarded(listener, Registry::new(), Some(guard), async {
+            let _ = stopped.await;
+        }));
+        let e = scrape(addr).await.unwrap_err().to_string();
+        assert!(e.contains("401"), "{e}");
+        let e = scrape_as(addr, Some("wrong")).await.unwrap_err().to_string();
+        assert!(e.contains("401"), "{e}");
+        scrape_as(addr, Some("s3cret")).await.unwrap();
         stop.send(()).unwrap();
         server.await.unwrap();
     }

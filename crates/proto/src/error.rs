@@ -2,11 +2,12 @@
 
 use crate::status::ErrorKind;
 
-/// What a helper of this crate refuses, with the offending input in the message.
+/// What a helper of this crate refuses, with the offending input in the
+/// message (at most its first [`QUOTED_CHARS`](crate::QUOTED_CHARS) characters).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// A model reference that is not `name`, `name@alias` or `name:version`.
-    #[error("invalid model reference {reference:?}: {reason}")]
+    #[error("invalid model reference {}: {reason}", crate::short(reference))]
     InvalidModelRef {
         /// The reference as given.
         reference: String,
@@ -14,7 +15,7 @@ pub enum Error {
         reason: String,
     },
     /// A model name or alias that breaks the naming rule.
-    #[error("invalid {what} {value:?}: {reason}")]
+    #[error("invalid {what} {}: {reason}", crate::short(value))]
     InvalidName {
         /// `model name` or `alias`.
         what: &'static str,
@@ -24,7 +25,7 @@ pub enum Error {
         reason: String,
     },
     /// A short enum name (as the CLI and config files spell it) that is not known.
-    #[error("unknown {what} {value:?}; expected one of: {expected}")]
+    #[error("unknown {what} {}; expected one of: {expected}", crate::short(value))]
     UnknownName {
         /// What was being named, e.g. `architecture`.
         what: &'static str,

@@ -35,6 +35,8 @@
 //!   [`v1::ImportModelRequest::stream_parts`] (header + 1 MiB chunks for
 //!   `ctl models import`).
 //! - [`now_unix_ms`] for the `*_unix_ms` fields.
+//! - [`roles`]: principals, their roles and the role each RPC needs;
+//!   [`short`] quotes caller input in errors with a bounded length.
 //! - [`security`]: TLS, mutual TLS and bearer tokens, the same for every
 //!   server ([`security::ServerSecurity`]) and client
 //!   ([`security::ClientSecurity`]).
@@ -116,6 +118,7 @@ mod error;
 mod import;
 mod model_ref;
 pub mod names;
+pub mod roles;
 pub mod security;
 mod status;
 #[cfg(feature = "testing")]
@@ -192,6 +195,20 @@ pub fn reflection_v1alpha() -> std::result::Result<
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1alpha()
+}
+
+/// How many characters of a caller's string an error message quotes.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `s` quoted for an error message or a log line: at most [`QUOTED_CHARS`]
+/// characters, escaped as Rust's `{:?}` does, and how long it really was
+/// when cut ("\"aaaa…\" (100000 bytes)"). Input is quoted through this, so
+/// an error never echoes an unbounded value back.
+pub fn short(s: &str) -> String {
+    match s.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every `*_unix_ms` field

@@ -1,6 +1,7 @@
 //! Transport security shared by every service and client: TLS (rustls),
-//! optional mutual TLS, and a bearer token checked on every call but the
-//! health service's (probes carry no token).
+//! optional mutual TLS, and bearer credentials checked on every call but
+//! the health service's (probes carry no token): each names a
+//! [`Principal`] whose [`Role`] must allow the call ([`crate::roles`]).
 //!
 //! Servers build their `tonic` server with [`ServerSecurity::builder`];
 //! clients open channels from [`ClientSecurity::endpoint`] and wrap them
@@ -24,6 +25,9 @@ use std::task::{Context, Poll};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::roles::{
+    ANONYMOUS, Principal, Role, TOKEN_FILE_PRINCIPAL, TokenTable, WORKER_PRINCIPAL, required_role,
+};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -79,7 +83,7 @@ pub fn read_token(path: &Path) -> Result<String, Error> {
     Ok(token)
 }
 
-fn check_token(token: &str) -> Result<AsciiMetadataValue, Error> {
+pub(crate) fn check_token(token: &str) -> Result<AsciiMetadataValue, Error> {
     if token.is_empty() {
         return Err(Error::Security("the bearer token is empty".into()));
     }
@@ -88,18 +92,135 @@ fn check_token(token: &str) -> Result<AsciiMetadataValue, Error> {
     })
 }
 
-/// A server's TLS and token settings, loaded once at start.
+/// The credential files a server reads: the single client token (an
+/// editor named `token`), a tokens file of principals, and the workers'
+/// credential (a worker named `worker`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CredentialFiles<'a> {
+    /// `auth_token_file`: one bearer token, an editor.
+    pub token: Option<&'a Path>,
+    /// `auth_tokens_file`: `token,name,role` per line ([`crate::roles`]).
+    pub tokens: Option<&'a Path>,
+    /// `worker_token_file`: the credential workers present on `WorkerLink`.
+    pub worker_token: Option<&'a Path>,
+}
+
+/// Who a call is from and whether it may be made: the tokens a server
+/// knows, and whether client calls need one.
+#[derive(Clone, Debug, Default)]
+pub struct Authenticator {
+    tokens: TokenTable,
+    /// Client (viewer/editor) calls need a token: some client token is
+    /// configured. Otherwise they are made by [`Principal::anonymous`].
+    client_tokens: bool,
+}
+
+impl Authenticator {
+    /// The tokens of `files`.
+    pub fn load(files: CredentialFiles<'_>) -> Result<Self, Error> {
+        let mut tokens = TokenTable::default();
+        if let Some(path) = files.token {
+            tokens.insert(
+                &read_token(path)?,
+                Principal {
+                    name: TOKEN_FILE_PRINCIPAL.into(),
+                    role: Role::Editor,
+                },
+            )?;
+        }
+        if let Some(path) = files.tokens {
+            tokens.add_file(path)?;
+        }
+        if let Some(path) = files.worker_token {
+            tokens.insert(
+                &read_token(path)?,
+                Principal {
+                    name: WORKER_PRINCIPAL.into(),
+                    role: Role::Worker,
+                },
+            )?;
+        }
+        Ok(Authenticator {
+            client_tokens: tokens.has_client_tokens(),
+            tokens,
+        })
+    }
+
+    /// Whether client calls need a bearer token.
+    pub fn client_tokens_required(&self) -> bool {
+        self.client_tokens
+    }
+
+    /// Whether some worker credential is configured (else `WorkerLink`
+    /// refuses everyone).
+    pub fn has_worker_credentials(&self) -> bool {
+        self.tokens.has_worker_tokens()
+    }
+
+    /// The principal an `authorization` header names: the token's owner;
+    /// without a (known) token, `anonymous` where client calls need none,
+    /// else UNAUTHENTICATED.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, tonic::Status> {
+        let token = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        if let Some(principal) = token.and_then(|t| self.tokens.get(t.trim())) {
+            return Ok(principal.clone());
+        }
+        if !self.client_tokens {
+            return Ok(Principal::anonymous());
+        }
+        Err(tonic::Status::unauthenticated(if authorization.is_some() {
+            "the bearer token is wrong"
+        } else {
+            "this server needs a bearer token (`authorization: Bearer <token>`; ctl --token-file)"
+        }))
+    }
+
+    /// The principal of a call of `path`, if it may make it: UNAUTHENTICATED
+    /// without a credential it needs, PERMISSION_DENIED for the wrong role.
+    /// `None` for calls that need no principal (health).
+    pub fn authorize(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Principal>, tonic::Status> {
+        let Some(needed) = required_role(path) else {
+            return Ok(None);
+        };
+        let principal = self.authenticate(authorization)?;
+        if principal.role.allows(needed) {
+            return Ok(Some(principal));
+        }
+        if needed == Role::Worker && principal.name == ANONYMOUS {
+            return Err(tonic::Status::unauthenticated(
+                "WorkerLink needs a worker credential (the worker's `auth_token_file`; \
+                 `camshaft up` writes one to <data_dir>/worker-token)",
+            ));
+        }
+        Err(tonic::Status::permission_denied(format!(
+            "{principal} may not call {}: it needs the {needed} role",
+            crate::short(path)
+        )))
+    }
+}
+
+/// Whether a metrics scrape with this `Authorization` header (if any) may
+/// read the metrics; the shape of `camshaft_metrics::Guard`.
+pub type MetricsGuard = Arc<dyn Fn(Option<&[u8]>) -> bool + Send + Sync>;
+
+/// A server's TLS and credential settings, loaded once at start.
 #[derive(Clone, Debug, Default)]
 pub struct ServerSecurity {
     tls: Option<ServerTlsConfig>,
     mutual: bool,
-    token: Option<Arc<[u8]>>,
+    auth: Arc<Authenticator>,
 }
 
 impl ServerSecurity {
-    /// Reads the files `tls` and `token_file` name. TLS needs both `cert`
+    /// Reads the files `tls` and `credentials` name. TLS needs both `cert`
     /// and `key`; `client_ca` without them is an error (mutual TLS needs TLS).
-    pub fn load(tls: &TlsConfig, token_file: Option<&Path>) -> Result<Self, Error> {
+    pub fn load(tls: &TlsConfig, credentials: CredentialFiles<'_>) -> Result<Self, Error> {
         let tls_config = match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => {
                 let identity =
@@ -122,14 +243,10 @@ impl ServerSecurity {
                 ));
             }
         };
-        let token = token_file
-            .map(read_token)
-            .transpose()?
-            .map(|t| Arc::from(format!("Bearer {t}").into_bytes()));
         Ok(ServerSecurity {
             mutual: tls_config.is_some() && tls.client_ca.is_some(),
             tls: tls_config,
-            token,
+            auth: Arc::new(Authenticator::load(credentials)?),
         })
     }
 
@@ -144,13 +261,32 @@ impl ServerSecurity {
         self.tls.is_some()
     }
 
-    /// Whether calls need a bearer token.
+    /// Whether client calls need a bearer token.
     pub fn token_required(&self) -> bool {
-        self.token.is_some()
+        self.auth.client_tokens_required()
     }
 
-    /// A server builder with TLS (when configured) and the token check
-    /// (when configured) on every service but health.
+    /// The credentials check.
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        Arc::clone(&self.auth)
+    }
+
+    /// The check of a metrics scrape's `Authorization` header: where client
+    /// calls need a token, a viewer's or editor's (`camshaft_metrics::Guard`);
+    /// `None` (open) where they do not.
+    pub fn metrics_guard(&self) -> Option<MetricsGuard> {
+        if !self.auth.client_tokens_required() {
+            return None;
+        }
+        let auth = Arc::clone(&self.auth);
+        Some(Arc::new(move |header: Option<&[u8]>| {
+            auth.authenticate(header)
+                .is_ok_and(|p| p.role.allows(Role::Viewer))
+        }))
+    }
+
+    /// A server builder with TLS (when configured) and the credentials
+    /// check on every service but health.
     pub fn builder(
         &self,
     ) -> Result<Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>, Error> {
@@ -161,8 +297,44 @@ impl ServerSecurity {
                 .map_err(|e| Error::Security(format!("TLS settings: {e}")))?;
         }
         Ok(server.layer(AuthLayer {
-            token: self.token.clone(),
+            auth: Arc::clone(&self.auth),
         }))
+    }
+}
+
+/// `N` random bytes from the kernel (`/dev/urandom`): credentials and
+/// per-attempt secrets.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
+    use std::io::Read;
+    let mut random = [0u8; N];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .map_err(|e| Error::Security(format!("reading /dev/urandom: {e}")))?;
+    Ok(random)
+}
+
+/// Writes a fresh random credential (256 bits, hex) to `path`, readable by
+/// its owner only (0600), unless the file exists already. `camshaft up` and
+/// a coordinator with a data dir use it for their workers' credential, so a
+/// one-machine cluster needs no set-up.
+pub fn ensure_token_file(path: &Path) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token: String = random_bytes::<32>()?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => file
+            .write_all(format!("{token}\n").as_bytes())
+            .map_err(|e| Error::Security(format!("writing {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::Security(format!("creating {}: {e}", path.display()))),
     }
 }
 
@@ -210,12 +382,13 @@ impl Drop for PlainHealth {
     }
 }
 
-/// The server side of the bearer token: a tower layer refusing calls whose
-/// `authorization` header is not `Bearer <token>` with UNAUTHENTICATED;
-/// the health service and servers without a token let everything through.
+/// The server side of the credentials: a tower layer that answers calls
+/// their principal may not make with UNAUTHENTICATED or PERMISSION_DENIED
+/// ([`Authenticator::authorize`]) and puts the [`Principal`] of the others
+/// in the request's extensions. Health needs no credential.
 #[derive(Clone, Debug, Default)]
 pub struct AuthLayer {
-    token: Option<Arc<[u8]>>,
+    auth: Arc<Authenticator>,
 }
 
 impl<S> tower_layer::Layer<S> for AuthLayer {
@@ -224,7 +397,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
     fn layer(&self, inner: S) -> Auth<S> {
         Auth {
             inner,
-            token: self.token.clone(),
+            auth: Arc::clone(&self.auth),
         }
     }
 }
@@ -233,7 +406,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 #[derive(Clone, Debug)]
 pub struct Auth<S> {
     inner: S,
-    token: Option<Arc<[u8]>>,
+    auth: Arc<Authenticator>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -253,30 +426,28 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(token) = &self.token
-            && !request.uri().path().starts_with(HEALTH_PATH)
-        {
-            let given = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(http::HeaderValue::as_bytes);
-            if !given.is_some_and(|g| same(g, token)) {
-                let status = tonic::Status::unauthenticated(if given.is_some() {
-                    "the bearer token is wrong"
-                } else {
-                    "this server needs a bearer token (`authorization: Bearer <token>`; ctl --token-file)"
-                });
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let given = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(http::HeaderValue::as_bytes);
+        match self.auth.authorize(request.uri().path(), given) {
+            Ok(Some(principal)) => {
+                request.extensions_mut().insert(principal);
+            }
+            Ok(None) => {}
+            Err(status) => {
+                tracing::warn!(
+                    path = %crate::short(request.uri().path()),
+                    code = ?status.code(),
+                    reason = %status.message(),
+                    "call refused"
+                );
                 return Box::pin(std::future::ready(Ok(status.into_http())));
             }
         }
         Box::pin(self.inner.call(request))
     }
-}
-
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A client's TLS and token settings.
@@ -398,19 +569,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_by_content() {
-        assert!(same(b"Bearer abc", b"Bearer abc"));
-        assert!(!same(b"Bearer abc", b"Bearer abd"));
-        assert!(!same(b"Bearer abc", b"Bearer abcd"));
-    }
-
-    #[test]
     fn half_a_tls_setting_is_refused_with_what_is_missing() {
         let cert_only = TlsConfig {
             cert: Some("c.pem".into()),
             ..TlsConfig::default()
         };
-        let e = ServerSecurity::load(&cert_only, None)
+        let e = ServerSecurity::load(&cert_only, CredentialFiles::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("tls.key"), "{e}");
@@ -418,7 +582,7 @@ mod tests {
             client_ca: Some("ca.pem".into()),
             ..TlsConfig::default()
         };
-        let e = ServerSecurity::load(&ca_only, None)
+        let e = ServerSecurity::load(&ca_only, CredentialFiles::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("mutual TLS"), "{e}");
@@ -443,5 +607,78 @@ mod tests {
         .unwrap();
         assert_eq!(tls.uri("http://h:1"), "https://h:1");
         assert_eq!(tls.uri("h:1"), "https://h:1");
+    }
+
+    fn authenticator(dir: &Path, client_token: bool) -> Authenticator {
+        let worker = dir.join("worker-token");
+        ensure_token_file(&worker).unwrap();
+        let client = dir.join("token");
+        std::fs::write(&client, "client-secret-0123456789\n").unwrap();
+        Authenticator::load(CredentialFiles {
+            token: client_token.then_some(client.as_path()),
+            tokens: None,
+            worker_token: Some(&worker),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn worker_and_client_credentials_do_not_stand_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), true);
+        let worker = format!(
+            "Bearer {}",
+            std::fs::read_to_string(dir.path().join("worker-token"))
+                .unwrap()
+                .trim()
+        );
+        let client = b"Bearer client-secret-0123456789".as_slice();
+        let attach = "/camshaft.v1.WorkerLink/Attach";
+        let submit = "/camshaft.v1.Coordinator/SubmitJob";
+        let p = auth.authorize(attach, Some(worker.as_bytes())).unwrap().unwrap();
+        assert_eq!((p.name.as_str(), p.role), (WORKER_PRINCIPAL, Role::Worker));
+        let e = auth.authorize(attach, Some(client)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        let e = auth.authorize(submit, Some(worker.as_bytes())).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("worker (worker)"), "{e:?}");
+        let p = auth.authorize(submit, Some(client)).unwrap().unwrap();
+        assert_eq!(p.role, Role::Editor);
+        let e = auth.authorize(submit, None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = auth.authorize(submit, Some(b"Bearer nope")).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert_eq!(auth.authorize("/grpc.health.v1.Health/Check", None).unwrap(), None);
+    }
+
+    #[test]
+    fn without_client_tokens_clients_are_anonymous_editors_but_workers_still_need_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authenticator(dir.path(), false);
+        let p = auth
+            .authorize("/camshaft.v1.Coordinator/SetAlias", None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p, Principal::anonymous());
+        let e = auth.authorize("/camshaft.v1.WorkerLink/Attach", None).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        let e = auth
+            .authorize("/camshaft.v1.WorkerLink/PutCheckpoint", Some(b"Bearer guess"))
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    }
+
+    #[test]
+    fn a_generated_token_file_is_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker-token");
+        ensure_token_file(&path).unwrap();
+        let first = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(first.trim().len(), 64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        ensure_token_file(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
     }
 }

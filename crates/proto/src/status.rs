@@ -41,11 +41,17 @@ pub enum ErrorKind {
     /// A bug or corrupt stored data (e.g. a checkpoint failing its sha256).
     /// `INTERNAL`.
     Internal,
+    /// No (valid) credential where one is needed. `UNAUTHENTICATED`.
+    Unauthenticated,
+    /// The caller's role or assignment does not allow this: a viewer
+    /// submitting, a worker message about a job it was not given.
+    /// `PERMISSION_DENIED`.
+    PermissionDenied,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::InvalidArgument,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -55,6 +61,8 @@ impl ErrorKind {
         ErrorKind::Cancelled,
         ErrorKind::DeadlineExceeded,
         ErrorKind::Internal,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PermissionDenied,
     ];
 
     /// The status code of this kind.
@@ -69,6 +77,8 @@ impl ErrorKind {
             ErrorKind::Cancelled => Code::Cancelled,
             ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             ErrorKind::Internal => Code::Internal,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
         }
     }
 
@@ -86,6 +96,8 @@ impl ErrorKind {
             Code::Unavailable | Code::Aborted => ErrorKind::Unavailable,
             Code::Cancelled => ErrorKind::Cancelled,
             Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+            Code::Unauthenticated => ErrorKind::Unauthenticated,
+            Code::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Internal,
         }
     }

@@ -2,7 +2,7 @@
 //! CA and certificates made at test time.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use camshaft_proto::security::{ClientSecurity, ServerSecurity, TlsConfig};
+use camshaft_proto::security::{ClientSecurity, CredentialFiles, ServerSecurity, TlsConfig};
 use camshaft_proto::testing::{Pki, TOKEN};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
@@ -68,11 +68,18 @@ async fn health(client: &ClientSecurity, addr: &str) -> Result<i32, tonic::Statu
     Ok(answer.into_inner().status)
 }
 
+fn token(path: &std::path::Path) -> CredentialFiles<'_> {
+    CredentialFiles {
+        token: Some(path),
+        ..CredentialFiles::default()
+    }
+}
+
 #[tokio::test]
 async fn tls_with_a_token_lets_in_only_calls_that_carry_it() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let server = ServerSecurity::load(&pki.server(false), Some(&pki.path("token"))).unwrap();
+    let server = ServerSecurity::load(&pki.server(false), token(&pki.path("token"))).unwrap();
     assert!(server.tls() && server.token_required() && !server.mutual_tls());
     let addr = serve(server).await;
 
@@ -110,7 +117,7 @@ async fn tls_with_a_token_lets_in_only_calls_that_carry_it() {
 async fn mutual_tls_refuses_clients_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let server = ServerSecurity::load(&pki.server(true), None).unwrap();
+    let server = ServerSecurity::load(&pki.server(true), CredentialFiles::default()).unwrap();
     assert!(server.mutual_tls() && !server.token_required());
     let addr = serve(server).await;
 
@@ -122,7 +129,7 @@ async fn mutual_tls_refuses_clients_without_a_certificate() {
 
 #[tokio::test]
 async fn no_settings_mean_plaintext_and_no_token() {
-    let server = ServerSecurity::load(&TlsConfig::default(), None).unwrap();
+    let server = ServerSecurity::load(&TlsConfig::default(), CredentialFiles::default()).unwrap();
     assert!(!server.tls() && !server.token_required());
     let addr = serve(server).await;
     let client = ClientSecurity::default();
@@ -136,13 +143,13 @@ fn unreadable_files_are_named() {
         key: Some("/nonexistent/server.key".into()),
         ..TlsConfig::default()
     };
-    let e = ServerSecurity::load(&missing, None)
+    let e = ServerSecurity::load(&missing, CredentialFiles::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("/nonexistent/server.pem"), "{e}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("empty"), "\n").unwrap();
-    let e = ServerSecurity::load(&TlsConfig::default(), Some(&dir.path().join("empty")))
+    let e = ServerSecurity::load(&TlsConfig::default(), token(&dir.path().join("empty")))
         .unwrap_err()
         .to_string();
     assert!(e.contains("empty"), "{e}");

@@ -1,20 +1,25 @@
-//! The zip side: finding `data.pkl`, reading storages, flattening the
-//! unpickled dict into named tensors.
+//! The zip side: finding `data.pkl`, reading storages, and copying each
+//! flattened tensor out of its storage, all charged to the read's budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::mem::size_of;
 
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use crate::pickle::{self, ObjId, Object, Pickle, TensorRef};
-use crate::{Error, MAX_NESTING, RawTensor, Result, strided};
+use crate::limits::Budget;
+use crate::pickle::{self, InternedStr, Object};
+use crate::strided::View;
+use crate::{Error, RawTensor, ReadLimits, Result, flatten};
 
-/// Reads the checkpoint in `reader`, which is `len` bytes long.
+/// Reads the checkpoint in `reader`, which is `len` bytes long, within
+/// `limits`.
 pub(crate) fn read<R: Read + Seek>(
     mut reader: R,
     len: u64,
     what: &str,
+    limits: &ReadLimits,
 ) -> Result<Vec<(String, RawTensor)>> {
     let mut archive = match ZipArchive::new(&mut reader) {
         Ok(archive) => archive,
@@ -31,6 +36,7 @@ pub(crate) fn read<R: Read + Seek>(
             });
         }
     };
+    let mut budget = Budget::new(what, limits.total_bytes(len));
     let mut entries = Entries {
         archive: &mut archive,
         archive_len: len,
@@ -38,7 +44,7 @@ pub(crate) fn read<R: Read + Seek>(
     };
 
     let prefix = entries.prefix()?;
-    if let Some(order) = entries.read_optional(&format!("{prefix}byteorder"))? {
+    if let Some(order) = entries.read_optional(&format!("{prefix}byteorder"), &mut budget)? {
         let order = String::from_utf8_lossy(&order).trim().to_owned();
         if order != "little" {
             return Err(Error::ByteOrder {
@@ -47,10 +53,10 @@ pub(crate) fn read<R: Read + Seek>(
             });
         }
     }
-    let pkl = entries.read(&format!("{prefix}data.pkl"), None)?;
-    let pickle = pickle::run(&pkl, what)?;
+    let pkl = entries.read(&format!("{prefix}data.pkl"), None, &mut budget)?;
+    let pickle = pickle::run(&pkl, what, &mut budget)?;
+    drop(pkl);
 
-    let mut named = Vec::new();
     let root = &pickle.objects[pickle.root];
     if !matches!(root, Object::Dict(_)) {
         return Err(Error::NotADict {
@@ -58,63 +64,72 @@ pub(crate) fn read<R: Read + Seek>(
             found: root.kind(),
         });
     }
-    flatten(&pickle, pickle.root, "", 0, what, &mut named)?;
+    let named = flatten::flatten(&pickle, pickle.root, what, limits, &mut budget)?;
 
     // A storage may back several tensors: read it once, and keep its bytes
     // only until its last tensor has been copied out (whose copy can then
     // often take the buffer over), so peak memory stays near the model size.
-    let mut uses: HashMap<&str, usize> = HashMap::new();
+    // Keys are interned, so these maps hash them in O(1) however long.
+    let mut uses: HashMap<&InternedStr, usize> = HashMap::new();
     for (_, tensor) in &named {
-        *uses.entry(tensor.storage.key.as_str()).or_default() += 1;
+        *uses.entry(&tensor.storage.key).or_default() += 1;
     }
-    let mut storages: HashMap<&str, Vec<u8>> = HashMap::new();
-    let mut seen = HashSet::new();
+    let mut storages: HashMap<&InternedStr, Vec<u8>> = HashMap::new();
     let mut tensors = Vec::with_capacity(named.len());
     for (key, tensor) in named {
-        if !seen.insert(key.clone()) {
-            return Err(Error::DuplicateKey {
-                what: what.to_owned(),
-                key,
-            });
-        }
+        let bad_tensor = |message| Error::BadTensor {
+            what: what.to_owned(),
+            key: key.clone(),
+            message,
+        };
         let storage = &tensor.storage;
-        let storage_key = storage.key.as_str();
+        let storage_key = &storage.key;
         let elem = storage.dtype.size();
         if !storages.contains_key(storage_key) {
-            let entry = format!("{prefix}data/{storage_key}");
-            let expected =
-                storage
-                    .numel
-                    .checked_mul(elem as u64)
-                    .ok_or_else(|| Error::BadTensor {
-                        what: what.to_owned(),
-                        key: key.clone(),
-                        message: format!("storage of {} elements overflows", storage.numel),
-                    })?;
-            let bytes = entries.read(&entry, Some(expected))?;
+            let entry = format!("{prefix}data/{}", &**storage_key);
+            let expected = storage.numel.checked_mul(elem as u64).ok_or_else(|| {
+                bad_tensor(format!("storage of {} elements overflows", storage.numel))
+            })?;
+            let bytes = entries.read(&entry, Some(expected), &mut budget)?;
             storages.insert(storage_key, bytes);
         }
         let remaining = uses.get_mut(storage_key).map_or(0, |n| {
             *n -= 1;
             *n
         });
-        let (offset, shape, stride) = (tensor.offset, &tensor.shape[..], &tensor.stride[..]);
-        let gathered = match storages.remove(storage_key) {
-            Some(bytes) if remaining == 0 => {
-                strided::gather_owned(bytes, elem, offset, shape, stride)
-            }
-            Some(bytes) => {
-                let gathered = strided::gather(&bytes, elem, offset, shape, stride);
-                storages.insert(storage_key, bytes);
-                gathered
-            }
-            None => Err("its storage was not read".to_owned()),
+        let Some(bytes) = storages.remove(storage_key) else {
+            return Err(bad_tensor("its storage was not read".to_owned()));
         };
-        let data = gathered.map_err(|message| Error::BadTensor {
-            what: what.to_owned(),
-            key: key.clone(),
-            message,
-        })?;
+        let view = View::new(
+            bytes.len(),
+            elem,
+            tensor.offset,
+            &tensor.shape,
+            &tensor.stride,
+        )
+        .map_err(bad_tensor)?;
+        if view.is_expanded() && view.len() as u64 > limits.max_expanded_tensor_bytes {
+            return Err(Error::ExpandedTooLarge {
+                what: what.to_owned(),
+                key,
+                span: view.span_bytes() as u64,
+                asked: view.len() as u64,
+                allowed: limits.max_expanded_tensor_bytes,
+            });
+        }
+        // The last view of a storage that is the whole storage in order
+        // takes its buffer over: nothing new to allocate.
+        let takes_over = remaining == 0 && view.is_whole();
+        let copied = if takes_over { 0 } else { view.len() };
+        let shape_bytes = tensor.shape.len() * size_of::<usize>();
+        budget.charge((copied + shape_bytes) as u64, || format!("tensor {key}"))?;
+        let data = if remaining == 0 {
+            view.gather_owned(bytes)
+        } else {
+            let data = view.gather(&bytes);
+            storages.insert(storage_key, bytes);
+            data
+        };
         tensors.push((
             key,
             RawTensor {
@@ -135,49 +150,6 @@ fn starts_with_pickle<R: Read + Seek>(reader: &mut R) -> bool {
         && reader.read_exact(&mut first).is_ok()
         && first[0] == 0x80
         && (2..=5).contains(&first[1])
-}
-
-/// Collects `(dotted key, tensor)` for every tensor under the dict `dict`.
-fn flatten<'p>(
-    pickle: &'p Pickle,
-    dict: ObjId,
-    prefix: &str,
-    depth: usize,
-    what: &str,
-    out: &mut Vec<(String, &'p TensorRef)>,
-) -> Result<()> {
-    let Object::Dict(dict) = &pickle.objects[dict] else {
-        return Ok(());
-    };
-    for &(key, value) in &dict.entries {
-        let key = match &pickle.objects[key] {
-            Object::Str(s) => s.clone(),
-            // Optimizer state is keyed by parameter index.
-            Object::Int(i) => i.to_string(),
-            // A key we cannot name (a tuple, say) cannot hold a weight.
-            _ => continue,
-        };
-        let key = if prefix.is_empty() {
-            key
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match &pickle.objects[value] {
-            Object::Tensor(tensor) => out.push((key, tensor)),
-            Object::Dict(_) => {
-                if depth + 1 >= MAX_NESTING {
-                    return Err(Error::TooDeep {
-                        what: what.to_owned(),
-                        key,
-                    });
-                }
-                flatten(pickle, value, &key, depth + 1, what, out)?;
-            }
-            // Epoch counters, names, hyper-parameters, lists: not weights.
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Reads entries of the archive, checking sizes before allocating.
@@ -209,17 +181,23 @@ impl<R: Read + Seek> Entries<'_, R> {
         }
     }
 
-    fn read_optional(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
-        match self.read(name, None) {
+    fn read_optional(&mut self, name: &str, budget: &mut Budget<'_>) -> Result<Option<Vec<u8>>> {
+        match self.read(name, None, budget) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(Error::MissingEntry { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// The bytes of entry `name`; with `expected`, it must hold exactly
-    /// that many.
-    fn read(&mut self, name: &str, expected: Option<u64>) -> Result<Vec<u8>> {
+    /// The bytes of entry `name`, charged to `budget` before they are read
+    /// (a compressed entry may declare far more than the file holds); with
+    /// `expected`, it must hold exactly that many.
+    fn read(
+        &mut self,
+        name: &str,
+        expected: Option<u64>,
+        budget: &mut Budget<'_>,
+    ) -> Result<Vec<u8>> {
         let what = self.what;
         let mut file = match self.archive.by_name(name) {
             Ok(file) => file,
@@ -247,6 +225,7 @@ impl<R: Read + Seek> Entries<'_, R> {
                 actual: declared,
             });
         }
+        budget.charge(declared, || format!("entry {name}"))?;
         // The declared size is only a claim: never reserve more than the
         // whole file, nor read much past the claim. The one byte more lets
         // the zip reader reach the end of the entry, where it checks the

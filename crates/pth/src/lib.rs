@@ -26,7 +26,39 @@
 //! - `data.len() == numel * dtype.size()` for every tensor;
 //! - bad or truncated input is an [`Error`] naming the file, never a panic,
 //!   and no buffer is sized from a number in the file before it has been
-//!   checked against the bytes actually there.
+//!   checked against the bytes actually there;
+//! - what a read materialises is bounded by the file's size (see below).
+//!
+//! # Bounds on hostile files
+//!
+//! A pickle can refer to one object from many places, and a tensor can
+//! view its storage with stride 0, so a file of a kilobyte can describe
+//! gigabytes. The reader keeps what it builds proportional to the file,
+//! within a [`ReadLimits`] (the plain functions use its defaults;
+//! [`read_state_dict_with`] and [`read_state_dict_bytes_with`] take one):
+//! - **shared objects stay shared**: the pickle's memo hands out the one
+//!   object it holds, never a copy, and strings are interned, so a dict
+//!   stored once costs once however often it is referred to;
+//! - **flattening is counted before it is built**: a dict referred to from
+//!   N places does name its tensors N times (`a.w`, `b.w`), so the number
+//!   of tensors and the bytes of their names are worked out first, visiting
+//!   each dict once, and checked against [`ReadLimits::max_tensors`]
+//!   (default 1,048,576) and [`ReadLimits::max_key_bytes`] (default
+//!   64 MiB): 22 levels of dicts each holding the level below twice is
+//!   refused as [`Error::TooManyTensors`] at once;
+//! - **an expanded tensor is capped**: one with more elements than the
+//!   storage it spans (stride 0 from `expand`, or overlapping strides) may
+//!   take at most [`ReadLimits::max_expanded_tensor_bytes`] (default
+//!   256 MiB), else [`Error::ExpandedTooLarge`];
+//! - **the total is bounded by the file**: every archive entry read
+//!   (decompressed), the objects the pickle builds, the tensor names, and
+//!   every tensor copied out of a storage (many views of one storage each
+//!   count) are charged before they are allocated, and together may not pass
+//!   `max(file size * bytes_per_file_byte, min_total_bytes)` (defaults 8
+//!   and 64 MiB), else [`Error::TooMuchData`];
+//! - **work is linear**: each opcode, entry and tensor costs time in
+//!   proportion to the bytes it is charged for, so a refused file is refused
+//!   quickly, and a dict nests at most [`MAX_NESTING`] levels.
 //!
 //! # Example
 //!
@@ -54,8 +86,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 mod checkpoint;
+mod flatten;
+mod limits;
 mod pickle;
 mod strided;
+
+pub use limits::ReadLimits;
 
 /// Element type of a stored tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -311,6 +347,70 @@ pub enum Error {
         /// What does not fit.
         message: String,
     },
+    /// Reading the file would materialise more bytes in all than
+    /// [`ReadLimits::total_bytes`] allows for a file of its size.
+    #[error(
+        "{what}: {item} would bring the bytes materialised to {asked}, over the limit of \
+         {allowed} for this file (ReadLimits::bytes_per_file_byte times the file size, at least \
+         ReadLimits::min_total_bytes)"
+    )]
+    TooMuchData {
+        /// The checkpoint.
+        what: String,
+        /// What was being read or built: `tensor fc.weight`,
+        /// `entry archive/data/0`, `unpickling data.pkl (at byte 812)`.
+        item: String,
+        /// The total bytes with it.
+        asked: u64,
+        /// The most the file may materialise.
+        allowed: u64,
+    },
+    /// An expanded tensor (stride 0, or other repeating strides) is larger
+    /// than [`ReadLimits::max_expanded_tensor_bytes`].
+    #[error(
+        "{what}: tensor {key} expands {span} bytes of storage to {asked} bytes, over the limit \
+         of {allowed} for an expanded tensor (ReadLimits::max_expanded_tensor_bytes)"
+    )]
+    ExpandedTooLarge {
+        /// The checkpoint.
+        what: String,
+        /// The tensor's dotted key.
+        key: String,
+        /// Bytes of storage the view spans.
+        span: u64,
+        /// Bytes its contiguous copy would take.
+        asked: u64,
+        /// The most an expanded tensor may take.
+        allowed: u64,
+    },
+    /// The saved dicts flatten to more tensors than
+    /// [`ReadLimits::max_tensors`].
+    #[error(
+        "{what}: its dicts flatten to {asked} tensors, over the limit of {allowed} \
+         (ReadLimits::max_tensors); a dict referred to from several places counts once per place"
+    )]
+    TooManyTensors {
+        /// The checkpoint.
+        what: String,
+        /// Tensors the flattening would give (saturating at `u64::MAX`).
+        asked: u64,
+        /// The most allowed.
+        allowed: u64,
+    },
+    /// The flattened tensor names take more bytes together than
+    /// [`ReadLimits::max_key_bytes`].
+    #[error(
+        "{what}: its flattened tensor names take {asked} bytes, over the limit of {allowed} \
+         (ReadLimits::max_key_bytes)"
+    )]
+    KeysTooLong {
+        /// The checkpoint.
+        what: String,
+        /// Bytes the names would take (saturating at `u64::MAX`).
+        asked: u64,
+        /// The most allowed.
+        allowed: u64,
+    },
 }
 
 /// Result of reading a checkpoint.
@@ -320,14 +420,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const MAX_NESTING: usize = 32;
 
 /// Reads every tensor of the `torch.save` checkpoint at `path`, in file
-/// order, nested dicts flattened to dotted keys.
+/// order, nested dicts flattened to dotted keys, within the default
+/// [`ReadLimits`].
 ///
 /// # Errors
 ///
 /// When the file cannot be read, is not a zip-format `torch.save` file, its
-/// pickle names anything but the allowlisted globals, or a tensor does not
-/// fit its storage; see [`Error`].
+/// pickle names anything but the allowlisted globals, a tensor does not
+/// fit its storage, or reading it would pass a [`ReadLimits`] bound; see
+/// [`Error`].
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, RawTensor)>> {
+    read_state_dict_with(path, &ReadLimits::default())
+}
+
+/// Like [`read_state_dict`], within `limits`.
+///
+/// # Errors
+///
+/// As [`read_state_dict`].
+pub fn read_state_dict_with(path: &Path, limits: &ReadLimits) -> Result<Vec<(String, RawTensor)>> {
     let io_error = |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -335,7 +446,7 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, RawTensor)>> {
     let file = std::fs::File::open(path).map_err(io_error)?;
     let len = file.metadata().map_err(io_error)?.len();
     let what = path.display().to_string();
-    checkpoint::read(std::io::BufReader::new(file), len, &what)
+    checkpoint::read(std::io::BufReader::new(file), len, &what, limits)
 }
 
 /// Like [`read_state_dict`], from the bytes of a checkpoint; `what` names it
@@ -345,5 +456,23 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, RawTensor)>> {
 ///
 /// As [`read_state_dict`], less the I/O errors.
 pub fn read_state_dict_bytes(bytes: &[u8], what: &str) -> Result<Vec<(String, RawTensor)>> {
-    checkpoint::read(std::io::Cursor::new(bytes), bytes.len() as u64, what)
+    read_state_dict_bytes_with(bytes, what, &ReadLimits::default())
+}
+
+/// Like [`read_state_dict_bytes`], within `limits`.
+///
+/// # Errors
+///
+/// As [`read_state_dict_bytes`].
+pub fn read_state_dict_bytes_with(
+    bytes: &[u8],
+    what: &str,
+    limits: &ReadLimits,
+) -> Result<Vec<(String, RawTensor)>> {
+    checkpoint::read(
+        std::io::Cursor::new(bytes),
+        bytes.len() as u64,
+        what,
+        limits,
+    )
 }

@@ -7,11 +7,27 @@
 //!
 //! Objects live in one arena and are referred to by index, so memo sharing,
 //! mutation after memoization (`SETITEMS` on a memoized dict) and even cycles
-//! cost nothing special, and dropping a deeply nested structure cannot
-//! overflow the stack.
+//! cost nothing special: a memoized object fetched N times is still one
+//! object, never a copy. Dropping a deeply nested structure cannot overflow
+//! the stack.
+//!
+//! Hostile input is held to work and memory proportional to what it asks
+//! for, and what it asks for to the read's [`Budget`]:
+//! - every allocation the machine makes (objects, stack and memo slots,
+//!   container items, dict entries, string text, tensor shapes) is charged
+//!   to the budget before it is made; an opcode that copies (an
+//!   `OrderedDict` built from a memoized list of pairs, a tensor built from
+//!   a memoized shape) is charged for the whole copy, however few bytes the
+//!   opcode itself took;
+//! - strings are interned, so a long string reused as a key in many dicts is
+//!   stored once and hashed once: dict keys compare by address.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::mem::size_of;
+use std::rc::Rc;
 
+use crate::limits::Budget;
 use crate::{DType, Error, Result};
 
 /// Index of an object in [`Pickle::objects`].
@@ -31,14 +47,17 @@ pub(crate) enum Object {
     Bool,
     Int(i64),
     Float,
-    Str(String),
+    /// Interned: equal text is one allocation.
+    Str(Rc<str>),
     Bytes,
     Tuple(Vec<ObjId>),
     List(Vec<ObjId>),
-    Dict(Dict),
+    // The larger variants are boxed to keep every object small: a state
+    // dict's pickle builds about twenty objects per tensor.
+    Dict(Box<Dict>),
     Global(Global),
-    Storage(StorageRef),
-    Tensor(TensorRef),
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorRef>),
 }
 
 impl Object {
@@ -59,6 +78,16 @@ impl Object {
             Object::Tensor(_) => "tensor",
         }
     }
+
+    /// Bytes the object holds in its box, beyond `size_of::<Object>()`.
+    fn boxed_bytes(&self) -> usize {
+        match self {
+            Object::Dict(_) => size_of::<Dict>(),
+            Object::Storage(_) => size_of::<StorageRef>(),
+            Object::Tensor(_) => size_of::<TensorRef>(),
+            _ => 0,
+        }
+    }
 }
 
 /// A dict in insertion order; a later `SETITEM` with an equal str or int key
@@ -71,8 +100,36 @@ pub(crate) struct Dict {
 
 #[derive(PartialEq, Eq, Hash)]
 enum DictKey {
-    Str(String),
+    Str(InternedStr),
     Int(i64),
+}
+
+/// A string the machine interned, hashed and compared by address: since
+/// every string is interned, equal text means the same allocation, and a
+/// key costs O(1) to hash however long it is.
+#[derive(Clone)]
+pub(crate) struct InternedStr(Rc<str>);
+
+impl std::ops::Deref for InternedStr {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for InternedStr {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InternedStr {}
+
+impl Hash for InternedStr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Rc::as_ptr(&self.0), state);
+    }
 }
 
 /// The only globals a checkpoint may name.
@@ -97,7 +154,8 @@ pub(crate) enum Global {
 #[derive(Clone)]
 pub(crate) struct StorageRef {
     pub(crate) dtype: DType,
-    pub(crate) key: String,
+    /// Interned, so storages can be looked up by it in O(1).
+    pub(crate) key: InternedStr,
     /// Length in elements, as the pickle claims; checked against the entry.
     pub(crate) numel: u64,
 }
@@ -182,17 +240,30 @@ mod op {
     pub const BYTEARRAY8: u8 = 0x96;
 }
 
-/// Runs the pickle in `input` to its `STOP`. `what` names the file in errors.
-pub(crate) fn run(input: &[u8], what: &str) -> Result<Pickle> {
+/// Bytes charged for one memo entry (key, value and hash table overhead).
+const MEMO_ENTRY_BYTES: usize = 32;
+
+/// Bytes charged for one dict entry: the `(key, value)` pair, its index
+/// entry with hash table overhead, and the key lookup made to insert it.
+const DICT_ENTRY_BYTES: usize = 64;
+
+/// Bytes charged for one item of a tuple, list or stack.
+const SLOT_BYTES: usize = size_of::<ObjId>();
+
+/// Runs the pickle in `input` to its `STOP`, charging what it builds to
+/// `budget`. `what` names the file in errors.
+pub(crate) fn run(input: &[u8], what: &str, budget: &mut Budget<'_>) -> Result<Pickle> {
     Machine {
         input,
         what,
+        budget,
         pos: 0,
         op_start: 0,
         objects: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        strings: HashSet::new(),
     }
     .run()
 }
@@ -205,9 +276,10 @@ fn malformed_at(what: &str, offset: usize, message: String) -> Error {
     }
 }
 
-struct Machine<'a> {
+struct Machine<'a, 'b, 'c> {
     input: &'a [u8],
     what: &'a str,
+    budget: &'b mut Budget<'c>,
     /// Next byte to read.
     pos: usize,
     /// Where the opcode being run starts, for error messages.
@@ -217,9 +289,11 @@ struct Machine<'a> {
     /// Stack lengths at each `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u64, ObjId>,
+    /// Every string built so far, so that equal text shares one allocation.
+    strings: HashSet<Rc<str>>,
 }
 
-impl<'a> Machine<'a> {
+impl<'a> Machine<'a, '_, '_> {
     fn run(mut self) -> Result<Pickle> {
         loop {
             self.op_start = self.pos;
@@ -242,7 +316,10 @@ impl<'a> Machine<'a> {
                         root,
                     });
                 }
-                op::MARK => self.marks.push(self.stack.len()),
+                op::MARK => {
+                    self.charge(size_of::<usize>())?;
+                    self.marks.push(self.stack.len());
+                }
                 op::POP => {
                     self.pop()?;
                 }
@@ -251,22 +328,22 @@ impl<'a> Machine<'a> {
                 }
                 op::DUP => {
                     let top = self.top()?;
-                    self.stack.push(top);
+                    self.push_id(top)?;
                 }
 
-                op::NONE => self.push(Object::None),
-                op::NEWTRUE | op::NEWFALSE => self.push(Object::Bool),
+                op::NONE => self.push(Object::None)?,
+                op::NEWTRUE | op::NEWFALSE => self.push(Object::Bool)?,
                 op::BININT => {
                     let v = i32::from_le_bytes(self.take_array()?);
-                    self.push(Object::Int(i64::from(v)));
+                    self.push(Object::Int(i64::from(v)))?;
                 }
                 op::BININT1 => {
                     let v = self.read_u8()?;
-                    self.push(Object::Int(i64::from(v)));
+                    self.push(Object::Int(i64::from(v)))?;
                 }
                 op::BININT2 => {
                     let v = u16::from_le_bytes(self.take_array()?);
-                    self.push(Object::Int(i64::from(v)));
+                    self.push(Object::Int(i64::from(v)))?;
                 }
                 op::LONG1 => {
                     let n = usize::from(self.read_u8()?);
@@ -280,7 +357,7 @@ impl<'a> Machine<'a> {
                 }
                 op::BINFLOAT => {
                     self.take(8)?;
-                    self.push(Object::Float);
+                    self.push(Object::Float)?;
                 }
 
                 op::SHORT_BINUNICODE => {
@@ -318,10 +395,10 @@ impl<'a> Machine<'a> {
                     self.read_bytes(n)?;
                 }
 
-                op::EMPTY_TUPLE => self.push(Object::Tuple(Vec::new())),
+                op::EMPTY_TUPLE => self.push(Object::Tuple(Vec::new()))?,
                 op::TUPLE => {
                     let items = self.pop_mark()?;
-                    self.push(Object::Tuple(items));
+                    self.push(Object::Tuple(items))?;
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let n = usize::from(opcode - op::TUPLE1 + 1);
@@ -331,30 +408,33 @@ impl<'a> Machine<'a> {
                         .checked_sub(n)
                         .ok_or_else(|| self.malformed("stack underflow".into()))?;
                     self.check_no_mark_above(at)?;
+                    self.charge(n * SLOT_BYTES)?;
                     let items = self.stack.split_off(at);
-                    self.push(Object::Tuple(items));
+                    self.push(Object::Tuple(items))?;
                 }
-                op::EMPTY_LIST => self.push(Object::List(Vec::new())),
+                op::EMPTY_LIST => self.push(Object::List(Vec::new()))?,
                 op::LIST => {
                     let items = self.pop_mark()?;
-                    self.push(Object::List(items));
+                    self.push(Object::List(items))?;
                 }
                 op::APPEND => {
                     let item = self.pop()?;
                     let list = self.top()?;
+                    self.charge(SLOT_BYTES)?;
                     self.list_mut(list)?.push(item);
                 }
                 op::APPENDS => {
                     let items = self.pop_mark()?;
                     let list = self.top()?;
+                    self.charge(items.len() * SLOT_BYTES)?;
                     self.list_mut(list)?.extend(items);
                 }
-                op::EMPTY_DICT => self.push(Object::Dict(Dict::default())),
+                op::EMPTY_DICT => self.push(Object::Dict(Box::default()))?,
                 op::DICT => {
                     let items = self.pop_mark()?;
-                    let dict = self.add(Object::Dict(Dict::default()));
+                    let dict = self.add(Object::Dict(Box::default()))?;
                     self.set_items(dict, &items)?;
-                    self.stack.push(dict);
+                    self.push_id(dict)?;
                 }
                 op::SETITEM => {
                     let value = self.pop()?;
@@ -409,7 +489,7 @@ impl<'a> Machine<'a> {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let result = self.call(callable, args)?;
-                    self.stack.push(result);
+                    self.push_id(result)?;
                 }
                 op::NEWOBJ => {
                     let args = self.pop()?;
@@ -417,7 +497,7 @@ impl<'a> Machine<'a> {
                     match self.objects[class] {
                         // `OrderedDict.__new__` ignores its arguments.
                         Object::Global(Global::OrderedDict) => {
-                            self.push(Object::Dict(Dict::default()));
+                            self.push(Object::Dict(Box::default()))?;
                         }
                         _ => {
                             let _ = args;
@@ -443,7 +523,7 @@ impl<'a> Machine<'a> {
                 op::BINPERSID => {
                     let pid = self.pop()?;
                     let storage = self.persistent_load(pid)?;
-                    self.push(Object::Storage(storage));
+                    self.push(Object::Storage(Box::new(storage)))?;
                 }
 
                 other => {
@@ -512,16 +592,16 @@ impl<'a> Machine<'a> {
             [0; 8]
         };
         buf[..n].copy_from_slice(bytes);
-        self.push(Object::Int(i64::from_le_bytes(buf)));
+        self.push(Object::Int(i64::from_le_bytes(buf)))?;
         Ok(())
     }
 
     fn read_unicode(&mut self, n: u64) -> Result<()> {
         let bytes = self.take(n)?;
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| self.malformed("string is not UTF-8".into()))?
-            .to_owned();
-        self.push(Object::Str(text));
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| self.malformed("string is not UTF-8".into()))?;
+        let text = self.intern(text)?;
+        self.push(Object::Str(text))?;
         Ok(())
     }
 
@@ -529,27 +609,57 @@ impl<'a> Machine<'a> {
     fn read_py2_string(&mut self, n: u64) -> Result<()> {
         let bytes = self.take(n)?;
         let object = match std::str::from_utf8(bytes) {
-            Ok(text) => Object::Str(text.to_owned()),
+            Ok(text) => Object::Str(self.intern(text)?),
             Err(_) => Object::Bytes,
         };
-        self.push(object);
+        self.push(object)?;
         Ok(())
+    }
+
+    /// The one shared copy of `text`, made (and charged for) the first time
+    /// it is seen.
+    fn intern(&mut self, text: &str) -> Result<Rc<str>> {
+        if let Some(interned) = self.strings.get(text) {
+            return Ok(Rc::clone(interned));
+        }
+        self.charge(text.len() + size_of::<Rc<str>>() + SLOT_BYTES)?;
+        let interned: Rc<str> = Rc::from(text);
+        self.strings.insert(Rc::clone(&interned));
+        Ok(interned)
     }
 
     fn read_bytes(&mut self, n: u64) -> Result<()> {
         self.take(n)?;
-        self.push(Object::Bytes);
+        self.push(Object::Bytes)?;
         Ok(())
     }
 
-    fn add(&mut self, object: Object) -> ObjId {
-        self.objects.push(object);
-        self.objects.len() - 1
+    /// Counts `bytes` against the read's budget, before they are allocated.
+    fn charge(&mut self, bytes: usize) -> Result<()> {
+        let offset = self.op_start;
+        self.budget.charge(bytes as u64, || {
+            format!("unpickling data.pkl (at byte {offset})")
+        })
     }
 
-    fn push(&mut self, object: Object) {
-        let id = self.add(object);
+    /// Adds `object` to the arena. What it holds on the heap besides its
+    /// box was charged by whoever built it.
+    fn add(&mut self, object: Object) -> Result<ObjId> {
+        self.charge(size_of::<Object>() + object.boxed_bytes())?;
+        self.objects.push(object);
+        Ok(self.objects.len() - 1)
+    }
+
+    fn push(&mut self, object: Object) -> Result<()> {
+        let id = self.add(object)?;
+        self.push_id(id)
+    }
+
+    /// Pushes an object already in the arena (a memo fetch, a `DUP`).
+    fn push_id(&mut self, id: ObjId) -> Result<()> {
+        self.charge(SLOT_BYTES)?;
         self.stack.push(id);
+        Ok(())
     }
 
     fn pop(&mut self) -> Result<ObjId> {
@@ -584,22 +694,24 @@ impl<'a> Machine<'a> {
         if mark > self.stack.len() {
             return Err(self.malformed("MARK above the stack".into()));
         }
+        self.charge((self.stack.len() - mark) * SLOT_BYTES)?;
         Ok(self.stack.split_off(mark))
     }
 
     fn memo_put(&mut self, index: u64) -> Result<()> {
         let top = self.top()?;
+        self.charge(MEMO_ENTRY_BYTES)?;
         self.memo.insert(index, top);
         Ok(())
     }
 
+    /// Pushes a memoized object: the object itself, shared, never a copy.
     fn memo_get(&mut self, index: u64) -> Result<()> {
         let id = *self
             .memo
             .get(&index)
             .ok_or_else(|| self.malformed(format!("memo entry {index} was never stored")))?;
-        self.stack.push(id);
-        Ok(())
+        self.push_id(id)
     }
 
     fn push_global(&mut self, module: &str, name: &str) -> Result<()> {
@@ -607,7 +719,7 @@ impl<'a> Machine<'a> {
             what: self.what.to_owned(),
             global: format!("{module}.{name}"),
         })?;
-        self.push(Object::Global(global));
+        self.push(Object::Global(global))?;
         Ok(())
     }
 
@@ -628,11 +740,12 @@ impl<'a> Machine<'a> {
         if !items.len().is_multiple_of(2) {
             return Err(self.malformed("SETITEMS with an odd number of items".into()));
         }
+        self.charge(items.len() / 2 * DICT_ENTRY_BYTES)?;
         let keys: Vec<Option<DictKey>> = items
             .iter()
             .step_by(2)
             .map(|&key| match &self.objects[key] {
-                Object::Str(s) => Some(DictKey::Str(s.clone())),
+                Object::Str(s) => Some(DictKey::Str(InternedStr(Rc::clone(s)))),
                 Object::Int(i) => Some(DictKey::Int(*i)),
                 _ => None,
             })
@@ -675,35 +788,25 @@ impl<'a> Machine<'a> {
         let Object::Tuple(args) = &self.objects[args] else {
             return Err(self.malformed("REDUCE arguments are not a tuple".into()));
         };
+        // No allowed global takes more than 7 arguments: refuse longer
+        // tuples before copying them (they may be reused through the memo).
+        if args.len() > 7 {
+            return Err(self.malformed(format!(
+                "REDUCE with {} arguments; no allowed global takes that many",
+                args.len()
+            )));
+        }
         let args = args.clone();
         match global {
             Global::OrderedDict => {
-                let dict = self.add(Object::Dict(Dict::default()));
+                let dict = self.add(Object::Dict(Box::default()))?;
                 match args.as_slice() {
                     [] => {}
                     [pairs] => {
-                        let pairs = match &self.objects[*pairs] {
-                            Object::List(p) | Object::Tuple(p) => p.clone(),
-                            other => {
-                                return Err(self.malformed(format!(
-                                    "OrderedDict built from a {}",
-                                    other.kind()
-                                )));
-                            }
-                        };
-                        let mut items = Vec::with_capacity(pairs.len() * 2);
-                        for pair in pairs {
-                            match &self.objects[pair] {
-                                Object::Tuple(kv) | Object::List(kv) if kv.len() == 2 => {
-                                    items.extend_from_slice(kv);
-                                }
-                                _ => {
-                                    return Err(self.malformed(
-                                        "OrderedDict item is not a (key, value) pair".into(),
-                                    ));
-                                }
-                            }
-                        }
+                        // A memoized list of pairs may feed any number of
+                        // OrderedDicts: each costs a full copy.
+                        self.charge(self.tuple_len(*pairs) * 2 * SLOT_BYTES)?;
+                        let items = self.pair_items(*pairs)?;
                         self.set_items(dict, &items)?;
                     }
                     _ => return Err(self.malformed("OrderedDict takes one argument".into())),
@@ -712,7 +815,7 @@ impl<'a> Machine<'a> {
             }
             Global::RebuildTensorV2 => {
                 let tensor = self.rebuild_tensor(&args)?;
-                Ok(self.add(Object::Tensor(tensor)))
+                self.add(Object::Tensor(Box::new(tensor)))
             }
             Global::RebuildParameter | Global::RebuildParameterWithState => {
                 // (data, requires_grad, backward_hooks[, state]): the data is
@@ -744,21 +847,53 @@ impl<'a> Machine<'a> {
         }
     }
 
+    /// The list or tuple of `(key, value)` pairs `pairs`, flattened to
+    /// `[key, value, key, value, ...]`.
+    fn pair_items(&self, pairs: ObjId) -> Result<Vec<ObjId>> {
+        let pairs = match &self.objects[pairs] {
+            Object::List(p) | Object::Tuple(p) => p,
+            other => {
+                return Err(self.malformed(format!("OrderedDict built from a {}", other.kind())));
+            }
+        };
+        let mut items = Vec::with_capacity(pairs.len() * 2);
+        for &pair in pairs {
+            match &self.objects[pair] {
+                Object::Tuple(kv) | Object::List(kv) if kv.len() == 2 => {
+                    items.extend_from_slice(kv);
+                }
+                _ => {
+                    return Err(
+                        self.malformed("OrderedDict item is not a (key, value) pair".into())
+                    );
+                }
+            }
+        }
+        Ok(items)
+    }
+
     /// `_rebuild_tensor_v2(storage, storage_offset, size, stride,
     /// requires_grad, backward_hooks[, metadata])`.
-    fn rebuild_tensor(&self, args: &[ObjId]) -> Result<TensorRef> {
+    fn rebuild_tensor(&mut self, args: &[ObjId]) -> Result<TensorRef> {
         if !(6..=7).contains(&args.len()) {
             return Err(self.malformed(format!(
                 "_rebuild_tensor_v2 takes 6 or 7 arguments, got {}",
                 args.len()
             )));
         }
-        let Object::Storage(storage) = &self.objects[args[0]] else {
-            return Err(self.malformed(format!(
-                "_rebuild_tensor_v2 needs a storage, got a {}",
-                self.objects[args[0]].kind()
-            )));
+        let storage = match &self.objects[args[0]] {
+            Object::Storage(storage) => StorageRef::clone(storage),
+            other => {
+                return Err(self.malformed(format!(
+                    "_rebuild_tensor_v2 needs a storage, got a {}",
+                    other.kind()
+                )));
+            }
         };
+        // The size and stride tuples may be memoized and shared by any
+        // number of tensors; each tensor keeps its own copy.
+        let dims = self.tuple_len(args[2]) + self.tuple_len(args[3]);
+        self.charge(dims * size_of::<usize>())?;
         let offset = self.non_negative(args[1], "storage offset")?;
         let shape = self.int_tuple(args[2], "size")?;
         let stride = self.int_tuple(args[3], "stride")?;
@@ -770,7 +905,7 @@ impl<'a> Machine<'a> {
             )));
         }
         Ok(TensorRef {
-            storage: storage.clone(),
+            storage,
             offset,
             shape,
             stride,
@@ -783,6 +918,14 @@ impl<'a> Machine<'a> {
                 usize::try_from(v).map_err(|_| self.malformed(format!("negative {what} {v}")))
             }
             ref other => Err(self.malformed(format!("{what} is a {}, not an int", other.kind()))),
+        }
+    }
+
+    /// Items in the tuple or list `id`; 0 for anything else.
+    fn tuple_len(&self, id: ObjId) -> usize {
+        match &self.objects[id] {
+            Object::Tuple(items) | Object::List(items) => items.len(),
+            _ => 0,
         }
     }
 
@@ -806,7 +949,7 @@ impl<'a> Machine<'a> {
         let [tag, class, key, _location, numel] = parts.as_slice() else {
             return Err(self.malformed(format!("persistent id has {} fields, not 5", parts.len())));
         };
-        if !matches!(&self.objects[*tag], Object::Str(s) if s == "storage") {
+        if !matches!(&self.objects[*tag], Object::Str(s) if &**s == "storage") {
             return Err(self.malformed("persistent id is not a ('storage', ...) tuple".into()));
         }
         let dtype = match self.objects[*class] {
@@ -824,7 +967,7 @@ impl<'a> Machine<'a> {
         let numel = self.non_negative(*numel, "storage size")? as u64;
         Ok(StorageRef {
             dtype,
-            key: key.clone(),
+            key: InternedStr(Rc::clone(key)),
             numel,
         })
     }
@@ -835,6 +978,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Runs `input` with a budget no test pickle comes near.
+    fn run(input: &[u8], what: &str) -> Result<Pickle> {
+        super::run(input, what, &mut Budget::new(what, 1 << 20))
+    }
 
     fn run_ok(input: &[u8]) -> Pickle {
         match run(input, "t.pth") {
@@ -852,6 +1000,7 @@ mod tests {
         let Object::Dict(d) = &p.objects[p.root] else {
             panic!("not a dict")
         };
+        assert_eq!(size_of::<Object>(), 32);
         assert_eq!(d.entries.len(), 2);
         let Object::List(list) = &p.objects[d.entries[1].1] else {
             panic!("not a list")
@@ -923,6 +1072,56 @@ mod tests {
     fn popping_past_a_mark_is_an_error() {
         assert!(run(b"N(\x85.", "f").is_err());
         assert!(run(b"N(0.", "f").is_err());
+    }
+
+    #[test]
+    fn a_memoized_object_is_shared_not_copied() {
+        // d = {}; (d, d, d)
+        let p = run_ok(b"}q\x00(h\x00h\x00h\x00t.");
+        let Object::Tuple(items) = &p.objects[p.root] else {
+            panic!("not a tuple")
+        };
+        assert_eq!(items, &[0, 0, 0]);
+        assert_eq!(p.objects.len(), 2);
+    }
+
+    #[test]
+    fn equal_text_keys_are_one_key() {
+        // {'key': 1, 'key': 2}, the keys two separate string objects.
+        let p = run_ok(b"}(X\x03\x00\x00\x00keyK\x01X\x03\x00\x00\x00keyK\x02u.");
+        let Object::Dict(d) = &p.objects[p.root] else {
+            panic!("not a dict")
+        };
+        assert_eq!(d.entries.len(), 1);
+        assert!(matches!(p.objects[d.entries[0].1], Object::Int(2)));
+        let [(key, _)] = d.entries[..] else {
+            panic!("one entry")
+        };
+        let Object::Str(text) = &p.objects[key] else {
+            panic!("not a str")
+        };
+        assert_eq!(&**text, "key");
+    }
+
+    #[test]
+    fn building_is_charged_to_the_budget() {
+        // (d, d, ...) with a thousand memo fetches: small objects, but each
+        // costs a stack slot and a tuple item.
+        let mut input = b"}q\x00(".to_vec();
+        for _ in 0..1000 {
+            input.extend_from_slice(b"h\x00");
+        }
+        input.extend_from_slice(b"t.");
+        let mut budget = Budget::new("f.pth", 4096);
+        let err = super::run(&input, "f.pth", &mut budget).err().unwrap();
+        assert!(
+            matches!(&err, Error::TooMuchData { item, allowed: 4096, .. }
+                if item.starts_with("unpickling data.pkl (at byte ")),
+            "{err}"
+        );
+        let mut budget = Budget::new("f.pth", 1 << 20);
+        super::run(&input, "f.pth", &mut budget).unwrap();
+        assert!(budget.used() > 16_000, "{}", budget.used());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! of its own, and the coordinator refuses a write from a stale attempt.
 
 use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
-use camshaft_proto::v1::{CheckpointHeader, CheckpointPart, GetCheckpointRequest, checkpoint_part};
+use camshaft_proto::v1::{
+    Assignment, CheckpointHeader, CheckpointPart, GetCheckpointRequest, checkpoint_part,
+};
 use camshaft_proto::{MAX_MESSAGE_BYTES, bytes::Bytes};
 use std::time::Duration;
 
@@ -39,21 +41,22 @@ impl Checkpoints {
         Checkpoints { client, runtime }
     }
 
-    /// Stores a checkpoint of `job_id`'s `attempt`; returns its id. Blocking.
+    /// Stores a checkpoint of `assignment`'s attempt (proved by its
+    /// `attempt_secret`); returns its id. Blocking.
     pub fn put(
         &self,
-        job_id: &str,
-        attempt: u32,
+        assignment: &Assignment,
         epochs_done: u64,
         meta: &serde_json::Value,
         blob: Bytes,
     ) -> Result<camshaft_proto::v1::CheckpointStored, tonic::Status> {
         let header = CheckpointHeader {
-            job_id: job_id.to_string(),
-            attempt,
+            job_id: assignment.job_id.clone(),
+            attempt: assignment.attempt,
             epochs_done,
             meta_json: meta.to_string(),
             sha256: String::new(),
+            attempt_secret: assignment.attempt_secret.clone(),
             ..Default::default()
         };
         let parts = CheckpointPart::stream_parts(header, blob);
@@ -94,16 +97,24 @@ impl Checkpoints {
         }
     }
 
-    /// Reads checkpoint `id` of `job_id`. Blocking.
-    pub fn get(&self, job_id: &str, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
-        self.patiently("reading a checkpoint", || self.get_once(job_id, id))
+    /// Reads checkpoint `id` of `assignment`'s job (for its attempt, proved
+    /// by its `attempt_secret`). Blocking.
+    pub fn get(&self, assignment: &Assignment, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
+        self.patiently("reading a checkpoint", || self.get_once(assignment, id))
     }
 
-    async fn get_once(&self, job_id: &str, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
+    async fn get_once(
+        &self,
+        assignment: &Assignment,
+        id: &str,
+    ) -> Result<StoredCheckpoint, tonic::Status> {
         let mut client = self.client.clone();
+        let job_id = &assignment.job_id;
         let request = GetCheckpointRequest {
-            job_id: job_id.to_string(),
+            job_id: job_id.clone(),
             checkpoint_id: id.to_string(),
+            attempt: assignment.attempt,
+            attempt_secret: assignment.attempt_secret.clone(),
         };
         {
             let mut parts = client.get_checkpoint(request).await?.into_inner();
@@ -117,7 +128,7 @@ impl Checkpoints {
                     ));
                 }
             };
-            let mut blob = Vec::with_capacity(usize::try_from(header.size_bytes).unwrap_or(0));
+            let mut blob = Vec::new();
             while let Some(part) = parts.message().await? {
                 if let Some(checkpoint_part::Part::Chunk(chunk)) = part.part {
                     blob.extend_from_slice(&chunk);

@@ -209,6 +209,7 @@ impl RankThread {
                 sync,
                 checkpoints: context.checkpoints.clone(),
                 data_dir: context.config.data_dir(),
+                data_roots: context.config.data_roots(),
                 loader_threads: context.config.loader_threads,
                 intra_op_threads: context.config.intra_op_threads,
                 cancel: Arc::clone(&self.cancel),
@@ -228,7 +229,17 @@ impl RankThread {
         let world = a.world_size as usize;
         let config = CollectiveConfig {
             timeout: Duration::from_millis(spec.collective_timeout_ms.max(1)),
-            session: format!("{}/{}", a.job_id, a.attempt),
+            // The attempt's secret, which only the group's workers received
+            // over their own streams: a peer without it is refused.
+            session: format!(
+                "{}/{}/{}",
+                a.job_id,
+                a.attempt,
+                a.attempt_secret
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
             ..CollectiveConfig::default()
         };
         let offer = |nccl_unique_id: Vec<u8>, ring_address: String| {
