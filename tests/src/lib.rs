@@ -283,6 +283,13 @@ impl Cluster {
         )
     }
 
+    /// Whether the `camshaft up` process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// Stops the cluster with SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {

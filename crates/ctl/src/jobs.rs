@@ -302,6 +302,9 @@ pub fn job_summary(job: &Job) -> String {
         );
     }
     field("created", format_utc(job.created_unix_ms));
+    if !job.created_by.is_empty() {
+        field("by", job.created_by.clone());
+    }
     if job.started_unix_ms > 0 {
         field("started", format_utc(job.started_unix_ms));
     }

@@ -188,6 +188,9 @@ pub fn version_summary(version: &ModelVersion) -> String {
             );
         }
         field("created", format_utc(lineage.created_unix_ms));
+        if !lineage.created_by.is_empty() {
+            field("by", lineage.created_by.clone());
+        }
         if !lineage.weights_sha256.is_empty() {
             field(
                 "weights",
