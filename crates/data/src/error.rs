@@ -104,6 +104,17 @@ pub enum Error {
         dataset: String,
     },
 
+    /// A path named by a request lies outside every data root (see
+    /// [`crate::DataRoots`]). The text is the same whether or not the path
+    /// exists and does not repeat it.
+    #[error("{what} must name a path under the worker's data_roots ({roots})")]
+    OutsideDataRoots {
+        /// The request field that named the path, e.g. "pretrained_path".
+        what: String,
+        /// The configured roots.
+        roots: String,
+    },
+
     /// A configuration value is out of its allowed range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

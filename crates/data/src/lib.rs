@@ -17,6 +17,9 @@
 //!   [`ResizeMethod`] semantics on SIMD convolution.
 //! - [`fetch`]: resumable, checksum-verified downloads of the [`RemoteArchive`]
 //!   constants, with atomic extraction into a cache directory.
+//! - [`DataRoots`]: the directories a request may name data sets and
+//!   weights under; a path outside them is refused with one error, whether
+//!   or not it exists.
 //! - [`SplitMix64`]: the one PRNG for splits, permutations and augmentation, so
 //!   results do not change with a dependency's version.
 //!
@@ -45,6 +48,7 @@ mod files;
 mod pets;
 mod resize;
 mod rng;
+mod roots;
 mod synthetic;
 
 use std::sync::Arc;
@@ -63,6 +67,7 @@ pub use files::{ImageFiles, class_dirs, image_folder, image_folder_split, is_ima
 pub use pets::{PetsLabels, RandomSplit, oxford_pets, pets_breed, pets_is_cat};
 pub use resize::{ResizeMethod, resize};
 pub use rng::{SplitMix64, mix64};
+pub use roots::DataRoots;
 pub use synthetic::{
     BoundingBox, Shape, Split, Synthetic, SyntheticConfig, SyntheticSample, write_folder,
 };

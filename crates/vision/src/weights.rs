@@ -1,5 +1,7 @@
-//! Loading and saving weights by name: torchvision state dicts (`.pth`),
-//! safetensors and tch's `.ot`, with a report of what did not fit.
+//! Loading and saving weights by name: torchvision state dicts (`.pth`) and
+//! safetensors, told apart by their bytes, with a report of what did not
+//! fit. tch's `.ot` goes to libtorch's own deserializer, so it is read only
+//! from the operator ([`WeightsOrigin::Operator`]), never from a request.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,32 +34,104 @@ pub struct ImportReport {
     pub kept_initialised: Vec<String>,
 }
 
-/// Read every named tensor of a weight file: `.safetensors`, a PyTorch state
-/// dict saved with `torch.save` (`.pth`, `.pt`, `.bin`; read by
-/// [`camshaft_pth`], since libtorch's own reader refuses the `OrderedDict`s
-/// torchvision publishes), or tch's `.ot`.
-pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    if !path.is_file() {
-        return Err(Error::Weights {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-        });
+/// Who chose a weight file, which decides the formats it may be read in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightsOrigin {
+    /// Named by a request (a job's `pretrained_path`) or received from
+    /// elsewhere (a stored checkpoint): safetensors or a `torch.save` zip
+    /// archive, told apart by their first bytes, whatever the file is
+    /// called; both go to readers written for hostile input. A `.ot` file
+    /// (tch's format) is refused: it would go to libtorch's own
+    /// deserializer.
+    #[default]
+    Request,
+    /// Chosen by the operator on their own machine (`ctl models import`, the
+    /// examples): the same formats, and also tch's `.ot`, by its extension.
+    Operator,
+}
+
+/// The formats a [`WeightsOrigin::Request`] file may have, for messages.
+const REQUEST_FORMATS: &str =
+    "a .safetensors file or a PyTorch state dict saved by torch.save (.pth, .pt)";
+
+/// What a weight file's first bytes say it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sniffed {
+    /// An 8-byte little-endian header length, then a JSON header.
+    Safetensors,
+    /// A zip archive: `torch.save`'s format (and also tch's `.ot`).
+    Zip,
+    /// Neither.
+    Unknown,
+}
+
+fn sniff(path: &Path) -> std::io::Result<Sniffed> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..])? {
+            0 => break,
+            n => read += n,
+        }
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let head = &head[..read];
+    if head.starts_with(b"PK\x03\x04") {
+        return Ok(Sniffed::Zip);
+    }
+    if let [l0, l1, l2, l3, l4, l5, l6, l7, b'{'] = *head {
+        let header = u64::from_le_bytes([l0, l1, l2, l3, l4, l5, l6, l7]);
+        if header >= 2 && header <= len.saturating_sub(8) {
+            return Ok(Sniffed::Safetensors);
+        }
+    }
+    Ok(Sniffed::Unknown)
+}
+
+/// Read every named tensor of a weight file a request named; see
+/// [`WeightsOrigin::Request`] and [`read_named_tensors_from`].
+pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    read_named_tensors_from(path, WeightsOrigin::Request)
+}
+
+/// Read every named tensor of a weight file: `.safetensors` or a PyTorch
+/// state dict saved with `torch.save` (`.pth`, `.pt`, `.bin`; read by
+/// [`camshaft_pth`], since libtorch's own reader refuses the `OrderedDict`s
+/// torchvision publishes), told apart by the file's first bytes; from the
+/// operator also tch's `.ot`.
+pub fn read_named_tensors_from(
+    path: &Path,
+    origin: WeightsOrigin,
+) -> Result<Vec<(String, Tensor)>> {
     let bad = |reason: String| Error::Weights {
         path: path.to_path_buf(),
         reason,
     };
-    match ext.as_str() {
-        "safetensors" => {
+    if !path.is_file() {
+        return Err(bad("no such file".into()));
+    }
+    let ot = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("ot"));
+    match origin {
+        WeightsOrigin::Operator if ot => {
+            return Tensor::load_multi(path).map_err(|e| bad(format!("cannot read tensors: {e}")));
+        }
+        WeightsOrigin::Request if ot => {
+            return Err(bad(format!(
+                "tch's .ot format goes to libtorch's own deserializer and is not read from a request; give {REQUEST_FORMATS}"
+            )));
+        }
+        _ => {}
+    }
+    match sniff(path).map_err(|e| bad(format!("cannot read: {e}")))? {
+        Sniffed::Safetensors => {
             Tensor::read_safetensors(path).map_err(|e| bad(format!("cannot read tensors: {e}")))
         }
-        "ot" => Tensor::load_multi(path).map_err(|e| bad(format!("cannot read tensors: {e}"))),
-        _ => camshaft_pth::read_state_dict(path)
+        Sniffed::Zip => camshaft_pth::read_state_dict(path)
             .map_err(|e| bad(e.to_string()))?
             .into_iter()
             .map(|(name, raw)| {
@@ -67,6 +141,9 @@ pub fn read_named_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
                 Ok((name, t))
             })
             .collect(),
+        Sniffed::Unknown => Err(bad(format!(
+            "neither safetensors nor a torch.save zip archive; give {REQUEST_FORMATS}, saved by PyTorch 1.6 or later"
+        ))),
     }
 }
 
@@ -166,9 +243,20 @@ pub fn load_named_tensors(
     Ok(report)
 }
 
-/// Import a weight file into `model`; see [`load_named_tensors`].
+/// Import a weight file a request named into `model` (the formats of
+/// [`WeightsOrigin::Request`]); see [`load_named_tensors`].
 pub fn import_weights(model: &mut Model, path: &Path, policy: HeadPolicy) -> Result<ImportReport> {
-    let tensors = read_named_tensors(path)?;
+    import_weights_from(model, path, policy, WeightsOrigin::Request)
+}
+
+/// [`import_weights`] of a file from `origin`.
+pub fn import_weights_from(
+    model: &mut Model,
+    path: &Path,
+    policy: HeadPolicy,
+    origin: WeightsOrigin,
+) -> Result<ImportReport> {
+    let tensors = read_named_tensors_from(path, origin)?;
     load_named_tensors(model, tensors, policy, path)
 }
 

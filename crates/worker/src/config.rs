@@ -23,6 +23,15 @@ pub struct Config {
     /// Where data sets and downloaded weights live (a job's `data_dir`
     /// overrides it); empty: `$CAMSHAFT_DATA_DIR` or the user cache.
     pub data_dir: Option<PathBuf>,
+    /// The only directories a job may name files in: a data set's
+    /// `data_dir` and a `pretrained_path` must lie under one of them once
+    /// `.`, `..` and symbolic links are resolved (a relative one is taken
+    /// under the first). A path outside them is refused with one message,
+    /// the same whether or not it exists. Each entry is absolute, or
+    /// relative to the current directory and existing; a root need not
+    /// exist yet. Default empty: the data directory alone
+    /// ([`Config::data_dir`]).
+    pub data_roots: Vec<PathBuf>,
     /// `auto` (every GPU, else the CPU), `cpu`, `cuda` (every GPU; an error
     /// without one) or `cuda:N`. Default `auto`.
     pub device: String,
@@ -46,7 +55,9 @@ pub struct Config {
     /// roots), `server_name`, and `cert`/`key` when it asks for client
     /// certificates. Any of them set (or an `https://` address): TLS.
     pub tls: TlsConfig,
-    /// A file holding the bearer token the coordinator asks for.
+    /// A file holding the worker credential the coordinator asks for on
+    /// WorkerLink (its `worker_token_file`, or a `worker` of its tokens
+    /// file); a client token is refused there.
     pub auth_token_file: Option<PathBuf>,
     /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
     /// (`GET /metrics`, text format); empty: none. Default empty.
@@ -59,6 +70,7 @@ impl Default for Config {
             coordinator: "http://127.0.0.1:50051".into(),
             worker_id: String::new(),
             data_dir: None,
+            data_roots: Vec::new(),
             device: "auto".into(),
             loader_threads: 0,
             intra_op_threads: 0,
@@ -85,12 +97,20 @@ pub enum DeviceChoice {
 }
 
 impl Config {
-    /// Checks the coordinator address, the device choice and the TLS and
-    /// token files.
+    /// Checks the coordinator address, the device choice, the TLS and
+    /// token files and the data roots.
     pub fn validate(&self) -> Result<()> {
         self.coordinator_url()?;
         self.security()?;
         self.device_choice()?;
+        for root in &self.data_roots {
+            if !root.is_absolute() && root.canonicalize().is_err() {
+                return Err(Error::Config(format!(
+                    "data_roots entry {} is relative and does not exist; give an absolute path",
+                    root.display()
+                )));
+            }
+        }
         if !self.worker_id.is_empty() {
             camshaft_store::validate_name("worker_id", &self.worker_id)
                 .map_err(|e| Error::Config(e.to_string()))?;
@@ -142,6 +162,16 @@ impl Config {
             .clone()
             .unwrap_or_else(camshaft_data::default_cache_dir)
     }
+
+    /// The directories jobs may name files in: [`Config::data_roots`], or
+    /// the data directory when none are configured.
+    pub fn data_roots(&self) -> Vec<PathBuf> {
+        if self.data_roots.is_empty() {
+            vec![self.data_dir()]
+        } else {
+            self.data_roots.clone()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -167,5 +197,31 @@ mod tests {
         let c: Config = serde_json::from_str(r#"{"intra_op_threads": 1}"#).unwrap();
         assert_eq!(c.intra_op_threads, 1);
         assert_eq!(Config::default().intra_op_threads, 0);
+    }
+
+    #[test]
+    fn data_roots_default_to_the_data_dir_and_must_be_absolute_or_exist() {
+        let c = Config {
+            data_dir: Some("/srv/camshaft".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.data_roots(), [PathBuf::from("/srv/camshaft")]);
+        let c: Config = serde_json::from_str(r#"{"data_roots": ["/data/a", "/data/b"]}"#).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.data_roots(), [PathBuf::from("/data/a"), "/data/b".into()]);
+        let bad = Config {
+            data_roots: vec!["no/such/camshaft/dir".into()],
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("data_roots") && err.contains("no/such"),
+            "{err}"
+        );
+        let here = Config {
+            data_roots: vec![".".into()],
+            ..Config::default()
+        };
+        here.validate().unwrap();
     }
 }

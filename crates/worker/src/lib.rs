@@ -18,7 +18,9 @@
 //! # Main types
 //!
 //! - [`Config`]: the coordinator's address, the worker id, the data
-//!   directory, the device choice, the ring's bind host; serde with defaults.
+//!   directory and the data roots (the only directories a job may name a
+//!   data set or pretrained weights in), the device choice, the ring's bind
+//!   host; serde with defaults.
 //! - [`run`]: the connection loop — connect, register, serve the stream,
 //!   reconnect with backoff when it breaks — until shutdown or the
 //!   coordinator's `Shutdown`.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use camshaft_data::{
-    CIFAR10_BINARY, OXFORD_PETS, PetsLabels, RandomSplit, RemoteArchive, Splits, SyntheticConfig,
-    cifar10_binary, fetch, image_folder, oxford_pets,
+    CIFAR10_BINARY, DataRoots, OXFORD_PETS, PetsLabels, RandomSplit, RemoteArchive, Splits,
+    SyntheticConfig, cifar10_binary, fetch, image_folder, oxford_pets,
 };
 use camshaft_proto::v1::{
     self, DatasetKind, DeviceKind, PretrainedSource, ResizeMethod, worker_message::Message as Out,
@@ -18,10 +18,10 @@ use camshaft_vision::learner::CHECKPOINT_FILES;
 
 use crate::checkpoints::{Checkpoints, StoredCheckpoint};
 use camshaft_vision::learner::GradientSync;
-use camshaft_vision::weights::pretrained_file;
+use camshaft_vision::weights::{WeightsOrigin, import_weights_from, pretrained_file};
 use camshaft_vision::{
     Arch, EpochStats, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric,
-    Model, ModelSpec, Normalization, Plan, RankStepProfile, Shard, import_weights,
+    Model, ModelSpec, Normalization, Plan, RankStepProfile, Shard,
 };
 
 /// Why a task stopped early, as the coordinator is told.
@@ -112,6 +112,9 @@ pub struct TaskContext {
     pub checkpoints: Checkpoints,
     /// Where data sets and weights are found or downloaded.
     pub data_dir: PathBuf,
+    /// The directories a job may name files in (its data set's `data_dir`,
+    /// its `pretrained_path`); see [`crate::Config::data_roots`].
+    pub data_roots: Vec<PathBuf>,
     /// Image decoding threads.
     pub loader_threads: usize,
     /// libtorch threads of this rank on a CPU; 0: libtorch's default.
@@ -166,7 +169,8 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         }
     };
 
-    let data = load_data(spec, seed, &ctx.data_dir)?;
+    let roots = DataRoots::new(&ctx.data_roots)?;
+    let data = load_data(spec, seed, &ctx.data_dir, &roots)?;
     say(format!(
         "data: {} training, {} validation images, classes {}",
         data.train.len(),
@@ -181,14 +185,14 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         .map_err(|e| TaskError::fatal(format!("cannot create a scratch directory: {e}")))?;
     let mut last_checkpoint = None;
     let mut learner = if assignment.resume_checkpoint_id.is_empty() {
-        let model = new_model(spec, &data, device, &ctx.data_dir, &say)?;
+        let model = new_model(spec, &data, device, &ctx.data_dir, &roots, &say)?;
         let mut learner = Learner::new(model, data, config)?;
         learner.start(plan(spec))?;
         learner
     } else {
         let id = &assignment.resume_checkpoint_id;
         let dir = scratch.path().join("resume");
-        unpack_checkpoint(&ctx.checkpoints.get(job_id, id)?, &dir)?;
+        unpack_checkpoint(&ctx.checkpoints.get(assignment, id)?, &dir)?;
         let learner = Learner::from_checkpoint(&dir, data, device, &config)?;
         say(format!(
             "resumed from checkpoint {id} ({} epochs done)",
@@ -359,13 +363,19 @@ fn torch_device(rank: &v1::LocalRank) -> Result<tch::Device, TaskError> {
 }
 
 /// The data set of a job spec. `data_dir` of the spec wins over the
-/// worker's; CIFAR-10 and Pets are downloaded there when `download` is set.
-pub fn load_data(spec: &v1::JobSpec, seed: u64, worker_dir: &Path) -> Result<Splits, TaskError> {
+/// worker's, and must lie under `roots` (see [`DataRoots::resolve`]);
+/// CIFAR-10 and Pets are downloaded there when `download` is set.
+pub fn load_data(
+    spec: &v1::JobSpec,
+    seed: u64,
+    worker_dir: &Path,
+    roots: &DataRoots,
+) -> Result<Splits, TaskError> {
     let dataset = spec.dataset.clone().unwrap_or_default();
     let dir = if dataset.data_dir.is_empty() {
         worker_dir.to_path_buf()
     } else {
-        PathBuf::from(&dataset.data_dir)
+        roots.resolve("dataset.data_dir", Path::new(&dataset.data_dir))?
     };
     let archive_root = |archive: &RemoteArchive<'_>| -> Result<PathBuf, TaskError> {
         if dataset.download {
@@ -406,11 +416,35 @@ fn parse_name<T: std::str::FromStr<Err = camshaft_vision::Error>>(
     Ok(name.parse::<T>()?)
 }
 
+/// The job's `pretrained_path`, which must lie under `roots` (see
+/// [`DataRoots::resolve`]).
+pub fn pretrained_path(spec: &v1::JobSpec, roots: &DataRoots) -> Result<PathBuf, TaskError> {
+    Ok(roots.resolve("pretrained_path", Path::new(&spec.pretrained_path))?)
+}
+
+/// Imports the job's `pretrained_path` into `model`: a file under `roots`
+/// in a format safe to read from a request (never tch's `.ot`).
+pub fn import_pretrained(
+    model: &mut Model,
+    spec: &v1::JobSpec,
+    roots: &DataRoots,
+) -> Result<(PathBuf, camshaft_vision::ImportReport), TaskError> {
+    let path = pretrained_path(spec, roots)?;
+    let report = import_weights_from(
+        model,
+        &path,
+        HeadPolicy::KeepInitialised,
+        WeightsOrigin::Request,
+    )?;
+    Ok((path, report))
+}
+
 fn new_model(
     spec: &v1::JobSpec,
     data: &Splits,
     device: tch::Device,
     data_dir: &Path,
+    roots: &DataRoots,
     say: &dyn Fn(String),
 ) -> Result<Model, TaskError> {
     let arch: Arch = parse_name(spec.arch().short_name())?;
@@ -431,18 +465,26 @@ fn new_model(
         tch::manual_seed(spec.seed.unwrap_or(0) as i64);
         Model::new(model_spec, device)?
     };
-    let path = match spec.pretrained() {
+    let imported = match spec.pretrained() {
         PretrainedSource::Imagenet => {
             let file = pretrained_file(arch)
                 .ok_or_else(|| TaskError::fatal(format!("no ImageNet weights for {arch}")))?;
             let mirror = std::env::var("CAMSHAFT_WEIGHTS_MIRROR").ok();
-            Some(file.fetch(data_dir, mirror.as_deref())?)
+            // Downloaded to the worker's own directory and checked against
+            // torchvision's sha256; still read as a request's file would be.
+            let path = file.fetch(data_dir, mirror.as_deref())?;
+            let report = import_weights_from(
+                &mut model,
+                &path,
+                HeadPolicy::KeepInitialised,
+                WeightsOrigin::Request,
+            )?;
+            Some((path, report))
         }
-        PretrainedSource::Path => Some(PathBuf::from(&spec.pretrained_path)),
+        PretrainedSource::Path => Some(import_pretrained(&mut model, spec, roots)?),
         _ => None,
     };
-    if let Some(path) = path {
-        let report = import_weights(&mut model, &path, HeadPolicy::KeepInitialised)?;
+    if let Some((path, report)) = imported {
         say(format!(
             "imported {} tensors from {} (new head: {})",
             report.loaded,
@@ -574,7 +616,7 @@ fn write_checkpoint(
         (optimizer_file, optimizer.as_slice()),
     ]);
     let epochs = learner.progress().1 as u64;
-    Ok(checkpoints.put(&assignment.job_id, assignment.attempt, epochs, &meta, blob)?)
+    Ok(checkpoints.put(assignment, epochs, &meta, blob)?)
 }
 
 /// Writes a stored checkpoint back as the directory the learner reads.
