@@ -350,7 +350,7 @@ impl Cluster {
         let mut reason = if reason.is_empty() {
             format!("cancelled by {principal}")
         } else {
-            format!("cancelled by {principal}: {reason}")
+            reason.to_string()
         };
         truncate_utf8(&mut reason, self.config.max_log_line_bytes as usize);
         let attempt = record.attempts.len() as u32;
@@ -374,7 +374,7 @@ impl Cluster {
                 reason: reason.clone(),
                 world_size: 0,
             }));
-        tracing::info!(job_id = %id, %reason, "job cancelled");
+        tracing::info!(job_id = %id, %reason, %principal, "job cancelled");
         drop(_guard);
         self.schedule_soon();
         self.wire_job(&record).await

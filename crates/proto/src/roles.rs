@@ -17,13 +17,17 @@
 //!
 //! The tokens file has one principal per line, `token,name,role` (as
 //! Kubernetes' static token file has `token,user,...`); `#` starts a
-//! comment:
+//! comment. Under mutual TLS a line `cert:<common name>,name,role` names
+//! the principal of a client certificate with that subject CN instead
+//! (as Kubernetes takes the user from a client certificate's CN); a bearer
+//! token, when a call carries one, wins:
 //!
 //! ```text
 //! # token,                            principal, role
 //! 3f9c1e0b6a2d4f8e9b7c5a1d2e3f4a5b, alice,     editor
 //! 8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b, dashboard, viewer
 //! 1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d, gpu-node-1, worker
+//! cert:gpu-node-2,                    gpu-node-2, worker
 //! ```
 
 use std::collections::{HashMap, HashSet};
@@ -131,7 +135,12 @@ pub const WORKER_PRINCIPAL: &str = "worker";
 #[derive(Clone, Debug, Default)]
 pub struct TokenTable {
     by_digest: HashMap<[u8; 32], Principal>,
+    /// Principals of client certificates, by subject common name.
+    by_certificate: HashMap<String, Principal>,
 }
+
+/// The prefix of a tokens file line naming a client certificate's CN.
+const CERT_PREFIX: &str = "cert:";
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -176,6 +185,29 @@ impl TokenTable {
                     fields.len()
                 )));
             };
+            if let Some(common_name) = token.strip_prefix(CERT_PREFIX) {
+                let principal = Principal {
+                    name: name.to_string(),
+                    role: Role::parse(role).ok_or_else(|| {
+                        at(format!(
+                            "unknown role {}; expected viewer, editor or worker",
+                            crate::short(role)
+                        ))
+                    })?,
+                };
+                if common_name.is_empty()
+                    || self
+                        .by_certificate
+                        .insert(common_name.to_string(), principal)
+                        .is_some()
+                {
+                    return Err(at(format!(
+                        "the certificate name {} is empty or given twice",
+                        crate::short(common_name)
+                    )));
+                }
+                continue;
+            }
             if token.len() < MIN_TOKEN_LEN {
                 return Err(at(format!(
                     "the token is {} characters; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 16`)",
@@ -209,15 +241,24 @@ impl TokenTable {
         self.by_digest.get(&digest(token))
     }
 
-    /// Whether some token is a client's (viewer or editor): then every
-    /// client call needs one.
-    pub fn has_client_tokens(&self) -> bool {
-        self.by_digest.values().any(|p| p.role != Role::Worker)
+    /// The principal of a client certificate whose subject CN is `name`.
+    pub fn get_certificate(&self, name: &str) -> Option<&Principal> {
+        self.by_certificate.get(name)
     }
 
-    /// Whether some token is a worker's.
+    fn principals(&self) -> impl Iterator<Item = &Principal> {
+        self.by_digest.values().chain(self.by_certificate.values())
+    }
+
+    /// Whether some credential is a client's (viewer or editor): then every
+    /// client call needs one.
+    pub fn has_client_tokens(&self) -> bool {
+        self.principals().any(|p| p.role != Role::Worker)
+    }
+
+    /// Whether some credential is a worker's.
     pub fn has_worker_tokens(&self) -> bool {
-        self.by_digest.values().any(|p| p.role == Role::Worker)
+        self.principals().any(|p| p.role == Role::Worker)
     }
 }
 

@@ -157,14 +157,24 @@ impl Authenticator {
         self.tokens.has_worker_tokens()
     }
 
-    /// The principal an `authorization` header names: the token's owner;
-    /// without a (known) token, `anonymous` where client calls need none,
-    /// else UNAUTHENTICATED.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Principal, tonic::Status> {
+    /// The principal of a call: the owner of the `authorization` header's
+    /// token; else the principal of the client certificate's subject CN
+    /// (`certificate`, under mutual TLS); else `anonymous` where client
+    /// calls need no credential; else UNAUTHENTICATED.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        certificate: Option<&str>,
+    ) -> Result<Principal, tonic::Status> {
         let token = authorization
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| h.strip_prefix("Bearer "));
         if let Some(principal) = token.and_then(|t| self.tokens.get(t.trim())) {
+            return Ok(principal.clone());
+        }
+        if authorization.is_none()
+            && let Some(principal) = certificate.and_then(|cn| self.tokens.get_certificate(cn))
+        {
             return Ok(principal.clone());
         }
         if !self.client_tokens {
@@ -184,11 +194,12 @@ impl Authenticator {
         &self,
         path: &str,
         authorization: Option<&[u8]>,
+        certificate: Option<&str>,
     ) -> Result<Option<Principal>, tonic::Status> {
         let Some(needed) = required_role(path) else {
             return Ok(None);
         };
-        let principal = self.authenticate(authorization)?;
+        let principal = self.authenticate(authorization, certificate)?;
         if principal.role.allows(needed) {
             return Ok(Some(principal));
         }
@@ -280,7 +291,7 @@ impl ServerSecurity {
         }
         let auth = Arc::clone(&self.auth);
         Some(Arc::new(move |header: Option<&[u8]>| {
-            auth.authenticate(header)
+            auth.authenticate(header, None)
                 .is_ok_and(|p| p.role.allows(Role::Viewer))
         }))
     }
@@ -411,6 +422,19 @@ pub struct Auth<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// The subject common name of the client certificate a (mutual TLS)
+/// connection presented, if any.
+fn client_common_name<B>(request: &http::Request<B>) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_string())
+}
+
 impl<S, B, R> tower_service::Service<http::Request<B>> for Auth<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
@@ -431,7 +455,11 @@ where
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(http::HeaderValue::as_bytes);
-        match self.auth.authorize(request.uri().path(), given) {
+        let certificate = client_common_name(&request);
+        match self
+            .auth
+            .authorize(request.uri().path(), given, certificate.as_deref())
+        {
             Ok(Some(principal)) => {
                 request.extensions_mut().insert(principal);
             }
@@ -635,20 +663,20 @@ mod tests {
         let client = b"Bearer client-secret-0123456789".as_slice();
         let attach = "/camshaft.v1.WorkerLink/Attach";
         let submit = "/camshaft.v1.Coordinator/SubmitJob";
-        let p = auth.authorize(attach, Some(worker.as_bytes())).unwrap().unwrap();
+        let p = auth.authorize(attach, Some(worker.as_bytes()), None).unwrap().unwrap();
         assert_eq!((p.name.as_str(), p.role), (WORKER_PRINCIPAL, Role::Worker));
-        let e = auth.authorize(attach, Some(client)).unwrap_err();
+        let e = auth.authorize(attach, Some(client), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-        let e = auth.authorize(submit, Some(worker.as_bytes())).unwrap_err();
+        let e = auth.authorize(submit, Some(worker.as_bytes()), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
         assert!(e.message().contains("worker (worker)"), "{e:?}");
-        let p = auth.authorize(submit, Some(client)).unwrap().unwrap();
+        let p = auth.authorize(submit, Some(client), None).unwrap().unwrap();
         assert_eq!(p.role, Role::Editor);
-        let e = auth.authorize(submit, None).unwrap_err();
+        let e = auth.authorize(submit, None, None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = auth.authorize(submit, Some(b"Bearer nope")).unwrap_err();
+        let e = auth.authorize(submit, Some(b"Bearer nope"), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert_eq!(auth.authorize("/grpc.health.v1.Health/Check", None).unwrap(), None);
+        assert_eq!(auth.authorize("/grpc.health.v1.Health/Check", None, None).unwrap(), None);
     }
 
     #[test]
@@ -656,14 +684,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let auth = authenticator(dir.path(), false);
         let p = auth
-            .authorize("/camshaft.v1.Coordinator/SetAlias", None)
+            .authorize("/camshaft.v1.Coordinator/SetAlias", None, None)
             .unwrap()
             .unwrap();
         assert_eq!(p, Principal::anonymous());
-        let e = auth.authorize("/camshaft.v1.WorkerLink/Attach", None).unwrap_err();
+        let e = auth.authorize("/camshaft.v1.WorkerLink/Attach", None, None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
         let e = auth
-            .authorize("/camshaft.v1.WorkerLink/PutCheckpoint", Some(b"Bearer guess"))
+            .authorize("/camshaft.v1.WorkerLink/PutCheckpoint", Some(b"Bearer guess"), None)
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     }

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 
 use crate::security::TlsConfig;
 
@@ -45,6 +47,9 @@ impl Pki {
         ] {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(sans).unwrap();
+            // The subject CN is the file's name: `client` names the
+            // client certificate's principal under mutual TLS.
+            params.distinguished_name.push(DnType::CommonName, name);
             params.extended_key_usages = vec![usage];
             let cert = params.signed_by(&key, &issuer).unwrap();
             write(&format!("{name}.pem"), cert.pem());

@@ -154,3 +154,40 @@ fn unreadable_files_are_named() {
         .to_string();
     assert!(e.contains("empty"), "{e}");
 }
+
+#[tokio::test]
+async fn under_mutual_tls_a_client_certificate_names_its_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let serve_with = |line: &str| {
+        let tokens = dir.path().join(format!("tokens-{}.csv", line.len()));
+        std::fs::write(
+            &tokens,
+            format!("editor-token-0123456789,alice,editor\n{line}\n"),
+        )
+        .unwrap();
+        let server = ServerSecurity::load(
+            &pki.server(true),
+            CredentialFiles {
+                tokens: Some(&tokens),
+                ..CredentialFiles::default()
+            },
+        )
+        .unwrap();
+        assert!(server.token_required());
+        serve(server)
+    };
+    let with_cert = ClientSecurity::with_token(&pki.client(true), None).unwrap();
+    // The certificate's CN is `client`: a viewer may list, with no token.
+    let addr = serve_with("cert:client,dash,viewer").await;
+    assert!(!list_services(&with_cert, &addr).await.unwrap().is_empty());
+    // As a worker, the same certificate may not use the client API.
+    let addr = serve_with("cert:client,node-1,worker").await;
+    let e = list_services(&with_cert, &addr).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("node-1 (worker)"), "{e:?}");
+    // A certificate nobody named is no credential.
+    let addr = serve_with("cert:someone-else,x,editor").await;
+    let e = list_services(&with_cert, &addr).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+}
