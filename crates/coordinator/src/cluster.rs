@@ -767,6 +767,7 @@ impl Cluster {
                 register.version
             )));
         }
+        check_register(&register)?;
         let id = if register.worker_id.is_empty() {
             // Unique across coordinator restarts: a worker keeps the id it
             // was given and presents it again when it reconnects.
@@ -1422,13 +1423,33 @@ where
     }
 }
 
+/// What one worker may declare about itself: its record is kept and listed.
+const MAX_DEVICES: usize = 64;
+const MAX_LABELS: usize = 32;
+const MAX_FIELD_BYTES: usize = 256;
+
+/// Refuses a `Register` that declares more than a worker has any need to.
+fn check_register(r: &v1::Register) -> Result<()> {
+    let long = std::iter::once(&r.hostname)
+        .chain(r.labels.iter().flat_map(|(k, v)| [k, v]))
+        .chain(r.devices.iter().map(|d| &d.name))
+        .any(|s| s.len() > MAX_FIELD_BYTES);
+    if r.devices.len() > MAX_DEVICES || r.labels.len() > MAX_LABELS || long {
+        return Err(Error::InvalidArgument(format!(
+            "a worker registers at most {MAX_DEVICES} devices and {MAX_LABELS} labels, \
+             each name at most {MAX_FIELD_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Compares in time independent of where the first difference is.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     !a.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Cuts `s` to at most `max` bytes, at a character boundary.
-fn truncate_utf8(s: &mut String, max: usize) {
+pub(crate) fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {

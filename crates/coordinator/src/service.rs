@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use camshaft_proto::roles::Principal;
 
-use crate::cluster::{AttemptFailure, Claim, Cluster, parse_job_id};
+use crate::cluster::{AttemptFailure, Claim, Cluster, parse_job_id, truncate_utf8};
 use crate::{Error, jobs, registry};
 
 /// Largest weights file `ImportModel` accepts.
@@ -675,11 +675,13 @@ async fn handle(
                     v1::FailureKind::CollectiveTimeout => v1::FailureKind::CollectiveTimeout,
                     _ => v1::FailureKind::TaskError,
                 };
+                let mut reason = f.reason;
+                truncate_utf8(&mut reason, cluster.config().max_log_line_bytes as usize);
                 let failure = AttemptFailure {
                     kind,
                     rank: Some(f.rank),
                     worker: Some(worker.to_string()),
-                    reason: f.reason,
+                    reason,
                     epoch: f.epoch,
                     retryable: f.retryable,
                 };
@@ -707,8 +709,9 @@ async fn handle(
                 },
             );
         }
-        FromWorker::Drain(d) => {
-            tracing::info!(worker_id = %worker, reason = %camshaft_proto::short(&d.reason), "worker draining");
+        FromWorker::Drain(mut d) => {
+            truncate_utf8(&mut d.reason, cluster.config().max_log_line_bytes as usize);
+            tracing::info!(worker_id = %worker, reason = %d.reason, "worker draining");
             cluster.drain(worker, conn, &d.reason).await?;
         }
     }
