@@ -37,7 +37,10 @@ async fn state(addr: &str, token: Option<&str>) -> String {
         .unwrap()
         .into_inner()
         .versions;
-    let jobs: Vec<_> = jobs.iter().map(|j| (&j.id, j.state, j.attempt, &j.error)).collect();
+    let jobs: Vec<_> = jobs
+        .iter()
+        .map(|j| (&j.id, j.state, j.attempt, &j.error))
+        .collect();
     format!("{jobs:?}\n{models:?}")
 }
 
@@ -113,7 +116,8 @@ async fn import(
 async fn call_unknown(channel: AuthChannel, path: String) -> Code {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let codec = tonic_prost::ProstCodec::<v1::GetServerInfoRequest, v1::GetServerInfoResponse>::default();
+    let codec =
+        tonic_prost::ProstCodec::<v1::GetServerInfoRequest, v1::GetServerInfoResponse>::default();
     grpc.unary(
         tonic::Request::new(v1::GetServerInfoRequest::default()),
         path.try_into().unwrap(),
@@ -130,7 +134,9 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
     let config = dir.path().join("camshaft.toml");
     std::fs::write(
         &config,
-        format!("[coordinator]\nmetrics_listen = \"{metrics}\"\nmax_active_jobs_per_principal = 8\n"),
+        format!(
+            "[coordinator]\nmetrics_listen = \"{metrics}\"\nmax_active_jobs_per_principal = 8\n"
+        ),
     )
     .unwrap();
     let mut cluster = Cluster::start(
@@ -203,7 +209,13 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
 
         // Imports: weights that do not fit their spec, a million class
         // names, an input size the explainer would choke on.
-        let e = import(&addr, None, resnet18_cam(2, 224), safetensors("fc.weight", &[3, 512])).await;
+        let e = import(
+            &addr,
+            None,
+            resnet18_cam(2, 224),
+            safetensors("fc.weight", &[3, 512]),
+        )
+        .await;
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("do not fit"), "{e:?}");
         for (spec, says) in [
@@ -226,13 +238,21 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
 
         // Unknown method paths do not grow the metrics.
         let size = |text: String| text.len();
-        let first = size(camshaft_metrics::scrape(metrics.parse().unwrap()).await.unwrap());
+        let first = size(
+            camshaft_metrics::scrape(metrics.parse().unwrap())
+                .await
+                .unwrap(),
+        );
         let anyone = channel(&addr, None).await;
         for i in 0..300 {
             let code = call_unknown(anyone.clone(), format!("/evil.S{i}/M{i}")).await;
             assert_eq!(code, Code::Unimplemented);
         }
-        let after = size(camshaft_metrics::scrape(metrics.parse().unwrap()).await.unwrap());
+        let after = size(
+            camshaft_metrics::scrape(metrics.parse().unwrap())
+                .await
+                .unwrap(),
+        );
         assert!(after < first + 4_000, "{first} -> {after} bytes");
 
         // Pending jobs are bounded per principal: 8 here.
@@ -291,7 +311,11 @@ fn with_tokens_each_role_does_only_its_part() {
     let metrics = format!("127.0.0.1:{}", free_port().unwrap());
     let tokens = dir.path().join("tokens.csv");
     let (editor, viewer) = ("editor-0123456789abcdef", "viewer-0123456789abcdef");
-    std::fs::write(&tokens, format!("{editor},alice,editor\n{viewer},val,viewer\n")).unwrap();
+    std::fs::write(
+        &tokens,
+        format!("{editor},alice,editor\n{viewer},val,viewer\n"),
+    )
+    .unwrap();
     let editor_file = dir.path().join("editor-token");
     std::fs::write(&editor_file, editor).unwrap();
     let config = dir.path().join("camshaft.toml");
@@ -331,20 +355,43 @@ fn with_tokens_each_role_does_only_its_part() {
             .list_jobs(v1::ListJobsRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "the worker credential is not a client's");
-        let e = import(&addr, Some(viewer), resnet18_cam(2, 224), safetensors("fc.weight", &[2, 512])).await;
+        assert_eq!(
+            e.code(),
+            Code::PermissionDenied,
+            "the worker credential is not a client's"
+        );
+        let e = import(
+            &addr,
+            Some(viewer),
+            resnet18_cam(2, 224),
+            safetensors("fc.weight", &[2, 512]),
+        )
+        .await;
         assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
         let e = WorkerLinkClient::new(channel(&addr, Some(editor)).await)
             .put_checkpoint(tokio_stream::iter([checkpoint_header(u64::MAX)]))
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::PermissionDenied, "a client token is not a worker's");
+        assert_eq!(
+            e.code(),
+            Code::PermissionDenied,
+            "a client token is not a worker's"
+        );
         // Metrics ask for a client token too.
         let addr_m = metrics.parse().unwrap();
-        let e = camshaft_metrics::scrape(addr_m).await.unwrap_err().to_string();
+        let e = camshaft_metrics::scrape(addr_m)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("401"), "{e}");
-        assert!(camshaft_metrics::scrape_as(addr_m, Some(worker_token)).await.is_err());
-        camshaft_metrics::scrape_as(addr_m, Some(viewer)).await.unwrap();
+        assert!(
+            camshaft_metrics::scrape_as(addr_m, Some(worker_token))
+                .await
+                .is_err()
+        );
+        camshaft_metrics::scrape_as(addr_m, Some(viewer))
+            .await
+            .unwrap();
         assert_eq!(state(&addr, Some(viewer)).await, before);
     });
     // The in-process worker still got in with its own credential, and

@@ -984,7 +984,13 @@ impl Cluster {
     /// The attempt of `job` whose rank `rank` connection `conn` runs now,
     /// or of the last attempt of `job` it ran (a late log line): the
     /// attempt a log line of it belongs to. PERMISSION_DENIED otherwise.
-    pub fn current_attempt_of(&self, worker: &str, conn: u64, job: JobId, rank: u32) -> Result<u32> {
+    pub fn current_attempt_of(
+        &self,
+        worker: &str,
+        conn: u64,
+        job: JobId,
+        rank: u32,
+    ) -> Result<u32> {
         let workers = lock(&self.workers);
         let Some(w) = workers.get(worker).filter(|w| w.conn == conn) else {
             return Err(Error::PermissionDenied(format!(
@@ -1445,7 +1451,9 @@ fn check_register(r: &v1::Register) -> Result<()> {
 
 /// Compares in time independent of where the first difference is.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    !a.is_empty() && a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    !a.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Cuts `s` to at most `max` bytes, at a character boundary.

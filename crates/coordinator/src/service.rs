@@ -59,7 +59,11 @@ fn page<T: prost::Message>(
             Status::invalid_argument(format!("bad page_token {}", camshaft_proto::short(token)))
         })?
     };
-    let size = if size == 0 { 100 } else { (size as usize).min(1_000) };
+    let size = if size == 0 {
+        100
+    } else {
+        (size as usize).min(1_000)
+    };
     let total = items.len();
     let mut bytes = 0u64;
     let items: Vec<T> = items
@@ -653,13 +657,15 @@ async fn handle(
             }
         }
         FromWorker::EpochReport(report) => {
-            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)? {
+            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)?
+            {
                 let row = report.metrics.unwrap_or_default();
                 cluster.epoch_done(job, report.attempt, row).await?;
             }
         }
         FromWorker::AllreduceReport(report) => {
-            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)? {
+            if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)?
+            {
                 let row = report.row.unwrap_or_default();
                 cluster.allreduce_row(job, report.attempt, row).await?;
             }

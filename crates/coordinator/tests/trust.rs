@@ -201,9 +201,22 @@ async fn every_rpc_checks_the_callers_role() {
         r.map_or_else(|e| e.code(), |_| Code::Ok)
     };
     let list = v1::ListJobsRequest::default();
-    assert_eq!(code(client(&s.addr, Some(VIEWER)).await.list_jobs(list.clone()).await), Code::Ok);
     assert_eq!(
-        code(client(&s.addr, Some(NODE_A)).await.list_jobs(list.clone()).await),
+        code(
+            client(&s.addr, Some(VIEWER))
+                .await
+                .list_jobs(list.clone())
+                .await
+        ),
+        Code::Ok
+    );
+    assert_eq!(
+        code(
+            client(&s.addr, Some(NODE_A))
+                .await
+                .list_jobs(list.clone())
+                .await
+        ),
         Code::PermissionDenied,
         "a worker credential is refused on the client API"
     );
@@ -213,13 +226,19 @@ async fn every_rpc_checks_the_callers_role() {
     );
     let e = client(&s.addr, Some(VIEWER))
         .await
-        .submit_job(v1::SubmitJobRequest { spec: Some(sweep()) })
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(sweep()),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("val (viewer)"), "{e:?}");
     let e = Worker::attach(&s.addr, EDITOR, "").await.err().unwrap();
-    assert_eq!(e.code(), Code::PermissionDenied, "a client token is refused on WorkerLink");
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "a client token is refused on WorkerLink"
+    );
     let job = submit(&s.addr, sweep()).await.unwrap();
     assert_eq!(job.created_by, "alice");
 }
@@ -228,7 +247,10 @@ async fn every_rpc_checks_the_callers_role() {
 async fn a_worker_id_stays_with_its_principal() {
     let s = start(|_| {}).await;
     let a = Worker::attach(&s.addr, NODE_A, "node-a-1").await.unwrap();
-    let e = Worker::attach(&s.addr, ROGUE, "node-a-1").await.err().unwrap();
+    let e = Worker::attach(&s.addr, ROGUE, "node-a-1")
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // The owner itself may reconnect under its id.
     drop(a);
@@ -308,7 +330,10 @@ fn a_stream_that_owns_no_assignment_changes_nothing_and_a_job_needs_every_rank()
         let (x, y) = (a.assignment().await, b.assignment().await);
         assert_eq!((x.job_id.as_str(), x.attempt), (job.as_str(), 1));
         assert_eq!(x.world_size, 2);
-        assert!(x.attempt_secret.len() >= 16, "the attempt secret has ≥ 128 bits");
+        assert!(
+            x.attempt_secret.len() >= 16,
+            "the attempt secret has ≥ 128 bits"
+        );
         assert_eq!(x.attempt_secret, y.attempt_secret);
         (s, a, b, job)
     });
@@ -360,11 +385,18 @@ fn a_stream_that_owns_no_assignment_changes_nothing_and_a_job_needs_every_rank()
         };
         a.send(done(0, 1)).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(state(&job).await, v1::JobState::Running, "one rank of two is done");
+        assert_eq!(
+            state(&job).await,
+            v1::JobState::Running,
+            "one rank of two is done"
+        );
         b.send(done(1, 1)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while state(&job).await != v1::JobState::Succeeded {
-            assert!(tokio::time::Instant::now() < deadline, "the job did not succeed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the job did not succeed"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -471,7 +503,10 @@ async fn logs_watches_and_queues_are_bounded() {
     submit(&s.addr, sweep()).await.unwrap();
     let e = submit(&s.addr, sweep()).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("max_active_jobs_per_principal"), "{e:?}");
+    assert!(
+        e.message().contains("max_active_jobs_per_principal"),
+        "{e:?}"
+    );
 
     let mut c = client(&s.addr, Some(VIEWER)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -520,7 +555,11 @@ async fn logs_watches_and_queues_are_bounded() {
             _ => None,
         })
         .collect();
-    assert_eq!(logs.len(), 6, "5 lines and the one saying the rest were dropped");
+    assert_eq!(
+        logs.len(),
+        6,
+        "5 lines and the one saying the rest were dropped"
+    );
     assert!(logs.iter().all(|l| l.message.len() <= 200));
     assert!(logs[5].message.contains("max_log_lines_per_attempt"));
     assert!(events(u64::MAX).await.is_empty());

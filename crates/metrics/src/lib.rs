@@ -297,12 +297,20 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let guard: Guard = Arc::new(|auth| auth == Some(b"Bearer s3cret".as_slice()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_guarded(listener, Registry::new(), Some(guard), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve_guarded(
+            listener,
+            Registry::new(),
+            Some(guard),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let e = scrape(addr).await.unwrap_err().to_string();
         assert!(e.contains("401"), "{e}");
-        let e = scrape_as(addr, Some("wrong")).await.unwrap_err().to_string();
+        let e = scrape_as(addr, Some("wrong"))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("401"), "{e}");
         scrape_as(addr, Some("s3cret")).await.unwrap();
         stop.send(()).unwrap();

@@ -122,7 +122,8 @@ fn parse_version(s: &str) -> std::result::Result<u64, String> {
     }
     if !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
-            "the version {} is not a number (use `name@alias` for an alias)", crate::short(s)
+            "the version {} is not a number (use `name@alias` for an alias)",
+            crate::short(s)
         ));
     }
     match s.parse::<u64>() {

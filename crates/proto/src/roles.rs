@@ -175,9 +175,8 @@ impl TokenTable {
             if line.is_empty() {
                 continue;
             }
-            let at = |why: String| {
-                Error::Security(format!("{} line {}: {why}", path.display(), n + 1))
-            };
+            let at =
+                |why: String| Error::Security(format!("{} line {}: {why}", path.display(), n + 1));
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
             let [token, name, role] = fields[..] else {
                 return Err(at(format!(
@@ -412,9 +411,15 @@ mod tests {
             ),
         ] {
             std::fs::write(&path, text).unwrap();
-            let e = TokenTable::default().add_file(&path).unwrap_err().to_string();
+            let e = TokenTable::default()
+                .add_file(&path)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(expect), "{e}");
-            assert!(!e.contains("dddddddddddddddddddd"), "errors never show a token: {e}");
+            assert!(
+                !e.contains("dddddddddddddddddddd"),
+                "errors never show a token: {e}"
+            );
         }
     }
 }

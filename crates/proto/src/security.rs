@@ -663,20 +663,31 @@ mod tests {
         let client = b"Bearer client-secret-0123456789".as_slice();
         let attach = "/camshaft.v1.WorkerLink/Attach";
         let submit = "/camshaft.v1.Coordinator/SubmitJob";
-        let p = auth.authorize(attach, Some(worker.as_bytes()), None).unwrap().unwrap();
+        let p = auth
+            .authorize(attach, Some(worker.as_bytes()), None)
+            .unwrap()
+            .unwrap();
         assert_eq!((p.name.as_str(), p.role), (WORKER_PRINCIPAL, Role::Worker));
         let e = auth.authorize(attach, Some(client), None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
-        let e = auth.authorize(submit, Some(worker.as_bytes()), None).unwrap_err();
+        let e = auth
+            .authorize(submit, Some(worker.as_bytes()), None)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
         assert!(e.message().contains("worker (worker)"), "{e:?}");
         let p = auth.authorize(submit, Some(client), None).unwrap().unwrap();
         assert_eq!(p.role, Role::Editor);
         let e = auth.authorize(submit, None, None).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        let e = auth.authorize(submit, Some(b"Bearer nope"), None).unwrap_err();
+        let e = auth
+            .authorize(submit, Some(b"Bearer nope"), None)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert_eq!(auth.authorize("/grpc.health.v1.Health/Check", None, None).unwrap(), None);
+        assert_eq!(
+            auth.authorize("/grpc.health.v1.Health/Check", None, None)
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -688,10 +699,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(p, Principal::anonymous());
-        let e = auth.authorize("/camshaft.v1.WorkerLink/Attach", None, None).unwrap_err();
+        let e = auth
+            .authorize("/camshaft.v1.WorkerLink/Attach", None, None)
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
         let e = auth
-            .authorize("/camshaft.v1.WorkerLink/PutCheckpoint", Some(b"Bearer guess"), None)
+            .authorize(
+                "/camshaft.v1.WorkerLink/PutCheckpoint",
+                Some(b"Bearer guess"),
+                None,
+            )
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
     }

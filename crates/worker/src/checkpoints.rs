@@ -99,7 +99,11 @@ impl Checkpoints {
 
     /// Reads checkpoint `id` of `assignment`'s job (for its attempt, proved
     /// by its `attempt_secret`). Blocking.
-    pub fn get(&self, assignment: &Assignment, id: &str) -> Result<StoredCheckpoint, tonic::Status> {
+    pub fn get(
+        &self,
+        assignment: &Assignment,
+        id: &str,
+    ) -> Result<StoredCheckpoint, tonic::Status> {
         self.patiently("reading a checkpoint", || self.get_once(assignment, id))
     }
 
