@@ -47,10 +47,20 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     dataset.split_seed.get_or_insert(42);
 
     let arch: Arch = names::known("arch", spec.arch)?;
-    let head: Head = names::known("head", spec.head)?;
     if arch == Arch::Unspecified {
         return Err(invalid("arch is required (cnn, resnet18 or resnet34)"));
     }
+    // Defaults the model fixes follow the model: the lecture's cnn has a
+    // linear head only and takes 32×32 images only (its Linear(25088, n)).
+    if arch == Arch::Cnn {
+        if spec.head == Head::Unspecified as i32 {
+            spec.head = Head::Linear as i32;
+        }
+        if spec.image_size == 0 {
+            spec.image_size = 32;
+        }
+    }
+    let head: Head = names::known("head", spec.head)?;
     if head == Head::Unspecified {
         return Err(invalid("head is required (linear, fastai or cam)"));
     }
@@ -404,6 +414,35 @@ mod tests {
     }
 
     #[test]
+    fn the_cnn_gets_the_head_and_size_it_fixes_on_every_data_set() {
+        for kind in [DatasetKind::Synthetic, DatasetKind::Folder, DatasetKind::Cifar10] {
+            let spec = complete(
+                JobSpec {
+                    arch: Arch::Cnn as i32,
+                    head: Head::Unspecified as i32,
+                    dataset: Some(DatasetSpec {
+                        kind: kind as i32,
+                        data_dir: "images".into(),
+                        ..Default::default()
+                    }),
+                    ..minimal()
+                },
+                7,
+            )
+            .unwrap();
+            assert_eq!((spec.head(), spec.image_size), (Head::Linear, 32), "{kind:?}");
+        }
+        // A size the cnn cannot take is still refused, with the reason.
+        let e = refused(JobSpec {
+            arch: Arch::Cnn as i32,
+            head: Head::Linear as i32,
+            image_size: 64,
+            ..minimal()
+        });
+        assert!(e.contains("32×32"), "{e}");
+    }
+
+    #[test]
     fn mixed_precision_and_channels_last_are_kept() {
         for precision in [Precision::Bf16, Precision::Fp16] {
             let spec = complete(
@@ -509,6 +548,7 @@ mod tests {
         let cnn = JobSpec {
             arch: Arch::Cnn as i32,
             head: Head::Linear as i32,
+            image_size: 64,
             ..minimal()
         };
         assert!(refused(cnn.clone()).contains("32×32"));
