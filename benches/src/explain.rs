@@ -183,6 +183,8 @@ fn explainer_config(args: &ExplainArgs) -> camshaft_explainer::Config {
         batch_invariant: args.batch_invariant.unwrap_or(defaults.batch_invariant),
         precision: args.precision,
         max_queued_images: defaults.max_queued_images.max(4096),
+        max_queued_compute_units: defaults.max_queued_compute_units.max(65_536),
+        max_compute_units_per_request: defaults.max_compute_units_per_request.max(4096),
         ..defaults
     }
 }

@@ -78,7 +78,11 @@ impl EtcdCluster {
         cluster.services.extend([worker, explainer]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while stdout(&cluster.ctl(&["workers", "list"])).lines().count() < 2 {
-            assert!(Instant::now() < deadline, "the worker did not register");
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not register:\n{}",
+                cluster.logs()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         cluster

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use camshaft_cluster_tests::{Cluster, ctl_command, free_port, synthetic_images};
-use camshaft_proto::testing::Pki;
+use camshaft_proto::testing::{Pki, TOKEN};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -179,11 +179,16 @@ key = "{client_key}"
 
     // Metrics in plaintext on their own ports: the job and the calls above
     // are counted (refused calls never reach the services).
+    // The services ask scrapes for a client token as they ask calls.
     let scrape = |addr: &str| {
         runtime
-            .block_on(camshaft_metrics::scrape(addr.parse().unwrap()))
+            .block_on(camshaft_metrics::scrape_as(addr.parse().unwrap(), Some(TOKEN)))
             .unwrap()
     };
+    let refused = runtime
+        .block_on(camshaft_metrics::scrape(coordinator_metrics.parse().unwrap()))
+        .unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
     let text = scrape(&coordinator_metrics);
     for line in [
         "camshaft_coordinator_workers 1",

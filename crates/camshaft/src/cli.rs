@@ -358,6 +358,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Worker(a) => {
             let file = a.common.load()?;
             let default_token = file.data_dir().join(WORKER_TOKEN);
+            // Named data dir: its credential is used even if the
+            // coordinator beside this worker has not written it yet (the
+            // worker reads it at every connection).
+            let data_dir_named = file.data_dir.is_some();
             let mut config = file.worker;
             if let Some(c) = a.coordinator {
                 config.coordinator = c;
@@ -374,7 +378,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(t) = a.token_file {
                 config.auth_token_file = Some(t);
             }
-            if config.auth_token_file.is_none() && default_token.is_file() {
+            if config.auth_token_file.is_none() && (data_dir_named || default_token.is_file()) {
                 config.auth_token_file = Some(default_token);
             }
             config.validate()?;

@@ -10,6 +10,11 @@
 //! client gone: its reply channel is closed) before computing, splits the rest
 //! by method (a pass computes one method) and answers each image on its own
 //! channel. The threads end when the version is dropped (its queue closes).
+//!
+//! Each queued image carries its admission [`Ticket`]: its compute units
+//! are given back when its pass is computed or it is dropped from the
+//! queue — not when its caller goes away, since a pass that started runs
+//! to its end — and the rest of the ticket goes back with the answer.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,7 +25,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
 use crate::inference::{ImageJob, RawExplanation, run_batch};
-use crate::metrics::Metrics;
+use crate::metrics::{Dropped, Metrics};
+use crate::queue::Ticket;
 use crate::{Error, Result};
 
 /// How a version's batcher runs (from the [`Config`](crate::Config)).
@@ -90,12 +96,17 @@ impl BatchSettings {
     }
 }
 
+/// An image's answer, with what is left of its admission ticket.
+type Answer = (Result<RawExplanation>, Ticket);
+
 /// One image waiting for a forward pass.
 struct QueuedImage {
     method: CamMethod,
     job: ImageJob,
     deadline: Option<Instant>,
-    reply: oneshot::Sender<Result<RawExplanation>>,
+    /// Held while the image is queued or computed.
+    ticket: Ticket,
+    reply: oneshot::Sender<Answer>,
 }
 
 /// The queue of one model version and its inference threads.
@@ -127,22 +138,25 @@ impl Batcher {
         Ok(Batcher { queue })
     }
 
-    /// Queues `jobs` and waits for their answers (in order). Dropping the
-    /// returned future drops the images that are still waiting.
+    /// Queues `jobs` and waits for their answers (in order), each with its
+    /// ticket (its compute units given back). Dropping the returned future
+    /// drops the images that are still waiting, when an inference thread
+    /// next takes them (their tickets with them).
     pub(crate) async fn explain(
         &self,
         method: CamMethod,
-        jobs: Vec<ImageJob>,
+        jobs: Vec<(ImageJob, Ticket)>,
         deadline: Option<Instant>,
-    ) -> Result<Vec<Result<RawExplanation>>> {
+    ) -> Result<Vec<Answer>> {
         let mut replies = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for (job, ticket) in jobs {
             let (reply, answer) = oneshot::channel();
             self.queue
                 .send(QueuedImage {
                     method,
                     job,
                     deadline,
+                    ticket,
                     reply,
                 })
                 .map_err(|_| Error::Internal("the model's inference threads stopped".into()))?;
@@ -207,12 +221,17 @@ fn inference_loop(
         let mut live = Vec::with_capacity(batch.len());
         for image in batch {
             if image.reply.is_closed() {
-                metrics.observe_dropped("cancelled", 1);
+                metrics.observe_dropped(Dropped::Cancelled, 1);
             } else if image.deadline.is_some_and(|d| d <= now) {
-                metrics.observe_dropped("deadline", 1);
-                let _ = image.reply.send(Err(Error::DeadlineExceeded(
-                    "the deadline passed while the image was queued".into(),
-                )));
+                metrics.observe_dropped(Dropped::Deadline, 1);
+                let mut ticket = image.ticket;
+                ticket.release_units();
+                let _ = image.reply.send((
+                    Err(Error::DeadlineExceeded(
+                        "the deadline passed while the image was queued".into(),
+                    )),
+                    ticket,
+                ));
             } else {
                 live.push(image);
             }
@@ -239,9 +258,14 @@ fn compute(
     metrics: &Metrics,
 ) {
     let started = Instant::now();
-    let (jobs, replies): (Vec<ImageJob>, Vec<_>) =
-        batch.into_iter().map(|i| (i.job, i.reply)).unzip();
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for image in batch {
+        jobs.push(image.job);
+        replies.push((image.reply, image.ticket));
+    }
     let n = jobs.len();
+    let units: u64 = replies.iter().map(|(_, t)| t.held().units).sum();
     // A libtorch failure that panics instead of returning an error must not
     // take the thread (and every later request) down with it.
     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -255,18 +279,23 @@ fn compute(
             .unwrap_or("a panic");
         Err(format!("inference panicked: {what}"))
     });
-    metrics.observe_batch(method.name(), n, started.elapsed());
+    // The pass is over: its inputs and its units are given back whether or
+    // not anyone still waits for the answers.
+    drop(jobs);
+    metrics.observe_batch(method, n, units, started.elapsed());
     tracing::debug!(model = %key, images = n, method = method.name(), ms = started.elapsed().as_millis() as u64, "batch");
     match answer {
         Ok(results) => {
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+            for ((reply, mut ticket), result) in replies.into_iter().zip(results) {
+                ticket.release_units();
+                let _ = reply.send((Ok(result), ticket));
             }
         }
         Err(e) => {
             tracing::error!(model = %key, images = n, error = %e, "batch failed");
-            for reply in replies {
-                let _ = reply.send(Err(Error::Internal(format!("model {key}: {e}"))));
+            for (reply, mut ticket) in replies {
+                ticket.release_units();
+                let _ = reply.send((Err(Error::Internal(format!("model {key}: {e}"))), ticket));
             }
         }
     }

@@ -45,6 +45,61 @@ pub struct Config {
     /// RESOURCE_EXHAUSTED and a `retry-after-ms` hint. At least
     /// `max_images_per_request`. Default 512.
     pub max_queued_images: usize,
+    /// Most bytes of decoded images in flight over all requests, as
+    /// estimated before anything is decoded: each image is charged from its
+    /// PNG/JPEG header (width × height × the bytes per pixel of its decoded
+    /// form and of the RGB copy, plus resizing scratch) while it is being
+    /// decoded, and its model input (`input_size`² × 15 bytes) until it is
+    /// answered. A request's decoding tasks (`decode_tasks_per_request`)
+    /// each hold the largest image of their share at a time. A request
+    /// that would pass it fails with RESOURCE_EXHAUSTED and `retry-after-ms`;
+    /// one that could never fit is INVALID_ARGUMENT. The charge is held until
+    /// the decoding really stopped, also for a call that was cancelled. At
+    /// least what one image of `max_image_pixels` costs at
+    /// `max_model_input_size`. Default 1 GiB (two 16-bit RGBA images of 32 Mi
+    /// pixels, or ~100 12-megapixel JPEGs).
+    pub max_decode_bytes_in_flight: u64,
+    /// Blocking tasks one request's images are decoded on at once; each
+    /// decodes one image at a time, so a request holds the decoding of this
+    /// many images at once (its largest ones, for the charge against
+    /// `max_decode_bytes_in_flight`). At least 1. Default: one per core, at
+    /// most 8.
+    pub decode_tasks_per_request: Option<usize>,
+    /// Most compute units admitted and not computed yet, over all models. A
+    /// compute unit is one forward pass of one image of up to 224² input
+    /// pixels (a pass at `input_size` S counts ⌈S²/224²⌉: 6 at 512 px); an
+    /// image costs `1 + top_k × F` passes, where F is 0 without
+    /// faithfulness, 21 for deletion AUC and 2 for average drop. A request
+    /// that would pass it fails with RESOURCE_EXHAUSTED and `retry-after-ms`
+    /// (the units ahead at the recent time per unit). An image's units are
+    /// held until its pass is computed or dropped, also for a call that was
+    /// cancelled. At least `max_compute_units_per_request`. Default 1024.
+    pub max_queued_compute_units: u64,
+    /// Most compute units (see `max_queued_compute_units`) of one request;
+    /// more is INVALID_ARGUMENT naming this key. This bounds how long one
+    /// request can hold the inference threads while requests admitted after
+    /// it wait (passes are first come, first served, and an image's
+    /// faithfulness runs inside its pass). At least one image at
+    /// `max_model_input_size` without faithfulness. Default 512: 64 images
+    /// at 512 px (384 units), or 23 images with deletion AUC at 224 px.
+    pub max_compute_units_per_request: u64,
+    /// Largest `input_size` of a model version that is loaded; a larger one
+    /// fails with FAILED_PRECONDITION before its weights are fetched. Between
+    /// 32 and 4096. Default 1024: twice the largest model served (ResNet34
+    /// at 512 px); one image at 1024 px is 21 compute units and 15 MiB of
+    /// model input.
+    pub max_model_input_size: u32,
+    /// Most classes of a model version that is loaded; more fails with
+    /// FAILED_PRECONDITION before its weights are fetched. At least 2.
+    /// Default 10000 (ImageNet-1k has 1000).
+    pub max_model_classes: usize,
+    /// Seconds a version that failed to load is remembered: requests for it
+    /// fail with FAILED_PRECONDITION and the reason, without loading it
+    /// again, until this passed (a new version, or an alias moved to another
+    /// one, is loaded at once). At most `model_cache_size` failures are
+    /// remembered, the oldest forgotten first. 0: every request tries
+    /// again; at most a week. Default 60.
+    pub failed_load_retry_secs: u64,
     /// Inference threads per loaded model version, each with its own copy
     /// of the weights (on one GPU, or sharing the CPU's cores). Default 1.
     pub model_replicas: usize,
@@ -72,13 +127,19 @@ pub struct Config {
     /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
     /// Default: plaintext.
     pub tls: TlsConfig,
-    /// A file holding the bearer token every call but health must carry.
-    /// Default: none needed.
+    /// A file holding one bearer token, an `editor` named `token`: every
+    /// call but health must then carry a client token. Default: none.
     pub auth_token_file: Option<PathBuf>,
+    /// A tokens file: `token,name,role` per line (README: roles); any
+    /// viewer or editor may explain, workers may not. Default: none.
+    pub auth_tokens_file: Option<PathBuf>,
     /// Also serve the health service alone, in plaintext, on this
     /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
     pub health_listen: Option<String>,
 }
+
+/// The longest [`Config::failed_load_retry_secs`]: a week.
+const MAX_FAILED_LOAD_RETRY_SECS: u64 = 7 * 24 * 3600;
 
 impl Default for Config {
     fn default() -> Self {
@@ -90,6 +151,13 @@ impl Default for Config {
             max_batch: 64,
             max_batch_wait_ms: 2,
             max_queued_images: 512,
+            max_decode_bytes_in_flight: 1 << 30,
+            decode_tasks_per_request: None,
+            max_queued_compute_units: 1024,
+            max_compute_units_per_request: 512,
+            max_model_input_size: 1024,
+            max_model_classes: 10_000,
+            failed_load_retry_secs: 60,
             model_replicas: 1,
             batch_invariant: true,
             precision: Precision::Fp32,
@@ -98,6 +166,7 @@ impl Default for Config {
             device: "cpu".into(),
             tls: TlsConfig::default(),
             auth_token_file: None,
+            auth_tokens_file: None,
             health_listen: None,
         }
     }
@@ -106,7 +175,9 @@ impl Default for Config {
 impl Config {
     /// Checks every field: a parseable listen address, limits ≥ 1 (an image
     /// may not be larger than [`camshaft_proto::MAX_MESSAGE_BYTES`], which the
-    /// server could not receive anyway), a known device, fp16 only on a GPU.
+    /// server could not receive anyway), budgets that admit at least one
+    /// image or request of the largest kind allowed, a known device, fp16
+    /// only on a GPU.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
         let positive = [
@@ -117,6 +188,15 @@ impl Config {
             ("max_queued_images", self.max_queued_images as u64),
             ("model_replicas", self.model_replicas as u64),
             ("model_cache_size", self.model_cache_size as u64),
+            (
+                "max_decode_bytes_in_flight",
+                self.max_decode_bytes_in_flight,
+            ),
+            ("max_queued_compute_units", self.max_queued_compute_units),
+            (
+                "max_compute_units_per_request",
+                self.max_compute_units_per_request,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -134,6 +214,50 @@ impl Config {
             return Err(Error::Config(format!(
                 "max_queued_images {} is below max_images_per_request {}: a full request could never be admitted",
                 self.max_queued_images, self.max_images_per_request
+            )));
+        }
+        if self.decode_tasks_per_request == Some(0) {
+            return Err(Error::Config(
+                "decode_tasks_per_request must be at least 1 (or absent: one per core)".into(),
+            ));
+        }
+        if !(32..=4096).contains(&self.max_model_input_size) {
+            return Err(Error::Config(format!(
+                "max_model_input_size {} is outside 32..=4096",
+                self.max_model_input_size
+            )));
+        }
+        if self.max_model_classes < 2 {
+            return Err(Error::Config(format!(
+                "max_model_classes {} is below 2: a classifier has at least 2 classes",
+                self.max_model_classes
+            )));
+        }
+        if self.failed_load_retry_secs > MAX_FAILED_LOAD_RETRY_SECS {
+            return Err(Error::Config(format!(
+                "failed_load_retry_secs {} is over a week ({MAX_FAILED_LOAD_RETRY_SECS})",
+                self.failed_load_retry_secs
+            )));
+        }
+        let largest_image =
+            crate::cost::worst_image_bytes(self.max_image_pixels, self.max_model_input_size);
+        if self.max_decode_bytes_in_flight < largest_image {
+            return Err(Error::Config(format!(
+                "max_decode_bytes_in_flight {} is below the {largest_image} bytes one image of max_image_pixels {} may take at max_model_input_size {}: such an image could never be admitted",
+                self.max_decode_bytes_in_flight, self.max_image_pixels, self.max_model_input_size
+            )));
+        }
+        let largest_pass = crate::cost::pass_units(self.max_model_input_size);
+        if self.max_compute_units_per_request < largest_pass {
+            return Err(Error::Config(format!(
+                "max_compute_units_per_request {} is below the {largest_pass} units of one image at max_model_input_size {}",
+                self.max_compute_units_per_request, self.max_model_input_size
+            )));
+        }
+        if self.max_queued_compute_units < self.max_compute_units_per_request {
+            return Err(Error::Config(format!(
+                "max_queued_compute_units {} is below max_compute_units_per_request {}: a full request could never be admitted",
+                self.max_queued_compute_units, self.max_compute_units_per_request
             )));
         }
         self.metrics_addr()?;
@@ -239,6 +363,52 @@ mod tests {
             ..Config::default()
         };
         assert!(bad(c).contains("max_queued_images"));
+        let c = Config {
+            max_queued_compute_units: 100,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_queued_compute_units"));
+        let c = Config {
+            max_compute_units_per_request: 0,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_compute_units_per_request"));
+        let c = Config {
+            max_compute_units_per_request: 20,
+            ..Config::default()
+        };
+        // One image at 1024 px is 21 units.
+        assert!(bad(c).contains("max_model_input_size"));
+        let c = Config {
+            max_decode_bytes_in_flight: 64 << 20,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_decode_bytes_in_flight"));
+        let c = Config {
+            max_model_input_size: 8192,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_model_input_size"));
+        let c = Config {
+            failed_load_retry_secs: u64::MAX,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("failed_load_retry_secs"));
+        let c = Config {
+            decode_tasks_per_request: Some(0),
+            ..Config::default()
+        };
+        assert!(bad(c).contains("decode_tasks_per_request"));
+        let c = Config {
+            max_model_classes: 1,
+            ..Config::default()
+        };
+        assert!(bad(c).contains("max_model_classes"));
+        let c: Config = serde_json::from_str(
+            r#"{"max_decode_bytes_in_flight": 536870912, "max_queued_compute_units": 64, "max_compute_units_per_request": 32, "max_model_input_size": 512, "max_model_classes": 100, "failed_load_retry_secs": 0}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
         let c = Config {
             metrics_listen: "port 9".into(),
             ..Config::default()

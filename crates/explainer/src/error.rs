@@ -2,6 +2,8 @@
 
 use camshaft_proto::ErrorKind;
 
+use crate::queue::Budget;
+
 /// Everything a request (or starting the server) can fail with. Problems
 /// with one image are not errors: they go in that image's `error`.
 #[derive(Debug, thiserror::Error)]
@@ -32,17 +34,23 @@ pub enum Error {
     /// A method or option this server does not implement yet.
     #[error("not implemented: {0}")]
     Unimplemented(String),
-    /// The queue is full: more images are admitted and not answered than
-    /// `max_queued_images`. RESOURCE_EXHAUSTED with `retry-after-ms`.
+    /// Admitting the request would pass one of the admission budgets
+    /// (images queued, decoded bytes in flight, compute units queued).
+    /// RESOURCE_EXHAUSTED with `retry-after-ms`.
     #[error(
-        "the explainer is overloaded: {queued} images queued (limit {limit}); retry in {} ms",
+        "the explainer is overloaded: {in_use} {} (limit {limit}, {budget}); this request needs {asked} more; retry in {} ms",
+        budget.what(),
         retry_after.as_millis()
     )]
     Overloaded {
-        /// Images admitted when the request came.
-        queued: usize,
-        /// `max_queued_images`.
-        limit: usize,
+        /// The budget that is full.
+        budget: Budget,
+        /// What was charged to it when the request came.
+        in_use: u64,
+        /// What the request asked of it.
+        asked: u64,
+        /// Its configured size.
+        limit: u64,
         /// When a retry has a fair chance.
         retry_after: std::time::Duration,
     },
@@ -53,8 +61,11 @@ pub enum Error {
     /// The store cannot be reached.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
-    /// A registered version cannot be loaded (spec or weights do not fit),
-    /// or the store returned corrupt data.
+    /// A registered version cannot be loaded: its spec is refused (over
+    /// `max_model_input_size` or `max_model_classes`), its weights do not
+    /// fit its spec, or loading failed. FAILED_PRECONDITION: the version
+    /// stays broken; the failure is remembered for
+    /// `failed_load_retry_secs`.
     #[error("model {model} cannot be loaded: {reason}")]
     ModelLoad {
         /// `name:version`.
@@ -81,13 +92,13 @@ impl Error {
                 ErrorKind::InvalidArgument
             }
             Error::ModelNotFound(_) => ErrorKind::NotFound,
-            Error::CamNeedsPooledHead { .. } => ErrorKind::FailedPrecondition,
+            Error::CamNeedsPooledHead { .. } | Error::ModelLoad { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             Error::StoreUnavailable(_) => ErrorKind::Unavailable,
             Error::Overloaded { .. } => ErrorKind::ResourceExhausted,
             Error::DeadlineExceeded(_) => ErrorKind::DeadlineExceeded,
-            Error::ModelLoad { .. } | Error::Internal(_) | Error::Transport(_) => {
-                ErrorKind::Internal
-            }
+            Error::Internal(_) | Error::Transport(_) => ErrorKind::Internal,
             Error::Unimplemented(_) => return None,
         })
     }
@@ -142,12 +153,28 @@ mod tests {
             code(Error::DeadlineExceeded("late".into())),
             Code::DeadlineExceeded
         );
+        assert_eq!(
+            code(Error::ModelLoad {
+                model: "m:1".into(),
+                reason: "fc.weight: file [3, 512], spec [2, 512]".into()
+            }),
+            Code::FailedPrecondition
+        );
         let status = tonic::Status::from(Error::Overloaded {
-            queued: 9,
+            budget: Budget::Images,
+            in_use: 8,
+            asked: 1,
             limit: 8,
             retry_after: std::time::Duration::from_millis(250),
         });
         assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status
+                .message()
+                .contains("8 images queued (limit 8, max_queued_images)"),
+            "{}",
+            status.message()
+        );
         assert_eq!(
             camshaft_proto::retry_after(&status),
             Some(std::time::Duration::from_millis(250))

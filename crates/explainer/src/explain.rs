@@ -1,10 +1,13 @@
 //! The explain logic, free of gRPC transport: validate a request, resolve and
-//! load the model version, admit its images to the bounded queue, decode and
-//! preprocess them on blocking threads, hand them to the model's batcher
-//! (which mixes them with other requests' images into forward passes), and
-//! draw the results on blocking threads.
+//! load the model version, estimate what it costs from its images' headers
+//! and its options and admit it against the budgets, decode and preprocess
+//! its images on blocking threads, hand them to the model's batcher (which
+//! mixes them with other requests' images into forward passes), and draw
+//! the results on blocking threads. Each image's admission ticket travels
+//! with it through all of that.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use camshaft_data::{DecodeLimits, ResizeMethod, RgbImage};
@@ -19,10 +22,11 @@ use camshaft_vision::{CamMethod, Normalization};
 use tch::Tensor;
 
 use crate::batcher::BatchSettings;
+use crate::cost::{self, IMAGE_OVERHEAD_BYTES};
 use crate::inference::{ImageJob, RawExplanation};
-use crate::metrics::Metrics;
-use crate::models::ModelCache;
-use crate::queue::Admission;
+use crate::metrics::{Dropped, Metrics};
+use crate::models::{LoadLimits, ModelCache};
+use crate::queue::{Admission, Cost};
 use crate::{Config, Error, Result};
 
 /// How images are resized to the model's input size: the validation
@@ -33,6 +37,8 @@ pub const RESIZE: ResizeMethod = ResizeMethod::Crop;
 pub struct ExplainEngine {
     max_images: usize,
     limits: DecodeLimits,
+    /// Blocking tasks one request's images are decoded on at most.
+    decode_workers: usize,
     cache: ModelCache,
     admission: Admission,
     metrics: Arc<Metrics>,
@@ -96,18 +102,23 @@ impl ExplainEngine {
                 max_pixels: config.max_image_pixels,
                 max_bytes: config.max_image_bytes,
             },
+            decode_workers: config
+                .decode_tasks_per_request
+                .unwrap_or_else(|| {
+                    std::thread::available_parallelism()
+                        .map_or(1, |n| n.get())
+                        .min(MAX_DECODE_WORKERS)
+                })
+                .max(1),
             cache: ModelCache::new(
                 store,
                 device,
                 config.model_cache_size,
                 settings,
+                LoadLimits::from_config(config),
                 Arc::clone(&metrics),
             ),
-            admission: Admission::new(
-                config.max_queued_images,
-                config.model_replicas,
-                Arc::clone(&metrics),
-            ),
+            admission: Admission::new(config, Arc::clone(&metrics)),
             metrics,
             started_unix_ms: camshaft_proto::now_unix_ms(),
         }
@@ -125,7 +136,19 @@ impl ExplainEngine {
 
     /// Images admitted and not answered yet (decoding, queued or computing).
     pub fn queued_images(&self) -> usize {
-        self.admission.queued()
+        usize::try_from(self.admission.in_use().images).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of decoded images admitted and not given back (see
+    /// [`Config::max_decode_bytes_in_flight`]).
+    pub fn admitted_decode_bytes(&self) -> u64 {
+        self.admission.in_use().bytes
+    }
+
+    /// Compute units admitted and not computed yet (see
+    /// [`Config::max_queued_compute_units`]).
+    pub fn admitted_compute_units(&self) -> u64 {
+        self.admission.in_use().units
     }
 
     /// When the engine was created (ms since the Unix epoch).
@@ -218,15 +241,15 @@ impl ExplainEngine {
         };
         let classes = loaded.spec.num_classes();
         options.top_k = options.top_k.min(classes);
-        // Held until the response is built: past the queue's bound the
-        // request is refused before anything is decoded.
-        let _admitted = self.admission.admit(n)?;
-
-        // Decode and preprocess every image on the blocking pool, in parallel.
-        let mut results: Vec<ImageExplanation> = Vec::with_capacity(n);
-        let mut decoding = Vec::with_capacity(n);
         let size = loaded.spec.input_size;
         let normalization = loaded.spec.normalization;
+        let image_units = cost::image_units(size, options.top_k, options.faithfulness);
+        let resident = cost::resident_bytes(size);
+
+        // What each image costs, from what is known before decoding: its
+        // target, its header.
+        let mut results: Vec<ImageExplanation> = Vec::with_capacity(n);
+        let mut planned = Vec::with_capacity(n);
         for (index, input) in request.images.into_iter().enumerate() {
             results.push(ImageExplanation {
                 id: input.id.clone(),
@@ -245,37 +268,128 @@ impl ExplainEngine {
                 );
                 continue;
             }
-            let limits = self.limits;
             let what = format!("#{index} ({:?})", input.id);
-            let target = input.target_class.map(i64::from);
-            decoding.push((
-                index,
-                target,
-                crate::spawn_blocking_serial(move || {
-                    prepare_image(&input.data, &what, &limits, size, normalization)
-                }),
-            ));
-        }
-        let mut jobs = Vec::with_capacity(decoding.len());
-        let mut placed = Vec::with_capacity(decoding.len());
-        for (index, target, task) in decoding {
-            match task.await {
-                Ok(Ok((input, resized))) => {
-                    jobs.push(ImageJob {
-                        input,
-                        target,
-                        top_k: options.top_k,
-                        faithfulness: options.faithfulness,
-                    });
-                    placed.push((index, resized));
-                }
-                Ok(Err(e)) => set_error(&mut results[index], e.kind, e.message),
-                Err(e) => set_error(
-                    &mut results[index],
-                    ImageErrorKind::Internal,
-                    format!("image #{index}: decoding failed: {e}"),
-                ),
+            match self.plan_image(index, input.data, what, input.target_class, size) {
+                Ok(image) => planned.push(image),
+                Err(e) => set_error(&mut results[index], e.kind, e.message),
             }
+        }
+        // One request decodes on at most `decode_workers` blocking tasks at
+        // once, each holding the decoding of one image at a time: the
+        // largest images first, dealt round, so each task's first image is
+        // its largest and the request holds the largest few decodings at
+        // once (and every image's model input, until answered).
+        planned.sort_by_key(|p| std::cmp::Reverse(p.decode_bytes));
+        let workers = self.decode_workers.min(planned.len()).max(1);
+        let mut shares: Vec<Vec<PlannedImage>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, image) in planned.into_iter().enumerate() {
+            shares[i % workers].push(image);
+        }
+        let share_cost = |share: &[PlannedImage]| Cost {
+            images: share.len() as u64,
+            bytes: share
+                .first()
+                .map_or(0, |p| p.decode_bytes)
+                .saturating_add(resident.saturating_mul(share.len() as u64)),
+            units: image_units.saturating_mul(share.len() as u64),
+        };
+        let mut whole = Cost {
+            images: n as u64,
+            ..Cost::default()
+        };
+        for share in &shares {
+            let part = share_cost(share);
+            whole.bytes = whole.bytes.saturating_add(part.bytes);
+            whole.units = whole.units.saturating_add(part.units);
+        }
+        // Refused here, before anything is decoded; held until each part of
+        // the work it pays for has stopped.
+        let mut ticket = self.admission.admit(whole)?;
+
+        // Decode and preprocess on the blocking pool. A task stops between
+        // images once this request is gone; the one it is decoding finishes,
+        // its charge held until then.
+        let cancelled = CancelOnDrop::default();
+        let mut decoding = Vec::with_capacity(shares.len());
+        for share in shares {
+            let mut share_ticket = ticket.split(share_cost(&share));
+            let indices: Vec<usize> = share.iter().map(|p| p.index).collect();
+            let stop = Arc::clone(&cancelled.0);
+            let metrics = Arc::clone(&self.metrics);
+            let task = crate::spawn_blocking_serial(move || {
+                let mut out = Vec::with_capacity(share.len());
+                for image in share {
+                    if stop.load(Ordering::SeqCst) {
+                        let reason = if deadline.is_some_and(|d| d <= Instant::now()) {
+                            Dropped::Deadline
+                        } else {
+                            Dropped::Cancelled
+                        };
+                        metrics.observe_dropped(reason, 1);
+                        continue;
+                    }
+                    let prepared = {
+                        let _decoding = metrics.decoding();
+                        prepare_image(&image.data, &image.what, &image.limits, size, normalization)
+                    };
+                    let decoded = prepared.map(|(input, resized)| {
+                        let kept = share_ticket.split(Cost {
+                            images: 1,
+                            bytes: resident,
+                            units: image_units,
+                        });
+                        (input, resized, kept)
+                    });
+                    out.push((image.index, image.target, decoded));
+                }
+                // `share_ticket` (the decoding scratch, the images that
+                // failed or were skipped) is given back here.
+                out
+            });
+            decoding.push((indices, task));
+        }
+        let mut decoded = Vec::with_capacity(n);
+        for (indices, task) in decoding {
+            match task.await {
+                Ok(images) => {
+                    for (index, target, image) in images {
+                        match image {
+                            Ok((input, resized, kept)) => {
+                                decoded.push((index, target, input, resized, kept));
+                            }
+                            Err(e) => set_error(&mut results[index], e.kind, e.message),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for index in indices {
+                        set_error(
+                            &mut results[index],
+                            ImageErrorKind::Internal,
+                            format!("image #{index}: decoding failed: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+        drop(cancelled);
+        // The images that are not decoded (refused, failed) are answered:
+        // their part of the ticket goes back.
+        drop(ticket);
+        decoded.sort_by_key(|d| d.0);
+        let mut jobs = Vec::with_capacity(decoded.len());
+        let mut placed = Vec::with_capacity(decoded.len());
+        for (index, target, input, resized, kept) in decoded {
+            jobs.push((
+                ImageJob {
+                    input,
+                    target,
+                    top_k: options.top_k,
+                    faithfulness: options.faithfulness,
+                },
+                kept,
+            ));
+            placed.push((index, resized));
         }
         let good_count = jobs.len();
 
@@ -285,7 +399,7 @@ impl ExplainEngine {
         // failed by its deadline, not image by image.
         if answers
             .iter()
-            .any(|a| matches!(a, Err(Error::DeadlineExceeded(_))))
+            .any(|(a, _)| matches!(a, Err(Error::DeadlineExceeded(_))))
         {
             return Err(Error::DeadlineExceeded(format!(
                 "the request's deadline passed after {} ms, its images still queued",
@@ -293,13 +407,15 @@ impl ExplainEngine {
             )));
         }
         let mut drawing = Vec::with_capacity(answers.len());
-        for ((index, resized), answer) in placed.into_iter().zip(answers) {
+        for ((index, resized), (answer, kept)) in placed.into_iter().zip(answers) {
             match answer {
                 Ok(raw) => {
                     let names = loaded.spec.class_names.clone();
                     drawing.push((
                         index,
                         crate::spawn_blocking_serial(move || {
+                            // Held until drawn, whoever still waits.
+                            let _kept = kept;
                             finish_image(raw, &resized, names, size, &options)
                         }),
                     ));
@@ -325,7 +441,7 @@ impl ExplainEngine {
         }
         let method = options.method.name();
         for r in &results {
-            self.metrics.observe_image(method, r.error_kind);
+            self.metrics.observe_image(options.method, r.error_kind);
         }
         tracing::info!(
             model = %loaded.key,
@@ -340,6 +456,79 @@ impl ExplainEngine {
             results,
             request_id: request.request_id,
         })
+    }
+
+    /// An image to decode, with what its decoding costs, or why it is
+    /// refused without decoding. The decoder is held to the pixels its
+    /// header declared (what is charged), so it cannot decode more.
+    fn plan_image(
+        &self,
+        index: usize,
+        data: bytes::Bytes,
+        what: String,
+        target: Option<i32>,
+        input_size: u32,
+    ) -> std::result::Result<PlannedImage, ImageError> {
+        let mut limits = self.limits;
+        let too_long = data.len() as u64 > self.limits.max_bytes;
+        let acceptable = |pixels: u64| pixels > 0 && pixels <= self.limits.max_pixels && !too_long;
+        let decode_bytes = match cost::decoded_form(&data) {
+            Some(form) if acceptable(form.pixels()) => {
+                limits.max_pixels = form.pixels();
+                form.decode_bytes(input_size)
+            }
+            // Refused by the decoder from its header or its length, before
+            // anything is allocated.
+            Some(_) => IMAGE_OVERHEAD_BYTES,
+            None if cost::looks_like_png_or_jpeg(&data) && !too_long => {
+                let e = camshaft_data::Error::Decode {
+                    what: what.clone(),
+                    reason: "its png or jpeg header is truncated or malformed: the image's size cannot be read before decoding".into(),
+                };
+                return Err(ImageError {
+                    kind: decode_error_kind(&e),
+                    message: e.to_string(),
+                });
+            }
+            // Empty, too long, or not a png or jpeg: the decoder refuses it
+            // from its length or its first bytes.
+            None => IMAGE_OVERHEAD_BYTES,
+        };
+        Ok(PlannedImage {
+            index,
+            target: target.map(i64::from),
+            data,
+            what,
+            limits,
+            decode_bytes,
+        })
+    }
+}
+
+/// Most blocking tasks one request's images are decoded on at once when
+/// [`Config::decode_tasks_per_request`] is not set.
+const MAX_DECODE_WORKERS: usize = 8;
+
+/// An image of a request, checked and costed, waiting to be decoded.
+struct PlannedImage {
+    index: usize,
+    target: Option<i64>,
+    data: bytes::Bytes,
+    what: String,
+    /// The configured limits, `max_pixels` lowered to the header's.
+    limits: DecodeLimits,
+    /// Bytes its decoding takes at its peak (estimated from the header).
+    decode_bytes: u64,
+}
+
+/// Tells the request's decoding tasks to stop (between images) once the
+/// request is gone.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 

@@ -7,15 +7,18 @@
 //!
 //! # Main types
 //!
-//! - [`Config`]: limits (images per request, bytes and pixels per image,
-//!   queued images), batching (images per forward pass, max wait, replicas),
-//!   model cache size, device, precision, metrics address; serde with defaults,
-//!   checked by [`Config::validate`].
+//! - [`Config`]: limits (images per request, bytes and pixels per image),
+//!   admission budgets (queued images, decoded bytes in flight, compute
+//!   units queued and per request), what models are loaded (input size,
+//!   classes, how long a failed load is remembered), batching (images per
+//!   forward pass, max wait, replicas), model cache size, device, precision,
+//!   metrics address; serde with defaults, checked by [`Config::validate`].
 //! - [`ExplainEngine`]: the explain logic without the network, shared by
 //!   every call; [`ExplainerService`] is the tonic adapter over it.
 //! - [`ModelCache`] / [`LoadedModel`]: versions loaded once per
 //!   `name:version`, least recently used evicted; each loaded version owns
-//!   its batcher and inference threads ([`BatchSettings`]).
+//!   its batcher and inference threads ([`BatchSettings`]); what is refused
+//!   and how long a failure is remembered ([`LoadLimits`]).
 //! - [`Metrics`]: the Prometheus metrics, served by [`serve`] on
 //!   `metrics_listen` through [`camshaft_metrics`].
 //! - [`Error`]: every request-level failure, with one status code each.
@@ -40,16 +43,52 @@
 //!   so a moved alias takes effect on the next call; loaded models are
 //!   cached by `name:version`. The explainer also watches the aliases: when
 //!   an alias of a loaded model moves, its new version is loaded right away.
-//! - Admission: a request's images count against
-//!   [`Config::max_queued_images`] from when its model is resolved until it
-//!   is answered; a request that would pass the bound fails at once with
-//!   RESOURCE_EXHAUSTED and `retry-after-ms` metadata (the queue ahead at
-//!   the recent compute time per image), before anything is decoded. Memory is
-//!   bounded by that, never by the number of clients.
-//! - A problem with one image (not a PNG/JPEG, truncated, 0×0, over the byte
-//!   or pixel limit — sizes are read from the PNG/JPEG header before any
-//!   decoder runs, so a decompression bomb allocates nothing — target class
-//!   out of range) goes into that image's `error` and `error_kind`; the other
+//! - Admission by cost: once its model is resolved, and before anything of
+//!   it is decoded, a request is charged against three budgets ([`Budget`]):
+//!   its images against [`Config::max_queued_images`]; the bytes its images
+//!   decode to, estimated from their PNG/JPEG headers (width × height × the
+//!   bytes per pixel of the decoded form and of the RGB copy, plus resizing
+//!   scratch and the model input), against
+//!   [`Config::max_decode_bytes_in_flight`] — the decoder is then held to
+//!   the pixels its header declared; and its compute units (one forward
+//!   pass per image, plus `top_k` × 21 for deletion AUC or × 2 for average
+//!   drop, each ⌈input_size²/224²⌉ units) against
+//!   [`Config::max_queued_compute_units`]. A request that would pass one
+//!   fails at once with RESOURCE_EXHAUSTED and `retry-after-ms` metadata
+//!   (the units queued ahead at the recent time per unit; the message names
+//!   the budget's config key); one that could never fit (over
+//!   [`Config::max_compute_units_per_request`] or the whole decoded-bytes
+//!   budget) is INVALID_ARGUMENT, naming the key. Memory and queued work are
+//!   bounded by these, never by the number of clients.
+//! - The charge is held until the work it pays for has really stopped, not
+//!   until the call ends: a request's images are decoded on at most
+//!   [`Config::decode_tasks_per_request`] blocking tasks (by default one
+//!   per core, 8 at most), each holding the decoding of one
+//!   image at a time and checking between images whether the call is gone;
+//!   each image's part then travels with it — its compute units into the
+//!   batcher's queue until its pass is computed or it is dropped, its model
+//!   input until its answer is drawn. A cancelled call's decoding or pass
+//!   that already started runs to its end, charged.
+//! - Fairness: passes are first come, first served, and an image's
+//!   faithfulness runs inside its pass, so a request admitted before yours
+//!   delays yours by at most its compute units, which
+//!   [`Config::max_compute_units_per_request`] bounds (512 by default: 64
+//!   images at 512 px, or 23 at 224 px with deletion AUC); the queue ahead
+//!   of any request is at most [`Config::max_queued_compute_units`].
+//! - Model versions: a spec over [`Config::max_model_input_size`] or
+//!   [`Config::max_model_classes`] is refused before its weights are
+//!   fetched; the weights' tensor names, shapes and dtypes are checked
+//!   against the spec from the safetensors header before any network is
+//!   built (a head is never allocated from a spec the file does not back).
+//!   A version that failed to load answers FAILED_PRECONDITION with the
+//!   reason, without being loaded again, for
+//!   [`Config::failed_load_retry_secs`]; another version (or an alias moved
+//!   to one) is loaded at once.
+//! - A problem with one image (not a PNG/JPEG, a PNG/JPEG whose header does
+//!   not give its size, truncated, 0×0, over the byte or pixel limit — sizes
+//!   are read from the PNG/JPEG header before any decoder runs, so a
+//!   decompression bomb over the limit allocates nothing — target class out
+//!   of range) goes into that image's `error` and `error_kind`; the other
 //!   images are answered ([`prepare_image`]).
 //! - Dynamic batching: images are decoded and resized on tokio's blocking
 //!   pool, then queued for their model version. Each version has
@@ -120,16 +159,20 @@
 //! | a message over [`camshaft_proto::MAX_MESSAGE_BYTES`] (64 MiB) | OUT_OF_RANGE (tonic's own answer) |
 //! | unknown model, alias or version | NOT_FOUND |
 //! | CAM asked of a head without a pooled linear map | FAILED_PRECONDITION (the message suggests Grad-CAM) |
-//! | more than [`Config::max_queued_images`] images admitted | RESOURCE_EXHAUSTED, metadata `retry-after-ms` |
+//! | more compute units than [`Config::max_compute_units_per_request`], or images decoding to more than [`Config::max_decode_bytes_in_flight`] | INVALID_ARGUMENT (the message names the config key) |
+//! | admitting it would pass [`Config::max_queued_images`], [`Config::max_queued_compute_units`] or [`Config::max_decode_bytes_in_flight`] | RESOURCE_EXHAUSTED, metadata `retry-after-ms` |
 //! | the request's `grpc-timeout` passed | DEADLINE_EXCEEDED (or CANCELLED from tonic's own timer) |
 //! | the store cannot be reached | UNAVAILABLE |
-//! | a version whose weights do not fit its spec; a libtorch failure | INTERNAL |
+//! | a version over [`Config::max_model_input_size`] or [`Config::max_model_classes`], whose weights do not fit its spec, or that failed to load (remembered for [`Config::failed_load_retry_secs`]) | FAILED_PRECONDITION |
+//! | a libtorch failure on a batch | INTERNAL |
 //!
 //! # Metrics
 //!
 //! With `metrics_listen` set, `GET /metrics` on that address answers the
-//! Prometheus text format: requests by RPC and code, request latency,
-//! images by method and result, images dropped, queued images, batch size,
+//! Prometheus text format: requests by RPC and code (a call dropped before
+//! its answer counts as CANCELLED), request latency, images by method and
+//! result, images dropped, what admission holds (images, decoded bytes,
+//! compute units), images being decoded, model loads by result, batch size,
 //! inference time per batch, batches by method (see [`Metrics`]).
 //!
 //! # Example
@@ -157,6 +200,7 @@
 
 mod batcher;
 mod config;
+mod cost;
 mod error;
 mod explain;
 mod inference;
@@ -180,7 +224,8 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use explain::{ExplainEngine, ImageError, RESIZE, decode_error_kind, prepare_image};
 pub use metrics::Metrics;
-pub use models::{LoadedModel, ModelCache};
+pub use models::{LoadLimits, LoadedModel, ModelCache};
+pub use queue::Budget;
 pub use service::{ExplainerService, grpc_deadline};
 
 /// Runs `f` on tokio's blocking pool with libtorch serial on that thread
@@ -230,8 +275,15 @@ pub async fn serve_with_metrics(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     config.validate()?;
-    let security = ServerSecurity::load(&config.tls, config.auth_token_file.as_deref())
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let security = ServerSecurity::load(
+        &config.tls,
+        camshaft_proto::security::CredentialFiles {
+            token: config.auth_token_file.as_deref(),
+            tokens: config.auth_tokens_file.as_deref(),
+            worker_token: None,
+        },
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
     let device = config.torch_device()?;
     let addr = listener.local_addr().ok();
     let metrics = Arc::new(Metrics::new()?);
@@ -305,9 +357,10 @@ pub async fn serve_with_metrics(
     if let Some(metrics_listener) = metrics_listener {
         let registry = metrics.registry().clone();
         let mut stop_metrics = draining_tx.subscribe();
-        tokio::spawn(camshaft_metrics::serve(
+        tokio::spawn(camshaft_metrics::serve_guarded(
             metrics_listener,
             registry,
+            security.metrics_guard(),
             async move {
                 let _ = stop_metrics.wait_for(|d| *d).await;
             },

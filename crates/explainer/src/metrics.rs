@@ -8,9 +8,18 @@
 //! | `camshaft_explainer_images_total` | counter | `method`, `result` (`explained` or the image error kind) |
 //! | `camshaft_explainer_images_dropped_total` | counter | `reason` (`deadline`, `cancelled`) |
 //! | `camshaft_explainer_queued_images` | gauge | — |
+//! | `camshaft_explainer_admitted_decode_bytes` | gauge | — |
+//! | `camshaft_explainer_admitted_compute_units` | gauge | — |
+//! | `camshaft_explainer_decoding_images` | gauge | — |
+//! | `camshaft_explainer_model_loads_total` | counter | `result` (`loaded`, `failed`) |
 //! | `camshaft_explainer_batch_size` | histogram | — |
 //! | `camshaft_explainer_batch_inference_seconds` | histogram | — |
 //! | `camshaft_explainer_batches_total` | counter | `method` |
+//!
+//! Every label value comes from a closed set: `rpc` from [`Rpc`], `method`
+//! from [`CamMethod::name`], `result` and `reason` from fixed names (an
+//! image error kind this build does not know is `unknown`), `code` from
+//! the gRPC code. Nothing a client sends becomes a label.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -31,11 +40,54 @@ pub struct Metrics {
     images: IntCounterVec,
     dropped: IntCounterVec,
     queued: IntGauge,
+    admitted_bytes: IntGauge,
+    admitted_units: IntGauge,
+    decoding: IntGauge,
+    model_loads: IntCounterVec,
     batch_size: Histogram,
     batch_seconds: Histogram,
     batches: IntCounterVec,
-    /// Recent compute seconds per image (moving average), for retry hints.
-    recent_image_secs: Mutex<Option<f64>>,
+    /// Recent compute seconds per compute unit (moving average), for retry
+    /// hints.
+    recent_unit_secs: Mutex<Option<f64>>,
+}
+
+/// The RPCs calls are counted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rpc {
+    /// `Explain`.
+    Explain,
+    /// One request of an `ExplainStream`.
+    ExplainStream,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Explain => "Explain",
+            Rpc::ExplainStream => "ExplainStream",
+        }
+    }
+}
+
+/// Why an image was dropped before compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// Its request's deadline passed.
+    Deadline,
+    /// Its caller went away (call cancelled, client gone).
+    Cancelled,
+}
+
+impl Dropped {
+    const ALL: [Dropped; 2] = [Dropped::Deadline, Dropped::Cancelled];
+
+    fn name(self) -> &'static str {
+        match self {
+            Dropped::Deadline => "deadline",
+            Dropped::Cancelled => "cancelled",
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +150,27 @@ impl Metrics {
             .namespace(NS),
         )
         .map_err(bad)?;
+        let gauge = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help).namespace(NS)).map_err(bad)
+        };
+        let admitted_bytes = gauge(
+            "admitted_decode_bytes",
+            "Bytes of decoded images admitted and not given back (estimated from the headers): images being decoded, and model inputs until answered.",
+        )?;
+        let admitted_units = gauge(
+            "admitted_compute_units",
+            "Compute units (224-px forward passes) admitted and not computed yet.",
+        )?;
+        let decoding = gauge("decoding_images", "Images being decoded now.")?;
+        let model_loads = IntCounterVec::new(
+            Opts::new(
+                "model_loads_total",
+                "Model version loads, by result (loaded, failed); a request answered from a remembered failure is not a load.",
+            )
+            .namespace(NS),
+            &["result"],
+        )
+        .map_err(bad)?;
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("batch_size", "Images per forward pass.")
                 .namespace(NS)
@@ -126,6 +199,10 @@ impl Metrics {
             .and_then(|()| registry.register(Box::new(images.clone())))
             .and_then(|()| registry.register(Box::new(dropped.clone())))
             .and_then(|()| registry.register(Box::new(queued.clone())))
+            .and_then(|()| registry.register(Box::new(admitted_bytes.clone())))
+            .and_then(|()| registry.register(Box::new(admitted_units.clone())))
+            .and_then(|()| registry.register(Box::new(decoding.clone())))
+            .and_then(|()| registry.register(Box::new(model_loads.clone())))
             .and_then(|()| registry.register(Box::new(batch_size.clone())))
             .and_then(|()| registry.register(Box::new(batch_seconds.clone())))
             .and_then(|()| registry.register(Box::new(batches.clone())))
@@ -137,10 +214,14 @@ impl Metrics {
             images,
             dropped,
             queued,
+            admitted_bytes,
+            admitted_units,
+            decoding,
+            model_loads,
             batch_size,
             batch_seconds,
             batches,
-            recent_image_secs: Mutex::new(None),
+            recent_unit_secs: Mutex::new(None),
         })
     }
 
@@ -155,35 +236,39 @@ impl Metrics {
     }
 
     /// One answered call of `rpc` with `code`.
-    pub(crate) fn observe_call(&self, rpc: &str, code: tonic::Code, elapsed: Duration) {
+    pub(crate) fn observe_call(&self, rpc: Rpc, code: tonic::Code, elapsed: Duration) {
         self.requests
-            .with_label_values(&[rpc, code_name(code)])
+            .with_label_values(&[rpc.name(), code_name(code)])
             .inc();
         self.request_seconds
-            .with_label_values(&[rpc])
+            .with_label_values(&[rpc.name()])
             .observe(elapsed.as_secs_f64());
     }
 
     /// One answered image.
-    pub(crate) fn observe_image(&self, method: &str, error_kind: i32) {
+    pub(crate) fn observe_image(&self, method: CamMethod, error_kind: i32) {
         let result = match ImageErrorKind::try_from(error_kind) {
             Ok(ImageErrorKind::Unspecified) => "explained",
             Ok(kind) => kind.as_str_name(),
             Err(_) => "unknown",
         };
-        self.images.with_label_values(&[method, result]).inc();
+        self.images
+            .with_label_values(&[method.name(), result])
+            .inc();
     }
 
-    /// Images dropped before compute.
-    pub(crate) fn observe_dropped(&self, reason: &str, images: u64) {
-        self.dropped.with_label_values(&[reason]).inc_by(images);
+    /// Images dropped before compute (or before decoding).
+    pub(crate) fn observe_dropped(&self, reason: Dropped, images: u64) {
+        self.dropped
+            .with_label_values(&[reason.name()])
+            .inc_by(images);
     }
 
     /// Images dropped before compute so far, all reasons.
     pub fn dropped_images(&self) -> u64 {
-        ["deadline", "cancelled"]
+        Dropped::ALL
             .iter()
-            .map(|r| self.dropped.with_label_values(&[r]).get())
+            .map(|r| self.dropped.with_label_values(&[r.name()]).get())
             .sum()
     }
 
@@ -195,31 +280,70 @@ impl Metrics {
             .sum()
     }
 
-    pub(crate) fn set_queued(&self, images: usize) {
-        self.queued.set(images as i64);
+    /// Model version loads that ended with `loaded` (true) or `failed`.
+    pub fn model_loads(&self, loaded: bool) -> u64 {
+        self.model_loads
+            .with_label_values(&[if loaded { "loaded" } else { "failed" }])
+            .get()
     }
 
-    /// One batch of `images` computed in `elapsed`.
-    pub(crate) fn observe_batch(&self, method: &str, images: usize, elapsed: Duration) {
+    pub(crate) fn observe_model_load(&self, loaded: bool) {
+        self.model_loads
+            .with_label_values(&[if loaded { "loaded" } else { "failed" }])
+            .inc();
+    }
+
+    /// What admission holds now (see [`crate::queue`]).
+    pub(crate) fn set_admitted(&self, images: u64, bytes: u64, units: u64) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.queued.set(gauge(images));
+        self.admitted_bytes.set(gauge(bytes));
+        self.admitted_units.set(gauge(units));
+    }
+
+    /// Counts one image as being decoded until the guard is dropped.
+    pub(crate) fn decoding(&self) -> DecodingGuard<'_> {
+        self.decoding.inc();
+        DecodingGuard(&self.decoding)
+    }
+
+    /// One pass of `images` images worth `units` compute units, computed in
+    /// `elapsed`.
+    pub(crate) fn observe_batch(
+        &self,
+        method: CamMethod,
+        images: usize,
+        units: u64,
+        elapsed: Duration,
+    ) {
         let secs = elapsed.as_secs_f64();
-        self.batches.with_label_values(&[method]).inc();
+        self.batches.with_label_values(&[method.name()]).inc();
         self.batch_size.observe(images as f64);
         self.batch_seconds.observe(secs);
-        let per_image = secs / images.max(1) as f64;
+        let per_unit = secs / units.max(1) as f64;
         let mut recent = self
-            .recent_image_secs
+            .recent_unit_secs
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        *recent = Some(recent.map_or(per_image, |r| 0.8 * r + 0.2 * per_image));
+        *recent = Some(recent.map_or(per_unit, |r| 0.8 * r + 0.2 * per_unit));
     }
 
-    /// Recent compute seconds per image (passes' time over their images,
-    /// whatever their size); 0.05 before the first pass.
-    pub(crate) fn recent_image_secs(&self) -> f64 {
-        self.recent_image_secs
+    /// Recent compute seconds per compute unit (passes' time over their
+    /// units); 0.05 before the first pass.
+    pub(crate) fn recent_unit_secs(&self) -> f64 {
+        self.recent_unit_secs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or(0.05)
+    }
+}
+
+/// An image being decoded, counted in `decoding_images` while it lives.
+pub(crate) struct DecodingGuard<'a>(&'a IntGauge);
+
+impl Drop for DecodingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

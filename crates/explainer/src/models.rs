@@ -1,10 +1,13 @@
 //! Loaded model versions: resolved per request through the store, loaded once
-//! per `name:version`, kept in a small LRU cache.
+//! per `name:version`, kept in a small LRU cache. A version that fails to
+//! load is remembered for a while and answered FAILED_PRECONDITION without
+//! loading it again; its spec is checked against the configured limits
+//! before its weights are fetched, and its weights against its spec (from
+//! the safetensors header) before any network is built.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use camshaft_store::{ModelVersion, Store};
 use camshaft_vision::{CamMethod, HeadPolicy, Model, ModelSpec};
@@ -14,7 +17,8 @@ use crate::batcher::BatchSettings;
 use crate::batcher::Batcher;
 use crate::inference::{ImageJob, RawExplanation};
 use crate::metrics::Metrics;
-use crate::{Error, Result};
+use crate::queue::Ticket;
+use crate::{Config, Error, Result};
 
 /// One model version ready to run: its inference threads (one per replica,
 /// each with its own copy of the weights) batch the images of every request
@@ -41,9 +45,11 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 impl LoadedModel {
-    /// Builds the network of `spec` (a `camshaft_vision::ModelSpec` as JSON)
-    /// on `device` and loads `weights` (safetensors) into it, once per
-    /// replica of `settings`, and starts the inference threads. Blocking.
+    /// Checks that `weights` (safetensors) fit `spec` (a
+    /// `camshaft_vision::ModelSpec` as JSON) from the file's header, then
+    /// builds the network on `device` and loads the weights into it, once
+    /// per replica of `settings`, and starts the inference threads.
+    /// Blocking.
     pub fn load(
         key: String,
         spec: &serde_json::Value,
@@ -56,8 +62,14 @@ impl LoadedModel {
             model: key.clone(),
             reason,
         };
+        let spec_json = spec;
         let spec: ModelSpec = serde_json::from_value(spec.clone())
             .map_err(|e| bad(format!("spec is not a model spec: {e}")))?;
+        spec.validate().map_err(|e| bad(e.to_string()))?;
+        // Before anything is allocated from the spec: the head's size comes
+        // from it, and must be what the file really holds.
+        // The same check (one table of names and shapes) the registry ran.
+        camshaft_modelcheck::check_weights(&spec_json, weights).map_err(|e| bad(e.to_string()))?;
         let mut replicas = Vec::with_capacity(settings.replicas);
         for _ in 0..settings.replicas.max(1) {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
@@ -86,9 +98,9 @@ impl LoadedModel {
     pub(crate) async fn explain(
         &self,
         method: CamMethod,
-        jobs: Vec<ImageJob>,
+        jobs: Vec<(ImageJob, Ticket)>,
         deadline: Option<Instant>,
-    ) -> Result<Vec<Result<RawExplanation>>> {
+    ) -> Result<Vec<(Result<RawExplanation>, Ticket)>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -98,16 +110,71 @@ impl LoadedModel {
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 
+/// What the cache refuses to load, and how long it remembers a failure
+/// (from the [`Config`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// [`Config::max_model_input_size`].
+    pub max_input_size: u32,
+    /// [`Config::max_model_classes`].
+    pub max_classes: usize,
+    /// [`Config::failed_load_retry_secs`].
+    pub retry_after: Duration,
+}
+
+impl LoadLimits {
+    /// The limits of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        LoadLimits {
+            max_input_size: config.max_model_input_size,
+            max_classes: config.max_model_classes,
+            retry_after: Duration::from_secs(config.failed_load_retry_secs),
+        }
+    }
+
+    /// Refuses a spec over the limits (or not a spec), before its weights
+    /// are fetched.
+    fn check(&self, spec: &serde_json::Value) -> std::result::Result<(), String> {
+        let spec: ModelSpec = serde_json::from_value(spec.clone())
+            .map_err(|e| format!("spec is not a model spec: {e}"))?;
+        if spec.input_size > self.max_input_size {
+            return Err(format!(
+                "input_size {} is over this explainer's max_model_input_size {}",
+                spec.input_size, self.max_input_size
+            ));
+        }
+        if spec.num_classes() > self.max_classes {
+            return Err(format!(
+                "{} classes are over this explainer's max_model_classes {}",
+                spec.num_classes(),
+                self.max_classes
+            ));
+        }
+        spec.validate().map_err(|e| e.to_string())
+    }
+}
+
+/// A load that failed: answered as it is until `until`.
+#[derive(Clone, Debug)]
+struct FailedLoad {
+    reason: String,
+    until: Instant,
+}
+
 /// `name:version` → loaded model, at most `capacity` entries, least recently
 /// used evicted. Concurrent requests for a version not yet loaded wait on
-/// one load; a failed load is retried by the next request.
+/// one load. A failed load is remembered (at most `capacity` failures, the
+/// oldest forgotten first) for [`LoadLimits::retry_after`]: requests for
+/// that version fail with its reason until then, without loading it again.
 pub struct ModelCache {
     store: Arc<dyn Store>,
     device: tch::Device,
     capacity: usize,
     settings: BatchSettings,
+    limits: LoadLimits,
     metrics: Arc<Metrics>,
     slots: Mutex<Slots>,
+    failed: Mutex<HashMap<String, FailedLoad>>,
     /// Loads in flight (the health service reports NOT_SERVING while > 0).
     loading: tokio::sync::watch::Sender<usize>,
 }
@@ -136,12 +203,13 @@ struct Slots {
 
 impl ModelCache {
     /// An empty cache loading from `store` onto `device`, each version
-    /// batching with `settings`.
+    /// batching with `settings`, refusing what `limits` refuse.
     pub fn new(
         store: Arc<dyn Store>,
         device: tch::Device,
         capacity: usize,
         settings: BatchSettings,
+        limits: LoadLimits,
         metrics: Arc<Metrics>,
     ) -> Self {
         ModelCache {
@@ -149,8 +217,10 @@ impl ModelCache {
             device,
             capacity: capacity.max(1),
             settings,
+            limits,
             metrics,
             slots: Mutex::new(Slots::default()),
+            failed: Mutex::new(HashMap::new()),
             loading: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -161,13 +231,26 @@ impl ModelCache {
     }
 
     /// The loaded model of `version`, loading it on a blocking thread if it
-    /// is not cached.
+    /// is not cached. A version that failed to load within the last
+    /// [`LoadLimits::retry_after`] fails again at once with
+    /// [`Error::ModelLoad`] and its reason.
     pub async fn get(&self, version: &ModelVersion) -> Result<Arc<LoadedModel>> {
         let key = format!("{}:{}", version.name, version.version);
+        if let Some(remembered) = self.remembered_failure(&key) {
+            return Err(remembered);
+        }
         let slot = self.slot(&key);
         let loaded = slot
             .get_or_try_init(|| async {
+                // Requests that waited on a load that failed see its
+                // failure, not a load of their own.
+                if let Some(remembered) = self.remembered_failure(&key) {
+                    return Err(remembered);
+                }
                 let _loading = Loading::start(&self.loading);
+                if let Err(reason) = self.limits.check(&version.spec) {
+                    return Err(self.remember_failure(&key, reason));
+                }
                 let weights = self
                     .store
                     .model_weights(&version.name, version.version)
@@ -175,15 +258,24 @@ impl ModelCache {
                     .map_err(Error::from_store)?;
                 let spec = version.spec.clone();
                 let device = self.device;
-                let key = key.clone();
+                let load_key = key.clone();
                 let settings = self.settings;
                 let metrics = Arc::clone(&self.metrics);
                 let started = std::time::Instant::now();
-                let model = crate::spawn_blocking_serial(move || {
-                    LoadedModel::load(key, &spec, &weights, device, settings, metrics)
+                let loaded = crate::spawn_blocking_serial(move || {
+                    LoadedModel::load(load_key, &spec, &weights, device, settings, metrics)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("model load task: {e}")))??;
+                .map_err(|e| Error::Internal(format!("model load task: {e}")))
+                .and_then(|loaded| loaded);
+                let model = match loaded {
+                    Ok(model) => model,
+                    Err(Error::ModelLoad { reason, .. }) => {
+                        return Err(self.remember_failure(&key, reason));
+                    }
+                    Err(other) => return Err(self.remember_failure(&key, other.to_string())),
+                };
+                self.metrics.observe_model_load(true);
                 tracing::info!(
                     model = %model.key,
                     precision = %self.settings.precision,
@@ -192,8 +284,80 @@ impl ModelCache {
                 );
                 Ok::<_, Error>(Arc::new(model))
             })
-            .await?;
-        Ok(Arc::clone(loaded))
+            .await;
+        match loaded {
+            Ok(model) => Ok(Arc::clone(model)),
+            Err(e) => {
+                // A failed version keeps no cache slot (it would push a
+                // loaded version out); its failure is remembered apart.
+                let mut slots = self.lock();
+                if slots
+                    .entries
+                    .get(&key)
+                    .is_some_and(|(_, s)| Arc::ptr_eq(s, &slot) && s.get().is_none())
+                {
+                    slots.entries.remove(&key);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The remembered failure of `key`, while it is remembered.
+    fn remembered_failure(&self, key: &str) -> Option<Error> {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        let failure = failed.get(key)?;
+        let now = Instant::now();
+        if failure.until <= now {
+            failed.remove(key);
+            return None;
+        }
+        let left = failure.until - now;
+        Some(Error::ModelLoad {
+            model: key.to_string(),
+            reason: format!(
+                "{} (this failure is remembered: not loaded again for {} s)",
+                failure.reason,
+                left.as_secs().max(1)
+            ),
+        })
+    }
+
+    /// Records that `key` failed to load because of `reason`; the error to
+    /// answer.
+    fn remember_failure(&self, key: &str, reason: String) -> Error {
+        self.metrics.observe_model_load(false);
+        tracing::warn!(model = %key, %reason, retry_s = self.limits.retry_after.as_secs(), "model version failed to load");
+        if !self.limits.retry_after.is_zero() {
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            failed.retain(|_, f| f.until > now);
+            while failed.len() >= self.capacity {
+                let oldest = failed
+                    .iter()
+                    .min_by_key(|(_, f)| f.until)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => failed.remove(&k),
+                    None => break,
+                };
+            }
+            failed.insert(
+                key.to_string(),
+                FailedLoad {
+                    reason: reason.clone(),
+                    // A retry time past what an Instant holds: a year.
+                    until: now
+                        .checked_add(self.limits.retry_after)
+                        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+                        .unwrap_or(now),
+                },
+            );
+        }
+        Error::ModelLoad {
+            model: key.to_string(),
+            reason,
+        }
     }
 
     /// The versions loaded now (not those still loading), by key.

@@ -10,6 +10,7 @@ use camshaft_proto::v1::{ExplainRequest, ExplainResponse};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::metrics::{Metrics, Rpc};
 use crate::{Error, ExplainEngine};
 
 /// How many requests of one `ExplainStream` are explained at once (their
@@ -52,6 +53,42 @@ pub fn grpc_deadline(metadata: &tonic::metadata::MetadataMap, now: Instant) -> O
     now.checked_add(timeout)
 }
 
+/// Counts one call in `requests_total` when it is answered, or as
+/// CANCELLED when it is dropped unanswered (the client went away, the
+/// stream ended): the work it admitted may go on, and its end shows here.
+struct CallRecord {
+    metrics: Arc<Metrics>,
+    rpc: Rpc,
+    started: Instant,
+    answered: bool,
+}
+
+impl CallRecord {
+    fn start(metrics: &Arc<Metrics>, rpc: Rpc) -> Self {
+        CallRecord {
+            metrics: Arc::clone(metrics),
+            rpc,
+            started: Instant::now(),
+            answered: false,
+        }
+    }
+
+    fn answered(mut self, code: tonic::Code) {
+        self.answered = true;
+        self.metrics
+            .observe_call(self.rpc, code, self.started.elapsed());
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.metrics
+                .observe_call(self.rpc, tonic::Code::Cancelled, self.started.elapsed());
+        }
+    }
+}
+
 /// Aborts a task when dropped (a stream whose client went away stops its
 /// requests in flight).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -68,8 +105,8 @@ impl Explainer for ExplainerService {
         &self,
         request: Request<ExplainRequest>,
     ) -> Result<Response<ExplainResponse>, Status> {
-        let started = Instant::now();
-        let deadline = grpc_deadline(request.metadata(), started);
+        let record = CallRecord::start(self.engine.metrics(), Rpc::Explain);
+        let deadline = grpc_deadline(request.metadata(), record.started);
         let answer = self
             .engine
             .explain_until(request.into_inner(), deadline)
@@ -81,9 +118,7 @@ impl Explainer for ExplainerService {
         let code = answer
             .as_ref()
             .map_or_else(Status::code, |_| tonic::Code::Ok);
-        self.engine
-            .metrics()
-            .observe_call("Explain", code, started.elapsed());
+        record.answered(code);
         answer
     }
 
@@ -108,7 +143,7 @@ impl Explainer for ExplainerService {
             while let Some(next) = requests.next().await {
                 let engine = Arc::clone(&engine);
                 let task = tokio::spawn(async move {
-                    let started = Instant::now();
+                    let record = CallRecord::start(engine.metrics(), Rpc::ExplainStream);
                     let answer = match next {
                         Ok(req) => engine.explain_until(req, deadline).await.map_err(|e| {
                             tracing::warn!(error = %e, "explain (stream) failed");
@@ -119,9 +154,7 @@ impl Explainer for ExplainerService {
                     let code = answer
                         .as_ref()
                         .map_or_else(Status::code, |_| tonic::Code::Ok);
-                    engine
-                        .metrics()
-                        .observe_call("ExplainStream", code, started.elapsed());
+                    record.answered(code);
                     answer
                 });
                 if pending_tx.send(AbortOnDrop(task)).await.is_err() {

@@ -97,11 +97,11 @@ pub enum DeviceChoice {
 }
 
 impl Config {
-    /// Checks the coordinator address, the device choice, the TLS and
-    /// token files and the data roots.
+    /// Checks the coordinator address, the device choice, the TLS files
+    /// and the data roots. The credential file is read at each connection
+    /// ([`Config::security`]): it may appear, or change, later.
     pub fn validate(&self) -> Result<()> {
         self.coordinator_url()?;
-        self.security()?;
         self.device_choice()?;
         for root in &self.data_roots {
             if !root.is_absolute() && root.canonicalize().is_err() {
@@ -130,7 +130,10 @@ impl Config {
         if addr.is_empty() {
             return Err(Error::Config("coordinator address is empty".into()));
         }
-        let url = self.security()?.uri(addr);
+        // TLS alone decides the scheme (and checks the TLS files).
+        let url = ClientSecurity::load(&self.tls, None)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .uri(addr);
         url.parse::<tonic::transport::Uri>()
             .map_err(|e| Error::Config(format!("coordinator {addr:?} is not an address: {e}")))?;
         Ok(url)

@@ -66,7 +66,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
-use camshaft_proto::security::ClientSecurity;
 use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
 use camshaft_proto::v1::{
     self, DeviceKind, coordinator_message::Message as In, worker_message::Message as Out,
@@ -135,7 +134,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     config.validate()?;
     let devices = devices(&config)?;
     let url = config.coordinator_url()?;
-    let security = config.security()?;
     let metrics = Metrics::new()?;
     let _metrics_server = match camshaft_metrics::parse_listen(&config.metrics_listen)
         .map_err(|e| Error::Config(e.to_string()))?
@@ -164,7 +162,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         loop {
             let session = connect_and_serve(
                 &config,
-                &security,
                 &metrics,
                 &url,
                 &devices,
@@ -222,13 +219,18 @@ impl Drop for Attempts {
 
 async fn connect_and_serve(
     config: &Config,
-    security: &ClientSecurity,
     metrics: &Metrics,
     url: &str,
     devices: &[v1::Device],
     worker_id: &mut String,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Ended> {
+    // Read at every (re)connection: a credential written after the worker
+    // started (its coordinator starting beside it) or rotated is used.
+    let security = match config.security() {
+        Ok(s) => s,
+        Err(e) => return Ok(Ended::Broken(format!("reading the credentials: {e}"))),
+    };
     let endpoint = match security.endpoint(url) {
         Ok(e) => e.connect_timeout(Duration::from_secs(5)),
         Err(e) => return Err(Error::Config(format!("coordinator {url:?}: {e}"))),
