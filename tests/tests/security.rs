@@ -182,11 +182,16 @@ key = "{client_key}"
     // The services ask scrapes for a client token as they ask calls.
     let scrape = |addr: &str| {
         runtime
-            .block_on(camshaft_metrics::scrape_as(addr.parse().unwrap(), Some(TOKEN)))
+            .block_on(camshaft_metrics::scrape_as(
+                addr.parse().unwrap(),
+                Some(TOKEN),
+            ))
             .unwrap()
     };
     let refused = runtime
-        .block_on(camshaft_metrics::scrape(coordinator_metrics.parse().unwrap()))
+        .block_on(camshaft_metrics::scrape(
+            coordinator_metrics.parse().unwrap(),
+        ))
         .unwrap_err();
     assert!(refused.to_string().contains("401"), "{refused}");
     let text = scrape(&coordinator_metrics);

@@ -415,7 +415,11 @@ mod tests {
 
     #[test]
     fn the_cnn_gets_the_head_and_size_it_fixes_on_every_data_set() {
-        for kind in [DatasetKind::Synthetic, DatasetKind::Folder, DatasetKind::Cifar10] {
+        for kind in [
+            DatasetKind::Synthetic,
+            DatasetKind::Folder,
+            DatasetKind::Cifar10,
+        ] {
             let spec = complete(
                 JobSpec {
                     arch: Arch::Cnn as i32,
@@ -430,7 +434,11 @@ mod tests {
                 7,
             )
             .unwrap();
-            assert_eq!((spec.head(), spec.image_size), (Head::Linear, 32), "{kind:?}");
+            assert_eq!(
+                (spec.head(), spec.image_size),
+                (Head::Linear, 32),
+                "{kind:?}"
+            );
         }
         // A size the cnn cannot take is still refused, with the reason.
         let e = refused(JobSpec {
