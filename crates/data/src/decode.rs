@@ -163,12 +163,6 @@ fn check_dimensions(width: u32, height: u32, what: &str, limits: &DecodeLimits) 
 /// declares them, read without a decoder; `None` when the bytes are neither
 /// or end before the sizes.
 pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
-    let be16 = |at: usize| -> Option<u32> {
-        Some(u32::from(u16::from_be_bytes([
-            *bytes.get(at)?,
-            *bytes.get(at + 1)?,
-        ])))
-    };
     if bytes.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]) {
         if bytes.get(12..16)? != b"IHDR" {
             return None;
@@ -178,6 +172,27 @@ pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
         };
         return Some((be32(16)?, be32(20)?));
     }
+    let frame = jpeg_frame_header(bytes)?;
+    let be16 = |at: usize| -> Option<u32> {
+        Some(u32::from(u16::from_be_bytes([
+            *frame.get(at)?,
+            *frame.get(at + 1)?,
+        ])))
+    };
+    Some((be16(7)?, be16(5)?))
+}
+
+/// A JPEG's first frame header (its SOFn segment, from the `0xFF` of its
+/// marker to the end of the bytes): height at offset 5, width at 7, the
+/// number of components at 9. `None` when the bytes are not a JPEG or end
+/// before one.
+pub fn jpeg_frame_header(bytes: &[u8]) -> Option<&[u8]> {
+    let be16 = |at: usize| -> Option<usize> {
+        Some(usize::from(u16::from_be_bytes([
+            *bytes.get(at)?,
+            *bytes.get(at + 1)?,
+        ])))
+    };
     if !bytes.starts_with(&[0xFF, 0xD8]) {
         return None;
     }
@@ -193,12 +208,10 @@ pub fn header_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
             0xFF => at += 1,
             0x01 | 0xD0..=0xD7 => at += 2,
             // SOF0..SOF15 but DHT (C4), JPG (C8) and DAC (CC).
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                return Some((be16(at + 7)?, be16(at + 5)?));
-            }
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => return bytes.get(at..),
             // Start of scan or end of image before any frame header.
             0xDA | 0xD9 => return None,
-            _ => at += 2 + usize::try_from(be16(at + 2)?).ok()?,
+            _ => at += 2 + be16(at + 2)?,
         }
     }
 }

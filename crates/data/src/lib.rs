@@ -56,7 +56,9 @@ use std::sync::Arc;
 pub use image::RgbImage;
 
 pub use cifar::{CIFAR_RECORD_BYTES, CIFAR10_CLASSES, CifarBinary, cifar10_binary};
-pub use decode::{DecodeLimits, decode_image, header_dimensions, open_image, open_image_with};
+pub use decode::{
+    DecodeLimits, decode_image, header_dimensions, jpeg_frame_header, open_image, open_image_with,
+};
 pub use download::{
     CACHE_DIR_ENV, CIFAR10_BINARY, CIFAR10_PNG, Checksum, MIRROR_ENV, OXFORD_PETS,
     OXFORD_PETS_IMAGES, RemoteArchive, default_cache_dir, download_archive, extract_archive, fetch,

@@ -156,28 +156,7 @@ fn jpeg_bytes_per_pixel(components: u8) -> u64 {
 
 /// The number of components of a JPEG's first frame header.
 fn jpeg_components(bytes: &[u8]) -> Option<u8> {
-    let be16 = |at: usize| -> Option<usize> {
-        Some(usize::from(u16::from_be_bytes([
-            *bytes.get(at)?,
-            *bytes.get(at + 1)?,
-        ])))
-    };
-    let mut at = 2;
-    loop {
-        if *bytes.get(at)? != 0xFF {
-            return None;
-        }
-        let marker = *bytes.get(at + 1)?;
-        match marker {
-            0xFF => at += 1,
-            0x01 | 0xD0..=0xD7 => at += 2,
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                return bytes.get(at + 9).copied();
-            }
-            0xDA | 0xD9 => return None,
-            _ => at += 2 + be16(at + 2)?,
-        }
-    }
+    camshaft_data::jpeg_frame_header(bytes)?.get(9).copied()
 }
 
 #[cfg(test)]
