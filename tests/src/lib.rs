@@ -283,6 +283,11 @@ impl Cluster {
         )
     }
 
+    /// The `camshaft up` process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the `camshaft up` process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -305,6 +305,152 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
     cluster.stop().unwrap();
 }
 
+/// A peak of the process `pid`'s memory (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resets the peak of `pid` to its current memory (`clear_refs` 5).
+fn reset_peak(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+fn png(image: image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// An imported model is explainable at once; eight concurrent requests
+/// each with a decompression bomb just under the pixel limit (5657×5657,
+/// 16-bit RGBA: 250 KB that decode to 256 MB, plus the RGB copy) raise the
+/// process's peak memory by no more than the explainer's decode budget
+/// (`max_decode_bytes_in_flight`, 1 GiB by default) and some slack: the
+/// review saw 2.3 GB before admission was charged by decoded bytes.
+#[test]
+fn an_imported_model_explains_and_bombs_stay_within_the_decode_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("data"), &[]).unwrap();
+    let pid = cluster.pid().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let spec = v1::ModelSpec {
+        arch: v1::Arch::Cnn as i32,
+        head: v1::Head::Linear as i32,
+        class_names: vec!["a".into(), "b".into()],
+        input_size: 32,
+        normalization: v1::Normalization::None as i32,
+        ..Default::default()
+    };
+    // Zero weights of exactly the shapes the spec needs.
+    let shape = camshaft_modelcheck::ModelShape {
+        arch: camshaft_modelcheck::Arch::Cnn,
+        head: camshaft_modelcheck::Head::Linear,
+        num_classes: 2,
+        input_size: 32,
+    };
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, dims) in shape.expected_parameters() {
+        let bytes = 4 * dims.iter().product::<i64>() as usize;
+        header.insert(
+            name,
+            serde_json::json!({"dtype": "F32", "shape": dims, "data_offsets": [offset, offset + bytes]}),
+        );
+        offset += bytes;
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+    weights.extend_from_slice(header.as_bytes());
+    weights.resize(weights.len() + offset, 0);
+
+    let bomb = png(image::DynamicImage::ImageRgba16(image::ImageBuffer::new(
+        5657, 5657,
+    )));
+    let small = png(image::DynamicImage::ImageRgb8(image::ImageBuffer::new(
+        40, 30,
+    )));
+    let explainer = cluster.explainer_addr.clone();
+    let addr = cluster.coordinator_addr.clone();
+    runtime.block_on(async {
+        let parts = v1::ImportModelRequest::stream_parts(
+            v1::ImportModelHeader {
+                name: "tiny".into(),
+                spec: Some(spec),
+                format: v1::WeightsFormat::Safetensors as i32,
+                ..Default::default()
+            },
+            weights.into(),
+            0,
+        );
+        CoordinatorClient::new(channel(&addr, None).await)
+            .import_model(tokio_stream::iter(parts))
+            .await
+            .unwrap();
+        let explain = |data: Vec<u8>| {
+            let explainer = explainer.clone();
+            async move {
+                camshaft_proto::v1::explainer_client::ExplainerClient::new(
+                    channel(&explainer, None).await,
+                )
+                .max_encoding_message_size(camshaft_proto::MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(camshaft_proto::MAX_MESSAGE_BYTES)
+                .explain(v1::ExplainRequest {
+                    model: "tiny".into(),
+                    images: vec![v1::ImageInput {
+                        id: "x".into(),
+                        data: data.into(),
+                        target_class: None,
+                    }],
+                    ..Default::default()
+                })
+                .await
+            }
+        };
+        let answer = explain(small.clone()).await.unwrap().into_inner();
+        assert!(
+            answer.results[0].error.is_empty(),
+            "{:?}",
+            answer.results[0]
+        );
+        reset_peak(pid);
+        let before = peak_memory(pid);
+        let calls: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(explain(bomb.clone())))
+            .collect();
+        let mut refused = 0;
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                    refused += 1;
+                }
+            }
+        }
+        let growth = peak_memory(pid).saturating_sub(before);
+        eprintln!(
+            "8 bombs at once: {refused} refused, peak memory +{} MiB",
+            growth >> 20
+        );
+        assert!(refused > 0, "eight bombs at once fit no 1 GiB budget");
+        assert!(
+            growth < (1 << 30) + (512 << 20),
+            "peak memory grew {} MiB",
+            growth >> 20
+        );
+        // Still explaining.
+        explain(small).await.unwrap();
+    });
+    assert!(cluster.is_running(), "camshaft up died:\n{}", cluster.log());
+    cluster.stop().unwrap();
+}
+
 #[test]
 fn with_tokens_each_role_does_only_its_part() {
     let dir = tempfile::tempdir().unwrap();

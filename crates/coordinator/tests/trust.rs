@@ -244,6 +244,31 @@ async fn every_rpc_checks_the_callers_role() {
 }
 
 #[tokio::test]
+async fn lost_workers_are_forgotten_after_their_ttl() {
+    let s = start(|c| c.lost_worker_ttl_ms = 300).await;
+    let lost = |include_lost| {
+        let addr = s.addr.clone();
+        async move {
+            client(&addr, Some(VIEWER))
+                .await
+                .list_workers(v1::ListWorkersRequest { include_lost })
+                .await
+                .unwrap()
+                .into_inner()
+                .workers
+                .len()
+        }
+    };
+    drop(Worker::attach(&s.addr, NODE_A, "gone-1").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((lost(false).await, lost(true).await), (0, 1));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(lost(true).await, 0, "forgotten after lost_worker_ttl_ms");
+    // Its id is free again, for anyone with a worker credential.
+    Worker::attach(&s.addr, ROGUE, "gone-1").await.unwrap();
+}
+
+#[tokio::test]
 async fn a_worker_id_stays_with_its_principal() {
     let s = start(|_| {}).await;
     let a = Worker::attach(&s.addr, NODE_A, "node-a-1").await.unwrap();
