@@ -630,13 +630,14 @@ async fn handle(
     conn: u64,
     message: FromWorker,
 ) -> crate::Result<()> {
-    // (job, attempt, rank) the message is about, and whether only rank 0 sends it.
     let not_given = |job_id: &str| {
         Error::PermissionDenied(format!(
             "worker {worker} was not given job {}",
             camshaft_proto::short(job_id)
         ))
     };
+    // The job and claim of a message about `rank` of `attempt` (one only
+    // rank 0 sends when `rank0_only`).
     let about = |job_id: &str, attempt: u32, rank: u32, rank0_only: bool| {
         let job = parse_job_id(job_id).map_err(|_| not_given(job_id))?;
         if rank0_only && rank != 0 {
