@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use camshaft_cluster_tests::{Cluster, python, repo_root, synthetic_images};
 use camshaft_proto::v1::{
     self, Arch, DatasetKind, DatasetSpec, ExplainMethod, GetJobRequest, GetModelRequest, Head,
-    ImageInput, JobSpec, JobState, ListModelsRequest, SubmitJobRequest, WatchJobRequest,
-    job_event::Event,
+    ImageInput, JobSpec, JobState, ListModelsRequest, ResizeMethod, SubmitJobRequest,
+    WatchJobRequest, job_event::Event,
 };
 use tonic::Code;
 
@@ -100,8 +100,10 @@ fn a_job_runs_from_submit_to_registered_version_to_explained_images() {
     let cluster = Cluster::start(&dir.path().join("cluster"), &[]).unwrap();
 
     // The epoch table streams while the job runs; the version is registered.
+    // (Squish, as the version then records: the synthetic images are square,
+    // so it trains as a crop would.)
     let mut args = quick_job("2");
-    args.push("--wait");
+    args.extend(["--resize", "squish", "--wait"]);
     let out = cluster.ctl_ok(&args).unwrap();
     assert!(
         out.contains("epoch  train_loss  valid_loss  accuracy  time   images/s"),
@@ -143,6 +145,11 @@ fn a_job_runs_from_submit_to_registered_version_to_explained_images() {
     let spec = version.spec.unwrap();
     assert_eq!((spec.arch(), spec.head()), (Arch::Resnet18, Head::Cam));
     assert_eq!(spec.class_names, ["circle", "square"]);
+    assert_eq!(
+        spec.resize(),
+        ResizeMethod::Squish,
+        "the job's resize is recorded"
+    );
 
     // A replayed watch of the finished job ends with its terminal state.
     let events = block_on(async {

@@ -224,6 +224,18 @@ impl Cluster {
             self.check_sweep_fits(&spec, bench.max_bytes)?;
         }
         registry::check_aliases(&spec.aliases, &self.config.model_limits)?;
+        let max_size = self.config.model_limits.max_input_size;
+        if spec.collective_bench.is_none() && spec.image_size > max_size {
+            // Refused now rather than after training, at registration.
+            return Err(Error::InvalidArgument(format!(
+                "image_size {} is over model_limits.max_input_size ({max_size}): \
+                 the trained model could not be registered",
+                spec.image_size
+            )));
+        }
+        // Counted and created under the transition lock, so concurrent
+        // submits cannot pass the quota together.
+        let guard = self.transitions.lock().await;
         let limit = self.config.max_active_jobs_per_principal;
         let active = self
             .store
@@ -242,6 +254,7 @@ impl Cluster {
             .store
             .create_job(jobs::stored_spec(&spec, principal)?)
             .await?;
+        drop(guard);
         tracing::info!(job_id = %record.id, name = %spec.name, %principal, "job submitted");
         self.log(&record)
             .push(Event::StateChanged(v1::JobStateChanged {
@@ -690,6 +703,8 @@ impl Cluster {
             .get("spec")
             .cloned()
             .ok_or_else(|| Error::Internal("the checkpoint has no model spec".into()))?;
+        // Explained with the pixels it was validated on.
+        let model_spec = registry::with_resize(model_spec, spec.resize());
         let last = record
             .history
             .last()

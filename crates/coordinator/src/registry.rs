@@ -70,20 +70,18 @@ pub fn spec_to_wire(spec: &serde_json::Value) -> v1::ModelSpec {
             .unwrap_or(0),
         normalization: Normalization::from_short_name(text("normalization"))
             .unwrap_or(Normalization::None) as i32,
-        // The explainer resizes as validation does, which is always a crop.
-        resize: ResizeMethod::Crop as i32,
+        // Versions registered before the resize was recorded were cropped.
+        resize: ResizeMethod::from_short_name(text(RESIZE)).unwrap_or(ResizeMethod::Crop) as i32,
     }
 }
 
 /// The stored form of a wire `ModelSpec`, after checking it.
 pub fn spec_from_wire(spec: &v1::ModelSpec) -> Result<serde_json::Value> {
     spec.validate()?;
-    if spec.resize() != ResizeMethod::Crop && spec.resize() != ResizeMethod::Unspecified {
-        return Err(Error::InvalidArgument(format!(
-            "resize {} is not supported: the explainer resizes by centre crop",
-            spec.resize().short_name()
-        )));
-    }
+    let resize = match camshaft_proto::names::known::<ResizeMethod>("resize", spec.resize)? {
+        ResizeMethod::Unspecified => ResizeMethod::Crop,
+        r => r,
+    };
     let normalization = match spec.normalization() {
         Normalization::Unspecified => Normalization::None,
         n => n,
@@ -94,7 +92,26 @@ pub fn spec_from_wire(spec: &v1::ModelSpec) -> Result<serde_json::Value> {
         "class_names": spec.class_names,
         "input_size": spec.input_size,
         "normalization": normalization.short_name(),
+        RESIZE: resize.short_name(),
     }))
+}
+
+/// The key of a stored spec naming how images are resized to its input
+/// size (`crop`, `squish`, `pad`): what the model was validated with, and
+/// so what the explainer must do. Beside vision's own keys.
+pub const RESIZE: &str = "resize";
+
+/// `model_spec` (vision's JSON, from a checkpoint) with the resize of the
+/// job that trained it.
+pub fn with_resize(mut model_spec: serde_json::Value, resize: ResizeMethod) -> serde_json::Value {
+    let resize = match resize {
+        ResizeMethod::Unspecified => ResizeMethod::Crop,
+        r => r,
+    };
+    if let Some(object) = model_spec.as_object_mut() {
+        object.insert(RESIZE.into(), resize.short_name().into());
+    }
+    model_spec
 }
 
 /// Checks a version before anything of it is stored ("registered means
@@ -157,11 +174,22 @@ mod tests {
         assert_eq!(stored["arch"], "resnet34");
         assert_eq!(stored["normalization"], "imagenet");
         assert_eq!(spec_to_wire(&stored), wire);
-        let squish = v1::ModelSpec {
-            resize: ResizeMethod::Squish as i32,
-            ..wire
-        };
-        assert!(spec_from_wire(&squish).is_err());
+        for resize in [ResizeMethod::Squish, ResizeMethod::Pad] {
+            let other = v1::ModelSpec {
+                resize: resize as i32,
+                ..wire.clone()
+            };
+            let stored = spec_from_wire(&other).unwrap();
+            assert_eq!(stored[RESIZE], resize.short_name());
+            assert_eq!(spec_to_wire(&stored), other);
+        }
+        // A version stored before the resize was recorded was cropped.
+        let mut old = stored;
+        old.as_object_mut().unwrap().remove(RESIZE);
+        assert_eq!(spec_to_wire(&old).resize(), ResizeMethod::Crop);
+        // A trained model's spec gets its job's resize.
+        let trained = with_resize(old, ResizeMethod::Squish);
+        assert_eq!(spec_to_wire(&trained).resize(), ResizeMethod::Squish);
     }
 
     /// A safetensors file of zeros with these tensors (F32).

@@ -241,6 +241,21 @@ async fn every_rpc_checks_the_callers_role() {
     );
     let job = submit(&s.addr, sweep()).await.unwrap();
     assert_eq!(job.created_by, "alice");
+    // A job whose model could not be registered is refused before it trains.
+    let too_big = v1::JobSpec {
+        dataset: Some(v1::DatasetSpec {
+            kind: v1::DatasetKind::Synthetic as i32,
+            ..Default::default()
+        }),
+        arch: v1::Arch::Resnet18 as i32,
+        head: v1::Head::Cam as i32,
+        image_size: 2000,
+        epochs: 1,
+        ..Default::default()
+    };
+    let e = submit(&s.addr, too_big).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("max_input_size"), "{e:?}");
 }
 
 #[tokio::test]

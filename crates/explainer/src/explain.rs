@@ -29,10 +29,6 @@ use crate::models::{LoadLimits, ModelCache};
 use crate::queue::{Admission, Cost};
 use crate::{Config, Error, Result};
 
-/// How images are resized to the model's input size: the validation
-/// preprocessing (the largest centred square, scaled).
-pub const RESIZE: ResizeMethod = ResizeMethod::Crop;
-
 /// Answers `ExplainRequest`s; shared by every call of the service.
 pub struct ExplainEngine {
     max_images: usize,
@@ -66,7 +62,7 @@ pub struct ImageError {
 
 /// Decodes `bytes` (PNG or JPEG, within `limits`: sizes are checked from
 /// the header before any pixel buffer is allocated), resizes it to
-/// `size`² with [`RESIZE`] and normalises it: the `(3, size, size)` model
+/// `size`² with `resize` as validation does (centred) and normalises it: the `(3, size, size)` model
 /// input and the resized image (what overlays are drawn on). Never panics;
 /// every failure is an [`ImageError`] whose kind says what the client did
 /// wrong. Blocking.
@@ -75,13 +71,14 @@ pub fn prepare_image(
     what: &str,
     limits: &DecodeLimits,
     size: u32,
+    resize: ResizeMethod,
     normalization: Normalization,
 ) -> std::result::Result<(Tensor, RgbImage), ImageError> {
     let image = camshaft_data::decode_image(bytes, what, limits).map_err(|e| ImageError {
         kind: decode_error_kind(&e),
         message: e.to_string(),
     })?;
-    let resized = camshaft_data::resize(&image, size, RESIZE, (0.5, 0.5));
+    let resized = camshaft_data::resize(&image, size, resize, (0.5, 0.5));
     let input = camshaft_vision::loader::to_chw(&resized, normalization);
     Ok((input, resized))
 }
@@ -243,6 +240,7 @@ impl ExplainEngine {
         options.top_k = options.top_k.min(classes);
         let size = loaded.spec.input_size;
         let normalization = loaded.spec.normalization;
+        let resize = loaded.resize;
         let image_units = cost::image_units(size, options.top_k, options.faithfulness);
         let resident = cost::resident_bytes(size);
 
@@ -330,7 +328,14 @@ impl ExplainEngine {
                     }
                     let prepared = {
                         let _decoding = metrics.decoding();
-                        prepare_image(&image.data, &image.what, &image.limits, size, normalization)
+                        prepare_image(
+                            &image.data,
+                            &image.what,
+                            &image.limits,
+                            size,
+                            resize,
+                            normalization,
+                        )
                     };
                     let decoded = prepared.map(|(input, resized)| {
                         let kept = share_ticket.split(Cost {

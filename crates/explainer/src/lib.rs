@@ -27,10 +27,12 @@
 //!
 //! Clients comparing maps against their own must preprocess the same way.
 //! Each image is decoded (PNG or JPEG, EXIF orientation ignored) to 8-bit
-//! RGB; then, as validation does ([`camshaft_vision::cam::preprocess`] with
-//! [`ResizeMethod::Crop`](camshaft_data::ResizeMethod::Crop), see [`RESIZE`]),
-//! the largest centred square is cut out and scaled to the model's
-//! `input_size` (a no-op when the image already is `input_size`²), pixels
+//! RGB; then it is resized to the model's `input_size` as the model's
+//! validation did ([`camshaft_vision::cam::preprocess`] with the resize the
+//! version records: for `crop`, the default and what versions stored before
+//! it was recorded get, the largest centred square is cut out and scaled;
+//! `squish` stretches the whole image; `pad` fits it and fills with black;
+//! a no-op when the image already is `input_size`²), pixels
 //! are scaled to [0, 1] and normalised with the model's normalisation
 //! (ImageNet mean/std, or none). Maps are at the feature-map resolution of
 //! that resized image; overlays (`return_overlay`) draw `maps[0]`, min–max
@@ -222,7 +224,7 @@ use tonic_health::ServingStatus;
 pub use batcher::{BatchSettings, CPU_PASS_PIXELS};
 pub use config::Config;
 pub use error::{Error, Result};
-pub use explain::{ExplainEngine, ImageError, RESIZE, decode_error_kind, prepare_image};
+pub use explain::{ExplainEngine, ImageError, decode_error_kind, prepare_image};
 pub use metrics::Metrics;
 pub use models::{LoadLimits, LoadedModel, ModelCache};
 pub use queue::Budget;

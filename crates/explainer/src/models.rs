@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use camshaft_data::ResizeMethod;
 use camshaft_store::{ModelVersion, Store};
 use camshaft_vision::{CamMethod, HeadPolicy, Model, ModelSpec};
 use tokio::sync::OnceCell;
@@ -28,6 +29,10 @@ pub struct LoadedModel {
     pub key: String,
     /// How the network was built.
     pub spec: ModelSpec,
+    /// How images are resized to its input size: what it was validated
+    /// with (the stored spec's `resize`; crop for versions stored before
+    /// it was recorded).
+    pub resize: ResizeMethod,
     /// Whether the head is a pooled linear map (CAM possible).
     pub has_cam: bool,
     /// When it was loaded (ms since the Unix epoch).
@@ -66,6 +71,15 @@ impl LoadedModel {
         let spec: ModelSpec = serde_json::from_value(spec.clone())
             .map_err(|e| bad(format!("spec is not a model spec: {e}")))?;
         spec.validate().map_err(|e| bad(e.to_string()))?;
+        let resize = match spec_json.get("resize") {
+            None => ResizeMethod::Crop,
+            Some(r) => serde_json::from_value(r.clone()).map_err(|e| {
+                bad(format!(
+                    "resize {}: {e}",
+                    camshaft_proto::short(&r.to_string())
+                ))
+            })?,
+        };
         // Before anything is allocated from the spec: the head's size comes
         // from it, and must be what the file really holds.
         // The same check (one table of names and shapes) the registry ran.
@@ -86,6 +100,7 @@ impl LoadedModel {
         Ok(LoadedModel {
             key,
             spec,
+            resize,
             has_cam,
             loaded_unix_ms: camshaft_proto::now_unix_ms(),
             batcher,

@@ -6,7 +6,7 @@
 
 mod common;
 
-use camshaft_data::DecodeLimits;
+use camshaft_data::{DecodeLimits, ResizeMethod};
 use camshaft_explainer::{Config, prepare_image};
 use camshaft_proto::v1::{ExplainRequest, ImageErrorKind};
 use camshaft_vision::Normalization;
@@ -21,12 +21,19 @@ const LIMITS: DecodeLimits = DecodeLimits {
 };
 
 fn prepare(bytes: &[u8]) -> Result<(), ImageErrorKind> {
-    prepare_image(bytes, "prop", &LIMITS, 16, Normalization::Imagenet)
-        .map(|_| ())
-        .map_err(|e| {
-            assert!(e.message.contains("prop"), "{}", e.message);
-            e.kind
-        })
+    prepare_image(
+        bytes,
+        "prop",
+        &LIMITS,
+        16,
+        ResizeMethod::Crop,
+        Normalization::Imagenet,
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        assert!(e.message.contains("prop"), "{}", e.message);
+        e.kind
+    })
 }
 
 fn encoded(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
@@ -122,7 +129,15 @@ fn a_tiny_png_declaring_100000_squared_is_refused_from_its_header() {
     assert!(bomb.len() < 100);
     // Decoding would need 30 GB: the test would die, not fail, if it tried.
     let limits = DecodeLimits::default();
-    let err = prepare_image(&bomb, "bomb", &limits, 16, Normalization::None).unwrap_err();
+    let err = prepare_image(
+        &bomb,
+        "bomb",
+        &limits,
+        16,
+        ResizeMethod::Crop,
+        Normalization::None,
+    )
+    .unwrap_err();
     assert_eq!(err.kind, ImageErrorKind::TooLarge);
     assert!(err.message.contains("100000"), "{}", err.message);
 }

@@ -70,7 +70,7 @@ async fn batch_with_a_corrupt_image_matches_the_library() {
             &[img],
             CamMethod::Cam,
             &[None],
-            camshaft_explainer::RESIZE,
+            camshaft_data::ResizeMethod::Crop,
         )
         .unwrap();
         for (a, b) in map.values.iter().zip(&direct[0].values) {
@@ -607,5 +607,59 @@ async fn a_streams_requests_share_passes() {
     }
     assert_eq!(ids, ["r0", "r1", "r2", "r3"]);
     assert_eq!(c.metric("camshaft_explainer_batches_total", &[]).await, 1.0);
+    c.stop().await;
+}
+
+/// A version is explained with the resize it records (what its job
+/// validated with), not always with a centre crop: a wide image gives the
+/// logits the model gives the image resized that way, as
+/// `camshaft_vision::cam::preprocess` (the validation transform) does it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_is_explained_with_the_resize_it_records() {
+    use camshaft_data::ResizeMethod;
+    let c = Cluster::start(Config::default()).await;
+    let spec = spec(HeadKind::Cam);
+    let model = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
+    let weights = c.register_model("cropped", &model).await;
+    for (name, resize) in [("squished", "squish"), ("padded", "pad")] {
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json["resize"] = resize.into();
+        common::register_raw(&c.store, name, json, weights.clone()).await;
+    }
+    let wide = png(96, 40, 7);
+    let decoded = camshaft_data::decode_image(&wide, "wide", &Default::default()).unwrap();
+    let mut logits = Vec::new();
+    for (name, resize) in [
+        ("cropped", ResizeMethod::Crop),
+        ("squished", ResizeMethod::Squish),
+        ("padded", ResizeMethod::Pad),
+    ] {
+        let answer = c
+            .client()
+            .explain(request(
+                name,
+                vec![input("wide", wide.clone())],
+                ExplainMethod::Cam,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let served = &answer.results[0];
+        assert!(served.error.is_empty(), "{}", served.error);
+        let direct = camshaft_vision::cam::explain(
+            &model,
+            &[decoded.clone()],
+            CamMethod::Cam,
+            &[None],
+            resize,
+        )
+        .unwrap();
+        for (a, b) in served.probabilities.iter().zip(&direct[0].probabilities) {
+            assert!((a - b).abs() <= 1e-5, "{name}: {a} vs {b}");
+        }
+        logits.push(served.logits.clone());
+    }
+    assert_ne!(logits[0], logits[1], "crop and squish see other pixels");
+    assert_ne!(logits[1], logits[2], "squish and pad see other pixels");
     c.stop().await;
 }
