@@ -648,7 +648,7 @@ async fn a_version_is_explained_with_the_resize_it_records() {
         assert!(served.error.is_empty(), "{}", served.error);
         let direct = camshaft_vision::cam::explain(
             &model,
-            &[decoded.clone()],
+            std::slice::from_ref(&decoded),
             CamMethod::Cam,
             &[None],
             resize,
