@@ -1,4 +1,5 @@
-//! The cluster's memory for Camshaft, with no libtorch and no gRPC dependency.
+//! The cluster's memory for Camshaft, with no libtorch and no dependency on
+//! Camshaft's gRPC contract (`camshaft-proto`).
 //!
 //! This crate owns:
 //!
