@@ -10,7 +10,7 @@ use camshaft_data::{DecodeLimits, ResizeMethod};
 use camshaft_explainer::{Config, prepare_image};
 use camshaft_proto::v1::{ExplainRequest, ImageErrorKind};
 use camshaft_vision::Normalization;
-use common::{Cluster, input};
+use common::{Cluster, input, png_claiming};
 use proptest::prelude::*;
 use prost::Message;
 use tonic::Code;
@@ -43,27 +43,6 @@ fn encoded(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
-}
-
-/// A valid PNG signature and IHDR declaring `width`×`height` RGB8, then a
-/// tiny IDAT and IEND: a few dozen bytes.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
-    chunk(b"IEND", &[]);
-    out
 }
 
 proptest! {
@@ -110,7 +89,7 @@ proptest! {
 
     #[test]
     fn declared_sizes_are_checked_before_decoding(width in 0u32..200_000, height in 0u32..200_000) {
-        let got = prepare(&png_claiming(width, height));
+        let got = prepare(&png_claiming(width, height, 8, 2));
         let expected = if width == 0 || height == 0 {
             ImageErrorKind::Empty
         } else if u64::from(width) * u64::from(height) > LIMITS.max_pixels {
@@ -125,7 +104,7 @@ proptest! {
 
 #[test]
 fn a_tiny_png_declaring_100000_squared_is_refused_from_its_header() {
-    let bomb = png_claiming(100_000, 100_000);
+    let bomb = png_claiming(100_000, 100_000, 8, 2);
     assert!(bomb.len() < 100);
     // Decoding would need 30 GB: the test would die, not fail, if it tried.
     let limits = DecodeLimits::default();
