@@ -670,7 +670,12 @@ mod tests {
         for metric in [Faithfulness::DeletionAuc, Faithfulness::AverageDrop] {
             let a = faithfulness(&m, &x, &maps, &chosen, metric, 64).unwrap();
             let b = faithfulness(&m, &x, &maps, &chosen, metric, 3).unwrap();
-            assert_eq!(a, b, "{metric:?}: the pass size changes nothing");
+            // Up to rounding: libtorch's CPU kernels may sum in another
+            // order for another batch size (seen under a loaded CI machine).
+            assert!(
+                a.iter().zip(&b).all(|(a, b)| (a - b).abs() <= 1e-5),
+                "{metric:?}: the pass size changes nothing: {a:?} vs {b:?}"
+            );
             assert!(
                 a.iter().all(|s| (0.0..=1.0).contains(s)),
                 "{metric:?} {a:?}"
