@@ -315,7 +315,10 @@ fn bad_requests_get_the_reason_and_a_stable_code() {
 
     block_on(async {
         let mut c = cluster.coordinator().await.unwrap();
-        let submit = |spec: JobSpec| SubmitJobRequest { spec: Some(spec) };
+        let submit = |spec: JobSpec| SubmitJobRequest {
+            spec: Some(spec),
+            ..Default::default()
+        };
         let synthetic = DatasetSpec {
             kind: DatasetKind::Synthetic as i32,
             ..Default::default()

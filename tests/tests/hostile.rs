@@ -151,6 +151,7 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
         let mut c = CoordinatorClient::new(channel(&addr, None).await);
         let pending = c
             .submit_job(v1::SubmitJobRequest {
+                request_id: String::new(),
                 spec: Some(v1::JobSpec {
                     dataset: Some(v1::DatasetSpec {
                         kind: v1::DatasetKind::Synthetic as i32,
@@ -260,6 +261,7 @@ fn a_stranger_on_the_network_cannot_take_the_default_cluster_down_or_change_it()
         for _ in 0..12 {
             if let Err(e) = c
                 .submit_job(v1::SubmitJobRequest {
+                    request_id: String::new(),
                     spec: Some(v1::JobSpec {
                         collective_bench: Some(v1::CollectiveBench::default()),
                         workers: 5,

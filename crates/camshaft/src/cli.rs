@@ -425,6 +425,12 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
 
     let mut worker = file.worker;
     worker.coordinator = coordinator_addr.to_string();
+    // The console's explain page reaches the explainer through the
+    // coordinator, over the same TLS the workers use to reach it.
+    if coordinator.explainer_address.is_empty() {
+        coordinator.explainer_address = explainer_addr.to_string();
+        coordinator.explainer_tls = worker.tls.clone();
+    }
     if let Some(d) = up.device {
         worker.device = d;
     }

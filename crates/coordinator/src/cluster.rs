@@ -217,7 +217,15 @@ impl Cluster {
     /// Validates `spec`, stores the job as `principal`'s and queues it;
     /// RESOURCE_EXHAUSTED when the principal has
     /// `max_active_jobs_per_principal` jobs pending or running.
-    pub async fn submit(self: &Arc<Self>, spec: JobSpec, principal: &str) -> Result<v1::Job> {
+    /// A retried submit with the same non-empty `request_id` from the same
+    /// principal returns the job the first one created.
+    pub async fn submit(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        principal: &str,
+        request_id: &str,
+    ) -> Result<v1::Job> {
+        check_request_id(request_id)?;
         let seed = now_ms() ^ (u64::from(std::process::id()) << 32);
         let spec = spec::complete(spec, seed)?;
         if let Some(bench) = &spec.collective_bench {
@@ -227,20 +235,29 @@ impl Cluster {
         let max_size = self.config.model_limits.max_input_size;
         if spec.collective_bench.is_none() && spec.image_size > max_size {
             // Refused now rather than after training, at registration.
-            return Err(Error::InvalidArgument(format!(
-                "image_size {} is over model_limits.max_input_size ({max_size}): \
-                 the trained model could not be registered",
-                spec.image_size
-            )));
+            return Err(Error::InvalidField {
+                field: "spec.image_size".into(),
+                reason: format!(
+                    "image_size {} is over model_limits.max_input_size ({max_size}): \
+                     the trained model could not be registered",
+                    spec.image_size
+                ),
+            });
         }
         // Counted and created under the transition lock, so concurrent
         // submits cannot pass the quota together.
         let guard = self.transitions.lock().await;
+        let stored = self.store.list_jobs().await?;
+        if !request_id.is_empty()
+            && let Some(first) = stored
+                .iter()
+                .find(|j| jobs::request_id(j) == request_id && jobs::created_by(j) == principal)
+        {
+            tracing::info!(job_id = %first.id, %principal, "submit retried with the same request_id");
+            return Ok(jobs::to_wire(first, None));
+        }
         let limit = self.config.max_active_jobs_per_principal;
-        let active = self
-            .store
-            .list_jobs()
-            .await?
+        let active = stored
             .iter()
             .filter(|j| !j.state.is_terminal() && jobs::created_by(j) == principal)
             .count();
@@ -252,7 +269,7 @@ impl Cluster {
         }
         let record = self
             .store
-            .create_job(jobs::stored_spec(&spec, principal)?)
+            .create_job(jobs::stored_spec(&spec, principal, request_id)?)
             .await?;
         drop(guard);
         tracing::info!(job_id = %record.id, name = %spec.name, %principal, "job submitted");
@@ -1503,6 +1520,24 @@ fn device_label(d: &v1::Device) -> String {
         DeviceKind::Cuda => format!("cuda:{}", d.index),
         _ => "cpu".to_string(),
     }
+}
+
+/// Most characters of a submit's idempotency key.
+const MAX_REQUEST_ID: usize = 128;
+
+/// An idempotency key: at most [`MAX_REQUEST_ID`] printable ASCII
+/// characters (empty: none).
+fn check_request_id(request_id: &str) -> Result<()> {
+    if request_id.len() > MAX_REQUEST_ID || !request_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidField {
+            field: "request_id".into(),
+            reason: format!(
+                "request_id must be at most {MAX_REQUEST_ID} printable ASCII characters, not {}",
+                camshaft_proto::short(request_id)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Parses a wire job id (`j-17`).

@@ -67,6 +67,15 @@ pub struct Config {
     /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
     /// (`GET /metrics`, text format); empty: none. Default empty.
     pub metrics_listen: String,
+    /// The explainer the HTTP API's `POST /v1/explain` and
+    /// `GET /v1/explainer/status` forward to (`HOST:PORT` or a URL), so the
+    /// web console reaches it through the coordinator's address with the
+    /// caller's own credential; empty: those routes answer UNAVAILABLE.
+    /// `camshaft up` sets it. Default empty.
+    pub explainer_address: String,
+    /// TLS of the connection to `explainer_address` (its `ca` and
+    /// `server_name`; a client `cert`/`key` for mutual TLS). Default: none.
+    pub explainer_tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -89,6 +98,8 @@ impl Default for Config {
             model_limits: camshaft_modelcheck::SpecLimits::default(),
             health_listen: None,
             metrics_listen: String::new(),
+            explainer_address: String::new(),
+            explainer_tls: TlsConfig::default(),
         }
     }
 }

@@ -12,6 +12,15 @@ pub enum Error {
     /// The request is wrong and stays wrong (a bad job spec, a bad name).
     #[error("{0}")]
     InvalidArgument(String),
+    /// One field of the request is wrong: INVALID_ARGUMENT with a
+    /// `google.rpc.BadRequest` field violation naming it.
+    #[error("{reason}")]
+    InvalidField {
+        /// The field's path (`spec.lr`).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No such job, model, alias or worker.
     #[error("{0}")]
     NotFound(String),
@@ -43,7 +52,9 @@ impl Error {
     /// The status code this error is answered with.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config(_) | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Config(_) | Error::InvalidArgument(_) | Error::InvalidField { .. } => {
+                ErrorKind::InvalidArgument
+            }
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
@@ -78,6 +89,9 @@ impl From<camshaft_proto::Error> for Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
-        err.kind().status(err.to_string())
+        match err {
+            Error::InvalidField { field, reason } => camshaft_proto::invalid_field(&field, reason),
+            err => err.kind().status(err.to_string()),
+        }
     }
 }

@@ -30,15 +30,34 @@ pub fn spec_of(record: &JobRecord) -> JobSpec {
 /// The key of the stored spec object that names who submitted the job
 /// (beside the spec's own fields; the store keeps the object opaque).
 const CREATED_BY: &str = "created_by";
+/// Key of the submit's idempotency key in a stored spec (absent without one).
+const REQUEST_ID: &str = "request_id";
 
-/// The stored spec of a job `principal` submits.
-pub fn stored_spec(spec: &JobSpec, principal: &str) -> crate::Result<serde_json::Value> {
+/// The stored spec of a job `principal` submits, with the submit's
+/// idempotency key `request_id` (empty: none).
+pub fn stored_spec(
+    spec: &JobSpec,
+    principal: &str,
+    request_id: &str,
+) -> crate::Result<serde_json::Value> {
     let mut json = serde_json::to_value(spec)
         .map_err(|e| crate::Error::Internal(format!("cannot encode the job spec: {e}")))?;
     if let Some(object) = json.as_object_mut() {
         object.insert(CREATED_BY.into(), principal.into());
+        if !request_id.is_empty() {
+            object.insert(REQUEST_ID.into(), request_id.into());
+        }
     }
     Ok(json)
+}
+
+/// The idempotency key of the submit that created a job (empty: none).
+pub fn request_id(record: &JobRecord) -> &str {
+    record
+        .spec
+        .get(REQUEST_ID)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
 }
 
 /// Who submitted a job (empty for jobs stored before it was recorded).

@@ -73,7 +73,9 @@
 
 mod cluster;
 mod config;
+mod console;
 mod error;
+mod http;
 pub mod jobs;
 mod metrics;
 pub mod registry;
@@ -121,6 +123,10 @@ pub async fn serve(
     let metrics_addr = camshaft_metrics::parse_listen(&config.metrics_listen)
         .map_err(|e| Error::Config(e.to_string()))?;
     let metrics = Metrics::new()?;
+    let (explainer_address, explainer_tls) = (
+        config.explainer_address.clone(),
+        config.explainer_tls.clone(),
+    );
     let cluster = Cluster::new(config, Arc::clone(&store), metrics.clone());
     let request_metrics = metrics.attach(&cluster)?;
     cluster.recover().await?;
@@ -182,10 +188,9 @@ pub async fn serve(
             },
         ));
     }
-    let server = security
-        .builder()?
-        .layer(request_metrics)
-        .add_service(health_service)
+    let explainer = http::explainer_client(&explainer_address, &explainer_tls)?;
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -198,7 +203,21 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(ServerInfoServer::new(service))
+        .add_service(ServerInfoServer::new(service));
+    // Metrics count each gRPC method, called from the network or from an
+    // HTTP route.
+    let grpc = tower::Layer::layer(&request_metrics, grpc.routes());
+    let gateway = camshaft_http::Gateway::new(
+        "Camshaft coordinator",
+        http::routes(explainer),
+        camshaft_http::GrpcClient::new(grpc),
+        security.authenticator(),
+        "camshaft.v1.Coordinator",
+    )
+    .with_assets(console::asset);
+    let server = security
+        .builder()?
+        .add_routes(gateway.into_routes())
         .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain);
     tokio::pin!(server);
     tokio::select! {

@@ -22,7 +22,7 @@ use crate::cluster::{AttemptFailure, Claim, Cluster, parse_job_id, truncate_utf8
 use crate::{Error, jobs, registry};
 
 /// Largest weights file `ImportModel` accepts.
-const MAX_IMPORT_BYTES: u64 = 2 << 30;
+pub(crate) const MAX_IMPORT_BYTES: u64 = 2 << 30;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -91,8 +91,15 @@ impl coordinator_server::Coordinator for CoordinatorService {
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
         let principal = Principal::of(&request);
-        let spec = request.into_inner().spec.unwrap_or_default();
-        let job = self.cluster.submit(spec, &principal.name).await?;
+        let request = request.into_inner();
+        let job = self
+            .cluster
+            .submit(
+                request.spec.unwrap_or_default(),
+                &principal.name,
+                &request.request_id,
+            )
+            .await?;
         Ok(Response::new(v1::SubmitJobResponse { job: Some(job) }))
     }
 

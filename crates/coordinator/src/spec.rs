@@ -16,8 +16,18 @@ const MAX_WORKERS: u32 = 1024;
 /// Largest per-rank batch.
 const MAX_BATCH: u32 = 65_536;
 
-fn invalid(reason: impl Into<String>) -> Error {
-    Error::InvalidArgument(reason.into())
+/// `result`, its error as [`invalid`] of `field`.
+fn at<T>(field: &str, result: std::result::Result<T, camshaft_proto::Error>) -> Result<T> {
+    result.map_err(|e| invalid(field, e.to_string()))
+}
+
+/// INVALID_ARGUMENT naming `field` of the spec (a path of proto field
+/// names under `JobSpec`), so clients can show it beside that field.
+fn invalid(field: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidField {
+        field: format!("spec.{field}"),
+        reason: reason.into(),
+    }
 }
 
 /// `spec` with every default applied, or the first thing wrong with it.
@@ -27,28 +37,36 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
         return complete_collective_bench(spec);
     }
     let dataset = spec.dataset.get_or_insert_with(Default::default);
-    let kind: DatasetKind = names::known("dataset kind", dataset.kind)?;
+    let kind: DatasetKind = at("dataset.kind", names::known("dataset kind", dataset.kind))?;
     if kind == DatasetKind::Unspecified {
         return Err(invalid(
+            "dataset.kind",
             "dataset.kind is required (synthetic, cifar10, pets, pets_breeds or folder)",
         ));
     }
     if kind == DatasetKind::Folder && dataset.data_dir.is_empty() {
-        return Err(invalid("a folder data set needs dataset.data_dir"));
+        return Err(invalid(
+            "dataset.data_dir",
+            "a folder data set needs dataset.data_dir",
+        ));
     }
     if let Some(pct) = dataset.valid_pct
         && !(pct > 0.0 && pct < 1.0)
     {
-        return Err(invalid(format!(
-            "dataset.valid_pct must be in (0, 1), not {pct}"
-        )));
+        return Err(invalid(
+            "dataset.valid_pct",
+            format!("dataset.valid_pct must be in (0, 1), not {pct}"),
+        ));
     }
     dataset.valid_pct.get_or_insert(0.2);
     dataset.split_seed.get_or_insert(42);
 
-    let arch: Arch = names::known("arch", spec.arch)?;
+    let arch: Arch = at("arch", names::known("arch", spec.arch))?;
     if arch == Arch::Unspecified {
-        return Err(invalid("arch is required (cnn, resnet18 or resnet34)"));
+        return Err(invalid(
+            "arch",
+            "arch is required (cnn, resnet18 or resnet34)",
+        ));
     }
     // Defaults the model fixes follow the model: the lecture's cnn has a
     // linear head only and takes 32×32 images only (its Linear(25088, n)).
@@ -60,18 +78,19 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
             spec.image_size = 32;
         }
     }
-    let head: Head = names::known("head", spec.head)?;
+    let head: Head = at("head", names::known("head", spec.head))?;
     if head == Head::Unspecified {
-        return Err(invalid("head is required (linear, fastai or cam)"));
+        return Err(invalid("head", "head is required (linear, fastai or cam)"));
     }
     if arch == Arch::Cnn && head != Head::Linear {
-        return Err(invalid(format!(
-            "the cnn has a linear head only, not {}",
-            head.short_name()
-        )));
+        return Err(invalid(
+            "head",
+            format!("the cnn has a linear head only, not {}", head.short_name()),
+        ));
     }
 
-    let pretrained: PretrainedSource = names::known("pretrained", spec.pretrained)?;
+    let pretrained: PretrainedSource =
+        at("pretrained", names::known("pretrained", spec.pretrained))?;
     let pretrained = match pretrained {
         PretrainedSource::Unspecified => PretrainedSource::None,
         p => p,
@@ -79,19 +98,30 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     spec.pretrained = pretrained as i32;
     match pretrained {
         PretrainedSource::Imagenet if arch == Arch::Cnn => {
-            return Err(invalid("there are no ImageNet weights for the cnn"));
+            return Err(invalid(
+                "pretrained",
+                "there are no ImageNet weights for the cnn",
+            ));
         }
         PretrainedSource::Path if spec.pretrained_path.is_empty() => {
-            return Err(invalid("pretrained PATH needs pretrained_path"));
+            return Err(invalid(
+                "pretrained_path",
+                "pretrained PATH needs pretrained_path",
+            ));
         }
         PretrainedSource::None | PretrainedSource::Imagenet if !spec.pretrained_path.is_empty() => {
-            return Err(invalid("pretrained_path is set but pretrained is not PATH"));
+            return Err(invalid(
+                "pretrained_path",
+                "pretrained_path is set but pretrained is not PATH",
+            ));
         }
         _ => {}
     }
     let is_pretrained = pretrained != PretrainedSource::None;
-    if names::known::<Normalization>("normalization", spec.normalization)?
-        == Normalization::Unspecified
+    if at(
+        "normalization",
+        names::known::<Normalization>("normalization", spec.normalization),
+    )? == Normalization::Unspecified
     {
         spec.normalization = if is_pretrained {
             Normalization::Imagenet
@@ -101,13 +131,14 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     }
 
     if spec.epochs == 0 || spec.epochs > MAX_EPOCHS {
-        return Err(invalid(format!(
-            "epochs must be 1..={MAX_EPOCHS}, not {}",
-            spec.epochs
-        )));
+        return Err(invalid(
+            "epochs",
+            format!("epochs must be 1..={MAX_EPOCHS}, not {}", spec.epochs),
+        ));
     }
     if spec.fine_tune && !is_pretrained {
         return Err(invalid(
+            "fine_tune",
             "fine_tune needs a pretrained body (pretrained imagenet or PATH)",
         ));
     }
@@ -115,28 +146,35 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
         match *spec.freeze_epochs.get_or_insert(1) {
             1..=MAX_EPOCHS => {}
             n => {
-                return Err(invalid(format!(
-                    "freeze_epochs must be 1..={MAX_EPOCHS}, not {n}"
-                )));
+                return Err(invalid(
+                    "freeze_epochs",
+                    format!("freeze_epochs must be 1..={MAX_EPOCHS}, not {n}"),
+                ));
             }
         }
     } else if spec.freeze_epochs.is_some() {
-        return Err(invalid("freeze_epochs is set but fine_tune is not"));
+        return Err(invalid(
+            "freeze_epochs",
+            "freeze_epochs is set but fine_tune is not",
+        ));
     }
     let lr = *spec
         .lr
         .get_or_insert(if spec.fine_tune { 2e-3 } else { 1e-3 });
     if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
-        return Err(invalid(format!("lr must be in (0, 10], not {lr}")));
+        return Err(invalid("lr", format!("lr must be in (0, 10], not {lr}")));
     }
     if spec.batch_size == 0 {
         spec.batch_size = 64;
     }
     if spec.batch_size > MAX_BATCH {
-        return Err(invalid(format!(
-            "batch_size must be 1..={MAX_BATCH}, not {}",
-            spec.batch_size
-        )));
+        return Err(invalid(
+            "batch_size",
+            format!(
+                "batch_size must be 1..={MAX_BATCH}, not {}",
+                spec.batch_size
+            ),
+        ));
     }
 
     let synthetic = dataset.synthetic.get_or_insert_with(Default::default);
@@ -158,16 +196,22 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
             synthetic.num_classes = 2;
         }
         if !(16..=2048).contains(&synthetic.image_size) {
-            return Err(invalid(format!(
-                "dataset.synthetic.image_size must be 16..=2048, not {}",
-                synthetic.image_size
-            )));
+            return Err(invalid(
+                "dataset.synthetic.image_size",
+                format!(
+                    "dataset.synthetic.image_size must be 16..=2048, not {}",
+                    synthetic.image_size
+                ),
+            ));
         }
         if !(2..=6).contains(&synthetic.num_classes) {
-            return Err(invalid(format!(
-                "dataset.synthetic.num_classes must be 2..=6, not {}",
-                synthetic.num_classes
-            )));
+            return Err(invalid(
+                "dataset.synthetic.num_classes",
+                format!(
+                    "dataset.synthetic.num_classes must be 2..=6, not {}",
+                    synthetic.num_classes
+                ),
+            ));
         }
     }
     if spec.image_size == 0 {
@@ -178,24 +222,34 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
         };
     }
     if arch == Arch::Cnn && spec.image_size != 32 {
-        return Err(invalid(format!(
-            "the cnn takes 32×32 images (its Linear(25088, n) fixes the size), not {}",
-            spec.image_size
-        )));
+        return Err(invalid(
+            "image_size",
+            format!(
+                "the cnn takes 32×32 images (its Linear(25088, n) fixes the size), not {}",
+                spec.image_size
+            ),
+        ));
     }
     if !(32..=2048).contains(&spec.image_size) {
-        return Err(invalid(format!(
-            "image_size must be 32..=2048, not {}",
-            spec.image_size
-        )));
+        return Err(invalid(
+            "image_size",
+            format!("image_size must be 32..=2048, not {}", spec.image_size),
+        ));
     }
-    if names::known::<ResizeMethod>("resize", spec.resize)? == ResizeMethod::Unspecified {
+    if at(
+        "resize",
+        names::known::<ResizeMethod>("resize", spec.resize),
+    )? == ResizeMethod::Unspecified
+    {
         spec.resize = ResizeMethod::Crop as i32;
     }
     spec.flip.get_or_insert(true);
     let wd = *spec.weight_decay.get_or_insert(0.01);
     if !(wd.is_finite() && wd >= 0.0) {
-        return Err(invalid(format!("weight_decay must be ≥ 0, not {wd}")));
+        return Err(invalid(
+            "weight_decay",
+            format!("weight_decay must be ≥ 0, not {wd}"),
+        ));
     }
     spec.seed.get_or_insert(random_seed);
 
@@ -203,19 +257,23 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
         spec.workers = 1;
     }
     if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
-        return Err(invalid(format!(
-            "workers and gpus_per_worker must be at most {MAX_WORKERS}"
-        )));
+        return Err(invalid(
+            "workers",
+            format!("workers and gpus_per_worker must be at most {MAX_WORKERS}"),
+        ));
     }
-    let device: DeviceKind = names::known("device", spec.device)?;
+    let device: DeviceKind = at("device", names::known("device", spec.device))?;
     if spec.min_workers == 0 {
         spec.min_workers = spec.workers;
     }
     if spec.min_workers > spec.workers {
-        return Err(invalid(format!(
-            "min_workers {} is more than workers {}",
-            spec.min_workers, spec.workers
-        )));
+        return Err(invalid(
+            "min_workers",
+            format!(
+                "min_workers {} is more than workers {}",
+                spec.min_workers, spec.workers
+            ),
+        ));
     }
     spec.max_failures.get_or_insert(3);
     spec.max_membership_changes.get_or_insert(10);
@@ -225,12 +283,20 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.keep_checkpoints == 0 {
         spec.keep_checkpoints = 2;
     }
-    if names::known::<Precision>("precision", spec.precision)? == Precision::Unspecified {
+    if at(
+        "precision",
+        names::known::<Precision>("precision", spec.precision),
+    )? == Precision::Unspecified
+    {
         spec.precision = Precision::Fp32 as i32;
     }
-    let collective: CollectiveBackend = names::known("collective", spec.collective)?;
+    let collective: CollectiveBackend =
+        at("collective", names::known("collective", spec.collective))?;
     if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
-        return Err(invalid("the nccl collective needs CUDA devices, not cpu"));
+        return Err(invalid(
+            "collective",
+            "the nccl collective needs CUDA devices, not cpu",
+        ));
     }
     if spec.bucket_mib == 0 {
         spec.bucket_mib = 25;
@@ -242,9 +308,9 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.name.is_empty() {
         spec.name = kind.short_name().to_string();
     }
-    validate_name(&spec.name)?;
+    at("name", validate_name(&spec.name))?;
     for alias in &spec.aliases {
-        validate_alias(alias)?;
+        at("aliases", validate_alias(alias))?;
     }
     Ok(spec)
 }
@@ -281,9 +347,12 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
     .into_iter()
     .find_map(|(set, name)| set.then_some(name));
     if let Some(name) = training_field {
-        return Err(invalid(format!(
-            "{name} is a training field; an all-reduce sweep (collective_bench) trains nothing"
-        )));
+        return Err(invalid(
+            name,
+            format!(
+                "{name} is a training field; an all-reduce sweep (collective_bench) trains nothing"
+            ),
+        ));
     }
     let bench = spec.collective_bench.get_or_insert_with(Default::default);
     if bench.min_bytes == 0 {
@@ -293,58 +362,79 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
         bench.max_bytes = 64 << 20;
     }
     if bench.min_bytes < MIN_SWEEP_BYTES {
-        return Err(invalid(format!(
-            "collective_bench.min_bytes must be at least {MIN_SWEEP_BYTES} (one float32), not {}",
-            bench.min_bytes
-        )));
+        return Err(invalid(
+            "collective_bench.min_bytes",
+            format!(
+                "collective_bench.min_bytes must be at least {MIN_SWEEP_BYTES} (one float32), not {}",
+                bench.min_bytes
+            ),
+        ));
     }
     if bench.max_bytes > MAX_SWEEP_BYTES {
-        return Err(invalid(format!(
-            "collective_bench.max_bytes must be at most 1 GiB ({MAX_SWEEP_BYTES} bytes), not {}",
-            bench.max_bytes
-        )));
+        return Err(invalid(
+            "collective_bench.max_bytes",
+            format!(
+                "collective_bench.max_bytes must be at most 1 GiB ({MAX_SWEEP_BYTES} bytes), not {}",
+                bench.max_bytes
+            ),
+        ));
     }
     if bench.min_bytes > bench.max_bytes {
-        return Err(invalid(format!(
-            "collective_bench.min_bytes {} is above max_bytes {}",
-            bench.min_bytes, bench.max_bytes
-        )));
+        return Err(invalid(
+            "collective_bench.min_bytes",
+            format!(
+                "collective_bench.min_bytes {} is above max_bytes {}",
+                bench.min_bytes, bench.max_bytes
+            ),
+        ));
     }
     if bench.iters > MAX_SWEEP_ITERS {
-        return Err(invalid(format!(
-            "collective_bench.iters must be at most {MAX_SWEEP_ITERS}, not {}",
-            bench.iters
-        )));
+        return Err(invalid(
+            "collective_bench.iters",
+            format!(
+                "collective_bench.iters must be at most {MAX_SWEEP_ITERS}, not {}",
+                bench.iters
+            ),
+        ));
     }
     let warmup = *bench.warmup.get_or_insert(5);
     if warmup > MAX_SWEEP_ITERS {
-        return Err(invalid(format!(
-            "collective_bench.warmup must be at most {MAX_SWEEP_ITERS}, not {warmup}"
-        )));
+        return Err(invalid(
+            "collective_bench.warmup",
+            format!("collective_bench.warmup must be at most {MAX_SWEEP_ITERS}, not {warmup}"),
+        ));
     }
 
     if spec.workers == 0 {
         spec.workers = 1;
     }
     if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
-        return Err(invalid(format!(
-            "workers and gpus_per_worker must be at most {MAX_WORKERS}"
-        )));
+        return Err(invalid(
+            "workers",
+            format!("workers and gpus_per_worker must be at most {MAX_WORKERS}"),
+        ));
     }
     // A sweep on fewer ranks than asked measures something else.
     if spec.min_workers == 0 {
         spec.min_workers = spec.workers;
     }
     if spec.min_workers != spec.workers {
-        return Err(invalid(format!(
-            "an all-reduce sweep runs on exactly its {} workers; min_workers {} is not that",
-            spec.workers, spec.min_workers
-        )));
+        return Err(invalid(
+            "min_workers",
+            format!(
+                "an all-reduce sweep runs on exactly its {} workers; min_workers {} is not that",
+                spec.workers, spec.min_workers
+            ),
+        ));
     }
-    let device: DeviceKind = names::known("device", spec.device)?;
-    let collective: CollectiveBackend = names::known("collective", spec.collective)?;
+    let device: DeviceKind = at("device", names::known("device", spec.device))?;
+    let collective: CollectiveBackend =
+        at("collective", names::known("collective", spec.collective))?;
     if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
-        return Err(invalid("the nccl collective needs CUDA devices, not cpu"));
+        return Err(invalid(
+            "collective",
+            "the nccl collective needs CUDA devices, not cpu",
+        ));
     }
     // A failed sweep is reported, not re-run, unless the client asks.
     spec.max_failures.get_or_insert(0);
@@ -355,7 +445,7 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
     if spec.name.is_empty() {
         spec.name = "allreduce".to_string();
     }
-    validate_name(&spec.name)?;
+    at("name", validate_name(&spec.name))?;
     Ok(spec)
 }
 

@@ -179,7 +179,10 @@ fn sweep() -> v1::JobSpec {
 async fn submit(addr: &str, spec: v1::JobSpec) -> Result<v1::Job, tonic::Status> {
     Ok(client(addr, Some(EDITOR))
         .await
-        .submit_job(v1::SubmitJobRequest { spec: Some(spec) })
+        .submit_job(v1::SubmitJobRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .job
@@ -227,6 +230,7 @@ async fn every_rpc_checks_the_callers_role() {
     let e = client(&s.addr, Some(VIEWER))
         .await
         .submit_job(v1::SubmitJobRequest {
+            request_id: String::new(),
             spec: Some(sweep()),
         })
         .await

@@ -451,7 +451,10 @@ async fn run_job(
         .into());
     }
     let job = client
-        .submit_job(SubmitJobRequest { spec: Some(spec) })
+        .submit_job(SubmitJobRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
         .await
         .map_err(CallError::wrap("coordinator", "SubmitJob"))?
         .into_inner()

@@ -149,6 +149,11 @@ pub struct SubmitJobArgs {
     /// With --wait, also print the ranks' log lines.
     #[arg(long, requires = "wait")]
     pub logs: bool,
+    /// Idempotency key: submitting again with the same key (as the same
+    /// principal) returns the job the first submit created, so a retried
+    /// command cannot start a second job.
+    #[arg(long, value_name = "KEY")]
+    pub request_id: Option<String>,
 }
 
 /// `ctl jobs ...`.
@@ -339,6 +344,11 @@ pub struct ExplainArgs {
     /// Columns of the grid (with several methods: one per method).
     #[arg(long, default_value_t = 5)]
     pub cols: u32,
+    /// Print each result as a line of JSON (`{"file", "method", "result"}`,
+    /// the result an ImageExplanation in proto3 JSON, as the HTTP API
+    /// answers it: maps with their raw values) instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
     /// Image files (PNG or JPEG).
     #[arg(value_name = "IMAGES", required = true)]
     pub images: Vec<PathBuf>,

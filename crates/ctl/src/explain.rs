@@ -101,6 +101,20 @@ pub fn result_line(file: &str, result: &ImageExplanation, written: Option<&Path>
     line
 }
 
+/// The `--json` line of an image's result.
+fn json_line(
+    file: &str,
+    method: ExplainMethod,
+    result: &ImageExplanation,
+) -> anyhow::Result<String> {
+    let result = camshaft_http::json::typed_to_json("camshaft.v1.ImageExplanation", result)
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    Ok(
+        serde_json::json!({"file": file, "method": method.short_name(), "result": result})
+            .to_string(),
+    )
+}
+
 fn class_name(result: &ImageExplanation, index: i32) -> String {
     usize::try_from(index)
         .ok()
@@ -301,7 +315,10 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                 };
                 if !result.error.is_empty() {
                     failed = true;
-                    console::line(result_line(&shown, &result, None))?;
+                    console::line(match args.json {
+                        true => json_line(&shown, method, &result)?,
+                        false => result_line(&shown, &result, None),
+                    })?;
                     continue;
                 }
                 if result.overlay_png.is_empty() {
@@ -312,7 +329,11 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                 let written = folder.join(&names[index]);
                 std::fs::write(&written, &result.overlay_png)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", written.display()))?;
-                console::line(result_line(&shown, &result, Some(&written)))?;
+                if args.json {
+                    console::line(json_line(&shown, method, &result)?)?;
+                } else {
+                    console::line(result_line(&shown, &result, Some(&written)))?;
+                }
                 if args.grid.is_some() {
                     let (class, prob) = predicted(&result);
                     let title = camshaft_render::format_title(&class, prob);

@@ -32,7 +32,10 @@ pub async fn submit(servers: &Servers, args: SubmitJobArgs) -> anyhow::Result<()
     let spec = build_job_spec(&args.options.over(file))?;
     let mut client = servers.coordinator().await?;
     let job = client
-        .submit_job(SubmitJobRequest { spec: Some(spec) })
+        .submit_job(SubmitJobRequest {
+            spec: Some(spec),
+            request_id: args.request_id.clone().unwrap_or_default(),
+        })
         .await
         .map_err(CallError::wrap("coordinator", "SubmitJob"))?
         .into_inner()

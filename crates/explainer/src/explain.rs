@@ -25,7 +25,7 @@ use crate::batcher::BatchSettings;
 use crate::cost::{self, IMAGE_OVERHEAD_BYTES};
 use crate::inference::{ImageJob, RawExplanation};
 use crate::metrics::{Dropped, Metrics};
-use crate::models::{LoadLimits, ModelCache};
+use crate::models::{LoadLimits, LoadedModel, ModelCache};
 use crate::queue::{Admission, Cost};
 use crate::{Config, Error, Result};
 
@@ -136,6 +136,11 @@ impl ExplainEngine {
         usize::try_from(self.admission.in_use().images).unwrap_or(usize::MAX)
     }
 
+    /// Most images admitted at once ([`Config::max_queued_images`]).
+    pub fn queue_capacity(&self) -> usize {
+        usize::try_from(self.admission.limits().images).unwrap_or(usize::MAX)
+    }
+
     /// Bytes of decoded images admitted and not given back (see
     /// [`Config::max_decode_bytes_in_flight`]).
     pub fn admitted_decode_bytes(&self) -> u64 {
@@ -151,6 +156,37 @@ impl ExplainEngine {
     /// When the engine was created (ms since the Unix epoch).
     pub fn started_unix_ms(&self) -> i64 {
         self.started_unix_ms
+    }
+
+    /// The version the reference `model` (`name`, `name@alias`,
+    /// `name:version`) names now.
+    pub async fn resolve(&self, model: &str) -> Result<camshaft_store::ModelVersion> {
+        let reference = camshaft_proto::ModelRef::parse(model)
+            .map_err(|e| Error::BadModelRef(e.to_string()))?;
+        let store_ref = match &reference.selector {
+            camshaft_proto::VersionSelector::Latest => camshaft_store::ModelRef::Alias(
+                reference.name.clone(),
+                camshaft_proto::LATEST_ALIAS.to_string(),
+            ),
+            camshaft_proto::VersionSelector::Alias(alias) => {
+                camshaft_store::ModelRef::Alias(reference.name.clone(), alias.clone())
+            }
+            camshaft_proto::VersionSelector::Version(v) => {
+                camshaft_store::ModelRef::Version(reference.name.clone(), *v)
+            }
+        };
+        self.cache
+            .store()
+            .get_model(&store_ref)
+            .await
+            .map_err(Error::from_store)
+    }
+
+    /// The loaded model the reference `model` names now, loading it if
+    /// it is not loaded.
+    pub async fn load(&self, model: &str) -> Result<Arc<LoadedModel>> {
+        let version = self.resolve(model).await?;
+        self.cache.get(&version).await
     }
 
     /// Explains one request with no deadline (see the crate doc).
@@ -198,29 +234,9 @@ impl ExplainEngine {
                 self.max_images
             )));
         }
-        let reference = camshaft_proto::ModelRef::parse(&request.model)
-            .map_err(|e| Error::BadModelRef(e.to_string()))?;
-        let store_ref = match &reference.selector {
-            camshaft_proto::VersionSelector::Latest => camshaft_store::ModelRef::Alias(
-                reference.name.clone(),
-                camshaft_proto::LATEST_ALIAS.to_string(),
-            ),
-            camshaft_proto::VersionSelector::Alias(alias) => {
-                camshaft_store::ModelRef::Alias(reference.name.clone(), alias.clone())
-            }
-            camshaft_proto::VersionSelector::Version(v) => {
-                camshaft_store::ModelRef::Version(reference.name.clone(), *v)
-            }
-        };
         let (wanted_method, mut options) = check_options(&request)?;
         // Resolved per request: an alias that moved is seen by the next call.
-        let version = self
-            .cache
-            .store()
-            .get_model(&store_ref)
-            .await
-            .map_err(Error::from_store)?;
-        let loaded = self.cache.get(&version).await?;
+        let loaded = self.load(&request.model).await?;
         options.method = match wanted_method {
             ExplainMethod::Unspecified if loaded.has_cam => CamMethod::Cam,
             ExplainMethod::Unspecified | ExplainMethod::GradCam => CamMethod::GradCam,

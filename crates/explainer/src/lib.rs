@@ -205,6 +205,7 @@ mod config;
 mod cost;
 mod error;
 mod explain;
+mod http;
 mod inference;
 mod metrics;
 mod models;
@@ -297,6 +298,7 @@ pub async fn serve_with_metrics(
     ));
     let mut loading = engine.cache().loading();
     let follower = Arc::clone(&engine);
+    let routes = http::routes(Arc::clone(&engine));
     let service = ExplainerService::new(engine);
     let info = ServerInfoServer::new(service.clone());
     let explainer = ExplainerServer::new(service)
@@ -379,14 +381,23 @@ pub async fn serve_with_metrics(
             .await;
         tracing::info!("explainer draining");
     };
-    security
-        .builder()
-        .map_err(|e| Error::Config(e.to_string()))?
-        .add_service(health_service)
+    let mut grpc = tonic::service::Routes::builder();
+    grpc.add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(explainer)
-        .add_service(info)
+        .add_service(info);
+    let gateway = camshaft_http::Gateway::new(
+        "Camshaft explainer",
+        routes,
+        camshaft_http::GrpcClient::new(grpc.routes()),
+        security.authenticator(),
+        "camshaft.v1.Explainer",
+    );
+    security
+        .builder()
+        .map_err(|e| Error::Config(e.to_string()))?
+        .add_routes(gateway.into_routes())
         .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain)
         .await?;
     tracing::info!("explainer stopped");

@@ -128,6 +128,11 @@ impl Admission {
         }
     }
 
+    /// The budgets: what may be charged at once.
+    pub(crate) fn limits(&self) -> Cost {
+        self.budgets.limits
+    }
+
     /// What is charged now, over every ticket alive.
     pub(crate) fn in_use(&self) -> Cost {
         let b = &self.budgets;

@@ -225,6 +225,8 @@ impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
                     loaded_unix_ms: m.loaded_unix_ms,
                 })
                 .collect(),
+            queue_depth: u32::try_from(self.engine.queued_images()).unwrap_or(u32::MAX),
+            queue_capacity: u32::try_from(self.engine.queue_capacity()).unwrap_or(u32::MAX),
             ..Default::default()
         }))
     }

@@ -131,7 +131,10 @@ pub use model_ref::{
     LATEST_ALIAS, MAX_NAME_LEN, ModelRef, VersionSelector, validate_alias, validate_name,
 };
 pub use prost::bytes;
-pub use status::{ErrorKind, RETRY_AFTER_METADATA, retry_after};
+pub use status::{
+    ErrorKind, RETRY_AFTER_METADATA, RETRY_PUSHBACK_METADATA, field_violations, invalid_field,
+    retry_after,
+};
 
 /// The generated `camshaft.v1` messages, enums, clients and servers.
 ///

@@ -298,10 +298,14 @@ impl ServerSecurity {
 
     /// A server builder with TLS (when configured) and the credentials
     /// check on every service but health.
+    ///
+    /// The server also accepts HTTP/1.1, for the HTTP and gRPC-Web routes
+    /// a service serves beside its gRPC ones (`camshaft-http`): a gRPC-Web
+    /// call is checked as the gRPC call it is.
     pub fn builder(
         &self,
     ) -> Result<Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>, Error> {
-        let mut server = Server::builder();
+        let mut server = Server::builder().accept_http1(true);
         if let Some(tls) = &self.tls {
             server = server
                 .tls_config(tls.clone())
@@ -311,6 +315,14 @@ impl ServerSecurity {
             auth: Arc::clone(&self.auth),
         }))
     }
+}
+
+/// Whether `path` is a gRPC method's (`/package.Service/Method` of a Camshaft
+/// service, health or reflection): [`AuthLayer`] checks those; every other
+/// path belongs to a service's HTTP routes, which check the credentials of
+/// the gRPC method they call themselves ([`Authenticator::authorize`]).
+pub fn is_grpc_path(path: &str) -> bool {
+    path.starts_with("/camshaft.") || path.starts_with("/grpc.")
 }
 
 /// `N` random bytes from the kernel (`/dev/urandom`): credentials and
@@ -423,11 +435,11 @@ pub struct Auth<S> {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// The subject common name of the client certificate a (mutual TLS)
-/// connection presented, if any.
-fn client_common_name<B>(request: &http::Request<B>) -> Option<String> {
+/// connection presented, if any, from a request's extensions (tonic puts
+/// the connection's TLS details there).
+pub fn client_common_name(extensions: &http::Extensions) -> Option<String> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let certs = request
-        .extensions()
+    let certs = extensions
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
         .peer_certs()?;
     let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
@@ -451,11 +463,14 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if !is_grpc_path(request.uri().path()) {
+            return Box::pin(self.inner.call(request));
+        }
         let given = request
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(http::HeaderValue::as_bytes);
-        let certificate = client_common_name(&request);
+        let certificate = client_common_name(request.extensions());
         match self
             .auth
             .authorize(request.uri().path(), given, certificate.as_deref())
@@ -471,7 +486,19 @@ where
                     reason = %status.message(),
                     "call refused"
                 );
-                return Box::pin(std::future::ready(Ok(status.into_http())));
+                let mut response: http::Response<R> = status.into_http();
+                // A gRPC-Web caller reads the status from these headers
+                // only when the answer has its content type.
+                if let Some(web) = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .filter(|v| v.as_bytes().starts_with(b"application/grpc-web"))
+                {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_TYPE, web.clone());
+                }
+                return Box::pin(std::future::ready(Ok(response)));
             }
         }
         Box::pin(self.inner.call(request))

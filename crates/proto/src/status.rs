@@ -8,11 +8,43 @@
 use std::time::Duration;
 
 use tonic::Code;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Metadata key of a RESOURCE_EXHAUSTED or UNAVAILABLE answer that says how
 /// long to wait before retrying, in whole milliseconds (ASCII decimal).
 pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+
+/// gRPC's own retry hint (A6 retry design): the same milliseconds as
+/// [`RETRY_AFTER_METADATA`].
+pub const RETRY_PUSHBACK_METADATA: &str = "grpc-retry-pushback-ms";
+
+/// INVALID_ARGUMENT for one field of the request, with a
+/// `google.rpc.BadRequest` detail naming it (`field` as a path of proto
+/// field names, e.g. `spec.dataset.valid_pct`), so clients can show the
+/// message beside the field it concerns.
+pub fn invalid_field(field: &str, description: impl Into<String>) -> tonic::Status {
+    let description = description.into();
+    tonic::Status::with_error_details(
+        Code::InvalidArgument,
+        description.clone(),
+        ErrorDetails::with_bad_request_violation(field, description),
+    )
+}
+
+/// The field violations of an INVALID_ARGUMENT status, as (field,
+/// description) pairs; empty when it names none.
+pub fn field_violations(status: &tonic::Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// The kinds of failure a Camshaft service reports, each with one code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,24 +147,37 @@ impl ErrorKind {
         tonic::Status::new(self.code(), message)
     }
 
-    /// A status of this kind that also tells the client when to retry
-    /// (in the [`RETRY_AFTER_METADATA`] metadata).
+    /// A status of this kind whose client should retry after `retry_after`,
+    /// said three ways: a `google.rpc.RetryInfo` detail (what tonic-types,
+    /// grpcio-status and the HTTP side read), `grpc-retry-pushback-ms`
+    /// (gRPC's retry policy reads it) and [`RETRY_AFTER_METADATA`] (what
+    /// earlier clients read).
     pub fn status_with_retry(
         self,
         message: impl Into<String>,
         retry_after: Duration,
     ) -> tonic::Status {
-        let mut status = self.status(message);
         let millis = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-        status
-            .metadata_mut()
-            .insert(RETRY_AFTER_METADATA, MetadataValue::from(millis));
-        status
+        let mut metadata = MetadataMap::new();
+        metadata.insert(RETRY_AFTER_METADATA, MetadataValue::from(millis));
+        metadata.insert(RETRY_PUSHBACK_METADATA, MetadataValue::from(millis));
+        tonic::Status::with_error_details_and_metadata(
+            self.code(),
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+            metadata,
+        )
     }
 }
 
 /// The retry hint of a status, if the server sent a valid one.
 pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    if let Some(delay) = status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
+    {
+        return Some(delay);
+    }
     let value = status.metadata().get(RETRY_AFTER_METADATA)?;
     let millis: u64 = value.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_millis(millis))
@@ -141,6 +186,21 @@ pub fn retry_after(status: &tonic::Status) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_violation_survives_the_status() {
+        let status = invalid_field("spec.lr", "lr must be in (0, 10], not 0");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "lr must be in (0, 10], not 0");
+        assert_eq!(
+            field_violations(&status),
+            vec![(
+                "spec.lr".to_string(),
+                "lr must be in (0, 10], not 0".to_string()
+            )]
+        );
+        assert!(field_violations(&ErrorKind::NotFound.status("no")).is_empty());
+    }
 
     #[test]
     fn every_kind_round_trips_through_its_code() {
@@ -174,6 +234,19 @@ mod tests {
         );
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(retry_after(&status), Some(Duration::from_millis(250)));
+        assert_eq!(
+            status
+                .metadata()
+                .get(RETRY_PUSHBACK_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some("250")
+        );
+        let plain = tonic::Status::new(Code::ResourceExhausted, "old server");
+        let mut plain = plain;
+        plain
+            .metadata_mut()
+            .insert(RETRY_AFTER_METADATA, MetadataValue::from(40u64));
+        assert_eq!(retry_after(&plain), Some(Duration::from_millis(40)));
         assert_eq!(retry_after(&ErrorKind::NotFound.status("no")), None);
         assert!(ErrorKind::ResourceExhausted.is_retryable());
         assert!(!ErrorKind::InvalidArgument.is_retryable());

@@ -372,6 +372,7 @@ pub async fn run(servers: &Servers, bench: AllreduceBench) -> anyhow::Result<()>
     let mut interrupt = interrupt_flag();
     let job = client
         .submit_job(SubmitJobRequest {
+            request_id: String::new(),
             spec: Some(bench.spec(&placement)),
         })
         .await
