@@ -111,3 +111,23 @@ def test_the_environment_ctl_reads(secured: tuple[Cluster, Path], monkeypatch: p
     with camshaft.Client(retries=0, timeout=30) as cs:
         assert [w.worker_id for w in cs.workers.list()]
         assert "explainer" in cs.server_info("explainer").roles
+
+
+def test_http_json_over_mutual_tls(secured: tuple[Cluster, Path]) -> None:
+    """The JSON routes share the port's TLS: HTTP/1.1 clients (requests)
+    negotiate it by ALPN, and the coordinator reaches the explainer for
+    forwarded explain calls over the same mutual TLS."""
+    import requests
+
+    cluster, pki = secured
+    tls = {"verify": str(pki / "ca.pem"), "cert": (str(pki / "client.pem"), str(pki / "client.key")), "timeout": 30}
+    viewer = {"Authorization": f"Bearer {VIEWER}"}
+    jobs = requests.get(f"https://{cluster.coordinator}/v1/jobs", headers=viewer, **tls)
+    assert jobs.status_code == 200 and "jobs" in jobs.json()
+    assert requests.get(f"https://{cluster.coordinator}/v1/jobs", **tls).status_code == 401
+    # Forwarded to the explainer, which answers NOT_FOUND (UNAVAILABLE would mean no connection).
+    forwarded = requests.post(f"https://{cluster.coordinator}/v1/explain", json={"model": "nope"}, headers=viewer, **tls)
+    assert forwarded.status_code == 404, forwarded.text
+    assert requests.get(f"https://{cluster.explainer}/readyz", **tls).json() == {"status": "SERVING"}
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://{cluster.coordinator}/healthz", verify=str(pki / "ca.pem"), timeout=30)

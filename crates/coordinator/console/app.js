@@ -54,6 +54,7 @@ async function show() {
     return;
   }
   document.title = `${page.title} · Camshaft`;
+  if (document.getElementById("status-bar").dataset.kind === "error") announce("");
   replace(main);
   try {
     leave = (await page.render(main, params, rest)) || null;

@@ -35,10 +35,16 @@ function datasetLabel(spec) {
   return d.dataDir ? `${kind}:${d.dataDir}` : kind;
 }
 
+/** Epochs done: the job's count, or its history's when that says more. */
+function epochsDone(job) {
+  const seen = (job.history || []).map((r) => num(r.epoch) + 1);
+  return Math.max(num(job.epochsDone), ...seen, 0);
+}
+
 function progress(job) {
   const total = totalEpochs(job.spec);
   if (job.spec && job.spec.collectiveBench) return `${(job.allreduceRows || []).length} sizes`;
-  const done = num(job.epochsDone);
+  const done = epochsDone(job);
   return h("span", { class: "progress" },
     h("progress", { max: total || 1, value: done, "aria-label": `${done} of ${total} epochs` }),
     ` ${done}/${total}`);
@@ -320,7 +326,7 @@ export async function renderJob(main, id) {
       lineChart([{ name: "accuracy", points: rows.map((r) => [x(r), Number(r.accuracy)]), index: 2 }],
         { title: "Accuracy", xLabel: "epoch", xMin: 0, xMax: total, xTicks, yFormat: (v) => fmt(v, 3) }),
       lineChart([{ name: "learning rate (head group)", points: plannedLr(spec), index: 3 }],
-        { title: "Learning-rate schedule (planned)", xLabel: "epoch", xMin: 0, xMax: total, xTicks, dots: false, yMin: 0, marker: num(st.job.epochsDone), yFormat: (v) => fmt(v, 2) })));
+        { title: "Learning-rate schedule (planned)", xLabel: "epoch", xMin: 0, xMax: total, xTicks, dots: false, yMin: 0, marker: epochsDone(st.job), yFormat: (v) => fmt(v, 2) })));
   }
 
   function drawAttempts() {
@@ -444,6 +450,7 @@ export async function renderJob(main, id) {
   }
 
   // Live events; EventSource resumes with Last-Event-ID by itself.
+  const finishedAtLoad = TERMINAL.has(st.job.state);
   let source = null;
   function setLive(text, kind) {
     live.textContent = text;
@@ -471,7 +478,7 @@ export async function renderJob(main, id) {
       if (TERMINAL.has(e.stateChanged.to)) {
         source.close();
         setLive("finished", "done");
-        announce(`Job ${id} ${shortEnum(e.stateChanged.to)}.`);
+        if (!finishedAtLoad) announce(`Job ${id} ${shortEnum(e.stateChanged.to)}.`);
       }
       redraw();
       refetch();

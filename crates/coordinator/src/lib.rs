@@ -218,7 +218,7 @@ pub async fn serve(
     let server = security
         .builder()?
         .add_routes(gateway.into_routes())
-        .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain);
+        .serve_with_incoming_shutdown(security.incoming(listener), drain);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result?,

@@ -398,7 +398,7 @@ pub async fn serve_with_metrics(
         .builder()
         .map_err(|e| Error::Config(e.to_string()))?
         .add_routes(gateway.into_routes())
-        .serve_with_incoming_shutdown(camshaft_proto::security::incoming(listener), drain)
+        .serve_with_incoming_shutdown(security.incoming(listener), drain)
         .await?;
     tracing::info!("explainer stopped");
     Ok(())

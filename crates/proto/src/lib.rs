@@ -123,6 +123,7 @@ pub mod security;
 mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use checks::MAX_INPUT_SIZE;
 pub use error::{Error, Result};

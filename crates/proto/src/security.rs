@@ -31,9 +31,7 @@ use crate::roles::{
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{
-    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
-};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Server};
 use tonic_health::pb::health_server::{Health, HealthServer};
 
 /// The gRPC path prefix of the standard health service, open without a token.
@@ -223,7 +221,7 @@ pub type MetricsGuard = Arc<dyn Fn(Option<&[u8]>) -> bool + Send + Sync>;
 /// A server's TLS and credential settings, loaded once at start.
 #[derive(Clone, Debug, Default)]
 pub struct ServerSecurity {
-    tls: Option<ServerTlsConfig>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     mutual: bool,
     auth: Arc<Authenticator>,
 }
@@ -234,13 +232,16 @@ impl ServerSecurity {
     pub fn load(tls: &TlsConfig, credentials: CredentialFiles<'_>) -> Result<Self, Error> {
         let tls_config = match (&tls.cert, &tls.key) {
             (Some(cert), Some(key)) => {
-                let identity =
-                    Identity::from_pem(read("TLS certificate", cert)?, read("TLS key", key)?);
-                let mut config = ServerTlsConfig::new().identity(identity);
-                if let Some(ca) = &tls.client_ca {
-                    config = config.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
-                }
-                Some(config)
+                let client_ca = tls
+                    .client_ca
+                    .as_ref()
+                    .map(|ca| read("client CA", ca))
+                    .transpose()?;
+                Some(crate::tls::server_config(
+                    &read("TLS certificate", cert)?,
+                    &read("TLS key", key)?,
+                    client_ca.as_deref(),
+                )?)
             }
             (None, None) if tls.client_ca.is_some() => {
                 return Err(Error::Security(
@@ -282,6 +283,16 @@ impl ServerSecurity {
         Arc::clone(&self.auth)
     }
 
+    /// The connections `listener` accepts, after their TLS handshake when
+    /// TLS is configured (offering both `h2` and `http/1.1`), for
+    /// `serve_with_incoming` of [`builder`](Self::builder)'s server.
+    pub fn incoming(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::tls::Conn>> {
+        crate::tls::incoming(listener, self.tls.clone())
+    }
+
     /// The check of a metrics scrape's `Authorization` header: where client
     /// calls need a token, a viewer's or editor's (`camshaft_metrics::Guard`);
     /// `None` (open) where they do not.
@@ -296,8 +307,9 @@ impl ServerSecurity {
         }))
     }
 
-    /// A server builder with TLS (when configured) and the credentials
-    /// check on every service but health.
+    /// A server builder with the credentials check on every service but
+    /// health; TLS (when configured) is in the connections of
+    /// [`incoming`](Self::incoming).
     ///
     /// The server also accepts HTTP/1.1, for the HTTP and gRPC-Web routes
     /// a service serves beside its gRPC ones (`camshaft-http`): a gRPC-Web
@@ -305,12 +317,7 @@ impl ServerSecurity {
     pub fn builder(
         &self,
     ) -> Result<Server<tower_layer::Stack<AuthLayer, tower_layer::Identity>>, Error> {
-        let mut server = Server::builder().accept_http1(true);
-        if let Some(tls) = &self.tls {
-            server = server
-                .tls_config(tls.clone())
-                .map_err(|e| Error::Security(format!("TLS settings: {e}")))?;
-        }
+        let server = Server::builder().accept_http1(true);
         Ok(server.layer(AuthLayer {
             auth: Arc::clone(&self.auth),
         }))
@@ -438,10 +445,10 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// connection presented, if any, from a request's extensions (tonic puts
 /// the connection's TLS details there).
 pub fn client_common_name(extensions: &http::Extensions) -> Option<String> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let certs = extensions
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?
-        .peer_certs()?;
+        .get::<crate::tls::ConnInfo>()?
+        .peer_certs
+        .clone()?;
     let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?).ok()?;
     let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
     Some(name.to_string())

@@ -16,14 +16,13 @@ async fn serve(security: ServerSecurity) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
+    let incoming = security.incoming(listener);
     let router = security
         .builder()
         .unwrap()
         .add_service(health)
         .add_service(camshaft_proto::reflection_v1().unwrap());
-    tokio::spawn(
-        router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(router.serve_with_incoming(incoming));
     addr.to_string()
 }
 
@@ -190,4 +189,51 @@ async fn under_mutual_tls_a_client_certificate_names_its_principal() {
     let addr = serve_with("cert:someone-else,x,editor").await;
     let e = list_services(&with_cert, &addr).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+}
+
+/// HTTP/1.1 clients (Python's `requests`, most KServe clients) ask for
+/// `http/1.1` only: the TLS handshake must offer it beside `h2`.
+#[tokio::test]
+async fn tls_offers_http1_to_clients_that_ask_for_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let server = ServerSecurity::load(&pki.server(false), CredentialFiles::default()).unwrap();
+    let addr = serve(server).await;
+
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    for (offered, expected) in [(&b"http/1.1"[..], "HTTP/1.1 "), (&b"h2"[..], "")] {
+        let mut config =
+            tokio_rustls::rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+        config.alpn_protocols = vec![offered.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(offered));
+        if expected.is_empty() {
+            continue;
+        }
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer).await.unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with(expected),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
 }

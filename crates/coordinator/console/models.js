@@ -1,0 +1,278 @@
+// The Models page: every registered version by name with its lineage (job,
+// data set, metrics, created, by whom), its aliases (moving one asks for
+// confirmation first), deleting a version, and importing a safetensors
+// file. A PyTorch `.pth` is refused here: unpickling it in the browser is
+// not worth its weight, and `ctl models import` converts it.
+
+import { ApiError, api, errorBox, errorText } from "./api.js";
+import { announce, fmt, fmtBytes, fmtTime, h, num, replace, shortEnum, timeAgo } from "./dom.js";
+
+const MAX_PAGES = 20;
+
+async function allVersions() {
+  const versions = [];
+  let token = "";
+  for (let i = 0; i < MAX_PAGES; i++) {
+    const page = await api(`v1/models?pageSize=200${token ? `&pageToken=${encodeURIComponent(token)}` : ""}`);
+    versions.push(...(page.versions || []));
+    token = page.nextPageToken || "";
+    if (!token) break;
+  }
+  return versions;
+}
+
+/** Reads a safetensors header: {tensors: {name: {dtype, shape}}} or throws. */
+export async function safetensorsHeader(file) {
+  const head = new DataView(await file.slice(0, 8).arrayBuffer());
+  if (head.byteLength < 8) throw new Error("not a safetensors file (too short)");
+  const len = Number(head.getBigUint64(0, true));
+  if (len <= 1 || len > 100 * 1024 * 1024 || 8 + len > file.size) throw new Error("not a safetensors file (bad header length)");
+  const text = await file.slice(8, 8 + len).text();
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new Error("not a safetensors file (its header is not JSON)");
+  }
+  const tensors = Object.fromEntries(Object.entries(parsed).filter(([k]) => k !== "__metadata__"));
+  return { tensors };
+}
+
+async function sha256Hex(file) {
+  // SubtleCrypto exists in secure contexts only (https, localhost); elsewhere
+  // the header's sha256 stays empty and the server skips that check.
+  if (!(globalThis.crypto && crypto.subtle)) return "";
+  const digest = await crypto.subtle.digest("SHA-256", await file.arrayBuffer());
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export async function render(main, params) {
+  const only = params.get("name") || "";
+  const list = h("div", { id: "models-list", "aria-live": "polite" }, h("p", { class: "empty" }, "Loading…"));
+  main.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Models"),
+      only ? h("a", { class: "button secondary", href: "#/models" }, "Show every model") : null),
+    importForm(reload),
+    list);
+
+  async function reload() {
+    let versions;
+    try {
+      versions = await allVersions();
+    } catch (e) {
+      replace(list, errorBox(e));
+      return;
+    }
+    const byName = new Map();
+    for (const v of versions) {
+      if (only && v.name !== only) continue;
+      if (!byName.has(v.name)) byName.set(v.name, []);
+      byName.get(v.name).push(v);
+    }
+    if (!byName.size) {
+      replace(list, h("p", { class: "empty" }, only ? `No versions of ${only}.` : "No model is registered yet: train one (Submit) or import one."));
+      return;
+    }
+    replace(list, [...byName.entries()].map(([name, vs]) => modelSection(name, vs, reload)));
+  }
+  await reload();
+}
+
+function modelSection(name, versions, reload) {
+  const sorted = [...versions].sort((a, b) => num(b.version) - num(a.version));
+  const aliases = new Map();
+  for (const v of sorted) for (const a of v.aliases || []) aliases.set(a, num(v.version));
+  const id = `model-${name}`;
+  return h("section", { class: "model", id, "aria-labelledby": `${id}-h` },
+    h("h2", { id: `${id}-h` }, name),
+    h("table", { class: "versions" },
+      h("caption", {}, `Versions of ${name}, newest first`),
+      h("thead", {}, h("tr", {}, ["Version", "Aliases", "Model", "Lineage", "Metrics", "Created", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, sorted.map((v) => versionRow(v, aliases, reload)))));
+}
+
+function versionRow(v, aliases, reload) {
+  const version = num(v.version);
+  const ref = `${v.name}:${version}`;
+  const spec = v.spec || {};
+  const lin = v.lineage || {};
+  const classes = spec.classNames || [];
+  const metrics = Object.entries(lin.metrics || {}).sort(([a], [b]) => a.localeCompare(b));
+
+  const aliasInput = h("input", { name: "alias", id: `alias-${v.name}-${version}`, required: true, autocomplete: "off", list: `aliases-${v.name}`, placeholder: "e.g. prod" });
+  const aliasForm = h("form", {
+    class: "alias-form",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const alias = aliasInput.value.trim();
+      if (!alias) return;
+      const now = aliases.get(alias);
+      if (now === version) {
+        announce(`${v.name}@${alias} already points at version ${version}.`);
+        return;
+      }
+      const question = now ? `Move alias "${alias}" of ${v.name} from version ${now} to version ${version}?` : `Create alias "${alias}" of ${v.name} pointing at version ${version}?`;
+      if (!confirm(question)) return;
+      try {
+        await api(`v1/models/${encodeURIComponent(v.name)}/aliases/${encodeURIComponent(alias)}`, { method: "PUT", body: { version: String(version) } });
+        announce(`${v.name}@${alias} → version ${version}.`);
+        await reload();
+      } catch (err) {
+        announce(errorText(err), "error");
+      }
+    },
+  },
+  h("label", { for: aliasInput.id }, "Alias"), aliasInput,
+  h("datalist", { id: `aliases-${v.name}` }, [...aliases.keys()].map((a) => h("option", { value: a }))),
+  h("button", { type: "submit" }, "Point here"));
+
+  async function removeAlias(alias) {
+    if (!confirm(`Remove alias "${alias}" of ${v.name} (now version ${version})?`)) return;
+    try {
+      await api(`v1/models/${encodeURIComponent(v.name)}/aliases/${encodeURIComponent(alias)}`, { method: "DELETE" });
+      announce(`Removed ${v.name}@${alias}.`);
+      await reload();
+    } catch (err) {
+      announce(errorText(err), "error");
+    }
+  }
+
+  async function remove() {
+    if (!confirm(`Delete ${ref} and its weights? This cannot be undone.`)) return;
+    const path = `v1/models/${encodeURIComponent(v.name)}/versions/${version}`;
+    try {
+      await api(path, { method: "DELETE" });
+    } catch (err) {
+      if (!(err instanceof ApiError && err.code === "FAILED_PRECONDITION")) {
+        announce(errorText(err), "error");
+        return;
+      }
+      if (!confirm(`${err.message}\n\nDelete ${ref} anyway, removing its aliases (${(v.aliases || []).join(", ")})?`)) return;
+      try {
+        await api(`${path}?force=true`, { method: "DELETE" });
+      } catch (again) {
+        announce(errorText(again), "error");
+        return;
+      }
+    }
+    announce(`Deleted ${ref}.`);
+    await reload();
+  }
+
+  return h("tr", { dataset: { version, name: v.name } },
+    h("td", {}, h("strong", {}, ref)),
+    h("td", { class: "aliases" }, (v.aliases || []).map((a) => h("span", { class: "chip", dataset: { alias: a } }, a,
+      a === "latest" ? null : h("button", { type: "button", class: "chip-remove needs-editor", "aria-label": `Remove alias ${a}`, title: `Remove alias ${a}`, onclick: () => removeAlias(a) }, "×")))),
+    h("td", {},
+      `${shortEnum(spec.arch)} + ${shortEnum(spec.head)}, ${spec.inputSize} px`, h("br"),
+      h("span", { title: classes.join(", ") }, `${classes.length} classes: ${classes.slice(0, 4).join(", ")}${classes.length > 4 ? ", …" : ""}`), h("br"),
+      h("span", { class: "muted" }, `${shortEnum(spec.normalization)} normalisation, ${shortEnum(spec.resize) || "crop"}`)),
+    h("td", {},
+      lin.jobId ? h("span", {}, "job ", h("a", { href: `#/jobs/${encodeURIComponent(lin.jobId)}` }, lin.jobId)) : `imported from ${lin.importedFrom || "a file"}`,
+      lin.dataset ? [h("br"), `data: ${lin.dataset}`] : null,
+      lin.checkpointId ? [h("br"), h("span", { class: "muted" }, `checkpoint ${lin.checkpointId}`)] : null,
+      h("br"), h("span", { class: "muted", title: `sha256 ${lin.weightsSha256 || ""}` }, `${fmtBytes(lin.weightsSizeBytes)}, sha256 ${(lin.weightsSha256 || "").slice(0, 12)}…`)),
+    h("td", {}, metrics.length ? h("dl", { class: "metrics" }, metrics.map(([k, val]) => [h("dt", {}, k), h("dd", {}, fmt(val, 4))])) : "–"),
+    h("td", {}, h("span", { title: fmtTime(lin.createdUnixMs) }, timeAgo(lin.createdUnixMs)), lin.createdBy ? [h("br"), `by ${lin.createdBy}`] : null),
+    h("td", {}, h("div", { class: "row-actions" },
+      h("a", { class: "button secondary", href: `#/explain?model=${encodeURIComponent(ref)}` }, "Explain"),
+      h("details", { class: "needs-editor" }, h("summary", {}, "Set alias…"), aliasForm),
+      h("button", { type: "button", class: "danger secondary needs-editor", onclick: remove, "aria-label": `Delete ${ref}` }, "Delete"))));
+}
+
+function importForm(reload) {
+  const status = h("div", { class: "import-status", role: "status" });
+  const field = (label, control, hint) => h("div", { class: "field" }, h("label", { for: control.id }, label), control, hint ? h("p", { class: "hint" }, hint) : null);
+  const sel = (id, options, value) => h("select", { id, name: id }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
+  const file = h("input", { id: "import-file", name: "weights", type: "file", accept: ".safetensors", required: true });
+  const name = h("input", { id: "import-name", name: "name", required: true, autocomplete: "off", placeholder: "e.g. pets-resnet34" });
+  const arch = sel("import-arch", ["resnet18", "resnet34", "cnn"], "resnet34");
+  const head = sel("import-head", ["cam", "linear", "fastai"], "cam");
+  const classes = h("input", { id: "import-classes", name: "classes", required: true, autocomplete: "off", placeholder: "cat, dog" });
+  const size = h("input", { id: "import-size", name: "size", inputmode: "numeric", value: "224" });
+  const norm = sel("import-norm", ["imagenet", "none"], "imagenet");
+  const resize = sel("import-resize", ["crop", "squish", "pad"], "crop");
+  const dataset = h("input", { id: "import-dataset", name: "dataset", autocomplete: "off", placeholder: "where it was trained (free text)" });
+  const aliasesInput = h("input", { id: "import-aliases", name: "aliases", autocomplete: "off", placeholder: "comma-separated, besides latest" });
+  const button = h("button", { type: "submit" }, "Import");
+
+  file.addEventListener("change", async () => {
+    replace(status);
+    const f = file.files[0];
+    if (!f) return;
+    if (/\.(pth|pt)$/i.test(f.name)) {
+      replace(status, h("p", { class: "error" }, "A .pth state dict: convert and import it with ", h("code", {}, "ctl models import"), " (the console takes safetensors only)."));
+      return;
+    }
+    try {
+      const { tensors } = await safetensorsHeader(f);
+      const names = Object.keys(tensors);
+      const fc = tensors["fc.weight"];
+      if (fc && fc.shape && !classes.value) {
+        classes.placeholder = `${fc.shape[0]} class names, comma-separated`;
+      }
+      if (!name.value) name.value = f.name.replace(/\.safetensors$/i, "").replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "");
+      replace(status, h("p", { class: "hint" }, `${names.length} tensors${fc ? `; fc.weight is ${fc.shape.join("×")}` : ""}.`));
+    } catch (e) {
+      replace(status, h("p", { class: "error" }, e.message));
+    }
+  });
+
+  const form = h("form", {
+    id: "import-form", novalidate: true,
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const f = file.files[0];
+      const classNames = classes.value.split(",").map((s) => s.trim()).filter(Boolean);
+      const problems = [];
+      if (!f) problems.push("choose a .safetensors file");
+      else if (/\.(pth|pt)$/i.test(f.name)) problems.push("convert a .pth with ctl models import");
+      if (!name.value.trim()) problems.push("name the model");
+      if (classNames.length < 2) problems.push("give at least two class names");
+      if (!/^\d+$/.test(size.value.trim())) problems.push("the input size is a whole number of pixels");
+      if (problems.length) {
+        replace(status, h("p", { class: "error", role: "alert" }, `Cannot import: ${problems.join("; ")}.`));
+        return;
+      }
+      button.disabled = true;
+      replace(status, h("p", {}, "Uploading…"));
+      try {
+        const header = {
+          spec: {
+            arch: `ARCH_${arch.value.toUpperCase()}`, head: `HEAD_${head.value.toUpperCase()}`, classNames,
+            inputSize: Number(size.value.trim()), normalization: `NORMALIZATION_${norm.value.toUpperCase()}`,
+            resize: `RESIZE_METHOD_${resize.value.toUpperCase()}`,
+          },
+          format: "WEIGHTS_FORMAT_SAFETENSORS",
+          sha256: await sha256Hex(f),
+          fileName: f.name,
+          dataset: dataset.value.trim(),
+          aliases: aliasesInput.value.split(",").map((s) => s.trim()).filter(Boolean),
+        };
+        const body = new FormData();
+        body.append("header", new Blob([JSON.stringify(header)], { type: "application/json" }), "header.json");
+        body.append("weights", f, f.name);
+        const answer = await api(`v1/models/${encodeURIComponent(name.value.trim())}/versions`, { method: "POST", form: body });
+        const v = answer.version;
+        replace(status, h("p", {}, `Registered ${v.name}:${v.version}.`));
+        announce(`Imported ${v.name}:${v.version}.`);
+        await reload();
+      } catch (err) {
+        const violations = err instanceof ApiError ? err.fieldViolations : [];
+        replace(status, h("div", { class: "error", role: "alert" }, h("p", {}, `Import failed: ${errorText(err)}`),
+          violations.length ? h("ul", {}, violations.map((v) => h("li", {}, `${v.field}: ${v.description}`))) : null));
+      } finally {
+        button.disabled = false;
+      }
+    },
+  },
+  h("div", { class: "form-grid" },
+    field("Weights (.safetensors)", file, "torchvision names; a CAM-head ResNet has fc.weight only"),
+    field("Name", name),
+    field("Body", arch), field("Head", head),
+    field("Class names (logit order)", classes),
+    field("Input size (px)", size), field("Normalisation", norm), field("Resize", resize),
+    field("Data set (lineage)", dataset), field("Aliases", aliasesInput)),
+  h("div", { class: "actions" }, button), status);
+  return h("details", { class: "import needs-editor" }, h("summary", {}, "Import a version…"), form);
+}
