@@ -292,18 +292,14 @@ async fn import(call: Call) -> Result<camshaft_http::Response, Status> {
         );
         offset = end;
     }
-    let mut answers = grpc
-        .call(
+    let answer = grpc
+        .one_answer(
             IMPORT,
             Some(principal),
+            None,
             futures_util::stream::iter(messages),
         )
         .await?;
-    use futures_util::StreamExt;
-    let answer = answers
-        .next()
-        .await
-        .ok_or_else(|| Status::internal("ImportModel answered nothing"))??;
     let value = json::to_json(&json::message("camshaft.v1.ImportModelResponse")?, &answer)?;
     Ok(camshaft_http::gateway::json_response(&value))
 }

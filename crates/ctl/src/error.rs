@@ -105,7 +105,7 @@ impl fmt::Display for CallError {
             "{} on the {} failed: {}",
             self.method,
             self.server,
-            code_name(self.code)
+            camshaft_proto::code_name(self.code)
         )?;
         if !self.message.is_empty() {
             write!(f, ": {}", self.message)?;
@@ -131,30 +131,6 @@ impl fmt::Display for AlreadyReported {
 }
 
 impl std::error::Error for AlreadyReported {}
-
-/// The gRPC name of a status code, e.g. `NOT_FOUND`.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
 
 /// The innermost message of an error's source chain (transport errors wrap
 /// the useful part, e.g. `Connection refused`, several levels deep).

@@ -136,6 +136,7 @@ impl Call {
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
+    assets: Option<Assets>,
 }
 
 /// The static files a server serves without credentials (a web console):
@@ -144,7 +145,6 @@ pub type Assets = fn(&str) -> Option<(&'static str, &'static [u8])>;
 
 struct Inner {
     title: &'static str,
-    assets: Option<Assets>,
     routes: Vec<Route>,
     grpc: GrpcClient,
     auth: Arc<Authenticator>,
@@ -168,9 +168,9 @@ impl Gateway {
         health_service: &'static str,
     ) -> Self {
         Gateway {
+            assets: None,
             inner: Arc::new(Inner {
                 title,
-                assets: None,
                 routes,
                 grpc,
                 auth,
@@ -180,13 +180,12 @@ impl Gateway {
         }
     }
 
-    /// Also serves `assets` on GET, outside `/v1/` (before any route is
-    /// shared: call it right after [`new`](Self::new)).
-    pub fn with_assets(mut self, assets: Assets) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.assets = Some(assets);
+    /// Also serves `assets` on GET, outside `/v1/`, with no credential.
+    pub fn with_assets(self, assets: Assets) -> Self {
+        Gateway {
+            assets: Some(assets),
+            ..self
         }
-        self
     }
 
     /// The routes, for [`crate::openapi::document`].
@@ -223,7 +222,7 @@ impl Gateway {
             }
             ("GET", "/v1/whoami") => return self.whoami(&request),
             ("GET", _) if !path.starts_with("/v1/") => {
-                if let Some((content_type, bytes)) = self.inner.assets.and_then(|a| a(&path)) {
+                if let Some((content_type, bytes)) = self.assets.and_then(|a| a(&path)) {
                     return asset_response(content_type, bytes);
                 }
             }

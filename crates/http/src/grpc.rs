@@ -185,13 +185,25 @@ impl GrpcClient {
         authorization: Option<&http::HeaderValue>,
         message: Bytes,
     ) -> Result<Bytes, Status> {
+        self.one_answer(
+            path,
+            principal,
+            authorization,
+            futures_util::stream::iter([message]),
+        )
+        .await
+    }
+
+    /// A unary or client-streaming call: `messages` in, exactly one out.
+    pub async fn one_answer(
+        &self,
+        path: &str,
+        principal: Option<Principal>,
+        authorization: Option<&http::HeaderValue>,
+        messages: impl Stream<Item = Bytes> + Send + 'static,
+    ) -> Result<Bytes, Status> {
         let mut answers = self
-            .call_with(
-                path,
-                principal,
-                authorization,
-                futures_util::stream::iter([message]),
-            )
+            .call_with(path, principal, authorization, messages)
             .await?;
         let first = answers
             .next()

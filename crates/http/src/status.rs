@@ -29,29 +29,6 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// The name google.rpc.Code gives `code` (`NOT_FOUND`).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// `status` as google.rpc.Status JSON: `code` (the gRPC code's number),
 /// `message`, `status` (its name, as Google's HTTP APIs add) and `details`
 /// with `@type`d BadRequest and RetryInfo entries where the status has them.
@@ -78,7 +55,7 @@ pub fn status_json(status: &Status) -> Value {
     json!({
         "code": status.code() as i32,
         "message": status.message(),
-        "status": code_name(status.code()),
+        "status": camshaft_proto::code_name(status.code()),
         "details": listed,
     })
 }

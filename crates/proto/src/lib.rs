@@ -133,8 +133,8 @@ pub use model_ref::{
 };
 pub use prost::bytes;
 pub use status::{
-    ErrorKind, RETRY_AFTER_METADATA, RETRY_PUSHBACK_METADATA, field_violations, invalid_field,
-    retry_after,
+    ErrorKind, RETRY_AFTER_METADATA, RETRY_PUSHBACK_METADATA, code_name, field_violations,
+    invalid_field, retry_after,
 };
 
 /// The generated `camshaft.v1` messages, enums, clients and servers.

@@ -15,6 +15,30 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// long to wait before retrying, in whole milliseconds (ASCII decimal).
 pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 
+/// The name google.rpc.Code gives a status code, e.g. `NOT_FOUND`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// gRPC's own retry hint (A6 retry design): the same milliseconds as
 /// [`RETRY_AFTER_METADATA`].
 pub const RETRY_PUSHBACK_METADATA: &str = "grpc-retry-pushback-ms";

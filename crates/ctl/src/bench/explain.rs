@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use camshaft_proto::ModelRef;
 use camshaft_proto::bytes::Bytes;
+use camshaft_proto::code_name;
 use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
@@ -33,7 +34,7 @@ use super::stats::Percentiles;
 use super::{interrupt_flag, interrupted};
 use crate::client::Servers;
 use crate::console;
-use crate::error::{AlreadyReported, EXIT_FAILED, EXIT_INTERRUPTED, InputError, code_name};
+use crate::error::{AlreadyReported, EXIT_FAILED, EXIT_INTERRUPTED, InputError};
 use crate::explain::{MAX_IMAGES_PER_REQUEST, explain_batch};
 
 /// Distinct images generated per `--size`.
