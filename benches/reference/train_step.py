@@ -3,7 +3,7 @@
 Training steps per second of the lecture's small CNN or torchvision's ResNet18
 (fc -> Linear(512, 10)) on one fixed random batch, with
 AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01) -- fastai's Adam
--- and cross-entropy. One step: forward (train mode), loss, zero_grad (PyTorch's
+-- and cross-entropy (--fused: AdamW(fused=True)). One step: forward (train mode), loss, zero_grad (PyTorch's
 default, set_to_none=True), backward, step.
 
 --precision bf16|fp16 runs forward and loss under torch.autocast (fp16 with a
@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda:N")
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--fused", action="store_true", help="AdamW(fused=True)")
     args = ap.parse_args()
     device = torch.device(args.device)
 
@@ -63,7 +64,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = build(args.model, args.size).to(device).train()
     opt = torch.optim.AdamW(
-        model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01
+        model.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01,
+        fused=True if args.fused else None,
     )
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -102,6 +104,7 @@ def main() -> None:
         "size": args.size,
         "precision": args.precision,
         "channels_last": args.channels_last,
+        "fused": args.fused,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }))

@@ -19,6 +19,7 @@ mod explain;
 mod group;
 mod loader;
 mod measure;
+mod optim;
 mod reference;
 mod report;
 mod scaling;
@@ -66,6 +67,9 @@ struct Cli {
 enum Command {
     /// Training steps/s: small CNN and ResNet18, batch 64, 32×32 (goal ≥1.0×).
     Train(train::TrainArgs),
+    /// One Adam step over ResNet18's parameters: ours fused and per-tensor
+    /// vs PyTorch's AdamW default and fused=True.
+    Optim(optim::OptimArgs),
     /// JPEG decode + resize to 512 + normalise, images/s per core (goal ≥2× PIL).
     Loader(loader::LoaderArgs),
     /// CAM of a batch of 8 at 512×512 with ResNet34 + CAM head (goal ≥1.0×).
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
     };
     let results = match &cli.command {
         Command::Train(args) => suite.train(args)?,
+        Command::Optim(args) => suite.optim(args)?,
         Command::Loader(args) => suite.loader(args)?,
         Command::Cam(args) => suite.cam(args)?,
         Command::Ddp(args) => suite.ddp(args)?,

@@ -7,6 +7,7 @@ use crate::cam::{self, CamArgs};
 use crate::ddp::{self, DdpArgs};
 use crate::loader::{self, LoaderArgs};
 use crate::measure::{Measurement, device_name};
+use crate::optim;
 use crate::reference::Reference;
 use crate::report::BenchResult;
 use crate::scaling::{self, ScalingArgs, ScalingPoint};
@@ -78,6 +79,8 @@ impl Suite {
                 .1
                 .extend(["--device".into(), device_name(self.device)]);
             let device = self.device;
+            let mut fused_script = script.clone();
+            fused_script.1.push("--fused".into());
             let (ours, pytorch) =
                 self.side_by_side(&name, || train::ours(arch, args, device), script)?;
             let layout = if args.channels_last { ", NHWC" } else { "" };
@@ -89,8 +92,79 @@ impl Suite {
                 args.precision,
                 self.where_()
             );
+            if !args.no_fused_reference {
+                // The same side again against AdamW(fused=True), in its own
+                // rounds so both rows see the machine in the same state.
+                let (ours, fused) = self.side_by_side(
+                    &format!("{name}_vs_fused"),
+                    || train::ours(arch, args, device),
+                    fused_script,
+                )?;
+                results.push(BenchResult::new(
+                    format!("{name}_vs_fused"),
+                    format!("{detail}, PyTorch AdamW(fused=True)"),
+                    "steps/s",
+                    ours,
+                    fused,
+                    TRAIN_GOAL,
+                ));
+            }
             results.push(BenchResult::new(
-                name, detail, "steps/s", ours, pytorch, TRAIN_GOAL,
+                name,
+                format!("{detail}, PyTorch AdamW default"),
+                "steps/s",
+                ours,
+                pytorch,
+                TRAIN_GOAL,
+            ));
+        }
+        Ok(results)
+    }
+
+    /// One optimiser step over ResNet18's parameters, ours (fused and
+    /// per-tensor) against PyTorch's AdamW (default and `fused=True`).
+    pub fn optim(&self, args: &optim::OptimArgs) -> anyhow::Result<Vec<BenchResult>> {
+        tch::set_num_threads(self.threads);
+        let device = self.device;
+        let mut results = Vec::new();
+        for (kernel, fused_ref) in [
+            (camshaft_vision::optim::AdamKernel::Fused, true),
+            (camshaft_vision::optim::AdamKernel::Fused, false),
+            (camshaft_vision::optim::AdamKernel::PerTensor, false),
+        ] {
+            let mut script = args.reference_args(self.threads);
+            script
+                .1
+                .extend(["--device".into(), crate::measure::device_name(device)]);
+            if fused_ref {
+                script.1.push("--fused".into());
+            }
+            let ours_name = match kernel {
+                camshaft_vision::optim::AdamKernel::Fused => "fused",
+                camshaft_vision::optim::AdamKernel::PerTensor => "per-tensor",
+            };
+            let theirs_name = if fused_ref {
+                "AdamW(fused=True)"
+            } else {
+                "AdamW default"
+            };
+            let name = format!(
+                "optim_{}_{}",
+                ours_name.replace('-', "_"),
+                if fused_ref { "vs_fused" } else { "vs_default" }
+            );
+            let (ours, pytorch) =
+                self.side_by_side(&name, || optim::ours(args, kernel, device), script)?;
+            results.push(BenchResult::new(
+                name,
+                format!(
+                    "ResNet18's 62 tensors (11.2M floats), ours {ours_name} vs {theirs_name}, {}",
+                    self.where_()
+                ),
+                "steps/s",
+                ours,
+                pytorch,
+                TRAIN_GOAL,
             ));
         }
         Ok(results)

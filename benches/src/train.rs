@@ -1,10 +1,13 @@
 //! `train`: training steps per second of the small CNN and ResNet18.
 //!
 //! Ours: [`Model`] with a linear head (10 classes), fastai's [`Adam`] over
-//! [`Model::param_groups`] at lr 1e-3 and β₁ 0.9, one fixed random batch;
-//! a step is forward (train mode) → cross-entropy → `zero_grad` → backward →
-//! `step`, exactly as the learner does it. PyTorch: `reference/train_step.py`,
-//! the same model, `AdamW(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)`.
+//! [`Model::param_groups`] at lr 1e-3 and β₁ 0.9 (on the fused kernel
+//! unless `--kernel per-tensor`), one fixed random batch; a step is forward
+//! (train mode) → cross-entropy → `zero_grad` → backward → the finiteness
+//! check → `step_unless` → one read of the loss and the verdict, exactly as
+//! the learner does it. PyTorch: `reference/train_step.py`, the same model,
+//! `AdamW(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)` with its default
+//! implementation, and again with `fused=True` (a second row).
 //!
 //! `--precision bf16|fp16` runs the forward pass and the loss under autocast
 //! (`torch.autocast` on PyTorch's side) and, for fp16, scales the loss and
@@ -14,8 +17,8 @@
 use std::hint::black_box;
 
 use camshaft_vision::model::channels_last;
-use camshaft_vision::optim::{Adam, AdamConfig};
-use camshaft_vision::precision::{Autocast, LossScaleConfig, LossScaler, all_finite};
+use camshaft_vision::optim::{Adam, AdamConfig, AdamKernel};
+use camshaft_vision::precision::{Autocast, LossScaleConfig, LossScaler, found_non_finite};
 use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
 use clap::Parser;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -72,6 +75,31 @@ pub struct TrainArgs {
     /// Weights and batch channels-last (NHWC).
     #[arg(long)]
     pub channels_last: bool,
+    /// Our optimiser's kernel: fused (default) or per-tensor.
+    #[arg(long, value_enum, default_value_t = KernelArg::Fused)]
+    pub kernel: KernelArg,
+    /// Skip the second PyTorch row (AdamW with `fused=True`).
+    #[arg(long)]
+    pub no_fused_reference: bool,
+}
+
+/// `--kernel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelArg {
+    /// libtorch's fused AdamW kernel.
+    Fused,
+    /// A few tch ops per parameter tensor.
+    PerTensor,
+}
+
+impl KernelArg {
+    /// The optimiser's setting.
+    pub fn kernel(self) -> AdamKernel {
+        match self {
+            KernelArg::Fused => AdamKernel::Fused,
+            KernelArg::PerTensor => AdamKernel::PerTensor,
+        }
+    }
 }
 
 impl TrainArgs {
@@ -88,6 +116,9 @@ impl TrainArgs {
         }
         if self.channels_last {
             name.push_str("_nhwc");
+        }
+        if self.kernel == KernelArg::PerTensor {
+            name.push_str("_per_tensor");
         }
         name
     }
@@ -134,7 +165,11 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
         model.to_channels_last()?;
     }
     // The learner's choice: no weight decay on BatchNorm and bias parameters.
-    let mut opt = Adam::new(AdamConfig::default(), model.param_groups(), |name| {
+    let config = AdamConfig {
+        kernel: args.kernel.kernel(),
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(config, model.param_groups(), |name| {
         model.is_batch_norm(name) || name.ends_with(".bias")
     });
     let lrs = vec![1e-3; opt.num_groups()];
@@ -152,26 +187,33 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
     let steps = args.steps_for(arch);
     let mut step = || -> anyhow::Result<()> {
         let loss = {
-            let _autocast = Autocast::enter(args.precision, device);
+            let _autocast = Autocast::enter(args.precision, device)?;
             let logits = model.forward_t(&x, true);
             logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?
         };
         opt.zero_grad();
-        // The learner's check of the (all-reduced) gradients, then the step.
-        let finite = match &scaler {
+        // The learner's check of the (all-reduced) gradients, left on the
+        // device for the step to skip itself, then one read back.
+        let found_inf = match &scaler {
             Some(scaler) => {
                 scaler.scale(&loss)?.f_backward()?;
-                scaler.unscale(&opt.gradients())?
+                scaler.unscale_on_device(&opt.gradients())?
             }
             None => {
                 loss.f_backward()?;
-                all_finite(&opt.gradients())?
+                found_non_finite(&opt.gradients(), device)?
             }
         };
-        if finite {
-            opt.step(&lrs, 0.9)?;
-        }
-        black_box(&loss);
+        opt.step_unless(&lrs, 0.9, &found_inf)?;
+        let read = Tensor::f_cat(
+            &[
+                loss.f_detach()?.f_to_kind(Kind::Float)?.f_reshape([1])?,
+                found_inf,
+            ],
+            0,
+        )?
+        .f_to_device(Device::Cpu)?;
+        black_box(read.f_double_value(&[0])?);
         Ok(())
     };
     for _ in 0..args.warmup_for(arch) {

@@ -89,6 +89,10 @@ impl LoadedModel {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
             camshaft_vision::load_safetensors_bytes(&mut model, weights, HeadPolicy::Require, &key)
                 .map_err(|e| bad(e.to_string()))?;
+            // Serving only: BatchNorm folded into the convolutions (in
+            // float32, before any layout or precision change), one pass
+            // fewer per convolution; logits and maps as unfolded to 1e-4.
+            model.fold_batch_norm().map_err(|e| bad(e.to_string()))?;
             crate::inference::for_inference(&mut model, settings.precision)
                 .map_err(|e| bad(e.to_string()))?;
             replicas.push(model);

@@ -8,6 +8,9 @@ pub enum Error {
     /// libtorch refused an operation (shape mismatch, out of memory, ...).
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A libtorch function reached through `camshaft-aten` failed.
+    #[error(transparent)]
+    Aten(#[from] camshaft_aten::Error),
     /// Reading or decoding a data set failed.
     #[error(transparent)]
     Data(#[from] camshaft_data::Error),

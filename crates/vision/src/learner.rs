@@ -24,7 +24,7 @@ use crate::loader::{Batch, Loader, LoaderConfig, Shard, to_device};
 use crate::model::{Model, ModelSpec, channels_last};
 use crate::optim::{Adam, AdamConfig};
 use crate::precision::{
-    Autocast, LossScaleConfig, LossScaleState, LossScaler, Precision, all_finite,
+    Autocast, LossScaleConfig, LossScaleState, LossScaler, Precision, found_non_finite,
 };
 use crate::schedule::{LrRange, Plan};
 use crate::weights::{HeadPolicy, import_weights, save_weights};
@@ -528,6 +528,11 @@ impl Learner {
         self.model
     }
 
+    /// The optimiser.
+    pub fn optimizer(&self) -> &Adam {
+        &self.opt
+    }
+
     /// The settings.
     pub fn config(&self) -> &LearnerConfig {
         &self.config
@@ -740,10 +745,9 @@ impl Learner {
         let (x, y) = self.inputs(batch)?;
         end(StepPhase::Data);
         let loss = {
-            let _autocast = Autocast::enter(self.config.precision, self.model.device());
+            let _autocast = Autocast::enter(self.config.precision, self.model.device())?;
             cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?
         };
-        let value = loss.f_double_value(&[])?;
         end(StepPhase::Forward);
         self.opt.zero_grad();
         match &self.scaler {
@@ -753,11 +757,26 @@ impl Learner {
         end(StepPhase::Backward);
         let grads = self.opt.gradients();
         self.sync.average(&grads)?;
-        let finite = match &self.scaler {
-            Some(scaler) => scaler.unscale(&grads)?,
-            None => all_finite(&grads)?,
+        // The verdict stays on the device: the fused optimiser skips itself
+        // when it is set, so the step needs one read back, at its end.
+        let found_inf = match &self.scaler {
+            Some(scaler) => scaler.unscale_on_device(&grads)?,
+            None => found_non_finite(&grads, self.model.device())?,
         };
         end(StepPhase::Allreduce);
+        self.opt.step_unless(lrs, mom, &found_inf)?;
+        let read = Tensor::f_cat(
+            &[
+                loss.f_detach()?.f_to_kind(Kind::Float)?.f_reshape([1])?,
+                found_inf.shallow_clone(),
+            ],
+            0,
+        )?
+        .f_to_device(tch::Device::Cpu)?;
+        let (value, finite) = (
+            read.f_double_value(&[0])?,
+            read.f_double_value(&[1])? == 0.0,
+        );
         let mut outcome = StepOutcome {
             loss: value,
             skipped: false,
@@ -765,7 +784,7 @@ impl Learner {
         };
         match &mut self.scaler {
             Some(scaler) => {
-                scaler.update(finite)?;
+                scaler.update_found_inf(&found_inf)?;
                 if finite {
                     self.skipped_in_a_row = 0;
                 } else {
@@ -775,9 +794,6 @@ impl Learner {
                 }
             }
             None => outcome.diverged = !finite,
-        }
-        if finite {
-            self.opt.step(lrs, mom)?;
         }
         end(StepPhase::Optimizer);
         Ok(outcome)
@@ -835,7 +851,7 @@ impl Learner {
         let bar = self.progress_bar(batches.len() as u64, "valid".into());
         let mut sums = [0.0f64; 3];
         let _guard = tch::no_grad_guard();
-        let _autocast = Autocast::enter(self.config.precision, self.model.device());
+        let _autocast = Autocast::enter(self.config.precision, self.model.device())?;
         for batch in batches {
             self.check_cancelled()?;
             let batch = batch?;
@@ -875,7 +891,7 @@ impl Learner {
                 (v, copy)
             })
             .collect();
-        let opt_state = self.opt.snapshot();
+        let opt_state = self.opt.snapshot()?;
         let result = self.lr_find_steps(start_lr, end_lr, num_it);
         tch::no_grad(|| -> Result<()> {
             for (var, saved) in &weights {
@@ -883,7 +899,7 @@ impl Learner {
             }
             Ok(())
         })?;
-        self.opt.restore(opt_state);
+        self.opt.restore(opt_state)?;
         let (lrs, losses) = result?;
         let lo = num_it / 10;
         let hi = losses.len().saturating_sub(5).max(lo + 1).min(losses.len());

@@ -251,17 +251,66 @@ impl BasicBlock {
 
     /// In-place ReLU and residual add where autograd allows, as torchvision
     /// does (`ReLU(inplace=True)`, `out += identity`): fewer big temporaries.
-    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train);
+    fn forward(&self, xs: &Tensor, train: bool, folded: bool) -> Tensor {
+        let mut ys = batch_norm_t(xs.apply(&self.conv1), &self.bn1, train, folded);
         let _ = ys.relu_();
-        let mut ys = ys.apply(&self.conv2).apply_t(&self.bn2, train);
+        let mut ys = batch_norm_t(ys.apply(&self.conv2), &self.bn2, train, folded);
         match &self.downsample {
-            Some((c, bn)) => ys += xs.apply(c).apply_t(bn, train),
+            Some((c, bn)) => ys += batch_norm_t(xs.apply(c), bn, train, folded),
             None => ys += xs,
         }
         let _ = ys.relu_();
         ys
     }
+}
+
+/// `xs` through `bn`, or as it is when the BatchNorm was folded into the
+/// convolution before it ([`Model::fold_batch_norm`]).
+fn batch_norm_t(xs: Tensor, bn: &nn::BatchNorm, train: bool, folded: bool) -> Tensor {
+    if folded { xs } else { xs.apply_t(bn, train) }
+}
+
+/// BatchNorm's epsilon (tch's and PyTorch's default, which [`batch_norm`]
+/// keeps).
+const BN_EPS: f64 = 1e-5;
+
+/// Fold inference-mode `bn` into `conv` (which it follows): the weight
+/// scaled per output channel by γ/√(σ²+ε), a bias β − μ·γ/√(σ²+ε) (plus the
+/// scaled old bias) registered as `<path>.bias`. The weight keeps its
+/// identity and layout, so later conversions (channels-last, bfloat16)
+/// reach it and the new bias alike.
+fn fold_into_conv(path: nn::Path, conv: &mut nn::Conv2D, bn: &nn::BatchNorm) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        let var = bn.running_var.f_to_kind(Kind::Double)?;
+        let mut scale = var.f_add_scalar(BN_EPS)?.f_rsqrt()?;
+        if let Some(gamma) = &bn.ws {
+            scale = scale.f_mul(&gamma.f_to_kind(Kind::Double)?)?;
+        }
+        let mean = bn.running_mean.f_to_kind(Kind::Double)?;
+        let mut bias = mean.f_neg()?.f_mul(&scale)?;
+        if let Some(beta) = &bn.bs {
+            bias = bias.f_add(&beta.f_to_kind(Kind::Double)?)?;
+        }
+        if let Some(old) = &conv.bs {
+            bias = bias.f_add(&old.f_to_kind(Kind::Double)?.f_mul(&scale)?)?;
+        }
+        let kind = conv.ws.kind();
+        let weight = conv
+            .ws
+            .f_to_kind(Kind::Double)?
+            .f_mul(&scale.f_view([-1, 1, 1, 1])?)?
+            .f_to_kind(kind)?;
+        conv.ws.shallow_clone().f_copy_(&weight)?;
+        let bias = bias.f_to_kind(kind)?;
+        conv.bs = Some(match &conv.bs {
+            Some(old) => {
+                old.shallow_clone().f_copy_(&bias)?;
+                old.shallow_clone()
+            }
+            None => path.f_var_copy("bias", &bias)?,
+        });
+        Ok(())
+    })
 }
 
 #[derive(Debug)]
@@ -303,6 +352,9 @@ pub struct Model {
     /// The dtype the body runs in, when not float32 (see
     /// [`Model::body_in`]): then the model is for inference only.
     body_kind: Option<Kind>,
+    /// The body's BatchNorms are folded into its convolutions
+    /// ([`Model::fold_batch_norm`]): for inference only.
+    folded: bool,
 }
 
 impl fmt::Debug for Model {
@@ -399,6 +451,7 @@ impl Model {
             head,
             bn_prefixes: bns,
             body_kind: None,
+            folded: false,
         })
     }
 
@@ -441,15 +494,11 @@ impl Model {
                 x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
             }
             Body::Resnet { conv1, bn1, layers } => {
-                let mut x = xs.apply(conv1).apply_t(bn1, train).relu().max_pool2d(
-                    [3, 3],
-                    [2, 2],
-                    [1, 1],
-                    [1, 1],
-                    false,
-                );
+                let mut x = batch_norm_t(xs.apply(conv1), bn1, train, self.folded)
+                    .relu()
+                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
                 for block in layers.iter().flatten() {
-                    x = block.forward(&x, train);
+                    x = block.forward(&x, train, self.folded);
                 }
                 x
             }
@@ -586,10 +635,53 @@ impl Model {
         Ok(())
     }
 
-    /// Whether [`Model::body_in`] changed this model for inference (then
-    /// it can be neither trained nor saved).
+    /// Whether [`Model::body_in`] or [`Model::fold_batch_norm`] changed
+    /// this model for inference (then it can be neither trained nor saved).
     pub fn is_inference_only(&self) -> bool {
-        self.body_kind.is_some()
+        self.body_kind.is_some() || self.folded
+    }
+
+    /// For inference only: fold every BatchNorm of the body into the
+    /// convolution it follows, as serving stacks do (`torch.fx`'s
+    /// `fuse_conv_bn_eval`), computed in float64 from the running
+    /// statistics: the body then runs one kernel fewer per convolution,
+    /// and its features and logits equal the unfolded model's in eval mode
+    /// up to rounding (checked to 1e-4 by the tests, CAM maps included).
+    /// The head, and the small CNN, which has no BatchNorm, are left as
+    /// they are. Call it before [`Model::to_channels_last`] and
+    /// [`Model::body_in`] (which then convert the folded weights and the
+    /// new biases too); the model can afterwards be neither trained nor
+    /// saved, and `forward_t(.., true)` no longer normalises by batch.
+    pub fn fold_batch_norm(&mut self) -> Result<()> {
+        if self.body_kind.is_some() {
+            return Err(Error::Config(
+                "fold BatchNorm before converting the body's precision (Model::body_in)".into(),
+            ));
+        }
+        if self.folded {
+            return Ok(());
+        }
+        let root = self.vs.root();
+        if let Body::Resnet { conv1, bn1, layers } = &mut self.body {
+            fold_into_conv(&root / "conv1", conv1, bn1)?;
+            for (i, layer) in layers.iter_mut().enumerate() {
+                for (j, block) in layer.iter_mut().enumerate() {
+                    let p = &root / format!("layer{}", i + 1) / j;
+                    fold_into_conv(&p / "conv1", &mut block.conv1, &block.bn1)?;
+                    fold_into_conv(&p / "conv2", &mut block.conv2, &block.bn2)?;
+                    if let Some((conv, bn)) = &mut block.downsample {
+                        fold_into_conv(&p / "downsample" / "0", conv, bn)?;
+                    }
+                }
+            }
+        }
+        self.folded = true;
+        Ok(())
+    }
+
+    /// Whether [`Model::fold_batch_norm`] folded this model's BatchNorms.
+    pub fn is_folded(&self) -> bool {
+        self.folded
     }
 
     /// Store every 4-D weight channels-last (NHWC strides), like
@@ -612,12 +704,10 @@ impl Model {
 }
 
 /// `x` (4-D) with channels-last strides: `x.contiguous(memory_format=
-/// torch.channels_last)`. tch has no memory-format argument; making the
-/// NHWC permutation contiguous and permuting back gives the same strides.
+/// torch.channels_last)`, through `camshaft-aten` (tch has no
+/// memory-format argument).
 pub fn channels_last(x: &Tensor) -> Result<Tensor> {
-    Ok(x.f_permute([0, 2, 3, 1])?
-        .f_contiguous()?
-        .f_permute([0, 3, 1, 2])?)
+    Ok(camshaft_aten::contiguous_channels_last(x)?)
 }
 
 /// Whether 4-D `x` has channels-last strides.

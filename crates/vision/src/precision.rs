@@ -4,26 +4,26 @@
 //! loss scaling for float16.
 //!
 //! tch exposes only "autocast on CUDA with its default dtype (float16)", so
-//! [`Autocast`] calls libtorch's own `at::autocast` functions by their C++
-//! names: the device-typed setters that `torch.autocast(device_type, dtype)`
-//! uses. That is this module's only `unsafe`; the functions take and return
-//! plain integers and booleans, and the symbols are checked by the tests
-//! below (a missing one fails at link time, not at run time).
+//! [`Autocast`] sets libtorch's own `at::autocast` state through
+//! `camshaft-aten`: the device-typed setters that
+//! `torch.autocast(device_type, dtype)` uses.
 //!
-//! ```no_run
+//! ```no_run,standalone_crate
 //! use camshaft_vision::precision::{Autocast, Precision};
+//! # fn main() -> camshaft_vision::Result<()> {
 //! let a = tch::Tensor::ones([4, 4], (tch::Kind::Float, tch::Device::Cpu));
 //! let y = {
-//!     let _region = Autocast::enter(Precision::Bf16, tch::Device::Cpu);
+//!     let _region = Autocast::enter(Precision::Bf16, tch::Device::Cpu)?;
 //!     a.matmul(&a)
 //! };
 //! assert_eq!(y.kind(), tch::Kind::BFloat16);
+//! # Ok(()) }
 //! ```
-#![allow(unsafe_code)]
-
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
+use camshaft_aten::{AutocastDevice, AutocastDtype, autocast};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -88,82 +88,75 @@ impl FromStr for Precision {
     }
 }
 
-// libtorch's autocast state, by the C++ names of `at::autocast`'s functions
-// (Itanium mangling, as on Linux and macOS). `c10::DeviceType` and
-// `c10::ScalarType` are `enum class : int8_t`, passed like `int8_t`.
-#[allow(improper_ctypes)]
-unsafe extern "C" {
-    #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-    fn at_is_autocast_enabled(device: i8) -> bool;
-    #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-    fn at_set_autocast_enabled(device: i8, enabled: bool);
-    #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-    fn at_get_autocast_dtype(device: i8) -> i8;
-    #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-    fn at_set_autocast_dtype(device: i8, dtype: i8);
-    #[link_name = "_ZN2at8autocast17increment_nestingEv"]
-    fn at_increment_nesting() -> i32;
-    #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
-    fn at_decrement_nesting() -> i32;
-    #[link_name = "_ZN2at8autocast11clear_cacheEv"]
-    fn at_clear_cache();
-}
-
-/// `c10::DeviceType` values.
-const DEVICE_CPU: i8 = 0;
-const DEVICE_CUDA: i8 = 1;
-/// `c10::ScalarType` values.
-const SCALAR_HALF: i8 = 5;
-const SCALAR_BFLOAT16: i8 = 15;
-
 /// An autocast region on one device type, like `with torch.autocast(...)`:
 /// ops inside run in the precision's dtype where autocast's policy allows;
 /// dropping it restores the previous state (and frees the cast weights'
 /// cache when the outermost region ends, so no stale copy of a weight
-/// outlives an optimiser step). The state is per thread, as in PyTorch.
+/// outlives an optimiser step). The state is per thread, as in PyTorch,
+/// so a region is not [`Send`]: it must end on the thread it began on.
+///
+/// ```compile_fail
+/// use camshaft_vision::precision::{Autocast, Precision};
+/// fn needs_send<T: Send>(_: T) {}
+/// needs_send(Autocast::enter(Precision::Bf16, tch::Device::Cpu));
+/// ```
 #[must_use = "autocast is on only while the region lives"]
 pub struct Autocast {
-    active: Option<(i8, bool, i8)>,
+    active: Option<(AutocastDevice, bool, AutocastDtype)>,
+    /// Thread-local state is restored in `Drop`: keep the region on its thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for Autocast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Autocast")
+            .field("active", &self.active.is_some())
+            .finish()
+    }
 }
 
 impl Autocast {
     /// Enter a region for `precision` on `device`'s type; float32 enters
     /// nothing.
-    pub fn enter(precision: Precision, device: Device) -> Self {
+    pub fn enter(precision: Precision, device: Device) -> Result<Self> {
         let dtype = match precision.autocast_kind() {
-            Some(Kind::Half) => SCALAR_HALF,
-            Some(_) => SCALAR_BFLOAT16,
-            None => return Autocast { active: None },
-        };
-        let device = match device {
-            Device::Cuda(_) => DEVICE_CUDA,
-            _ => DEVICE_CPU,
-        };
-        // SAFETY: plain-value calls into libtorch's thread-local autocast
-        // state; the values are valid `DeviceType` / `ScalarType` members.
-        unsafe {
-            let was_enabled = at_is_autocast_enabled(device);
-            let was_dtype = at_get_autocast_dtype(device);
-            at_set_autocast_dtype(device, dtype);
-            at_set_autocast_enabled(device, true);
-            at_increment_nesting();
-            Autocast {
-                active: Some((device, was_enabled, was_dtype)),
+            Some(Kind::Half) => AutocastDtype::Half,
+            Some(_) => AutocastDtype::BFloat16,
+            None => {
+                return Ok(Autocast {
+                    active: None,
+                    _not_send: PhantomData,
+                });
             }
-        }
+        };
+        let device = AutocastDevice::of(device);
+        let was_enabled = autocast::is_enabled(device)?;
+        let was_dtype = autocast::dtype(device)?;
+        autocast::set_dtype(device, dtype)?;
+        autocast::set_enabled(device, true)?;
+        autocast::increment_nesting()?;
+        Ok(Autocast {
+            active: Some((device, was_enabled, was_dtype)),
+            _not_send: PhantomData,
+        })
     }
 }
 
 impl Drop for Autocast {
     fn drop(&mut self) {
         if let Some((device, was_enabled, was_dtype)) = self.active {
-            // SAFETY: as in `enter`; restores the values read there.
-            unsafe {
-                if at_decrement_nesting() == 0 {
-                    at_clear_cache();
+            // These cannot fail for the values `enter` read (libtorch's
+            // setters only store them); a failure would leave autocast on,
+            // which the next region's `enter` would see, so log it.
+            let restored = (|| -> camshaft_aten::Result<()> {
+                if autocast::decrement_nesting()? == 0 {
+                    autocast::clear_cache()?;
                 }
-                at_set_autocast_enabled(device, was_enabled);
-                at_set_autocast_dtype(device, was_dtype);
+                autocast::set_enabled(device, was_enabled)?;
+                autocast::set_dtype(device, was_dtype)
+            })();
+            if let Err(e) = restored {
+                tracing::error!(error = %e, "cannot restore the autocast state");
             }
         }
     }
@@ -275,14 +268,20 @@ impl LossScaler {
 
     /// Divide `grads` by the scale in place; whether all are finite.
     pub fn unscale(&self, grads: &[Tensor]) -> Result<bool> {
+        let found_inf = self.unscale_on_device(grads)?;
+        Ok(found_inf.f_double_value(&[0])? == 0.0)
+    }
+
+    /// [`LossScaler::unscale`] without reading back to the host: `grads`
+    /// divided by the scale in place (one multi-tensor kernel on CUDA),
+    /// and a one-element float32 tensor on the scale's device, nonzero
+    /// when some value is not finite (what the fused optimiser step takes
+    /// to skip itself).
+    pub fn unscale_on_device(&self, grads: &[Tensor]) -> Result<Tensor> {
+        let found_inf = self.scale.f_zeros_like()?;
         let inv = self.scale.f_reciprocal()?;
-        tch::no_grad(|| -> Result<()> {
-            for g in grads {
-                let _ = g.shallow_clone().f_mul_(&inv.f_to_kind(g.kind())?)?;
-            }
-            Ok(())
-        })?;
-        all_finite(grads)
+        tch::no_grad(|| camshaft_aten::non_finite_check_and_unscale(grads, &found_inf, &inv))?;
+        Ok(found_inf)
     }
 
     /// Adjust the scale after a step: back off when `finite` is false, grow
@@ -290,9 +289,16 @@ impl LossScaler {
     pub fn update(&mut self, finite: bool) -> Result<()> {
         let found_inf = Tensor::f_from_slice(&[if finite { 0.0f32 } else { 1.0 }])?
             .f_to_device(self.scale.device())?;
+        self.update_found_inf(&found_inf)
+    }
+
+    /// [`LossScaler::update`] from the device's verdict (a one-element
+    /// float32 tensor on the scale's device, nonzero for an overflow), with
+    /// no read back to the host.
+    pub fn update_found_inf(&mut self, found_inf: &Tensor) -> Result<()> {
         let _ = self.scale.f_internal_amp_update_scale_(
             &self.growth_tracker,
-            &found_inf,
+            found_inf,
             self.config.growth_factor,
             self.config.backoff_factor,
             i64::from(self.config.growth_interval),
@@ -301,22 +307,28 @@ impl LossScaler {
     }
 }
 
-/// Whether every element of `tensors` is finite: one reduction per tensor
-/// and one read back (a sum is finite exactly when its terms are, short of
-/// an overflow of the sum itself, which is as bad for an update).
+/// Whether every element of `tensors` is finite: one call into libtorch
+/// (a multi-tensor kernel on CUDA, one read of each value on a CPU) and
+/// one read back.
 pub fn all_finite(tensors: &[Tensor]) -> Result<bool> {
-    if tensors.is_empty() {
+    let Some(first) = tensors.first() else {
         return Ok(true);
-    }
-    let sums = tch::no_grad(|| -> Result<Vec<Tensor>> {
-        tensors.iter().map(|t| Ok(t.f_sum(Kind::Float)?)).collect()
-    })?;
-    let total = Tensor::f_stack(&sums, 0)?.f_sum(Kind::Float)?;
-    Ok(total.f_double_value(&[])?.is_finite())
+    };
+    let found_inf = found_non_finite(tensors, first.device())?;
+    Ok(found_inf.f_double_value(&[0])? == 0.0)
+}
+
+/// [`all_finite`] without the read back: a one-element float32 tensor on
+/// `device`, nonzero when some value of `tensors` is NaN or infinite.
+pub fn found_non_finite(tensors: &[Tensor], device: Device) -> Result<Tensor> {
+    let found_inf = Tensor::f_zeros([1], (Kind::Float, device))?;
+    tch::no_grad(|| camshaft_aten::found_non_finite(tensors, &found_inf))?;
+    Ok(found_inf)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn ones() -> Tensor {
@@ -328,10 +340,10 @@ mod tests {
         let a = ones();
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
         {
-            let _outer = Autocast::enter(Precision::Bf16, Device::Cpu);
+            let _outer = Autocast::enter(Precision::Bf16, Device::Cpu).unwrap();
             assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
             {
-                let _inner = Autocast::enter(Precision::Fp16, Device::Cpu);
+                let _inner = Autocast::enter(Precision::Fp16, Device::Cpu).unwrap();
                 assert_eq!(a.matmul(&a).kind(), Kind::Half);
             }
             assert_eq!(a.matmul(&a).kind(), Kind::BFloat16, "inner region restored");
@@ -342,7 +354,7 @@ mod tests {
             assert_eq!(loss.kind(), Kind::Float);
         }
         assert_eq!(a.matmul(&a).kind(), Kind::Float, "outer region restored");
-        let _none = Autocast::enter(Precision::Fp32, Device::Cpu);
+        let _none = Autocast::enter(Precision::Fp32, Device::Cpu).unwrap();
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
     }
 

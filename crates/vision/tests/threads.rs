@@ -9,6 +9,22 @@ fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// The thread count once it has stopped changing: the OpenMP team of a
+/// thread that just ended leaves asynchronously, and counting while it does
+/// made the checks below flaky.
+fn settled_os_threads() -> usize {
+    let mut last = os_threads();
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let now = os_threads();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 /// An operation large enough for libtorch to run in parallel.
 fn big_op() {
     let x = tch::Tensor::ones([4_000_000], (tch::Kind::Float, tch::Device::Cpu));
@@ -23,7 +39,7 @@ fn a_serial_thread_starts_no_openmp_team_and_others_keep_theirs() {
     std::thread::spawn(|| {
         run_serially_here();
         assert_eq!(tch::get_num_threads(), 1);
-        let before = os_threads();
+        let before = settled_os_threads();
         big_op();
         assert_eq!(tch::get_num_threads(), 1, "libtorch reset the count");
         assert_eq!(
@@ -46,7 +62,7 @@ fn a_serial_thread_starts_no_openmp_team_and_others_keep_theirs() {
     .unwrap();
     std::thread::spawn(|| {
         assert_eq!(tch::get_num_threads(), 2);
-        let before = os_threads();
+        let before = settled_os_threads();
         big_op();
         // The control: the same operation on a thread with the default
         // count starts a team, so the check above can fail.
