@@ -161,6 +161,7 @@ KNOWN_KEYS = {
     },
     "coordinator": {
         "listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms", "worker_token_file",
+        "explainer_address", "explainer_tls",
     } | SECURED,
     "explainer": {
         "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
@@ -383,6 +384,36 @@ def facts(c: Checks, name: str, docs) -> None:
         c.expect(
             configs["worker"]["worker"]["coordinator"].startswith("https://") and "ca" in worker_tls,
             f"{name}: workers dial the coordinator over TLS, trusting [worker.tls] ca",
+        )
+
+    # The web console's explain page: the coordinator forwards to the
+    # explainer Service (trusting the CA with TLS), which lets it through;
+    # an Ingress, if any, leads to the coordinator's port.
+    coord_cfg = configs["coordinator"]["coordinator"]
+    explainer_svc = one(docs, "Service", "-explainer")
+    want = f"{'https' if tls else 'http'}://{explainer_svc['metadata']['name']}.{explainer_svc['metadata']['namespace']}.svc."
+    c.expect(
+        coord_cfg.get("explainer_address", "").startswith(want)
+        and coord_cfg["explainer_address"].endswith(f":{explainer_svc['spec']['ports'][0]['port']}")
+        and (not tls or "ca" in coord_cfg.get("explainer_tls", {})),
+        f"{name}: the coordinator forwards the console's explain calls to the explainer Service",
+        str(coord_cfg.get("explainer_address")),
+    )
+    policy = by_kind(docs, "NetworkPolicy", "-explainer")
+    if policy:
+        sources = policy[0]["spec"]["ingress"][0].get("from")
+        coordinator_pods = pod_spec(one(docs, "Deployment", "-coordinator")) and one(docs, "Deployment", "-coordinator")["spec"]["selector"]["matchLabels"]
+        c.expect(
+            sources is None or any(s.get("podSelector", {}).get("matchLabels") == coordinator_pods for s in sources),
+            f"{name}: the explainer's NetworkPolicy admits the coordinator",
+        )
+    for ingress in by_kind(docs, "Ingress", "-coordinator"):
+        coordinator_svc = one(docs, "Service", "-coordinator")
+        backends = [p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+        c.expect(
+            all(b["name"] == coordinator_svc["metadata"]["name"]
+                and b["port"].get("name") in {p["name"] for p in coordinator_svc["spec"]["ports"]} for b in backends),
+            f"{name}: the console's Ingress leads to the coordinator Service's port",
         )
 
     # Workers: headless Service publishing not-ready addresses, the pod name

@@ -54,7 +54,8 @@ async function show() {
     return;
   }
   document.title = `${page.title} · Camshaft`;
-  if (document.getElementById("status-bar").dataset.kind === "error") announce("");
+  // A message said just before this page was opened ("Submitted j-3.") stays.
+  if (Date.now() - Number(document.getElementById("status-bar").dataset.at || 0) > 1500) announce("");
   replace(main);
   try {
     leave = (await page.render(main, params, rest)) || null;

@@ -4,9 +4,9 @@
 
 import { fmt, h } from "./dom.js";
 
-const W = 480;
-const H = 220;
-const PAD = { left: 52, right: 12, top: 14, bottom: 34 };
+const W = 420;
+const H = 210;
+const PAD = { left: 50, right: 12, top: 14, bottom: 34 };
 
 /** About `count` round tick values covering [lo, hi]. */
 export function niceTicks(lo, hi, count = 5) {
@@ -88,9 +88,10 @@ export function lineChart(series, opts = {}) {
  */
 export function stackedBars(rows, parts, opts = {}) {
   const unit = opts.unit || "";
+  const W = 720;
   const rowH = 26;
-  const labelW = 70;
-  const totalW = 70;
+  const labelW = 64;
+  const totalW = 84;
   const height = rows.length * rowH + 24;
   const max = Math.max(1e-9, ...rows.map((r) => r.values.reduce((a, b) => a + b, 0)));
   const scale = (W - labelW - totalW) / max;

@@ -129,6 +129,7 @@ export function announce(text, kind = "info") {
   const bar = document.getElementById("status-bar");
   if (!bar) return;
   bar.dataset.kind = kind;
+  bar.dataset.at = String(Date.now());
   bar.textContent = text;
   bar.hidden = !text;
   clearTimeout(announce.timer);

@@ -70,6 +70,7 @@ export async function renderList(main, params) {
 
   let jobs = [];
   let nextPageToken = "";
+  let lastSig = "";
   let timer = null;
   let stopped = false;
 
@@ -88,7 +89,8 @@ export async function renderList(main, params) {
     const shown = jobs.filter((j) => !needle || [j.id, j.spec?.name, modelLabel(j.spec), datasetLabel(j.spec), j.createdBy]
       .some((v) => String(v || "").toLowerCase().includes(needle)));
     if (!shown.length) {
-      replace(body, h("p", { class: "empty" }, jobs.length ? "No job matches the search." : "No jobs yet."));
+      replace(body, h("p", { class: "empty" }, jobs.length ? "No job matches the search."
+        : states().length ? "No job is in the chosen states." : "No jobs yet."));
     } else {
       replace(body, table("Jobs, newest first", ["Job", "State", "Name", "Model", "Data set", "Workers", "Progress", "Age", "Submitted by"],
         shown.map((j) => h("tr", { dataset: { job: j.id } },
@@ -118,9 +120,13 @@ export async function renderList(main, params) {
         fresh.push(...(page.jobs || []));
         token = page.nextPageToken || "";
       } while (token && fresh.length < want);
+      // Redraw only on a change, so a refresh does not take the keyboard
+      // focus away from a link in the table.
+      const sig = JSON.stringify([token, fresh.map((j) => [j.id, j.state, j.epochsDone, (j.history || []).length, j.worldSize])]);
       jobs = fresh;
       nextPageToken = token;
-      draw();
+      if (sig !== lastSig || !body.querySelector("table, .empty")) draw();
+      lastSig = sig;
     } catch (e) {
       replace(body, errorBox(e));
     }
@@ -142,6 +148,7 @@ export async function renderList(main, params) {
     if (states().length) q.set("states", states().join(","));
     history.replaceState(null, "", `#/jobs${q.toString() ? `?${q}` : ""}`);
     jobs = [];
+    lastSig = "";
     load();
   });
   search.addEventListener("input", draw);

@@ -51,6 +51,11 @@ export async function render(main) {
 
   async function load() {
     clearTimeout(timer);
+    // A refresh redraws the tables: not while the keyboard is in them.
+    if (workers.contains(document.activeElement) || status.contains(document.activeElement)) {
+      if (!stopped) timer = setTimeout(load, REFRESH_MS);
+      return;
+    }
     const [w, coord, expl, healthz, readyz] = await Promise.all([
       api(`v1/workers${includeLost.checked ? "?includeLost=true" : ""}`).catch((e) => e),
       api("v1/status").catch((e) => e),

@@ -315,9 +315,17 @@ certificate with clientAuth. dict "root" $ "worker" bool.
 # camshaft coordinator --config: written by the chart.
 {{- include "camshaft.toml.topLevel" (dict "root" . "component" "coordinator") }}
 
-{{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) -}}
+{{/* The web console's explain page: POST /v1/explain on the coordinator
+     is forwarded to the explainer Service (with the caller's token; over
+     TLS trusting the chart's CA, presenting its certificate with clientAuth). */ -}}
+{{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) "explainer_address" (include "camshaft.explainer.url" .) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
-{{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.coordinator.healthPort)) }}{{ end -}}
+{{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.coordinator.healthPort)) }}
+{{- $dir := include "camshaft.paths.tls" . }}
+{{- $explainerTls := dict "ca" (printf "%s/ca.crt" $dir) }}
+{{- if .Values.tls.clientAuth }}{{ $_ := set $explainerTls "cert" (printf "%s/tls.crt" $dir) }}{{ $_ := set $explainerTls "key" (printf "%s/tls.key" $dir) }}{{ end }}
+{{- $_ := set $own "explainer_tls" $explainerTls }}
+{{- end -}}
 {{- include "camshaft.toml.table" (dict "name" "coordinator" "values" (merge $own (deepCopy .Values.coordinator.config))) }}
 {{- include "camshaft.toml.tls" (dict "root" . "worker" false) }}
 
