@@ -291,9 +291,10 @@ def test_import_safetensors(browser: WebDriver, cluster: Cluster, screenshots: P
     pth.write_bytes(b"PK\x03\x04 not read")
     go(browser, cluster, "models")
     browser.find_element(By.CSS_SELECTOR, "details.import summary").click()
-    # A .pth is for ctl, which converts it.
+    # A .pth is converted by the coordinator: the page only says so.
     browser.find_element(By.ID, "import-file").send_keys(str(pth))
-    wait_for("the .pth note", lambda: "ctl models import" in browser.find_element(By.CSS_SELECTOR, ".import-status").text, driver=browser)
+    wait_for("the .pth note", lambda: "converts it to safetensors" in browser.find_element(By.CSS_SELECTOR, ".import-status").text, driver=browser)
+    fill(browser, "import-name", "")
     browser.find_element(By.ID, "import-file").send_keys(str(weights))
     wait_for("the header read", lambda: "4 tensors" in browser.find_element(By.CSS_SELECTOR, ".import-status").text, driver=browser)
     assert browser.find_element(By.ID, "import-name").get_attribute("value") == "tiny-cnn"
@@ -311,6 +312,26 @@ def test_import_safetensors(browser: WebDriver, cluster: Cluster, screenshots: P
     assert version["lineage"]["dataset"] == "made up for the test"
     assert version["spec"]["classNames"] == ["cat", "dog"]
     shot(browser, screenshots, "models-import")
+
+    # A real torch.save state dict of the same CNN, converted by the coordinator.
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 128, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(128 * 14 * 14, 2))
+    real = tmp_path / "tiny-pth.pth"
+    torch.save(cnn.state_dict(), real)
+    fill(browser, "import-name", "")
+    browser.find_element(By.ID, "import-file").send_keys(str(real))
+    wait_for("the .pth note", lambda: "converts it to safetensors" in browser.find_element(By.CSS_SELECTOR, ".import-status").text, driver=browser)
+    assert browser.find_element(By.ID, "import-name").get_attribute("value") == "tiny-pth"
+    Select(browser.find_element(By.ID, "import-arch")).select_by_value("cnn")
+    Select(browser.find_element(By.ID, "import-head")).select_by_value("linear")
+    fill(browser, "import-classes", "cat, dog")
+    fill(browser, "import-size", "32")
+    Select(browser.find_element(By.ID, "import-norm")).select_by_value("none")
+    browser.find_element(By.CSS_SELECTOR, "#import-form button[type='submit']").click()
+    wait_for("the registered .pth", lambda: "Registered tiny-pth:1" in browser.find_element(By.CSS_SELECTOR, ".import-status").text, driver=browser)
+    assert cluster.api("GET", "/v1/models/tiny-pth:1")["version"]["lineage"]["importedFrom"] == "tiny-pth.pth"
 
 
 # ───────────────────────────── explain ─────────────────────────────

@@ -412,3 +412,29 @@ def test_the_console_is_served_with_a_strict_policy(cluster: Cluster) -> None:
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert requests.get(url(cluster.coordinator, "/no-such-file.js"), timeout=30).status_code == 404
+
+
+def test_a_pth_upload_is_converted_by_the_coordinator(cluster: Cluster, tmp_path: Path) -> None:
+    """A torch.save state dict uploaded over HTTP (format from its content) is
+    read without running its pickle and stored as safetensors."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 128, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(128 * 14 * 14, 2))
+    state = {f"module.{k}": v.half() for k, v in cnn.state_dict().items()}  # DDP names, float16
+    path = tmp_path / "cnn.pth"
+    torch.save(state, path)
+    header = {"spec": {"arch": "cnn", "head": "linear", "classNames": ["circle", "square"], "inputSize": 32,
+                       "normalization": "none"}}
+    base = url(cluster.coordinator, "/v1/models/from-pth/versions")
+    done = requests.post(base, files={"header": (None, json.dumps(header)), "weights": ("cnn.pth", path.read_bytes())}, timeout=60)
+    assert done.status_code == 200, done.text
+    version = done.json()["version"]
+    # Stored as float32 safetensors: 4 bytes per parameter plus the header.
+    parameters = sum(p.numel() for p in cnn.parameters())
+    assert int(version["lineage"]["weightsSizeBytes"]) > parameters * 4
+    # The explainer serves it.
+    meta = requests.get(url(cluster.explainer, f"/v1/models/from-pth:{version['version']}"), timeout=60).json()
+    assert meta["ready"] is True
+    garbage = requests.post(base, files={"header": (None, json.dumps(header)), "weights": ("x.pth", b"PK\x03\x04 no zip")}, timeout=60)
+    assert garbage.status_code == 400 and error_of(garbage)["details"][0]["fieldViolations"][0]["field"] == "format"

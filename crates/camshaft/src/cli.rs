@@ -440,6 +440,14 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     worker.validate()?;
     let devices = camshaft_worker::devices(&worker)?;
 
+    let console = format!(
+        "{}://{coordinator_addr}/",
+        if coordinator.tls.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    );
     let stop = shutdown_signal();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(named(
@@ -476,7 +484,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
     }
     // One line on stdout once every listener is bound, for scripts and tests.
     println!(
-        "camshaft up: coordinator {coordinator_addr}, explainer {explainer_addr}, {} worker(s) on {}, data {}",
+        "camshaft up: coordinator {coordinator_addr}, explainer {explainer_addr}, {} worker(s) on {}, data {}, console {console}",
         up.workers,
         devices
             .iter()

@@ -1,8 +1,8 @@
 // The Models page: every registered version by name with its lineage (job,
 // data set, metrics, created, by whom), its aliases (moving one asks for
 // confirmation first), deleting a version, and importing a safetensors
-// file. A PyTorch `.pth` is refused here: unpickling it in the browser is
-// not worth its weight, and `ctl models import` converts it.
+// file or a PyTorch `.pth` state dict (the coordinator converts it to
+// safetensors without running its pickle; nothing is unpickled here).
 
 import { ApiError, api, errorBox, errorText } from "./api.js";
 import { announce, fmt, fmtBytes, fmtTime, h, num, replace, shortEnum, timeAgo } from "./dom.js";
@@ -184,7 +184,7 @@ function importForm(reload) {
   const status = h("div", { class: "import-status", role: "status" });
   const field = (label, control, hint) => h("div", { class: "field" }, h("label", { for: control.id }, label), control, hint ? h("p", { class: "hint" }, hint) : null);
   const sel = (id, options, value) => h("select", { id, name: id }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
-  const file = h("input", { id: "import-file", name: "weights", type: "file", accept: ".safetensors", required: true });
+  const file = h("input", { id: "import-file", name: "weights", type: "file", accept: ".safetensors,.pth,.pt", required: true });
   const name = h("input", { id: "import-name", name: "name", required: true, autocomplete: "off", placeholder: "e.g. pets-resnet34" });
   const arch = sel("import-arch", ["resnet18", "resnet34", "cnn"], "resnet34");
   const head = sel("import-head", ["cam", "linear", "fastai"], "cam");
@@ -201,7 +201,8 @@ function importForm(reload) {
     const f = file.files[0];
     if (!f) return;
     if (/\.(pth|pt)$/i.test(f.name)) {
-      replace(status, h("p", { class: "error" }, "A .pth state dict: convert and import it with ", h("code", {}, "ctl models import"), " (the console takes safetensors only)."));
+      if (!name.value) name.value = f.name.replace(/\.(pth|pt)$/i, "").replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "");
+      replace(status, h("p", { class: "hint" }, "A torch.save state dict: the coordinator converts it to safetensors and checks its names and shapes."));
       return;
     }
     try {
@@ -225,8 +226,7 @@ function importForm(reload) {
       const f = file.files[0];
       const classNames = classes.value.split(",").map((s) => s.trim()).filter(Boolean);
       const problems = [];
-      if (!f) problems.push("choose a .safetensors file");
-      else if (/\.(pth|pt)$/i.test(f.name)) problems.push("convert a .pth with ctl models import");
+      if (!f) problems.push("choose a .safetensors or .pth file");
       if (!name.value.trim()) problems.push("name the model");
       if (classNames.length < 2) problems.push("give at least two class names");
       if (!/^\d+$/.test(size.value.trim())) problems.push("the input size is a whole number of pixels");
@@ -243,7 +243,7 @@ function importForm(reload) {
             inputSize: Number(size.value.trim()), normalization: `NORMALIZATION_${norm.value.toUpperCase()}`,
             resize: `RESIZE_METHOD_${resize.value.toUpperCase()}`,
           },
-          format: "WEIGHTS_FORMAT_SAFETENSORS",
+          format: /\.(pth|pt)$/i.test(f.name) ? "WEIGHTS_FORMAT_PTH" : "WEIGHTS_FORMAT_SAFETENSORS",
           sha256: await sha256Hex(f),
           fileName: f.name,
           dataset: dataset.value.trim(),
@@ -267,7 +267,7 @@ function importForm(reload) {
     },
   },
   h("div", { class: "form-grid" },
-    field("Weights (.safetensors)", file, "torchvision names; a CAM-head ResNet has fc.weight only"),
+    field("Weights (.safetensors or .pth)", file, "torchvision names; a CAM-head ResNet has fc.weight only"),
     field("Name", name),
     field("Body", arch), field("Head", head),
     field("Class names (logit order)", classes),

@@ -178,7 +178,7 @@ pub fn routes(explainer: Option<GrpcClient>) -> Vec<Route> {
             path: "/v1/models/{name}/versions",
             rpc: IMPORT,
             body: true,
-            summary: "Import a version: multipart/form-data with a `header` part (ImportModelHeader JSON; name from the path, size and format filled in) and a `weights` part (safetensors).",
+            summary: "Import a version: multipart/form-data with a `header` part (ImportModelHeader JSON; name from the path, size filled in, format from the content when unset) and a `weights` part (safetensors or a torch.save state dict).",
             handler: Handler::Custom(Arc::new(|call| -> BoxFuture<_> { Box::pin(import(call)) })),
             openapi: Some(json!({
                 "requestBody": {"required": true, "content": {"multipart/form-data": {"schema": {
@@ -269,7 +269,13 @@ async fn import(call: Call) -> Result<camshaft_http::Response, Status> {
     header.name = name;
     header.size_bytes = weights.len() as u64;
     if header.format == v1::WeightsFormat::Unspecified as i32 {
-        header.format = v1::WeightsFormat::Safetensors as i32;
+        // torch.save writes a zip archive; safetensors starts with its
+        // header's length.
+        header.format = if weights.starts_with(b"PK\x03\x04") {
+            v1::WeightsFormat::Pth
+        } else {
+            v1::WeightsFormat::Safetensors
+        } as i32;
     }
     let mut messages = vec![
         v1::ImportModelRequest {

@@ -130,6 +130,89 @@ pub fn check_registrable(
         .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
+/// The weights of an import as the registry stores them: a safetensors
+/// file as it came, or a `torch.save` state dict (`WeightsFormat::Pth`)
+/// read by `camshaft-pth` (no pickle code runs; its read limits apply) and
+/// re-saved as float32 safetensors. As `ctl models import` does, DDP's
+/// `module.` prefixes are dropped and so are BatchNorm's
+/// `num_batches_tracked` counters; [`check_registrable`] then checks the
+/// names and shapes.
+pub fn stored_weights(format: v1::WeightsFormat, upload: bytes::Bytes) -> Result<bytes::Bytes> {
+    if format != v1::WeightsFormat::Pth {
+        return Ok(upload);
+    }
+    let bad = |reason: String| Error::InvalidField {
+        field: "format".into(),
+        reason,
+    };
+    let tensors = camshaft_pth::read_state_dict_bytes(&upload, "the uploaded state dict")
+        .map_err(|e| bad(e.to_string()))?;
+    let mut floats = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let data = float32_bytes(&tensor).ok_or_else(|| {
+            bad(format!(
+                "tensor {} is {}: a model's weights are floating point",
+                camshaft_proto::short(&name),
+                tensor.dtype
+            ))
+        })?;
+        floats.push((name, tensor.shape, data));
+    }
+    let views = floats
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| bad(format!("tensor {}: {e:?}", camshaft_proto::short(name))))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, &None)
+        .map(bytes::Bytes::from)
+        .map_err(|e| Error::Internal(format!("writing safetensors: {e:?}")))
+}
+
+/// A float tensor's elements as little-endian float32 bytes; `None` for
+/// integer and boolean tensors.
+fn float32_bytes(tensor: &camshaft_pth::RawTensor) -> Option<Vec<u8>> {
+    use camshaft_pth::DType;
+    let data = &tensor.data;
+    let floats: Vec<f32> = match tensor.dtype {
+        DType::F32 => return Some(data.clone()),
+        DType::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DType::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+            .collect(),
+        DType::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        _ => return None,
+    };
+    Some(floats.iter().flat_map(|f| f.to_le_bytes()).collect())
+}
+
+/// IEEE half precision to single, exactly (subnormals, infinities, NaN).
+fn f16_to_f32(bits: u16) -> f32 {
+    let negative = bits >> 15 == 1;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let value = match exponent {
+        // Zero and subnormals: mantissa × 2⁻²⁴, exact in f32.
+        0 => mantissa as f32 * f32::powi(2.0, -24),
+        0x1f => f32::from_bits(0x7f80_0000 | (mantissa << 13)),
+        e => f32::from_bits(((e + 127 - 15) << 23) | (mantissa << 13)),
+    };
+    if negative { -value } else { value }
+}
+
 /// Checks a stored `spec` against `limits` alone (class names, input side):
 /// the part of [`check_registrable`] that needs no weights, so an import
 /// can be refused before its upload is received.
@@ -159,6 +242,33 @@ pub fn check_aliases(aliases: &[String], limits: &SpecLimits) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn half_floats_convert_exactly() {
+        for (bits, want) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x0001, f32::powi(2.0, -24)),
+            (0x7bff, 65504.0),
+            (0x0000, 0.0),
+            (0x7c00, f32::INFINITY),
+            (0x3555, 0.333_251_95),
+        ] {
+            assert_eq!(f16_to_f32(bits), want, "{bits:#06x}");
+        }
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn safetensors_pass_and_garbage_pth_is_refused() {
+        let bytes = bytes::Bytes::from_static(b"not checked here");
+        assert_eq!(
+            stored_weights(v1::WeightsFormat::Safetensors, bytes.clone()).unwrap(),
+            bytes
+        );
+        let err = stored_weights(v1::WeightsFormat::Pth, bytes).unwrap_err();
+        assert!(matches!(err, Error::InvalidField { .. }), "{err:?}");
+    }
 
     #[test]
     fn specs_round_trip_between_wire_and_store() {

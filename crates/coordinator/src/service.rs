@@ -392,10 +392,14 @@ impl coordinator_server::Coordinator for CoordinatorService {
         let spec = registry::spec_from_wire(&header.spec.clone().unwrap_or_default())?;
         // Refused before a byte of the upload is read.
         registry::check_spec(&spec, limits)?;
-        if header.format() != v1::WeightsFormat::Safetensors {
-            return Err(Status::invalid_argument(
-                "the registry stores safetensors: convert the file first (`ctl models import` \
-                 converts a .pth state dict locally)",
+        let format = header.format();
+        if !matches!(
+            format,
+            v1::WeightsFormat::Safetensors | v1::WeightsFormat::Pth
+        ) {
+            return Err(camshaft_proto::invalid_field(
+                "header.format",
+                "format must be safetensors or pth (a torch.save state dict)",
             ));
         }
         if header.size_bytes > MAX_IMPORT_BYTES {
@@ -411,6 +415,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             }
         })
         .await?;
+        let weights = registry::stored_weights(format, weights)?;
         registry::check_registrable(&spec, &weights, limits)?;
         let lineage = v1::Lineage {
             dataset: header.dataset.clone(),

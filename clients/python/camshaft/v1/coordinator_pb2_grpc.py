@@ -186,10 +186,13 @@ class CoordinatorServicer(object):
     def ImportModel(self, request_iterator, context):
         """Registers a version from weights uploaded by the client (`ctl models
         import`): the first message is the header, then the weights in chunks.
-        The coordinator (which links no libtorch) checks the spec, the size, the
-        sha256 and that the bytes are a safetensors file; `ctl models import`
-        checks names and shapes against the spec before uploading and lists the
-        offending keys on a mismatch. INVALID_ARGUMENT for any of these.
+        The coordinator (which links no libtorch) checks the spec, the size and
+        the sha256, reads a `.pth` state dict without running any pickle code
+        (WEIGHTS_FORMAT_PTH: stored as float32 safetensors, DDP's `module.`
+        prefixes and `num_batches_tracked` dropped) and checks every tensor
+        name and shape against the spec; `ctl models import` checks them before
+        uploading too and lists the offending keys on a mismatch.
+        INVALID_ARGUMENT for any of these.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
