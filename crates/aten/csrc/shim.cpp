@@ -31,6 +31,23 @@
 #include <vector>
 
 namespace {
+// Whether `a` and `b` lie in memory alike: both dense with no overlap, and
+// the same stride on every dimension longer than 1.
+bool same_layout(const at::Tensor &a, const at::Tensor &b) {
+  if (!a.is_non_overlapping_and_dense() || !b.is_non_overlapping_and_dense() ||
+      a.dim() != b.dim()) {
+    return false;
+  }
+  for (int64_t d = 0; d < a.dim(); d++) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) {
+      return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
+namespace {
 
 char *error_copy(const char *what) {
   size_t n = std::strlen(what);
@@ -157,10 +174,13 @@ char *cs_fused_adamw(at::Tensor *const *params, at::Tensor *const *grads,
         TORCH_CHECK(other->sizes() == param.sizes(), "fused AdamW: tensor ",
                     i, " has shape ", other->sizes(), " but its parameter ",
                     param.sizes());
-        // The kernels walk each tensor's memory in order: equal strides
-        // make element k of one the element k of the others.
-        TORCH_CHECK(other->strides() == param.strides(), "fused AdamW: tensor ",
-                    i, " has strides ", other->strides(), " but its parameter ",
+        // The kernels walk each tensor's memory in order: dense tensors
+        // with the same strides (on every dimension longer than 1, where a
+        // stride means anything: a 1×1 kernel's gradient is channels-last
+        // while its parameter is not) make element k of one the element k
+        // of the others.
+        TORCH_CHECK(same_layout(*other, param), "fused AdamW: tensor ", i,
+                    " has strides ", other->strides(), " but its parameter ",
                     param.strides());
         TORCH_CHECK(other->device() == param.device() &&
                         other->scalar_type() == param.scalar_type(),

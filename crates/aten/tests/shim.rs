@@ -225,3 +225,27 @@ fn cuda_graphs_replay_what_they_captured() {
         assert_eq!(y.double_value(&[7]), 2.0 * v + 1.0);
     }
 }
+
+/// A 1×1 convolution's gradient comes back channels-last while its parameter
+/// is contiguous: the strides differ only on dimensions of length 1, where
+/// they mean nothing, so the step must run (and equal the contiguous one).
+/// Strides that really differ (a transposed gradient) stay an error.
+#[test]
+fn strides_of_length_one_dimensions_do_not_matter() {
+    let s = State::new(&[&[8, 4, 1, 1]]);
+    let t = State::new(&[&[8, 4, 1, 1]]);
+    let grad = Tensor::randn([8, 4, 1, 1], F32);
+    // The strides autograd gives it (libtorch's own channels-last conversion
+    // keeps a tensor it already counts as channels-last).
+    let nhwc = grad.as_strided([8, 4, 1, 1], [4, 1, 4, 4], None);
+    assert_ne!(nhwc.stride(), grad.stride(), "the test needs other strides");
+    fused_adamw(s.tensors(std::slice::from_ref(&nhwc)), step(0.1, None)).unwrap();
+    fused_adamw(t.tensors(std::slice::from_ref(&grad)), step(0.1, None)).unwrap();
+    assert!(s.params[0].equal(&t.params[0]));
+
+    let square = State::new(&[&[3, 3]]);
+    let transposed = Tensor::randn([3, 3], F32).t_();
+    let err = fused_adamw(square.tensors(std::slice::from_ref(&transposed)), step(0.1, None))
+        .unwrap_err();
+    assert!(matches!(err, Error::Torch(_)), "{err}");
+}

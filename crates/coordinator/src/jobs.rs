@@ -125,12 +125,6 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
     let current = record.attempts.last();
     let (failures_used, membership_changes_used) = budgets_used(record);
     let bench = is_collective_bench(record);
-    let history: Vec<v1::EpochMetrics> = if bench { Vec::new() } else { rows(record) };
-    // Without the checkpoint (ListJobs reads none), the epochs with a row.
-    let epochs_done = last_checkpoint.map_or_else(
-        || history.iter().map(|r| r.epoch + 1).max().unwrap_or(0),
-        |(_, epochs)| epochs as u32,
-    );
     v1::Job {
         id: record.id.to_string(),
         spec: Some(spec_of(record)),
@@ -144,7 +138,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
         } else {
             0
         },
-        history,
+        history: if bench { Vec::new() } else { rows(record) },
         allreduce_rows: if bench { rows(record) } else { Vec::new() },
         failures: record
             .attempts
@@ -166,7 +160,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
         last_checkpoint_id: last_checkpoint
             .map(|(id, _)| id.to_string())
             .unwrap_or_default(),
-        epochs_done,
+        epochs_done: last_checkpoint.map_or(0, |(_, epochs)| epochs as u32),
     }
 }
 

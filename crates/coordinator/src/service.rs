@@ -125,7 +125,20 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .into_iter()
             .filter(|r| states.is_empty() || states.contains(&jobs::wire_state(r)))
             .collect();
-        let jobs: Vec<v1::Job> = records.iter().map(|r| jobs::to_wire(r, None)).collect();
+        let jobs: Vec<v1::Job> = records
+            .iter()
+            .map(|r| {
+                let mut job = jobs::to_wire(r, None);
+                // No checkpoint is read per listed job: the epochs with a row.
+                job.epochs_done = job
+                    .history
+                    .iter()
+                    .map(|row| row.epoch + 1)
+                    .max()
+                    .unwrap_or(0);
+                job
+            })
+            .collect();
         let (jobs, next_page_token) = page(
             jobs,
             request.page_size,
