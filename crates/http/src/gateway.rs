@@ -210,7 +210,15 @@ impl Gateway {
     /// Answers one request.
     pub async fn handle(&self, request: http::Request<Body>) -> Response {
         let path = request.uri().path().to_string();
-        if is_grpc_path(&path) {
+        // gRPC (and gRPC-Web) calls go to the gRPC routes, also to paths no
+        // service has: tonic answers those UNIMPLEMENTED, as gRPC clients
+        // expect. (Every service's path starts with `/camshaft.` or
+        // `/grpc.`, which the credentials check covers.)
+        let grpc_call = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if grpc_call || is_grpc_path(&path) {
             return self.inner.grpc.forward(request).await;
         }
         let method = request.method().clone();
