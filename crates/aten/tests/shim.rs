@@ -245,7 +245,10 @@ fn strides_of_length_one_dimensions_do_not_matter() {
 
     let square = State::new(&[&[3, 3]]);
     let transposed = Tensor::randn([3, 3], F32).t_();
-    let err = fused_adamw(square.tensors(std::slice::from_ref(&transposed)), step(0.1, None))
-        .unwrap_err();
+    let err = fused_adamw(
+        square.tensors(std::slice::from_ref(&transposed)),
+        step(0.1, None),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Torch(_)), "{err}");
 }
