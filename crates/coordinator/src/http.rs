@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use camshaft_http::gateway::{BoxFuture, json_response, multipart, read_body};
+use camshaft_http::gateway::{BoxFuture, json_response, multipart, read_json_object};
 use camshaft_http::{Call, GrpcClient, Handler, Route, json};
 use camshaft_proto::v1;
 use http::Method;
@@ -70,14 +70,8 @@ fn forwarded(
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .cloned();
-            let body = read_body(call.request.into_body(), call.max_body_bytes).await?;
-            let value = if body.iter().all(u8::is_ascii_whitespace) {
-                json!({})
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|e| Status::invalid_argument(format!("the body is not JSON: {e}")))?
-            };
-            let message = json::from_json(&descriptor.input(), value)?;
+            let body = read_json_object(call.request.into_body(), call.max_body_bytes).await?;
+            let message = json::from_json(&descriptor.input(), serde_json::Value::Object(body))?;
             let answer = explainer
                 .unary_with(rpc, None, authorization.as_ref(), message)
                 .await?;

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use camshaft_http::gateway::{BoxFuture, json_response, read_body};
+use camshaft_http::gateway::{BoxFuture, json_response, read_json_object};
 use camshaft_http::{Call, Handler, Response, Route, json};
 use http::Method;
 use serde_json::{Map, Value, json};
@@ -128,9 +128,7 @@ async fn kserve(call: Call, explain: bool) -> Result<Response, Status> {
         max_body_bytes,
         ..
     } = call;
-    let body = read_body(request.into_body(), max_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| Status::invalid_argument(format!("the body is not JSON: {e}")))?;
+    let body = read_json_object(request.into_body(), max_body_bytes).await?;
     let mut request = match body.get("parameters") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(p)) => p.clone(),

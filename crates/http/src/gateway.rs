@@ -401,22 +401,7 @@ impl Gateway {
         let input = method.input();
         let (parts, body) = request.into_parts();
         let mut object = if route.body {
-            let bytes = read_body(body, self.inner.max_body_bytes).await?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                Map::new()
-            } else {
-                match serde_json::from_slice(&bytes) {
-                    Ok(Value::Object(object)) => object,
-                    Ok(_) => {
-                        return Err(Status::invalid_argument("the body must be a JSON object"));
-                    }
-                    Err(e) => {
-                        return Err(Status::invalid_argument(format!(
-                            "the body is not JSON: {e}"
-                        )));
-                    }
-                }
-            }
+            read_json_object(body, self.inner.max_body_bytes).await?
         } else {
             Map::new()
         };
@@ -521,6 +506,22 @@ pub async fn read_body(body: Body, max: usize) -> Result<Bytes, Status> {
                 Status::invalid_argument(format!("reading the body: {e}"))
             }
         })
+}
+
+/// The body as a JSON object, at most `max` bytes; an empty body is an
+/// empty object. INVALID_ARGUMENT when it is not JSON or not an object.
+pub async fn read_json_object(body: Body, max: usize) -> Result<Map<String, Value>, Status> {
+    let bytes = read_body(body, max).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(Status::invalid_argument("the body must be a JSON object")),
+        Err(e) => Err(Status::invalid_argument(format!(
+            "the body is not JSON: {e}"
+        ))),
+    }
 }
 
 /// Sets field `name` (proto or JSON name) of `object` to the string
