@@ -35,14 +35,26 @@ struct State {
 }
 
 impl State {
+    /// Random parameters, fresh moments. Tests run on parallel threads that
+    /// share libtorch's generator, so a second state for comparison is a
+    /// [`State::copy`] of the first, never a second draw after the same seed.
     fn new(shapes: &[&[i64]]) -> Self {
-        tch::manual_seed(7);
         let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, F32)).collect();
         State {
             m: params.iter().map(Tensor::zeros_like).collect(),
             v: params.iter().map(Tensor::zeros_like).collect(),
             steps: params.iter().map(|_| Tensor::zeros([1], F32)).collect(),
             params,
+        }
+    }
+
+    fn copy(&self) -> Self {
+        let copy = |ts: &[Tensor]| ts.iter().map(Tensor::copy).collect();
+        State {
+            params: copy(&self.params),
+            m: copy(&self.m),
+            v: copy(&self.v),
+            steps: copy(&self.steps),
         }
     }
 
@@ -71,7 +83,7 @@ fn reference_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, t: i32, lr: f6
 fn fused_adamw_is_adamw() {
     let shapes: [&[i64]; 3] = [&[4, 3, 3, 3], &[7], &[10, 5]];
     let fused = State::new(&shapes);
-    let mut reference = State::new(&shapes);
+    let mut reference = fused.copy();
     for t in 1..=5 {
         let grads: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, F32)).collect();
         let lr = 1e-2 * t as f64;
@@ -82,9 +94,11 @@ fn fused_adamw_is_adamw() {
             .collect();
         reference.params = next;
     }
+    // A few float32 ulps of values near 4 (the reference orders its
+    // operations otherwise); a wrong bias correction or decay is ≫ 1e-4.
     for i in 0..shapes.len() {
-        assert!(max_diff(&fused.params[i], &reference.params[i]) < 1e-6);
-        assert!(max_diff(&fused.m[i], &reference.m[i]) < 1e-6);
+        assert!(max_diff(&fused.params[i], &reference.params[i]) < 4e-6);
+        assert!(max_diff(&fused.m[i], &reference.m[i]) < 4e-6);
         assert_eq!(fused.steps[i].double_value(&[0]), 5.0);
     }
 }
@@ -93,7 +107,7 @@ fn fused_adamw_is_adamw() {
 fn a_found_inf_step_changes_nothing_and_a_tensor_lr_is_a_number() {
     let shapes: [&[i64]; 2] = [&[3, 2], &[5]];
     let a = State::new(&shapes);
-    let b = State::new(&shapes);
+    let b = a.copy();
     let grads: Vec<Tensor> = shapes.iter().map(|s| Tensor::ones(*s, F32)).collect();
     let before: Vec<Tensor> = a.params.iter().map(Tensor::copy).collect();
     let inf = Tensor::ones([1], F32);
@@ -233,7 +247,7 @@ fn cuda_graphs_replay_what_they_captured() {
 #[test]
 fn strides_of_length_one_dimensions_do_not_matter() {
     let s = State::new(&[&[8, 4, 1, 1]]);
-    let t = State::new(&[&[8, 4, 1, 1]]);
+    let t = s.copy();
     let grad = Tensor::randn([8, 4, 1, 1], F32);
     // The strides autograd gives it (libtorch's own channels-last conversion
     // keeps a tensor it already counts as channels-last).
