@@ -161,12 +161,13 @@ KNOWN_KEYS = {
     },
     "coordinator": {
         "listen_addr", "lease_ttl_ms", "heartbeat_interval_ms", "rendezvous_timeout_ms", "worker_token_file",
-        "explainer_address", "explainer_tls",
+        "explainer_address", "explainer_tls", "tensorboard_dir",
     } | SECURED,
     "explainer": {
         "listen_addr", "max_images_per_request", "max_image_bytes", "max_image_pixels",
         "max_batch", "max_batch_wait_ms", "max_queued_images", "model_replicas",
         "batch_invariant", "precision", "model_cache_size", "device",
+        "preload", "warmup_batch_sizes", "models",
     } | SECURED,
     "worker": {
         "coordinator", "worker_id", "data_dir", "device", "loader_threads", "intra_op_threads",
@@ -492,6 +493,22 @@ def facts(c: Checks, name: str, docs) -> None:
         and [*tctr["command"], *tctr["args"]] == ["ctl", "status"],
         f"{name}: helm test hook runs ctl status",
     )
+
+    # The Grafana dashboard (metrics.grafanaDashboard) queries only series
+    # the explainer exports (the table in crates/explainer/src/metrics.rs).
+    for board in by_kind(docs, "ConfigMap", "-grafana-dashboard"):
+        exported = set(re.findall(r"^//! \| `(camshaft_explainer_\w+)`", (ROOT / "crates/explainer/src/metrics.rs").read_text(), re.M))
+        dashboard = json.loads(next(iter(board["data"].values())))
+        queried = {
+            re.sub(r"_(bucket|sum|count)$", "", m)
+            for panel in dashboard["panels"]
+            for target in panel["targets"]
+            for m in re.findall(r"camshaft_explainer_\w+", target["expr"])
+        }
+        c.expect(
+            bool(queried) and queried <= exported,
+            f"{name}: the Grafana dashboard queries exported explainer series ({sorted(queried - exported) or 'all known'})",
+        )
 
 
 def credential_facts(c: Checks, name: str, docs, values: dict) -> None:

@@ -183,10 +183,14 @@ def test_submit_a_job_and_watch_it_succeed(browser: WebDriver, cluster: Cluster,
     fill(browser, "f-seed", "1")
     fill(browser, "f-name", MODEL)
     browser.find_element(By.ID, "f-profile-steps").click()
+    Select(browser.find_element(By.ID, "f-register")).select_by_value("best")
+    fill(browser, "f-early-stop", "2")
+    fill(browser, "f-tag", "team=vision, stage=try")
     command = browser.find_element(By.ID, "ctl-command").text
     assert command.startswith(f"ctl --coordinator {cluster.coordinator} submit-job --dataset synthetic"), command
     for part in ("--train-len 64", "--valid-len 32", "--model cnn", "--epochs 1", "--lr 3e-3", "--batch-size 32",
-                 "--seed 1", "--profile-steps", f"--name {MODEL}"):  # fmt: skip
+                 "--seed 1", "--profile-steps", f"--name {MODEL}", "--register best", "--early-stop 2",
+                 "--tag team=vision --tag stage=try"):  # fmt: skip
         assert part in command, (part, command)
     assert "--head" not in command
     assert not unlabelled(browser)
@@ -203,6 +207,12 @@ def test_submit_a_job_and_watch_it_succeed(browser: WebDriver, cluster: Cluster,
     assert float(row[1]) == pytest.approx(stored["history"][0]["trainLoss"], abs=1e-5)
     assert float(row[3]) == pytest.approx(stored["history"][0]["accuracy"], abs=1e-5)
     wait_for("the model version", lambda: f"{MODEL}:" in browser.find_element(By.ID, "job-summary").text, driver=browser)
+    summary = browser.find_element(By.ID, "job-summary").text
+    assert "best epoch by valid-loss, early stop after 2 epochs without improvement" in summary, summary
+    registered = cluster.api("GET", f"/v1/jobs/{job_id}")["job"]["modelVersion"]
+    version = cluster.api("GET", f"/v1/models/{registered}")["version"]
+    assert version["tags"] == {"team": "vision", "stage": "try"}, version
+    assert version["lineage"]["selectedBy"].startswith("best"), version["lineage"]
     wait_for("the live badge", lambda: browser.find_element(By.ID, "job-live").text == "finished", driver=browser)
     # Curves, attempts, the profile's bars and its trace, the log.
     assert len(browser.find_elements(By.CSS_SELECTOR, "#job-curves svg.chart")) == 3
@@ -278,9 +288,51 @@ def test_move_an_alias_after_confirming(browser: WebDriver, cluster: Cluster, sc
     assert cluster.api("GET", f"/v1/models/{MODEL}@prod")["version"]["version"] == str(second)
     lineage = browser.find_element(By.CSS_SELECTOR, f"tr[data-name='{MODEL}'][data-version='{first}']").text
     assert "job j-" in lineage and "accuracy" in lineage and "by anonymous" in lineage
+    # Who moved it, from where to where.
+    browser.find_element(By.CSS_SELECTOR, f"#model-{MODEL}-history summary").click()
+    moves = wait_for("the alias history", lambda: [e.text for e in browser.find_elements(By.CSS_SELECTOR, f"#model-{MODEL}-history li[data-alias='prod']")], driver=browser)
+    assert moves[0].startswith(f"prod {first} → {second} by anonymous"), moves
+    assert moves[1].startswith(f"prod created → {first} by anonymous"), moves
+    # A change made elsewhere shows without reloading the page.
+    cluster.api("PUT", f"/v1/models/{MODEL}/aliases/staging", {"version": str(first)})
+    wait_for("the staging chip, live", lambda: alias_chip(browser, first, "staging"), driver=browser)
+    assert browser.find_elements(By.CSS_SELECTOR, f"#model-{MODEL}-history[open]"), "the history stays unfolded"
     no_severe_errors(browser)
     assert not unlabelled(browser)
     shot(browser, screenshots, "models")
+
+
+def test_edit_tags_and_description(browser: WebDriver, cluster: Cluster, screenshots: Path, versions: list[int]) -> None:
+    version = versions[-1]
+    go(browser, cluster, f"models?name={MODEL}")
+    row = wait_for("the version", lambda: browser.find_element(By.CSS_SELECTOR, f"tr[data-name='{MODEL}'][data-version='{version}']"), driver=browser)
+    tags = row.find_elements(By.CSS_SELECTOR, "details")[1]
+    tags.find_element(By.CSS_SELECTOR, "summary").click()
+    area = tags.find_element(By.CSS_SELECTOR, "textarea[id^='tags-']")
+    area.clear()
+    area.send_keys("stage=candidate\nowner=ml")
+    description = tags.find_element(By.CSS_SELECTOR, "textarea[id^='desc-']")
+    description.clear()
+    description.send_keys("tried in the console")
+    tags.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    chip = f"tr[data-name='{MODEL}'][data-version='{version}'] .chip[data-tag='owner']"
+    wait_for("the owner tag", lambda: browser.find_elements(By.CSS_SELECTOR, chip), driver=browser)
+    stored = cluster.api("GET", f"/v1/models/{MODEL}:{version}")["version"]
+    assert stored["tags"] == {"stage": "candidate", "owner": "ml"}, stored
+    assert stored["description"] == "tried in the console"
+    # Removing a line removes the tag (and only it).
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-name='{MODEL}'][data-version='{version}']")
+    tags = row.find_elements(By.CSS_SELECTOR, "details")[1]
+    if tags.get_attribute("open") is None:
+        tags.find_element(By.CSS_SELECTOR, "summary").click()
+    area = tags.find_element(By.CSS_SELECTOR, "textarea[id^='tags-']")
+    area.clear()
+    area.send_keys("stage=candidate")
+    tags.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    wait_for("the owner tag gone", lambda: not browser.find_elements(By.CSS_SELECTOR, chip), driver=browser)
+    assert cluster.api("GET", f"/v1/models/{MODEL}:{version}")["version"]["tags"] == {"stage": "candidate"}
+    no_severe_errors(browser)
+    assert not unlabelled(browser)
 
 
 def test_import_safetensors(browser: WebDriver, cluster: Cluster, screenshots: Path, tmp_path: Path) -> None:
@@ -409,6 +461,39 @@ def test_explain_two_methods_side_by_side(browser: WebDriver, cluster: Cluster, 
     assert not unlabelled(browser)
     shot(browser, screenshots, "explain")
     dark_shot(browser, screenshots, "explain")
+
+
+def test_explain_compares_layers_and_says_what_ran(browser: WebDriver, cluster: Cluster, screenshots: Path,
+                                                  versions: list[int], tmp_path: Path) -> None:  # fmt: skip
+    image = tmp_path / "square.png"
+    image.write_bytes(png_bytes(32, 32, "square"))
+    go(browser, cluster, "jobs")  # a fresh Explain page, not the last test's
+    go(browser, cluster, f"explain?model={MODEL}:{versions[-1]}")
+    # The cnn's layers: 0 (convolution), 1 (ReLU), 2 (max-pool).
+    wait_for("the layer boxes", lambda: len(browser.find_elements(By.CSS_SELECTOR, "input[name='layer']")) == 3, driver=browser)
+    browser.find_element(By.ID, "explain-files").send_keys(str(image))
+    for layer in ("0", "2"):
+        browser.find_element(By.CSS_SELECTOR, f"input[name='layer'][value='{layer}']").click()
+    browser.find_element(By.ID, "explain-per-layer").click()
+    browser.find_element(By.ID, "explain-aug-smooth").click()
+    browser.find_element(By.ID, "explain-run").click()
+    wait_for("two overlays", lambda: len(browser.find_elements(By.CSS_SELECTOR, "figure.panel")) == 2, 60, browser)
+    heads = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".grid-head [role='columnheader']")][1:]
+    assert [h.split()[0:3] for h in heads] == [["Grad-CAM", "@", "0"], ["Grad-CAM", "@", "2"]], heads
+    for head, layer in zip(heads, ("0", "2")):
+        # The server's recipe, not the request: the layer, the precision, the smoothing.
+        assert f"{layer} · fp32 · aug-smooth" in head, head
+    # Each column is the server's answer for its layer: maps at the layer's resolution.
+    for layer, side in (("0", 28), ("2", 14)):
+        answer = cluster.api("POST", "/v1/explain", {
+            "model": f"{MODEL}:{versions[-1]}", "method": "gradcam", "targetLayers": [layer],
+            "images": [{"id": "x", "data": base64.b64encode(image.read_bytes()).decode()}],
+        })  # fmt: skip
+        cell = answer["results"][0]["maps"][0]
+        assert (cell["width"], cell["height"]) == (side, side), (layer, cell["width"], cell["height"])
+    no_severe_errors(browser)
+    assert not unlabelled(browser)
+    shot(browser, screenshots, "explain-layers")
 
 
 def test_cancel_a_running_job_after_confirming(browser: WebDriver, cluster: Cluster, screenshots: Path) -> None:

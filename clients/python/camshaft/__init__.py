@@ -41,7 +41,7 @@ from .errors import (
     Unimplemented,
     WaitTimeout,
 )
-from .explain import Explanation, ImageError
+from .explain import Explanation, ImageError, Recipe
 from .spec import JobOptions
 from .types import (
     Device,
@@ -51,8 +51,10 @@ from .types import (
     Lineage,
     LoadedModel,
     LogLine,
+    ModelServingSettings,
     ModelSpec,
     ModelVersion,
+    PreloadState,
     ServerInfo,
     StateChange,
     Worker,
@@ -86,11 +88,14 @@ __all__ = [
     "Lineage",
     "LoadedModel",
     "LogLine",
+    "ModelServingSettings",
     "ModelSpec",
     "ModelVersion",
     "Models",
     "NotFound",
     "PermissionDenied",
+    "PreloadState",
+    "Recipe",
     "ResourceExhausted",
     "RetryPolicy",
     "ServerInfo",

@@ -28,6 +28,7 @@ _ALIASES: dict[str, dict[str, str]] = {
         "xgradcam": "xgrad_cam",
         "layercam": "layer_cam",
         "hirescam": "hires_cam",
+        "scorecam": "score_cam",
     },
     "camshaft.v1.FaithfulnessMetric": {"deletion": "deletion_auc", "drop": "average_drop"},
     "camshaft.v1.DeviceKind": {"gpu": "cuda"},
@@ -46,12 +47,15 @@ _WHAT: dict[str, str] = {
     "camshaft.v1.PretrainedSource": "pretrained source",
     "camshaft.v1.Precision": "precision",
     "camshaft.v1.CollectiveBackend": "collective backend",
+    "camshaft.v1.RegisterPolicy": "register policy",
+    "camshaft.v1.MonitorMetric": "monitored metric",
     "camshaft.v1.JobState": "job state",
     "camshaft.v1.FailureKind": "failure kind",
     "camshaft.v1.WorkerState": "worker state",
     "camshaft.v1.ExplainMethod": "method",
     "camshaft.v1.Colormap": "colormap",
     "camshaft.v1.FaithfulnessMetric": "faithfulness metric",
+    "camshaft.v1.FaithfulnessBaseline": "faithfulness baseline",
     "camshaft.v1.WeightsFormat": "weights format",
     "camshaft.v1.ServerRole": "server role",
     "camshaft.v1.ImageErrorKind": "image error kind",
@@ -124,6 +128,8 @@ DatasetKind = coordinator_pb2.DatasetKind
 PretrainedSource = coordinator_pb2.PretrainedSource
 Precision = coordinator_pb2.Precision
 CollectiveBackend = coordinator_pb2.CollectiveBackend
+RegisterPolicy = coordinator_pb2.RegisterPolicy
+MonitorMetric = coordinator_pb2.MonitorMetric
 JobState = coordinator_pb2.JobState
 FailureKind = coordinator_pb2.FailureKind
 WorkerState = coordinator_pb2.WorkerState
@@ -131,6 +137,7 @@ WeightsFormat = coordinator_pb2.WeightsFormat
 ExplainMethod = explainer_pb2.ExplainMethod
 Colormap = explainer_pb2.Colormap
 FaithfulnessMetric = explainer_pb2.FaithfulnessMetric
+FaithfulnessBaseline = explainer_pb2.FaithfulnessBaseline
 ImageErrorKind = explainer_pb2.ImageErrorKind
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})

@@ -42,11 +42,13 @@ from .client import (
     LOG_IDLE_SECONDS,
     Deadline,
     chrome_trace,
+    early_stop_of,
     explanations,
     import_header,
     import_requests,
     new_request_id,
     profiled_row,
+    update_request,
 )
 from .errors import (
     CamshaftError,
@@ -170,6 +172,11 @@ class AsyncJob:
     @property
     def model_version(self) -> str | None:
         return self._proto.model_version or None
+
+    @property
+    def early_stop(self) -> dict[str, Any] | None:
+        """See :attr:`camshaft.Job.early_stop`."""
+        return early_stop_of(self._proto)
 
     @property
     def rows(self) -> list[EpochRow]:
@@ -408,14 +415,94 @@ class AsyncModels:
         aliases: str | Sequence[str] = (),
         dataset: str | None = None,
         metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
     ) -> ModelVersion:
         """See :meth:`camshaft.client.Models.import_weights`."""
         data, file_name = await asyncio.to_thread(to_safetensors, weights)
         header = import_header(
-            name, arch, head, classes, image_size, normalize, resize, aliases, dataset, metrics, data, file_name
+            name,
+            arch,
+            head,
+            classes,
+            image_size,
+            normalize,
+            resize,
+            aliases,
+            dataset,
+            metrics,
+            data,
+            file_name,
+            tags,
+            description,
         )
         response = await self._call("ImportModel", lambda: import_requests(header, data), idempotent=False)
         return ModelVersion.from_proto(response.version)
+
+    async def watch(
+        self,
+        name: str | None = None,
+        after_sequence: int = 0,
+        *,
+        replay_retained: bool = False,
+        idle: float | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Registry changes; see :meth:`camshaft.client.Models.watch`."""
+        server = self._client._coordinator
+        stub = server.stub(coordinator_pb2_grpc.CoordinatorStub)
+        last, stream_id, reconnects = after_sequence, "", 0
+        while True:
+            request = coordinator_pb2.WatchModelsRequest(
+                name=name or "",
+                after_sequence=last,
+                stream_id=stream_id,
+                replay_retained=replay_retained and not stream_id,
+            )
+            call = stub.WatchModels(request, metadata=server.metadata)
+            try:
+                while True:
+                    try:
+                        message = await (asyncio.wait_for(call.read(), idle) if idle is not None else call.read())
+                    except (TimeoutError, asyncio.TimeoutError):
+                        return
+                    if message is grpc.aio.EOF:
+                        return
+                    reconnects = 0
+                    last, stream_id = message.sequence, message.stream_id
+                    yield message_to_dict(message)
+            except grpc.RpcError as e:
+                err = server.error(e, "WatchModels")
+                reconnects += 1
+                if e.code() not in WATCH_RECONNECT_CODES or reconnects > self._client.watch_retries:
+                    raise err from None
+                await asyncio.sleep(watch_backoff(reconnects))
+            finally:
+                call.cancel()
+
+    async def history(self, name: str, alias: str | None = None) -> builtins.list[dict[str, Any]]:
+        """See :meth:`camshaft.client.Models.history`."""
+        changes: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            request = coordinator_pb2.GetAliasHistoryRequest(name=name, alias=alias or "", page_token=token)
+            page = await self._call("GetAliasHistory", request)
+            changes.extend(message_to_dict(c) for c in page.changes)
+            if not page.next_page_token or page.next_page_token == token:
+                return changes
+            token = page.next_page_token
+
+    async def update(
+        self,
+        name: str,
+        version: int,
+        *,
+        tags: Mapping[str, str] | None = None,
+        remove_tags: str | Sequence[str] = (),
+        description: str | None = None,
+    ) -> ModelVersion:
+        """See :meth:`camshaft.client.Models.update`."""
+        request = update_request(name, version, tags, remove_tags, description)
+        return ModelVersion.from_proto((await self._call("UpdateModelVersion", request)).version)
 
 
 class AsyncWorkers:
@@ -554,13 +641,18 @@ class Client:
         upsampled: bool = False,
         ids: Sequence[str] | None = None,
         timeout: float | None = None,
+        layers: str | Sequence[str] | None = None,
+        aug_smooth: bool = False,
+        baseline: str | None = None,
     ) -> list[Explanation]:
         """See :meth:`camshaft.Client.explain`."""
-        options = ExplainOptions.parse(model, method, top_k, overlay, colormap, alpha, faithfulness, upsampled)
+        options = ExplainOptions.parse(
+            model, method, top_k, overlay, colormap, alpha, faithfulness, upsampled, layers, aug_smooth, baseline
+        )
         targets = await self._resolve_target(model, target)
         inputs = await asyncio.to_thread(image_inputs, images, ids, targets)
         deadline = Deadline(timeout if timeout is not None else self.timeout)
-        per_request = images_per_request(top_k, options.faithfulness)
+        per_request = images_per_request(top_k, options.faithfulness, options.aug_smooth)
         results: list[Explanation] = []
         done = 0
         while done < len(inputs):

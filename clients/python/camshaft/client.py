@@ -44,6 +44,7 @@ from .errors import (
 from .explain import (
     ExplainOptions,
     Explanation,
+    Recipe,
     ImageLike,
     image_inputs,
     images_per_request,
@@ -110,6 +111,8 @@ def import_header(
     metrics: Mapping[str, float] | None,
     data: bytes,
     file_name: str,
+    tags: Mapping[str, str] | None = None,
+    description: str | None = None,
 ) -> Any:
     """The ``ImportModelHeader`` of an import, as ``ctl models import`` builds
     it: normalisation defaults to ImageNet's for a ResNet and none for the
@@ -142,7 +145,44 @@ def import_header(
     )
     for key, value in (metrics or {}).items():
         header.metrics[str(key)] = float(value)
+    for key, value in (tags or {}).items():
+        header.tags[str(key)] = str(value)
+    header.description = description or ""
     return header
+
+
+def early_stop_of(job: Any) -> dict[str, Any] | None:
+    """A ``Job`` message's ``early_stop`` as a dict; None when unset."""
+    if not job.HasField("early_stop"):
+        return None
+    stop = job.early_stop
+    return {
+        "epoch": stop.epoch,
+        "best_epoch": stop.best_epoch,
+        "best_value": stop.best_value,
+        "monitor": stop.monitor,
+        "reason": stop.reason,
+    }
+
+
+def update_request(
+    name: str,
+    version: int,
+    tags: Mapping[str, str] | None,
+    remove_tags: str | Sequence[str],
+    description: str | None,
+) -> Any:
+    """The ``UpdateModelVersionRequest`` of :meth:`Models.update`."""
+    request = coordinator_pb2.UpdateModelVersionRequest(
+        name=name,
+        version=int(version),
+        remove_tags=[remove_tags] if isinstance(remove_tags, str) else list(remove_tags),
+    )
+    for key, value in (tags or {}).items():
+        request.set_tags[str(key)] = str(value)
+    if description is not None:
+        request.description = description
+    return request
 
 
 def import_requests(header: Any, data: bytes) -> Iterator[Any]:
@@ -157,7 +197,8 @@ def explanations(response: Any, expected: int) -> list[Explanation]:
     """The results of one ``ExplainResponse`` for ``expected`` images."""
     if len(response.results) != expected:
         raise CamshaftError(f"the explainer answered {len(response.results)} results for {expected} images")
-    return [Explanation.from_proto(r, response.model_version) for r in response.results]
+    recipe = Recipe.from_proto(response.recipe) if response.HasField("recipe") else None
+    return [Explanation.from_proto(r, response.model_version, recipe) for r in response.results]
 
 
 def chrome_trace(job_id: str, row: EpochRow) -> dict[str, Any]:
@@ -341,6 +382,13 @@ class Job:
     def model_version(self) -> str | None:
         """The registered version, ``name:version``, once SUCCEEDED."""
         return self._current().model_version or None
+
+    @property
+    def early_stop(self) -> dict[str, Any] | None:
+        """Why training ended before its plan did (``early_stop`` of the
+        spec): ``{"epoch", "best_epoch", "best_value", "monitor", "reason"}``;
+        None when it ran the whole plan."""
+        return early_stop_of(self._current())
 
     @property
     def rows(self) -> list[EpochRow]:
@@ -665,6 +713,8 @@ class Models:
         aliases: str | Sequence[str] = (),
         dataset: str | None = None,
         metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str | None = None,
     ) -> ModelVersion:
         """Registers a version from weights (``ctl models import``): a
         ``.safetensors`` file, a PyTorch state dict saved by ``torch.save``
@@ -676,10 +726,105 @@ class Models:
         ``imagenet`` for the ResNets and ``none`` for the CNN, ``resize`` to ``crop``."""
         data, file_name = to_safetensors(weights)
         header = import_header(
-            name, arch, head, classes, image_size, normalize, resize, aliases, dataset, metrics, data, file_name
+            name,
+            arch,
+            head,
+            classes,
+            image_size,
+            normalize,
+            resize,
+            aliases,
+            dataset,
+            metrics,
+            data,
+            file_name,
+            tags,
+            description,
         )
         response = self._call("ImportModel", lambda: import_requests(header, data), idempotent=False)
         return ModelVersion.from_proto(response.version)
+
+    def history(self, name: str, alias: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Who moved which alias of ``name`` when (``ctl models history``),
+        newest first, every page: dicts with ``alias``, ``from_version``
+        (None: created), ``to_version`` (None: removed), ``changed_by``,
+        ``unix_ms`` and ``revision``; only ``alias``'s with ``alias``."""
+        changes: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            request = coordinator_pb2.GetAliasHistoryRequest(name=name, alias=alias or "", page_token=token)
+            page = self._call("GetAliasHistory", request)
+            changes.extend(message_to_dict(c) for c in page.changes)
+            if not page.next_page_token or page.next_page_token == token:
+                return changes
+            token = page.next_page_token
+
+    def watch(
+        self,
+        name: str | None = None,
+        after_sequence: int = 0,
+        *,
+        replay_retained: bool = False,
+        idle: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Registry changes as they happen (``ctl models watch``), as dicts
+        of ``ModelEvent``: ``sequence``, ``stream_id``, ``unix_ms`` and one of
+        ``version_registered``, ``version_deleted``, ``version_updated``,
+        ``alias_changed``; only ``name``'s with ``name``. With
+        ``after_sequence`` the retained events after it come first. A broken
+        stream is reopened after the last event seen (as :meth:`Jobs.watch`
+        does); with ``replay_retained`` every event the coordinator kept comes
+        first; with ``idle`` the iterator ends after that many seconds
+        without an event."""
+        server = self._client._coordinator
+        stub = server.stub(coordinator_pb2_grpc.CoordinatorStub)
+        last, stream_id, reconnects = after_sequence, "", 0
+        while True:
+            request = coordinator_pb2.WatchModelsRequest(
+                name=name or "",
+                after_sequence=last,
+                stream_id=stream_id,
+                replay_retained=replay_retained and not stream_id,
+            )
+            call = stub.WatchModels(request, metadata=server.metadata)
+            quiet = _IdleCancel(call, idle)
+            try:
+                quiet.arm()
+                for message in call:
+                    quiet.disarm()
+                    reconnects = 0
+                    last, stream_id = message.sequence, message.stream_id
+                    yield message_to_dict(message)
+                    quiet.arm()
+                return
+            except grpc.RpcError as e:
+                if quiet.fired.is_set():
+                    return
+                err = server.error(e, "WatchModels")
+                reconnects += 1
+                if e.code() not in WATCH_RECONNECT_CODES or reconnects > self._client.watch_retries:
+                    raise err from None
+                time.sleep(watch_backoff(reconnects))
+            finally:
+                quiet.disarm()
+                call.cancel()
+
+    def update(
+        self,
+        name: str,
+        version: int,
+        *,
+        tags: Mapping[str, str] | None = None,
+        remove_tags: str | Sequence[str] = (),
+        description: str | None = None,
+    ) -> ModelVersion:
+        """Changes ``name:version``'s tags (``remove_tags`` taken out, then
+        ``tags`` added or overwritten) and, unless ``None``, its description
+        (``ctl models update``); returns the version. At most 32 tags, keys of
+        letters, digits and ``_-./:`` up to 64 bytes, values up to 256 bytes,
+        a description up to 4096 bytes: :class:`~camshaft.InvalidArgument` past them."""
+        request = update_request(name, version, tags, remove_tags, description)
+        return ModelVersion.from_proto(self._call("UpdateModelVersion", request).version)
 
 
 class Workers:
@@ -854,6 +999,9 @@ class Client:
         upsampled: bool = False,
         ids: Sequence[str] | None = None,
         timeout: float | None = None,
+        layers: str | Sequence[str] | None = None,
+        aug_smooth: bool = False,
+        baseline: str | None = None,
     ) -> list[Explanation]:
         """Explains images with one model version (``ctl explain``).
 
@@ -867,23 +1015,32 @@ class Client:
 
         Args:
             model: ``name`` (its ``latest``), ``name@alias`` or ``name:version``.
-            method: cam, gradcam, gradcam++, xgradcam, layercam or hirescam
-                (default: CAM where the head allows it, else Grad-CAM).
+            method: cam, gradcam, gradcam++, xgradcam, layercam, hirescam or
+                scorecam (default: CAM where the head allows it at the last
+                layer, else Grad-CAM; :attr:`Explanation.recipe` says which ran).
             target: the class to explain, an index or a class name (or one
                 per image); default: the predicted class.
             top_k: maps per image (maps[0] is the target's).
             overlay: also return overlays (:attr:`Explanation.overlay`).
             colormap: magma, viridis, inferno or jet.
             alpha: overlay opacity in [0, 1].
-            faithfulness: deletion or drop: score each map.
+            faithfulness: deletion, drop or road: score each map.
             upsampled: also return the maps upsampled to the input size.
             ids: one id per image (default: the file name, else the index).
             timeout: the deadline of the whole call (default: the client's).
+            layers: the layer (``"layer3"``) or layers (fused, TorchCAM's way)
+                to take the maps at; default: the last (``layer4``).
+            aug_smooth: average each map over flipped and rescaled copies of
+                the image (pytorch-grad-cam's aug_smooth; six times the work).
+            baseline: what removed pixels become in the faithfulness scores:
+                mean (ImageNet's mean colour, the default), black or blur.
         """
-        options = ExplainOptions.parse(model, method, top_k, overlay, colormap, alpha, faithfulness, upsampled)
+        options = ExplainOptions.parse(
+            model, method, top_k, overlay, colormap, alpha, faithfulness, upsampled, layers, aug_smooth, baseline
+        )
         inputs = image_inputs(images, ids, self._resolve_target(model, target))
         deadline = Deadline(timeout if timeout is not None else self.timeout)
-        per_request = images_per_request(top_k, options.faithfulness)
+        per_request = images_per_request(top_k, options.faithfulness, options.aug_smooth)
         results: list[Explanation] = []
         done = 0
         while done < len(inputs):

@@ -44,7 +44,13 @@ COMPUTE_UNITS_PER_REQUEST = 512
 ``1 + top_k × F`` passes (F = 21 for deletion AUC, 2 for average drop), each
 one unit up to 224² input pixels."""
 
-_FAITHFULNESS_PASSES = {0: 0, 1: 21, 2: 2}
+_FAITHFULNESS_PASSES = {0: 0, 1: 21, 2: 2, 3: 3}
+"""Forward passes per map of each FaithfulnessMetric (ROAD: the image, its
+imputed copy and the imputation)."""
+
+AUG_SMOOTH_PASSES = 6
+"""``aug_smooth`` computes every map six times (pytorch-grad-cam's
+flip × [0.9, 1, 1.1] augmentations)."""
 
 
 def encode_image(image: ImageLike) -> tuple[bytes, str]:
@@ -96,11 +102,12 @@ def _as_uint8_hwc(value: Any) -> np.ndarray:
     raise InvalidArgument(f"an image array of dtype {array.dtype} is not an image")
 
 
-def images_per_request(top_k: int | None, faithfulness: int) -> int:
+def images_per_request(top_k: int | None, faithfulness: int, aug_smooth: bool = False) -> int:
     """How many images fit one request by the explainer's default compute
     budget, for models up to 224 px (larger ones are split further when the
-    explainer says so)."""
-    passes = 1 + max(1, top_k or 1) * _FAITHFULNESS_PASSES.get(faithfulness, 21)
+    explainer says so; Score-CAM's pass per channel is left to that)."""
+    map_passes = AUG_SMOOTH_PASSES if aug_smooth else 1
+    passes = map_passes + max(1, top_k or 1) * _FAITHFULNESS_PASSES.get(faithfulness, 21)
     return max(1, min(MAX_IMAGES_PER_REQUEST, COMPUTE_UNITS_PER_REQUEST // passes))
 
 
@@ -167,6 +174,9 @@ class Explanation:
     upsampled_maps: list[np.ndarray]
     overlay_png: bytes = field(repr=False)
     proto: Any = field(default=None, repr=False)
+    recipe: Recipe | None = None
+    """What the explainer ran for this image's request (method, layers,
+    precision, faithfulness baseline, smoothing)."""
 
     @property
     def ok(self) -> bool:
@@ -215,7 +225,7 @@ class Explanation:
         )
 
     @classmethod
-    def from_proto(cls, r: Any, model_version: str) -> Explanation:
+    def from_proto(cls, r: Any, model_version: str, recipe: Recipe | None = None) -> Explanation:
         def maps(ms: Any) -> list[np.ndarray]:
             return [np.asarray(m.values, dtype=np.float32).reshape(m.height, m.width) for m in ms]
 
@@ -235,6 +245,36 @@ class Explanation:
             upsampled_maps=maps(r.upsampled_maps),
             overlay_png=bytes(r.overlay_png),
             proto=r,
+            recipe=recipe,
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What an explain request ran: the request's options resolved against
+    the model (``ExplanationRecipe``)."""
+
+    method: str
+    """The method that ran (``cam``, ``grad_cam``, ``score_cam``, ...): never
+    ``unspecified``, so a model whose head changed behind an alias shows."""
+    target_layers: list[str]
+    """The layers the maps were taken at (``["layer4"]`` by default)."""
+    precision: str
+    """The dtype the model's body ran in: ``fp32``, ``bf16`` or ``fp16``."""
+    faithfulness_baseline: str | None
+    """``mean``, ``black`` or ``blur`` when a score used one, else ``None``."""
+    aug_smooth: bool
+    """Whether the maps were augmentation-smoothed."""
+
+    @classmethod
+    def from_proto(cls, r: Any) -> Recipe:
+        baseline = _names.short_name(_names.FaithfulnessBaseline, r.faithfulness_baseline)
+        return cls(
+            method=_names.short_name(_names.ExplainMethod, r.method),
+            target_layers=list(r.target_layers),
+            precision=r.precision,
+            faithfulness_baseline=None if baseline == "unspecified" else baseline,
+            aug_smooth=bool(r.aug_smooth),
         )
 
 
@@ -250,6 +290,9 @@ class ExplainOptions:
     alpha: float | None
     faithfulness: Any  # the enum value (an int)
     upsampled: bool
+    target_layers: list[str] = field(default_factory=list)
+    aug_smooth: bool = False
+    baseline: Any = 0  # the FaithfulnessBaseline value (an int)
 
     @classmethod
     def parse(
@@ -262,6 +305,9 @@ class ExplainOptions:
         alpha: float | None,
         faithfulness: str | int | None,
         upsampled: bool,
+        layers: str | Sequence[str] | None = None,
+        aug_smooth: bool = False,
+        baseline: str | int | None = None,
     ) -> ExplainOptions:
         if not isinstance(model, str) or not model:
             raise InvalidArgument("model must be a reference like 'pets', 'pets@prod' or 'pets:3'")
@@ -269,6 +315,11 @@ class ExplainOptions:
             raise InvalidArgument(f"alpha {alpha} is outside [0, 1]")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
             raise InvalidArgument(f"top_k must be a non-negative integer, not {top_k!r}")
+        if isinstance(layers, str):
+            layers = [layers]
+        target_layers = list(layers or [])
+        if any(not isinstance(layer, str) or not layer for layer in target_layers):
+            raise InvalidArgument(f"layers must be layer names like 'layer3', not {layers!r}")
         return cls(
             model=model,
             method=_names.parse_optional(_names.ExplainMethod, method),
@@ -278,6 +329,9 @@ class ExplainOptions:
             alpha=alpha,
             faithfulness=_names.parse_optional(_names.FaithfulnessMetric, faithfulness),
             upsampled=upsampled,
+            target_layers=target_layers,
+            aug_smooth=bool(aug_smooth),
+            baseline=_names.parse_optional(_names.FaithfulnessBaseline, baseline),
         )
 
     def request(self, images: list[Any], request_id: str = "") -> Any:
@@ -290,6 +344,9 @@ class ExplainOptions:
             return_upsampled_maps=self.upsampled,
             faithfulness=self.faithfulness,
             request_id=request_id,
+            target_layers=self.target_layers,
+            aug_smooth=self.aug_smooth,
+            faithfulness_baseline=self.baseline,
         )
         if self.top_k is not None:
             req.top_k = self.top_k

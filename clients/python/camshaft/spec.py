@@ -25,12 +25,13 @@ from .v1 import coordinator_pb2
 
 # ctl's spec-file keys (SPEC_KEYS in crates/ctl/src/job_spec.rs), with `_`,
 # and the type each value must have.
-_STR, _INT, _FLOAT, _BOOL, _STRS = (
+_STR, _INT, _FLOAT, _BOOL, _STRS, _TAGS = (
     "a string",
     "an integer",
     "a number",
     "true or false",
     "a string or a list of strings",
+    "a dict of strings to strings",
 )
 SPEC_KEYS: dict[str, str] = {
     "dataset": _STR,
@@ -69,12 +70,18 @@ SPEC_KEYS: dict[str, str] = {
     "checkpoint_every": _INT,
     "keep_checkpoints": _INT,
     "alias": _STRS,
+    "register": _STR,
+    "monitor": _STR,
+    "early_stop": _INT,
+    "tag": _STRS,
+    "description": _STR,
 }
 
 # Keyword arguments the SDK takes besides ctl's: other spellings, and JobSpec
 # fields ctl leaves to the server.
 EXTRA_KEYS: dict[str, str] = {
     "aliases": _STRS,
+    "tags": _TAGS,
     "flip": _BOOL,
     "bucket_mib": _INT,
     "collective_timeout_ms": _INT,
@@ -88,9 +95,12 @@ def _check_type(key: str, value: Any, kind: str) -> Any:
         _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
         _BOOL: isinstance(value, bool),
         _STRS: isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)),
+        _TAGS: isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
     }[kind]
     if not ok:
         raise InvalidArgument(f"{key} must be {kind}, not {value!r}")
+    if kind == _TAGS:
+        return dict(value)
     if kind == _STRS:
         return [value] if isinstance(value, str) else list(value)
     if kind == _FLOAT:
@@ -117,6 +127,10 @@ def normalize_options(options: Mapping[str, Any], source: str = "spec") -> dict[
         if "alias" in out:
             raise InvalidArgument(f"{source} has both alias and aliases")
         out["alias"] = out.pop("aliases")
+    if "tags" in out:
+        if "tag" in out:
+            raise InvalidArgument(f"{source} has both tag and tags")
+        out["tag"] = [f"{k}={v}" for k, v in out.pop("tags").items()]
     if "flip" in out:
         if "no_flip" in out:
             raise InvalidArgument(f"{source} has both flip and no_flip")
@@ -228,7 +242,18 @@ def _build(o: dict[str, Any]) -> Any:
         collective_timeout_ms=o.get("collective_timeout_ms", 0),
         aliases=o.get("alias", []),
         profile_steps=o.get("profile_steps", False),
+        register=_names.parse_optional(_names.RegisterPolicy, o.get("register")),
+        monitor=_names.parse_optional(_names.MonitorMetric, o.get("monitor")),
+        early_stop_patience=o.get("early_stop", 0),
+        description=o.get("description", ""),
     )
+    for tag in o.get("tag", []):
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise InvalidArgument(f"tag {tag!r} is not key=value")
+        if key in spec.tags:
+            raise InvalidArgument(f"tag {key!r} is given twice")
+        spec.tags[key] = value
     for key, proto_field in (
         ("freeze_epochs", "freeze_epochs"),
         ("lr", "lr"),
@@ -309,5 +334,17 @@ class JobOptions(TypedDict, total=False):
     keep_checkpoints: int
     alias: str | list[str]
     aliases: str | list[str]
+    register: str
+    """last (default) or best: which epoch's weights are registered."""
+    monitor: str
+    """valid_loss (default) or accuracy: picks the best epoch, drives early stopping."""
+    early_stop: int
+    """Stop after this many epochs without improvement of ``monitor`` (0: never)."""
+    tag: str | list[str]
+    """Tags of the registered version as ``key=value`` strings."""
+    tags: dict[str, str]
+    """Tags of the registered version as a dict."""
+    description: str
+    """Description of the registered version."""
     bucket_mib: int
     collective_timeout_ms: int

@@ -72,6 +72,8 @@ class EpochRow:
     valid_samples: int
     world_size: int
     step_profiles: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: Learning rate of the epoch's last step (the head's parameter group).
+    lr: float = 0.0
     proto: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -89,6 +91,7 @@ class EpochRow:
             valid_samples=m.valid_samples,
             world_size=m.world_size,
             step_profiles=[message_to_dict(p) for p in m.step_profiles],
+            lr=m.lr,
             proto=m,
         )
 
@@ -133,6 +136,10 @@ class Lineage:
     weights_size_bytes: int
     checkpoint_id: str
     created_by: str
+    #: The epoch (0-based) whose weights these are; None for an import.
+    epoch: int | None = None
+    #: How that epoch was chosen: ``last``, ``best valid_loss``, ``best accuracy``.
+    selected_by: str = ""
 
     @classmethod
     def from_proto(cls, m: Any) -> Lineage:
@@ -146,6 +153,8 @@ class Lineage:
             weights_size_bytes=m.weights_size_bytes,
             checkpoint_id=m.checkpoint_id,
             created_by=m.created_by,
+            epoch=m.epoch if m.HasField("epoch") else None,
+            selected_by=m.selected_by,
         )
 
 
@@ -158,6 +167,10 @@ class ModelVersion:
     aliases: list[str]
     spec: ModelSpec
     lineage: Lineage
+    #: Free-form labels, editable with :meth:`~camshaft.client.Models.update`.
+    tags: dict[str, str] = field(default_factory=dict)
+    #: What the version is for, editable.
+    description: str = ""
     proto: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -180,6 +193,8 @@ class ModelVersion:
             aliases=list(m.aliases),
             spec=ModelSpec.from_proto(m.spec),
             lineage=Lineage.from_proto(m.lineage),
+            tags=dict(m.tags),
+            description=m.description,
             proto=m,
         )
 
@@ -340,6 +355,17 @@ class Worker:
 
 
 @dataclass(frozen=True)
+class ModelServingSettings:
+    """How an explainer runs a model's versions: its ``models.<name>``
+    entry over its global settings."""
+
+    max_batch: int
+    max_batch_wait_ms: int
+    replicas: int
+    precision: str
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A model version held in an explainer's memory."""
 
@@ -347,6 +373,37 @@ class LoadedModel:
     aliases: list[str]
     device: str
     loaded_unix_ms: int
+    #: The settings it runs with (``None`` from explainers older than them).
+    settings: ModelServingSettings | None = None
+    #: Whether the explainer's ``preload`` names it (kept loaded and warm).
+    preloaded: bool = False
+
+    @classmethod
+    def from_proto(cls, m: Any) -> LoadedModel:
+        s = m.settings if m.HasField("settings") else None
+        return cls(
+            model_version=m.model_version,
+            aliases=list(m.aliases),
+            device=m.device,
+            loaded_unix_ms=m.loaded_unix_ms,
+            settings=None
+            if s is None
+            else ModelServingSettings(s.max_batch, s.max_batch_wait_ms, s.replicas, s.precision),
+            preloaded=m.preloaded,
+        )
+
+
+@dataclass(frozen=True)
+class PreloadState:
+    """One reference of an explainer's ``preload`` list: health is
+    NOT_SERVING until every one is ready."""
+
+    model_ref: str
+    #: ``name:version`` it resolved to when last loaded; empty before.
+    model_version: str
+    ready: bool
+    #: Why it is not ready (the last error); empty while it loads.
+    error: str
 
 
 @dataclass(frozen=True)
@@ -365,6 +422,8 @@ class ServerInfo:
     queue_capacity: int
     live_workers: int
     active_jobs: int
+    #: Explainer only: its ``preload`` list.
+    preload: list[PreloadState] = field(default_factory=list)
     proto: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -377,12 +436,11 @@ class ServerInfo:
             store_healthy=m.store_healthy,
             cuda_available=m.cuda_available,
             devices=[Device.from_proto(d) for d in m.devices],
-            loaded_models=[
-                LoadedModel(lm.model_version, list(lm.aliases), lm.device, lm.loaded_unix_ms) for lm in m.loaded_models
-            ],
+            loaded_models=[LoadedModel.from_proto(lm) for lm in m.loaded_models],
             queue_depth=m.queue_depth,
             queue_capacity=m.queue_capacity,
             live_workers=m.live_workers,
             active_jobs=m.active_jobs,
+            preload=[PreloadState(p.model_ref, p.model_version, p.ready, p.error) for p in m.preload],
             proto=m,
         )

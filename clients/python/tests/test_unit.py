@@ -85,7 +85,7 @@ def test_spec_mistakes_name_themselves() -> None:
     with pytest.raises(camshaft.InvalidArgument, match="bad job option"):
         spec_of(dataset="synthetic", epochs=-1)
     # The keys are ctl's, spelled with `_`.
-    assert "batch_size" in SPEC_KEYS and "alias" in SPEC_KEYS and len(SPEC_KEYS) == 36
+    assert "batch_size" in SPEC_KEYS and "alias" in SPEC_KEYS and len(SPEC_KEYS) == 41
 
 
 def test_pretrained_path_and_device_alias() -> None:

@@ -118,6 +118,11 @@ struct WorkerArgs {
 /// credential when no `worker_token_file` is configured.
 const WORKER_TOKEN: &str = "worker-token";
 
+/// Where `camshaft up` and `camshaft coordinator` write the jobs'
+/// TensorBoard runs (`<data_dir>/tensorboard/<job_id>/`) when the
+/// coordinator's `tensorboard_dir` is absent.
+const TENSORBOARD: &str = "tensorboard";
+
 /// The TOML config file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -334,6 +339,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(listen) = a.listen {
                 config.listen_addr = listen;
             }
+            config
+                .tensorboard_dir
+                .get_or_insert_with(|| file.data_dir().join(TENSORBOARD));
             config.validate()?;
             let store = file.open_store().await?;
             let listener = bind("coordinator", &config.listen_addr).await?;
@@ -409,6 +417,9 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
 
     let mut coordinator = file.coordinator;
     coordinator.listen_addr = up.coordinator_addr;
+    coordinator
+        .tensorboard_dir
+        .get_or_insert_with(|| data_dir.join(TENSORBOARD));
     coordinator.validate()?;
     let mut explainer = file.explainer;
     explainer.listen_addr = up.explainer_addr;

@@ -1,7 +1,9 @@
 // The Explain page: images dropped or picked, one model reference, one or
 // several CAM methods side by side (a column per method, as `ctl explain
-// --method a,b` draws its grid), target class, top-k and a faithfulness
-// score. The server returns the maps upsampled to the model's input size;
+// --method a,b` draws its grid), the layers maps are taken at (fused, or a
+// column each to compare them), target class, top-k, aug-smooth and a
+// faithfulness score with its baseline. Each column says what the server
+// ran (its `recipe`: method, layers, precision, baseline). The server returns the maps upsampled to the model's input size;
 // the overlays are drawn here on canvases (min–max normalised with the raw
 // map's range, as crates/render does, coloured with the same matplotlib
 // tables, alpha-blended over the resized image), so the colormap and alpha
@@ -18,13 +20,37 @@ const METHODS = [
   ["xgradcam", "XGrad-CAM", "EXPLAIN_METHOD_XGRAD_CAM"],
   ["layercam", "LayerCAM", "EXPLAIN_METHOD_LAYER_CAM"],
   ["hirescam", "HiResCAM", "EXPLAIN_METHOD_HIRES_CAM"],
+  ["scorecam", "Score-CAM", "EXPLAIN_METHOD_SCORE_CAM"],
 ];
 const FAITHFULNESS = [
   ["", "none"],
   ["FAITHFULNESS_METRIC_DELETION_AUC", "deletion AUC (lower is better)"],
   ["FAITHFULNESS_METRIC_AVERAGE_DROP", "average drop (lower is better)"],
+  ["FAITHFULNESS_METRIC_ROAD", "ROAD most-relevant-first (lower is better)"],
 ];
-const FAITHFULNESS_SHORT = { FAITHFULNESS_METRIC_DELETION_AUC: "deletion AUC", FAITHFULNESS_METRIC_AVERAGE_DROP: "average drop" };
+const FAITHFULNESS_SHORT = { FAITHFULNESS_METRIC_DELETION_AUC: "deletion AUC", FAITHFULNESS_METRIC_AVERAGE_DROP: "average drop", FAITHFULNESS_METRIC_ROAD: "ROAD" };
+const BASELINES = [
+  ["", "mean colour (default)"],
+  ["FAITHFULNESS_BASELINE_BLACK", "black"],
+  ["FAITHFULNESS_BASELINE_BLUR", "blurred image"],
+];
+/** The layers maps can be taken at, by the model's module names (the last is the default). */
+const LAYERS = {
+  ARCH_CNN: [["0", "0 (convolution)"], ["1", "1 (ReLU)"], ["2", "2 (max-pool)"]],
+  ARCH_RESNET18: ["layer1", "layer2", "layer3", "layer4"].map((l) => [l, l]),
+  ARCH_RESNET34: ["layer1", "layer2", "layer3", "layer4"].map((l) => [l, l]),
+};
+
+/** What a response's recipe says ran: "layer3 · fp32 · aug-smooth · mean baseline". */
+export function recipeText(recipe) {
+  if (!recipe) return "";
+  const parts = [(recipe.targetLayers || []).join(" + ")];
+  if (recipe.precision) parts.push(recipe.precision);
+  if (recipe.augSmooth) parts.push("aug-smooth");
+  const baseline = shortEnum(recipe.faithfulnessBaseline);
+  if (baseline && baseline !== "unspecified") parts.push(`${baseline} baseline`);
+  return parts.filter(Boolean).join(" · ");
+}
 
 /** Bytes of `file` as base64 (proto3 JSON's `bytes`). */
 function base64Of(file) {
@@ -144,6 +170,10 @@ export async function render(main, params) {
   const target = h("select", { id: "explain-target" }, h("option", { value: "" }, "the predicted class"));
   const topK = h("input", { id: "explain-topk", type: "number", min: "1", max: "1", value: "1", inputmode: "numeric" });
   const faith = h("select", { id: "explain-faithfulness" }, FAITHFULNESS.map(([v, t]) => h("option", { value: v }, t)));
+  const baseline = h("select", { id: "explain-baseline" }, BASELINES.map(([v, t]) => h("option", { value: v }, t)));
+  const layerBoxes = h("div", { class: "checks", id: "explain-layers" });
+  const perLayer = h("input", { type: "checkbox", id: "explain-per-layer" });
+  const augSmooth = h("input", { type: "checkbox", id: "explain-aug-smooth" });
   const colormap = h("select", { id: "explain-colormap" }, Object.keys(COLORMAPS).map((c) => h("option", { value: c }, c)));
   const alpha = h("input", { id: "explain-alpha", type: "range", min: "0", max: "1", step: "0.05", value: "0.5" });
   const alphaOut = h("output", { for: "explain-alpha", id: "alpha-value" }, "0.50");
@@ -156,10 +186,14 @@ export async function render(main, params) {
     h("fieldset", {}, h("legend", {}, "Model and maps"),
       h("div", { class: "field" }, h("label", { for: "explain-model" }, "Model (name, name@alias or name:version)"), modelInput, refs, modelInfo),
       h("fieldset", { class: "methods" }, h("legend", {}, "Methods (a column each)"), methodBoxes),
+      h("fieldset", { class: "methods" }, h("legend", {}, "Layers (none ticked: the last; several: fused as TorchCAM does)"), layerBoxes,
+        h("label", { class: "check" }, perLayer, "a column per layer instead (compare them)")),
       h("div", { class: "form-grid" },
         h("div", { class: "field" }, h("label", { for: "explain-target" }, "Target class"), target),
         h("div", { class: "field" }, h("label", { for: "explain-topk" }, "Top-k maps"), topK),
-        h("div", { class: "field" }, h("label", { for: "explain-faithfulness" }, "Faithfulness"), faith))),
+        h("div", { class: "field" }, h("label", { for: "explain-faithfulness" }, "Faithfulness"), faith),
+        h("div", { class: "field" }, h("label", { for: "explain-baseline" }, "Removed pixels become"), baseline),
+        h("label", { class: "check" }, augSmooth, "aug-smooth (flips × brightness, 6× the work; not CAM)"))),
     h("div", { class: "actions" }, run));
   const display = h("div", { class: "display-controls", role: "group", "aria-label": "Overlay display (redrawn locally)" },
     h("div", { class: "field" }, h("label", { for: "explain-colormap" }, "Colormap"), colormap),
@@ -237,6 +271,9 @@ export async function render(main, params) {
       const keep = target.value;
       replace(target, h("option", { value: "" }, "the predicted class"), names.map((n, i) => h("option", { value: String(i), selected: String(i) === keep }, `${i}: ${n}`)));
       topK.max = String(Math.max(1, names.length));
+      const ticked = new Set([...layerBoxes.querySelectorAll("input:checked")].map((i) => i.value));
+      replace(layerBoxes, (LAYERS[spec.arch] || []).map(([value, text]) => h("label", { class: "check" },
+        h("input", { type: "checkbox", name: "layer", value, checked: ticked.has(value) }), text)));
       if (Number(topK.value) > names.length) topK.value = String(names.length);
       return version;
     } catch (e) {
@@ -263,7 +300,9 @@ export async function render(main, params) {
     const head = h("div", { class: "grid-row grid-head", role: "row" },
       h("div", { role: "columnheader" }, "Image"),
       st.columns.map((c) => h("div", { role: "columnheader", dataset: { method: c.method } },
-        h("strong", {}, c.title), c.error ? h("p", { class: "error column-error" }, c.error) : null)));
+        h("strong", {}, c.title),
+        c.response ? h("span", { class: "muted recipe" }, ` ${recipeText(c.response.recipe)}`) : null,
+        c.error ? h("p", { class: "error column-error" }, c.error) : null)));
     const rows = st.images.map((img, row) => {
       const results = st.columns.map((c) => (c.response ? c.response.results[row] : null));
       const imageError = (results.find((r) => r && r.error) || {}).error || "";
@@ -338,12 +377,18 @@ export async function render(main, params) {
       const targetClass = target.value === "" ? undefined : Number(target.value);
       const images = await Promise.all(st.images.map(async (img) => ({ id: img.name, data: await base64Of(img.file), targetClass })));
       st.faithfulness = faith.value;
-      st.columns = await Promise.all(methods.map(async ([key, title, wire]) => {
+      const layers = [...layerBoxes.querySelectorAll("input:checked")].map((i) => i.value);
+      const layerSets = perLayer.checked && layers.length > 1 ? layers.map((l) => [l]) : [layers];
+      const jobs = methods.flatMap((m) => layerSets.map((set) => [m, set]));
+      st.columns = await Promise.all(jobs.map(async ([[key, name, wire], set]) => {
+        const title = set.length ? `${name} @ ${set.join("+")}` : name;
         const body = {
           model: ref, images, method: wire, topK: Math.max(1, Number(topK.value) || 1),
-          returnUpsampledMaps: true, returnOverlay: false,
+          returnUpsampledMaps: true, returnOverlay: false, targetLayers: set,
+          augSmooth: augSmooth.checked && key !== "cam",
         };
         if (faith.value) body.faithfulness = faith.value;
+        if (faith.value && baseline.value) body.faithfulnessBaseline = baseline.value;
         try {
           return { method: key, title, response: await api("v1/explain", { method: "POST", body }) };
         } catch (err) {

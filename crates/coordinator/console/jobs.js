@@ -283,6 +283,8 @@ export async function renderJob(main, id) {
       ["Submitted", h("span", {}, timeAgo(job.createdUnixMs), job.createdBy ? ` by ${job.createdBy}` : "")],
       ["Started", fmtTime(job.startedUnixMs)],
       ["Finished", fmtTime(job.finishedUnixMs)],
+      spec.register || spec.earlyStopPatience ? ["Registers", `${shortEnum(spec.register) || "last"} epoch${spec.register === "REGISTER_POLICY_BEST" || spec.earlyStopPatience ? ` by ${shortEnum(spec.monitor) || "valid-loss"}` : ""}${spec.earlyStopPatience ? `, early stop after ${spec.earlyStopPatience} epochs without improvement` : ""}`] : null,
+      job.earlyStop ? ["Stopped early", h("span", { id: "early-stop" }, job.earlyStop.reason || `after epoch ${num(job.earlyStop.epoch) + 1}`)] : null,
       job.modelVersion ? ["Model version", h("a", { href: `#/models?name=${encodeURIComponent(job.modelVersion.split(":")[0])}` }, job.modelVersion)] : null,
       job.error ? ["Error", h("span", { class: "error", id: "job-error" }, job.error)] : null,
     ].filter(Boolean);

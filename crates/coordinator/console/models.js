@@ -1,13 +1,19 @@
 // The Models page: every registered version by name with its lineage (job,
-// data set, metrics, created, by whom), its aliases (moving one asks for
-// confirmation first), deleting a version, and importing a safetensors
+// data set, the epoch registered and why, metrics, created, by whom), its
+// tags and description (editable), its aliases (moving one asks for
+// confirmation first) and who moved them when, deleting a version, and
+// importing a safetensors
 // file or a PyTorch `.pth` state dict (the coordinator converts it to
 // safetensors without running its pickle; nothing is unpickled here).
+// The page follows the registry's event stream (`/v1/registry/events`), so
+// a version registered or an alias moved elsewhere shows without a reload.
 
-import { ApiError, api, errorBox, errorText } from "./api.js";
+import { ApiError, api, errorBox, errorText, withAccessToken } from "./api.js";
 import { announce, fmt, fmtBytes, fmtTime, h, num, replace, shortEnum, timeAgo } from "./dom.js";
 
 const MAX_PAGES = 20;
+/** Names whose alias history is unfolded. */
+const OPEN_HISTORIES = new Set();
 
 async function allVersions() {
   const versions = [];
@@ -55,14 +61,21 @@ export async function render(main, params) {
     importForm(reload),
     list);
 
+  // What the list shows, so a reload that finds nothing new (the page's
+  // own change arriving again as a registry event) leaves the DOM alone.
+  let shown = "";
   async function reload() {
     let versions;
     try {
       versions = await allVersions();
     } catch (e) {
+      shown = "";
       replace(list, errorBox(e));
       return;
     }
+    const key = JSON.stringify(versions);
+    if (key === shown) return;
+    shown = key;
     const byName = new Map();
     for (const v of versions) {
       if (only && v.name !== only) continue;
@@ -76,6 +89,56 @@ export async function render(main, params) {
     replace(list, [...byName.entries()].map(([name, vs]) => modelSection(name, vs, reload)));
   }
   await reload();
+
+  // Registry changes made anywhere (ctl, the SDK, a job) redraw the list
+  // (a burst of them once), unless the user is in the middle of an edit
+  // here: then the page offers to refresh instead of pulling the form away.
+  const live = h("p", { class: "hint", id: "models-live", "aria-live": "polite" });
+  list.before(live);
+  let timer = 0;
+  let source = new EventSource(withAccessToken(`v1/registry/events${only ? `?name=${encodeURIComponent(only)}` : ""}`));
+  source.addEventListener("open", () => { live.textContent = "Following registry changes."; });
+  const editing = () => list.querySelector("tr details[open]") || (list.contains(document.activeElement) && document.activeElement.matches("input, textarea, select"));
+  const refresh = () => {
+    if (editing()) {
+      replace(live, "The registry changed. ", h("button", { type: "button", class: "secondary", id: "models-refresh", onclick: () => reload().then(() => { live.textContent = "Following registry changes."; }) }, "Refresh"));
+    } else {
+      reload();
+    }
+  };
+  const changed = (e) => {
+    const event = JSON.parse(e.data);
+    const v = event.versionRegistered || event.versionUpdated || event.versionDeleted || event.aliasChanged || {};
+    live.textContent = `${v.name || "a model"} changed (${e.type.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`)}).`;
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 300);
+  };
+  for (const kind of ["versionRegistered", "versionDeleted", "versionUpdated", "aliasChanged"]) source.addEventListener(kind, changed);
+  source.addEventListener("error", () => {
+    if (source && source.readyState === EventSource.CLOSED) live.textContent = "Not following registry changes (the stream closed): reload the page.";
+  });
+  return () => {
+    clearTimeout(timer);
+    if (source) source.close();
+    source = null;
+  };
+}
+
+/** A model's alias changes, newest first: "prod 3 → 4 by alice, 2 min ago". */
+async function loadHistory(name, into) {
+  try {
+    const page = await api(`v1/models/${encodeURIComponent(name)}/history?pageSize=50`);
+    const changes = page.changes || [];
+    replace(into, changes.length
+      ? h("ol", { class: "plain history" }, changes.map((c) => h("li", { dataset: { alias: c.alias } },
+        h("strong", {}, c.alias), " ",
+        c.fromVersion === undefined ? "created → " : `${num(c.fromVersion)} → `,
+        c.toVersion === undefined ? "removed" : String(num(c.toVersion)),
+        h("span", { class: "muted" }, ` by ${c.changedBy || "unknown"}, `, h("span", { title: fmtTime(c.unixMs) }, timeAgo(c.unixMs))))))
+      : h("p", { class: "empty" }, "No alias has been set or moved."));
+  } catch (e) {
+    replace(into, errorBox(e));
+  }
 }
 
 function modelSection(name, versions, reload) {
@@ -83,11 +146,24 @@ function modelSection(name, versions, reload) {
   const aliases = new Map();
   for (const v of sorted) for (const a of v.aliases || []) aliases.set(a, num(v.version));
   const id = `model-${name}`;
+  const history = h("div", { class: "history-body" });
+  const historyBox = h("details", { class: "alias-history", id: `${id}-history` }, h("summary", {}, "Alias history"), history);
+  // Kept open across redraws (a registry event redraws every section).
+  historyBox.addEventListener("toggle", () => {
+    if (historyBox.open) {
+      OPEN_HISTORIES.add(name);
+      loadHistory(name, history);
+    } else {
+      OPEN_HISTORIES.delete(name);
+    }
+  });
+  if (OPEN_HISTORIES.has(name)) historyBox.open = true;
   return h("section", { class: "model", id, "aria-labelledby": `${id}-h` },
     h("h2", { id: `${id}-h` }, name),
+    historyBox,
     h("table", { class: "versions" },
       h("caption", {}, `Versions of ${name}, newest first`),
-      h("thead", {}, h("tr", {}, ["Version", "Aliases", "Model", "Lineage", "Metrics", "Created", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Version", "Aliases", "Model", "Lineage", "Tags", "Metrics", "Created", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, sorted.map((v) => versionRow(v, aliases, reload)))));
 }
 
@@ -137,6 +213,36 @@ function versionRow(v, aliases, reload) {
     }
   }
 
+  const tagsText = h("textarea", { id: `tags-${v.name}-${version}`, rows: 3, spellcheck: "false", placeholder: "key=value, one a line" },
+    Object.entries(v.tags || {}).map(([k, val]) => `${k}=${val}`).join("\n"));
+  const descText = h("textarea", { id: `desc-${v.name}-${version}`, rows: 2 }, v.description || "");
+  const editForm = h("form", {
+    class: "tags-form",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const wanted = {};
+      for (const line of tagsText.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+        const cut = line.indexOf("=");
+        if (cut <= 0) {
+          announce(`A tag is key=value, not ${JSON.stringify(line)}.`, "error");
+          return;
+        }
+        wanted[line.slice(0, cut).trim()] = line.slice(cut + 1).trim();
+      }
+      const removeTags = Object.keys(v.tags || {}).filter((k) => !(k in wanted));
+      try {
+        await api(`v1/models/${encodeURIComponent(v.name)}/versions/${version}`, { method: "PATCH", body: { setTags: wanted, removeTags, description: descText.value } });
+        announce(`Updated ${ref}.`);
+        await reload();
+      } catch (err) {
+        announce(errorText(err), "error");
+      }
+    },
+  },
+  h("label", { for: tagsText.id }, "Tags"), tagsText,
+  h("label", { for: descText.id }, "Description"), descText,
+  h("button", { type: "submit" }, "Save"));
+
   async function remove() {
     if (!confirm(`Delete ${ref} and its weights? This cannot be undone.`)) return;
     const path = `v1/models/${encodeURIComponent(v.name)}/versions/${version}`;
@@ -170,13 +276,18 @@ function versionRow(v, aliases, reload) {
     h("td", {},
       lin.jobId ? h("span", {}, "job ", h("a", { href: `#/jobs/${encodeURIComponent(lin.jobId)}` }, lin.jobId)) : `imported from ${lin.importedFrom || "a file"}`,
       lin.dataset ? [h("br"), `data: ${lin.dataset}`] : null,
+      lin.epoch !== undefined ? [h("br"), h("span", { class: "registered-epoch" }, `epoch ${num(lin.epoch) + 1}${lin.selectedBy ? ` (${lin.selectedBy})` : ""}`)] : null,
       lin.checkpointId ? [h("br"), h("span", { class: "muted" }, `checkpoint ${lin.checkpointId}`)] : null,
       h("br"), h("span", { class: "muted", title: `sha256 ${lin.weightsSha256 || ""}` }, `${fmtBytes(lin.weightsSizeBytes)}, sha256 ${(lin.weightsSha256 || "").slice(0, 12)}…`)),
+    h("td", { class: "tags" },
+      Object.entries(v.tags || {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, val]) => h("span", { class: "chip tag", dataset: { tag: k } }, `${k}=${val}`)),
+      v.description ? h("p", { class: "description" }, v.description) : null),
     h("td", {}, metrics.length ? h("dl", { class: "metrics" }, metrics.map(([k, val]) => [h("dt", {}, k), h("dd", {}, fmt(val, 4))])) : "–"),
     h("td", {}, h("span", { title: fmtTime(lin.createdUnixMs) }, timeAgo(lin.createdUnixMs)), lin.createdBy ? [h("br"), `by ${lin.createdBy}`] : null),
     h("td", {}, h("div", { class: "row-actions" },
       h("a", { class: "button secondary", href: `#/explain?model=${encodeURIComponent(ref)}` }, "Explain"),
       h("details", { class: "needs-editor" }, h("summary", {}, "Set alias…"), aliasForm),
+      h("details", { class: "needs-editor" }, h("summary", {}, "Tags…"), editForm),
       h("button", { type: "button", class: "danger secondary needs-editor", onclick: remove, "aria-label": `Delete ${ref}` }, "Delete"))));
 }
 

@@ -10,6 +10,7 @@ import { announce, h, randomId, replace } from "./dom.js";
 const ENUM_PREFIX = {
   dataset: "DATASET_KIND_", model: "ARCH_", head: "HEAD_", normalize: "NORMALIZATION_", resize: "RESIZE_METHOD_",
   precision: "PRECISION_", device: "DEVICE_KIND_", collective: "COLLECTIVE_BACKEND_",
+  register: "REGISTER_POLICY_", monitor: "MONITOR_METRIC_",
 };
 
 const synthetic = (v) => v.dataset === "synthetic";
@@ -52,6 +53,8 @@ const GROUPS = [
     { key: "precision", label: "Precision", kind: "select", options: ["", "fp32", "bf16", "fp16"], def: "fp32", paths: ["spec.precision"] },
     { key: "channels-last", label: "Channels-last (NHWC)", kind: "bool", paths: ["spec.channels_last"] },
     { key: "profile-steps", label: "Profile steps (step-time breakdown, trace)", kind: "bool", paths: ["spec.profile_steps"] },
+    { key: "monitor", label: "Validation metric watched", kind: "select", options: ["", "valid_loss", "accuracy"], def: "valid_loss", paths: ["spec.monitor"] },
+    { key: "early-stop", label: "Early stop after (epochs without improvement)", kind: "int", def: "0: train every epoch", paths: ["spec.early_stop_patience"] },
   ]],
   ["Group", [
     { key: "workers", label: "Workers", kind: "int", def: "1", paths: ["spec.workers"] },
@@ -67,6 +70,9 @@ const GROUPS = [
   ["Registry", [
     { key: "name", label: "Model name", kind: "text", def: "the data set's kind", paths: ["spec.name"] },
     { key: "alias", label: "Aliases besides latest (comma-separated)", kind: "list", paths: ["spec.aliases"] },
+    { key: "register", label: "Register which epoch", kind: "select", options: ["", "last", "best"], optionLabels: { best: "best (by the watched metric)" }, def: "last", paths: ["spec.register"] },
+    { key: "tag", label: "Tags (key=value, comma-separated)", kind: "list", paths: ["spec.tags"] },
+    { key: "description", label: "Description", kind: "text", paths: ["spec.description"] },
   ]],
 ];
 
@@ -95,6 +101,9 @@ function shellWord(s) {
   return /^[A-Za-z0-9_.,:@%+=/-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`;
 }
 
+/** A comma-separated list field's items. */
+const items = (v) => (v ? v.split(",").map((s) => s.trim()).filter(Boolean) : []);
+
 /** Reads the form: {values by key, errors by key} (only shown fields count). */
 function readForm(form) {
   const values = {};
@@ -113,6 +122,9 @@ function readForm(form) {
       if (v !== "" && !/^\d+$/.test(v)) errors[f.key] = "expected a whole number ≥ 0";
     } else if (f.kind === "float") {
       if (v !== "" && !(/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(v) && Number.isFinite(Number(v)))) errors[f.key] = "expected a number, e.g. 3e-3";
+    } else if (f.key === "tag") {
+      const bad = items(v).find((t) => !/^[^=]+=/.test(t));
+      if (bad) errors[f.key] = `expected key=value, not ${JSON.stringify(bad)}`;
     }
     if (f.required && v === "") errors[f.key] = `${f.label.toLowerCase()} is required`;
   }
@@ -165,8 +177,13 @@ export function buildSpec(values) {
     precision: e("precision"),
     channelsLast: values["channels-last"] || undefined,
     collective: e("collective"),
-    aliases: values.alias ? values.alias.split(",").map((s) => s.trim()).filter(Boolean) : undefined,
+    aliases: values.alias ? items(values.alias) : undefined,
     profileSteps: values["profile-steps"] || undefined,
+    register: e("register"),
+    monitor: e("monitor"),
+    earlyStopPatience: int("early-stop"),
+    tags: values.tag ? Object.fromEntries(items(values.tag).map((t) => [t.slice(0, t.indexOf("=")), t.slice(t.indexOf("=") + 1)])) : undefined,
+    description: values.description || undefined,
   };
   return JSON.parse(JSON.stringify(spec));
 }
@@ -186,7 +203,7 @@ export function ctlCommand(values) {
       if (v === "imagenet") words.push("--pretrained", "imagenet");
       else if (v === "path") words.push("--pretrained", shellWord(values["pretrained-path"] || "PATH"));
     } else if (f.kind === "list") {
-      for (const a of v ? v.split(",").map((s) => s.trim()).filter(Boolean) : []) words.push("--alias", shellWord(a));
+      for (const a of items(v)) words.push(`--${f.key}`, shellWord(a));
     } else if (v !== "") {
       words.push(`--${f.key}`, shellWord(v));
     }

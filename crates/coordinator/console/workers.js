@@ -90,9 +90,14 @@ export async function render(main) {
     const explExtra = expl instanceof Error ? [] : [
       ["Queue", `${expl.queueDepth || 0} of ${expl.queueCapacity || 0} images`],
       ["Loaded models", (expl.loadedModels || []).length
-        ? h("ul", { class: "plain" }, expl.loadedModels.map((m) => h("li", {}, `${m.modelVersion}${(m.aliases || []).length ? ` (@${m.aliases.join(", @")})` : ""} on ${m.device}, loaded ${new Date(num(m.loadedUnixMs)).toLocaleTimeString()}`)))
+        ? h("ul", { class: "plain", id: "loaded-models" }, expl.loadedModels.map((m) => h("li", {},
+          `${m.modelVersion}${(m.aliases || []).length ? ` (@${m.aliases.join(", @")})` : ""}${m.preloaded ? ", preloaded" : ""} on ${m.device}, loaded ${new Date(num(m.loadedUnixMs)).toLocaleTimeString()}`,
+          m.settings ? h("span", { class: "muted" }, ` · batch ≤ ${m.settings.maxBatch}, wait ${num(m.settings.maxBatchWaitMs)} ms, ${m.settings.replicas} replica(s), ${m.settings.precision}`) : null)))
         : "none yet (loaded on first use)"],
-    ];
+      (expl.preload || []).length ? ["Preload", h("ul", { class: "plain", id: "preload" }, expl.preload.map((p) => h("li", {},
+        `${p.modelRef}${p.modelVersion ? ` → ${p.modelVersion}` : ""}: `,
+        p.ready ? h("span", { class: "ok" }, "ready") : p.error ? h("span", { class: "error" }, p.error) : h("span", {}, "loading…"))))] : null,
+    ].filter(Boolean);
     replace(status, h("h2", { id: "status-h" }, "Services"),
       h("div", { class: "servers" },
         coord instanceof Error ? h("div", {}, h("h3", {}, "Coordinator"), errorBox(coord)) : serverInfo("Coordinator", coord, coordExtra),

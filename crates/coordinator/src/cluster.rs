@@ -26,7 +26,9 @@ use tonic::Status;
 
 use crate::jobs::{self, JobLog};
 use crate::metrics::Metrics;
+use crate::model_events::ModelEventLog;
 use crate::{Config, Error, Result, registry, spec};
+use camshaft_proto::v1::model_event::Event as ModelEvent;
 
 /// The outbound half of a worker's control stream.
 pub type WorkerSender = mpsc::UnboundedSender<Result<CoordinatorMessage, Status>>;
@@ -120,6 +122,10 @@ pub struct Cluster {
     logs: Mutex<HashMap<JobId, Arc<JobLog>>>,
     groups: Mutex<HashMap<(JobId, u32), Group>>,
     transitions: tokio::sync::Mutex<()>,
+    /// Held while a version's tags and description are read and rewritten.
+    registry_edits: tokio::sync::Mutex<()>,
+    /// The registry's change feed (`WatchModels`).
+    model_events: ModelEventLog,
     next_conn: AtomicU64,
     next_worker: AtomicU64,
     /// Makes assigned worker ids unique to this coordinator's run.
@@ -154,12 +160,71 @@ impl Cluster {
             logs: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             transitions: tokio::sync::Mutex::new(()),
+            registry_edits: tokio::sync::Mutex::new(()),
+            model_events: ModelEventLog::new(format!("{:x}", now_unix_ms())),
             next_conn: AtomicU64::new(1),
             next_worker: AtomicU64::new(1),
             id_prefix: format!("{:x}", now_ms() % 0x10_0000),
             started_unix_ms: now_unix_ms(),
             metrics,
         })
+    }
+
+    /// The registry's change feed.
+    pub fn model_events(&self) -> &ModelEventLog {
+        &self.model_events
+    }
+
+    /// Points `name@alias` at `version` as `by`, records it in the feed,
+    /// and returns the version it pointed at before (`None`: new alias).
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u64,
+        by: &str,
+    ) -> Result<Option<u64>> {
+        let before = registry::aliases_of(&self.store.list_models().await?, name)
+            .get(alias)
+            .copied();
+        patiently("setting an alias", || {
+            self.store.set_alias_by(name, alias, version, by)
+        })
+        .await?;
+        if before != Some(version) {
+            self.model_events
+                .push(ModelEvent::AliasChanged(v1::AliasChange {
+                    name: name.into(),
+                    alias: alias.into(),
+                    from_version: before,
+                    to_version: Some(version),
+                    changed_by: by.into(),
+                    unix_ms: now_unix_ms(),
+                    revision: 0,
+                }));
+        }
+        Ok(before)
+    }
+
+    /// Removes `name@alias` as `by` and records it in the feed; returns the
+    /// version it pointed at.
+    pub async fn remove_alias(&self, name: &str, alias: &str, by: &str) -> Result<u64> {
+        let before = registry::aliases_of(&self.store.list_models().await?, name)
+            .get(alias)
+            .copied()
+            .ok_or_else(|| Error::NotFound(format!("no alias {name}@{alias}")))?;
+        self.store.remove_alias_by(name, alias, by).await?;
+        self.model_events
+            .push(ModelEvent::AliasChanged(v1::AliasChange {
+                name: name.into(),
+                alias: alias.into(),
+                from_version: Some(before),
+                to_version: None,
+                changed_by: by.into(),
+                unix_ms: now_unix_ms(),
+                revision: 0,
+            }));
+        Ok(before)
     }
 
     /// Workers connected now.
@@ -650,11 +715,19 @@ impl Cluster {
         let model_version = version
             .as_ref()
             .map(|v| format!("{}:{}", v.name, v.version));
+        let early_stop = if bench {
+            None
+        } else {
+            self.early_stop_of(id, checkpoint_id).await
+        };
         let record = self
             .modify(id, |job| {
                 job.state = state;
                 job.error.clone_from(&error);
                 job.model_version.clone_from(&model_version);
+                if let Some(stop) = &early_stop {
+                    jobs::record_early_stop(job, stop);
+                }
                 if let Some(a) = job.attempts.last_mut() {
                     a.ended_ms = Some(now_ms());
                 }
@@ -671,6 +744,13 @@ impl Cluster {
             },
         );
         let log = self.log(&record);
+        let registered_epoch = version
+            .as_ref()
+            .and_then(|v| v.lineage.as_ref())
+            .and_then(|l| {
+                l.epoch
+                    .map(|e| format!("registered epoch {e} ({})", l.selected_by))
+            });
         if let Some(version) = version {
             tracing::info!(job_id = %id, model = %format!("{}:{}", version.name, version.version), "job succeeded");
             log.push(Event::ModelRegistered(v1::ModelRegistered {
@@ -682,15 +762,22 @@ impl Cluster {
             tracing::error!(job_id = %id, error = ?error, "job failed at registration");
         }
         let done = if bench {
-            "every size measured"
+            "every size measured".to_string()
         } else {
-            "trained and registered"
+            let registered = registered_epoch.unwrap_or_else(|| "registered".into());
+            match &early_stop {
+                Some(stop) => format!(
+                    "stopped early after epoch {}: {}; {registered}",
+                    stop.epoch, stop.reason
+                ),
+                None => format!("trained and {registered}"),
+            }
         };
         log.push(Event::StateChanged(v1::JobStateChanged {
             from: v1::JobState::Running as i32,
             to: jobs::wire_state(&record) as i32,
             attempt,
-            reason: error.unwrap_or_else(|| done.into()),
+            reason: error.unwrap_or(done),
             world_size: 0,
         }));
         drop(guard);
@@ -713,7 +800,20 @@ impl Cluster {
             self.store.get_checkpoint(record.id, checkpoint_id)
         })
         .await?;
-        let weights = bundle::file(&checkpoint.blob, bundle::WEIGHTS)?;
+        // Which epoch the worker says the job registers (`register: best`
+        // ships that epoch's weights beside the checkpoint's own).
+        let selection = checkpoint
+            .manifest
+            .meta
+            .get(bundle::SELECTION)
+            .cloned()
+            .unwrap_or_default();
+        let files = bundle::unpack(&checkpoint.blob)?;
+        let weights = [bundle::BEST_WEIGHTS, bundle::WEIGHTS]
+            .iter()
+            .find_map(|name| files.iter().find(|(n, _)| n == name))
+            .map(|(_, data)| data.clone())
+            .ok_or_else(|| Error::Internal("the final checkpoint has no weights".into()))?;
         let model_spec = checkpoint
             .manifest
             .meta
@@ -722,10 +822,26 @@ impl Cluster {
             .ok_or_else(|| Error::Internal("the checkpoint has no model spec".into()))?;
         // Explained with the pixels it was validated on.
         let model_spec = registry::with_resize(model_spec, spec.resize());
-        let last = record
+        let epoch = selection
+            .get("epoch")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|e| u32::try_from(e).ok());
+        let selected_by = selection
+            .get("selected_by")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("last")
+            .to_string();
+        // The chosen epoch's row (of the latest attempt that ran it), else
+        // the last row.
+        let rows: Vec<v1::EpochMetrics> = record
             .history
-            .last()
-            .and_then(|row| serde_json::from_value::<v1::EpochMetrics>(row.clone()).ok())
+            .iter()
+            .filter_map(|row| serde_json::from_value(row.clone()).ok())
+            .collect();
+        let last = epoch
+            .and_then(|e| rows.iter().rev().find(|row| row.epoch == e))
+            .or(rows.last())
+            .cloned()
             .unwrap_or_default();
         let lineage = v1::Lineage {
             job_id: record.id.to_string(),
@@ -739,14 +855,71 @@ impl Cluster {
             created_unix_ms: now_unix_ms(),
             checkpoint_id: checkpoint_id.to_string(),
             created_by: jobs::created_by(record).to_string(),
+            epoch: Some(epoch.unwrap_or(last.epoch)),
+            selected_by,
             ..Default::default()
         };
-        self.register(&spec.name, model_spec, lineage, weights, &spec.aliases)
-            .await
+        let annotations = (&spec.tags, spec.description.as_str());
+        self.register(
+            &spec.name,
+            model_spec,
+            lineage,
+            weights,
+            &spec.aliases,
+            annotations,
+        )
+        .await
     }
 
-    /// Stores `weights` as the next version of `name`, points `latest` and
-    /// `aliases` at it, and returns its wire form.
+    /// Why the final checkpoint of a job says training stopped early, if it
+    /// does.
+    async fn early_stop_of(&self, id: JobId, checkpoint_id: &str) -> Option<v1::EarlyStop> {
+        let checkpoint_id: u64 = checkpoint_id.parse().ok()?;
+        let manifests = self.store.list_checkpoints(id).await.ok()?;
+        let manifest = manifests.iter().find(|m| m.id == checkpoint_id)?;
+        let stop = manifest.meta.get(bundle::SELECTION)?.get("early_stop")?;
+        serde_json::from_value(stop.clone()).ok()
+    }
+
+    /// Changes the tags and description of `name:version` (read, change,
+    /// write, one edit at a time) and returns the version.
+    pub async fn update_version(
+        &self,
+        name: &str,
+        version: u64,
+        remove_tags: &[String],
+        set_tags: &std::collections::HashMap<String, String>,
+        description: Option<&str>,
+    ) -> Result<v1::ModelVersion> {
+        if let Some(description) = description {
+            registry::check_description("description", description)?;
+        }
+        let _edit = self.registry_edits.lock().await;
+        let stored = self
+            .store
+            .get_model(&camshaft_store::ModelRef::Version(
+                name.to_string(),
+                version,
+            ))
+            .await?;
+        let (tags, old_description) = registry::annotations(&stored.lineage);
+        let tags = registry::updated_tags(tags, remove_tags, set_tags)?;
+        let description = description.unwrap_or(&old_description);
+        let lineage = registry::with_annotations(stored.lineage, &tags, description);
+        let updated = self
+            .store
+            .update_model_lineage(name, version, lineage)
+            .await?;
+        let models = self.store.list_models().await?;
+        let wire = registry::to_wire(&updated, &registry::aliases_of(&models, name));
+        self.model_events
+            .push(ModelEvent::VersionUpdated(wire.clone()));
+        Ok(wire)
+    }
+
+    /// Stores `weights` as the next version of `name` with its tags and
+    /// description, points `latest` and `aliases` at it, and returns its
+    /// wire form.
     pub async fn register(
         &self,
         name: &str,
@@ -754,12 +927,18 @@ impl Cluster {
         lineage: v1::Lineage,
         weights: bytes::Bytes,
         aliases: &[String],
+        (tags, description): (&std::collections::HashMap<String, String>, &str),
     ) -> Result<v1::ModelVersion> {
         // A version exists only once its weights fit its spec: an import
         // checked this already; a trained model's checkpoint is checked here.
         registry::check_registrable(&model_spec, &weights, &self.config.model_limits)?;
         let lineage = serde_json::to_value(&lineage)
             .map_err(|e| Error::Internal(format!("cannot encode lineage: {e}")))?;
+        let lineage = registry::with_annotations(lineage, tags, description);
+        // `latest` moves with the registration; the feed says from where.
+        let latest_before = registry::aliases_of(&self.store.list_models().await?, name)
+            .get(camshaft_store::LATEST)
+            .copied();
         // A retry after an ambiguous failure may register a second,
         // identical version: better than losing a trained model.
         let version = patiently("registering a model", || {
@@ -767,17 +946,58 @@ impl Cluster {
                 .register_model(name, model_spec.clone(), lineage.clone(), weights.clone())
         })
         .await?;
+        let by = version
+            .lineage
+            .get("created_by")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let mut moved = vec![(camshaft_store::LATEST.to_string(), latest_before)];
         for alias in aliases {
-            patiently("setting an alias", || {
-                self.store.set_alias(name, alias, version.version)
-            })
-            .await?;
+            let before = self
+                .set_alias_quietly(name, alias, version.version, &by)
+                .await?;
+            moved.push((alias.clone(), before));
         }
         let models = patiently("listing models", || self.store.list_models()).await?;
-        Ok(registry::to_wire(
-            &version,
-            &registry::aliases_of(&models, name),
-        ))
+        let wire = registry::to_wire(&version, &registry::aliases_of(&models, name));
+        self.model_events
+            .push(ModelEvent::VersionRegistered(wire.clone()));
+        for (alias, before) in moved
+            .into_iter()
+            .filter(|(_, b)| *b != Some(version.version))
+        {
+            self.model_events
+                .push(ModelEvent::AliasChanged(v1::AliasChange {
+                    name: name.into(),
+                    alias,
+                    from_version: before,
+                    to_version: Some(version.version),
+                    changed_by: by.clone(),
+                    unix_ms: now_unix_ms(),
+                    revision: 0,
+                }));
+        }
+        Ok(wire)
+    }
+
+    /// [`Cluster::set_alias`] without the feed event (a registration
+    /// reports its aliases after its version).
+    async fn set_alias_quietly(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u64,
+        by: &str,
+    ) -> Result<Option<u64>> {
+        let before = registry::aliases_of(&self.store.list_models().await?, name)
+            .get(alias)
+            .copied();
+        patiently("setting an alias", || {
+            self.store.set_alias_by(name, alias, version, by)
+        })
+        .await?;
+        Ok(before)
     }
 
     // ───────────────────────────── workers ─────────────────────────────

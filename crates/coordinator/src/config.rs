@@ -76,6 +76,12 @@ pub struct Config {
     /// TLS of the connection to `explainer_address` (its `ca` and
     /// `server_name`; a client `cert`/`key` for mutual TLS). Default: none.
     pub explainer_tls: TlsConfig,
+    /// Where each job's epoch rows are written as TensorBoard event files,
+    /// one run directory per job (`<dir>/<job_id>/`), so `tensorboard
+    /// --logdir <dir>` shows every job. Absent: the binaries use
+    /// `<data_dir>/tensorboard`; empty: none written. Default: absent (the
+    /// library alone writes none).
+    pub tensorboard_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -100,6 +106,7 @@ impl Default for Config {
             metrics_listen: String::new(),
             explainer_address: String::new(),
             explainer_tls: TlsConfig::default(),
+            tensorboard_dir: None,
         }
     }
 }
@@ -164,6 +171,13 @@ impl Config {
                 self.listen_addr
             ))
         })
+    }
+
+    /// [`Config::tensorboard_dir`] when it names a directory.
+    pub fn tensorboard_dir(&self) -> Option<&std::path::Path> {
+        self.tensorboard_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
     }
 
     pub(crate) fn lease_ttl(&self) -> Duration {

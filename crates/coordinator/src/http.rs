@@ -167,6 +167,30 @@ pub fn routes(explainer: Option<GrpcClient>) -> Vec<Route> {
             rpc!(DeleteModel),
             "Delete a version (`force` removes the aliases pointing at it).",
         ),
+        Route::unary(
+            Method::PATCH,
+            "/v1/models/{name}/versions/{version}",
+            rpc!(UpdateModelVersion),
+            "Change a version's tags (`set_tags`, `remove_tags`) and `description`.",
+        ),
+        Route::unary(
+            Method::GET,
+            "/v1/models/{name}/history",
+            rpc!(GetAliasHistory),
+            "Who moved which alias of a model when (`alias` filters); newest first, paginated.",
+        ),
+        Route {
+            handler: Handler::Events {
+                resume: "after_sequence",
+                id: "sequence",
+            },
+            ..Route::unary(
+                Method::GET,
+                "/v1/registry/events",
+                rpc!(WatchModels),
+                "Registry changes as Server-Sent Events: versions registered, deleted, edited; aliases moved (resume with Last-Event-ID; `name` filters).",
+            )
+        },
         Route {
             method: Method::POST,
             path: "/v1/models/{name}/versions",

@@ -69,6 +69,25 @@ pub fn created_by(record: &JobRecord) -> &str {
         .unwrap_or("")
 }
 
+/// The key of the stored spec object that records why training stopped
+/// early (`v1::EarlyStop`'s JSON), once it did.
+const EARLY_STOP: &str = "early_stop";
+
+/// Records in `record` that training stopped early.
+pub fn record_early_stop(record: &mut JobRecord, stop: &v1::EarlyStop) {
+    if let (Some(object), Ok(value)) = (record.spec.as_object_mut(), serde_json::to_value(stop)) {
+        object.insert(EARLY_STOP.into(), value);
+    }
+}
+
+/// Why a job's training stopped early, if it did.
+pub fn early_stop(record: &JobRecord) -> Option<v1::EarlyStop> {
+    record
+        .spec
+        .get(EARLY_STOP)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
 /// Whether a record is an all-reduce sweep (`spec.collective_bench`), whose
 /// `history` holds `AllReduceRow`s instead of epoch rows.
 pub fn is_collective_bench(record: &JobRecord) -> bool {
@@ -129,6 +148,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
         id: record.id.to_string(),
         spec: Some(spec_of(record)),
         created_by: created_by(record).to_string(),
+        early_stop: early_stop(record),
         state: state as i32,
         attempt: record.attempts.len() as u32,
         created_unix_ms: record.created_ms as i64,

@@ -18,6 +18,8 @@
 //! - [`spec::complete`]: a job spec with every default applied, or the
 //!   reason it is refused (INVALID_ARGUMENT).
 //! - [`Error`]: one variant per kind of failure, one status code each.
+//! - [`tensorboard`]: each job's epoch rows as TensorBoard event files
+//!   under [`Config::tensorboard_dir`].
 //!
 //! # A job's life
 //!
@@ -78,9 +80,11 @@ mod error;
 mod http;
 pub mod jobs;
 mod metrics;
+pub mod model_events;
 pub mod registry;
 mod service;
 pub mod spec;
+pub mod tensorboard;
 
 use std::future::Future;
 use std::sync::Arc;

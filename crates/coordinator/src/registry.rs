@@ -20,6 +20,7 @@ pub fn to_wire(
     version: &camshaft_store::ModelVersion,
     aliases: &BTreeMap<String, u64>,
 ) -> v1::ModelVersion {
+    let (tags, description) = annotations(&version.lineage);
     let mut lineage: v1::Lineage =
         serde_json::from_value(version.lineage.clone()).unwrap_or_default();
     lineage.weights_sha256.clone_from(&version.weights.sha256);
@@ -34,7 +35,147 @@ pub fn to_wire(
             .collect(),
         spec: Some(spec_to_wire(&version.spec)),
         lineage: Some(lineage),
+        tags,
+        description,
     }
+}
+
+/// Most tags on one version.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag key, in bytes.
+pub const MAX_TAG_KEY_BYTES: usize = 64;
+/// Longest tag value, in bytes.
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
+/// Longest version description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+
+/// The keys of a stored lineage object that hold a version's editable
+/// tags and description (beside `v1::Lineage`'s own fields, which the
+/// store keeps opaque like the rest).
+const TAGS: &str = "tags";
+const DESCRIPTION: &str = "description";
+
+/// The tags and description kept in a stored lineage (none for versions
+/// stored before they existed).
+pub fn annotations(
+    lineage: &serde_json::Value,
+) -> (std::collections::HashMap<String, String>, String) {
+    let tags = lineage
+        .get(TAGS)
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    let description = lineage
+        .get(DESCRIPTION)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    (tags, description)
+}
+
+/// `lineage` (stored JSON) with these tags and description.
+pub fn with_annotations(
+    mut lineage: serde_json::Value,
+    tags: &std::collections::HashMap<String, String>,
+    description: &str,
+) -> serde_json::Value {
+    if let Some(object) = lineage.as_object_mut() {
+        // Sorted, so a stored record reads the same every time.
+        let sorted: BTreeMap<&String, &String> = tags.iter().collect();
+        object.insert(TAGS.into(), json!(sorted));
+        object.insert(DESCRIPTION.into(), description.into());
+    }
+    lineage
+}
+
+/// Checks tags (`field` names them in the error): at most [`MAX_TAGS`];
+/// keys 1..=[`MAX_TAG_KEY_BYTES`] bytes of letters, digits and `_ - . / :`;
+/// values up to [`MAX_TAG_VALUE_BYTES`] bytes without control characters.
+pub fn check_tags(field: &str, tags: &std::collections::HashMap<String, String>) -> Result<()> {
+    let bad = |reason: String| Error::InvalidField {
+        field: field.to_string(),
+        reason,
+    };
+    if tags.len() > MAX_TAGS {
+        return Err(bad(format!(
+            "{} tags; a version has at most {MAX_TAGS}",
+            tags.len()
+        )));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.len() > MAX_TAG_KEY_BYTES {
+            return Err(bad(format!(
+                "tag key {} must be 1..={MAX_TAG_KEY_BYTES} bytes",
+                camshaft_proto::short(key)
+            )));
+        }
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:".contains(c))
+        {
+            return Err(bad(format!(
+                "tag key {} may hold only letters, digits and _ - . / :",
+                camshaft_proto::short(key)
+            )));
+        }
+        if value.len() > MAX_TAG_VALUE_BYTES {
+            return Err(bad(format!(
+                "the value of tag {key} is {} bytes; at most {MAX_TAG_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "the value of tag {key} holds a control character"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a description: at most [`MAX_DESCRIPTION_BYTES`] bytes, no
+/// control characters but newlines and tabs.
+pub fn check_description(field: &str, description: &str) -> Result<()> {
+    let bad = |reason: String| Error::InvalidField {
+        field: field.to_string(),
+        reason,
+    };
+    if description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(bad(format!(
+            "the description is {} bytes; at most {MAX_DESCRIPTION_BYTES}",
+            description.len()
+        )));
+    }
+    if description
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(bad("the description holds a control character".into()));
+    }
+    Ok(())
+}
+
+/// `tags` after an UpdateModelVersion: `remove` taken out, then `set`
+/// added or overwritten; checked as a whole.
+pub fn updated_tags(
+    mut tags: std::collections::HashMap<String, String>,
+    remove: &[String],
+    set: &std::collections::HashMap<String, String>,
+) -> Result<std::collections::HashMap<String, String>> {
+    check_tags("set_tags", set)?;
+    for key in remove {
+        tags.remove(key);
+    }
+    tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if tags.len() > MAX_TAGS {
+        return Err(Error::InvalidField {
+            field: "set_tags".into(),
+            reason: format!(
+                "the version would have {} tags; at most {MAX_TAGS}",
+                tags.len()
+            ),
+        });
+    }
+    Ok(tags)
 }
 
 /// The aliases of `name` in a registry listing (empty for an unknown name).
@@ -355,6 +496,65 @@ mod tests {
             err.to_string()
         );
         check_spec(&spec, &limits).unwrap();
+    }
+
+    #[test]
+    fn tags_and_descriptions_are_bounded_and_stored_beside_the_lineage() {
+        use std::collections::HashMap;
+        let tags: HashMap<String, String> = [
+            ("team".into(), "vision".into()),
+            ("data/set".into(), "pets-2026".into()),
+        ]
+        .into();
+        check_tags("tags", &tags).unwrap();
+        let lineage = json!({"job_id": "j-1", "metrics": {"accuracy": 0.9}});
+        let stored = with_annotations(lineage, &tags, "the pets model\nsecond line");
+        assert_eq!(
+            annotations(&stored),
+            (tags.clone(), "the pets model\nsecond line".into())
+        );
+        // The lineage itself still reads.
+        let wire: v1::Lineage = serde_json::from_value(stored).unwrap();
+        assert_eq!(wire.job_id, "j-1");
+        assert_eq!(annotations(&json!({})), (HashMap::new(), String::new()));
+
+        let many: HashMap<String, String> =
+            (0..33).map(|i| (format!("k{i}"), "v".into())).collect();
+        let err = check_tags("tags", &many).unwrap_err();
+        assert_eq!(err.to_string(), "33 tags; a version has at most 32");
+        let err = check_tags("tags", &[("bad key".into(), "v".into())].into()).unwrap_err();
+        assert!(err.to_string().contains("only letters"), "{err}");
+        let err = check_tags("tags", &[(String::new(), "v".into())].into()).unwrap_err();
+        assert!(err.to_string().contains("1..=64 bytes"), "{err}");
+        let err = check_tags("tags", &[("k".into(), "x".repeat(257))].into()).unwrap_err();
+        assert!(err.to_string().contains("257 bytes"), "{err}");
+        let err = check_tags("tags", &[("k".into(), "a\u{7}".into())].into()).unwrap_err();
+        assert!(err.to_string().contains("control"), "{err}");
+        check_description("description", &"d".repeat(4096)).unwrap();
+        assert!(check_description("description", &"d".repeat(4097)).is_err());
+        assert!(check_description("description", "bell\u{7}").is_err());
+
+        let after = updated_tags(
+            tags,
+            &["team".into(), "absent".into()],
+            &[("stage".into(), "prod".into())].into(),
+        )
+        .unwrap();
+        assert_eq!(
+            after,
+            [
+                ("data/set".into(), "pets-2026".into()),
+                ("stage".into(), "prod".into())
+            ]
+            .into()
+        );
+        let full: HashMap<String, String> =
+            (0..32).map(|i| (format!("k{i}"), "v".into())).collect();
+        let err = updated_tags(full, &[], &[("one-more".into(), "v".into())].into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the version would have 33 tags; at most 32"
+        );
     }
 
     #[test]

@@ -284,14 +284,15 @@ impl coordinator_server::Coordinator for CoordinatorService {
         camshaft_proto::validate_name(&request.name)?;
         camshaft_proto::validate_alias(&request.alias)?;
         let store = self.cluster.store();
-        let before = registry::aliases_of(
-            &store.list_models().await.map_err(Error::from)?,
-            &request.name,
-        );
-        store
-            .set_alias(&request.name, &request.alias, request.version)
-            .await
-            .map_err(Error::from)?;
+        let previous_version = self
+            .cluster
+            .set_alias(
+                &request.name,
+                &request.alias,
+                request.version,
+                &principal.name,
+            )
+            .await?;
         let version = store
             .get_model(&camshaft_store::ModelRef::Version(
                 request.name.clone(),
@@ -303,7 +304,6 @@ impl coordinator_server::Coordinator for CoordinatorService {
             &store.list_models().await.map_err(Error::from)?,
             &request.name,
         );
-        let previous_version = before.get(&request.alias).copied();
         tracing::info!(
             model = %request.name,
             alias = %request.alias,
@@ -326,18 +326,10 @@ impl coordinator_server::Coordinator for CoordinatorService {
         let request = request.into_inner();
         camshaft_proto::validate_name(&request.name)?;
         camshaft_proto::validate_alias(&request.alias)?;
-        let store = self.cluster.store();
-        let before = registry::aliases_of(
-            &store.list_models().await.map_err(Error::from)?,
-            &request.name,
-        );
-        let previous_version = *before.get(&request.alias).ok_or_else(|| {
-            ErrorKind::NotFound.status(format!("no alias {}@{}", request.name, request.alias))
-        })?;
-        store
-            .remove_alias(&request.name, &request.alias)
-            .await
-            .map_err(Error::from)?;
+        let previous_version = self
+            .cluster
+            .remove_alias(&request.name, &request.alias, &principal.name)
+            .await?;
         tracing::info!(model = %request.name, alias = %request.alias, from = previous_version, %principal, "alias removed");
         Ok(Response::new(v1::DeleteAliasResponse { previous_version }))
     }
@@ -368,15 +360,41 @@ impl coordinator_server::Coordinator for CoordinatorService {
             )));
         }
         for alias in &pointing {
-            store
-                .remove_alias(&request.name, alias)
-                .await
-                .map_err(Error::from)?;
+            self.cluster
+                .remove_alias(&request.name, alias, &principal.name)
+                .await?;
         }
         store
             .delete_model_version(&request.name, request.version)
             .await
             .map_err(Error::from)?;
+        let events = self.cluster.model_events();
+        events.push(v1::model_event::Event::VersionDeleted(
+            v1::ModelVersionDeleted {
+                name: request.name.clone(),
+                version: request.version,
+                removed_aliases: pointing.clone(),
+            },
+        ));
+        // `latest` moved to the highest version left (or went with the last).
+        let latest = camshaft_store::LATEST;
+        if aliases.get(latest) == Some(&request.version) {
+            let now = registry::aliases_of(
+                &store.list_models().await.map_err(Error::from)?,
+                &request.name,
+            )
+            .get(latest)
+            .copied();
+            events.push(v1::model_event::Event::AliasChanged(v1::AliasChange {
+                name: request.name.clone(),
+                alias: latest.into(),
+                from_version: Some(request.version),
+                to_version: now,
+                changed_by: principal.name.clone(),
+                unix_ms: camshaft_proto::now_unix_ms(),
+                revision: 0,
+            }));
+        }
         tracing::info!(model = %request.name, version = request.version, %principal, "model version deleted");
         Ok(Response::new(v1::DeleteModelResponse {
             removed_aliases: pointing,
@@ -402,6 +420,8 @@ impl coordinator_server::Coordinator for CoordinatorService {
         camshaft_proto::validate_name(&header.name)?;
         let limits = &self.cluster.config().model_limits;
         registry::check_aliases(&header.aliases, limits)?;
+        registry::check_tags("header.tags", &header.tags)?;
+        registry::check_description("header.description", &header.description)?;
         let spec = registry::spec_from_wire(&header.spec.clone().unwrap_or_default())?;
         // Refused before a byte of the upload is read.
         registry::check_spec(&spec, limits)?;
@@ -440,10 +460,142 @@ impl coordinator_server::Coordinator for CoordinatorService {
         };
         let version = self
             .cluster
-            .register(&header.name, spec, lineage, weights, &header.aliases)
+            .register(
+                &header.name,
+                spec,
+                lineage,
+                weights,
+                &header.aliases,
+                (&header.tags, &header.description),
+            )
             .await?;
         tracing::info!(model = %format!("{}:{}", version.name, version.version), %principal, "model imported");
         Ok(Response::new(v1::ImportModelResponse {
+            version: Some(version),
+        }))
+    }
+
+    async fn get_alias_history(
+        &self,
+        request: Request<v1::GetAliasHistoryRequest>,
+    ) -> Result<Response<v1::GetAliasHistoryResponse>, Status> {
+        let request = request.into_inner();
+        camshaft_proto::validate_name(&request.name)?;
+        if !request.alias.is_empty() {
+            camshaft_proto::validate_alias(&request.alias)?;
+        }
+        let alias = (!request.alias.is_empty()).then_some(request.alias.as_str());
+        let history = self
+            .cluster
+            .store()
+            .alias_history(&request.name, alias)
+            .await
+            .map_err(Error::from)?;
+        let newest_first: Vec<v1::AliasChange> = history
+            .iter()
+            .rev()
+            .map(crate::model_events::wire_change)
+            .collect();
+        let (changes, next_page_token) = page(
+            newest_first,
+            request.page_size,
+            &request.page_token,
+            self.cluster.config().max_page_bytes,
+        )?;
+        Ok(Response::new(v1::GetAliasHistoryResponse {
+            changes,
+            next_page_token,
+        }))
+    }
+
+    type WatchModelsStream = EventStream<v1::ModelEvent>;
+
+    async fn watch_models(
+        &self,
+        request: Request<v1::WatchModelsRequest>,
+    ) -> Result<Response<Self::WatchModelsStream>, Status> {
+        let request = request.into_inner();
+        if !request.name.is_empty() {
+            camshaft_proto::validate_name(&request.name)?;
+        }
+        let cluster = Arc::clone(&self.cluster);
+        let (tx, rx) = mpsc::channel(64);
+        let mut closing = self.closing.clone();
+        tokio::spawn(async move {
+            let log = cluster.model_events();
+            let mut changed = log.subscribe();
+            // 0: only what happens from now on; another run's sequence (or
+            // a replay): everything this run kept.
+            let other_run = !request.stream_id.is_empty() && request.stream_id != log.stream_id();
+            let mut seen = if request.replay_retained || other_run {
+                0
+            } else if request.after_sequence == 0 {
+                log.last_sequence()
+            } else {
+                request.after_sequence
+            };
+            loop {
+                changed.borrow_and_update();
+                for event in log.after(seen) {
+                    seen = event.sequence;
+                    let wanted = request.name.is_empty()
+                        || crate::model_events::name_of(&event) == request.name;
+                    if wanted && tx.send(Ok(event)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    () = async { let _ = closing.wait_for(|c| *c).await; } => {
+                        let _ = tx.send(Err(ErrorKind::Unavailable.status(
+                            "the coordinator is shutting down; watch again with after_sequence",
+                        ))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn update_model_version(
+        &self,
+        request: Request<v1::UpdateModelVersionRequest>,
+    ) -> Result<Response<v1::UpdateModelVersionResponse>, Status> {
+        let principal = Principal::of(&request);
+        let request = request.into_inner();
+        camshaft_proto::validate_name(&request.name)?;
+        if request.version == 0 {
+            return Err(camshaft_proto::invalid_field(
+                "version",
+                "version must be ≥ 1",
+            ));
+        }
+        if request.remove_tags.len() > registry::MAX_TAGS {
+            return Err(camshaft_proto::invalid_field(
+                "remove_tags",
+                format!(
+                    "{} tag keys to remove; a version has at most {}",
+                    request.remove_tags.len(),
+                    registry::MAX_TAGS
+                ),
+            ));
+        }
+        let version = self
+            .cluster
+            .update_version(
+                &request.name,
+                request.version,
+                &request.remove_tags,
+                &request.set_tags,
+                request.description.as_deref(),
+            )
+            .await?;
+        tracing::info!(model = %request.name, version = request.version, tags = version.tags.len(), %principal, "model version updated");
+        Ok(Response::new(v1::UpdateModelVersionResponse {
             version: Some(version),
         }))
     }
@@ -686,7 +838,8 @@ async fn handle(
             if let (job, Claim::Current) = about(&report.job_id, report.attempt, report.rank, true)?
             {
                 let row = report.metrics.unwrap_or_default();
-                cluster.epoch_done(job, report.attempt, row).await?;
+                cluster.epoch_done(job, report.attempt, row.clone()).await?;
+                crate::tensorboard::record_epoch(cluster, job, row).await;
             }
         }
         FromWorker::AllreduceReport(report) => {

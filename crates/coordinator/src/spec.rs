@@ -2,8 +2,8 @@
 //! a stored spec is complete and a bad one is refused with the reason.
 
 use camshaft_proto::v1::{
-    Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, JobSpec, Normalization, Precision,
-    PretrainedSource, ResizeMethod,
+    Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, JobSpec, MonitorMetric, Normalization,
+    Precision, PretrainedSource, RegisterPolicy, ResizeMethod,
 };
 use camshaft_proto::{names, validate_alias, validate_name};
 
@@ -312,8 +312,36 @@ pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     for alias in &spec.aliases {
         at("aliases", validate_alias(alias))?;
     }
+    if at(
+        "register",
+        names::known::<RegisterPolicy>("register policy", spec.register),
+    )? == RegisterPolicy::Unspecified
+    {
+        spec.register = RegisterPolicy::Last as i32;
+    }
+    if at(
+        "monitor",
+        names::known::<MonitorMetric>("monitored metric", spec.monitor),
+    )? == MonitorMetric::Unspecified
+    {
+        spec.monitor = MonitorMetric::ValidLoss as i32;
+    }
+    if spec.early_stop_patience > MAX_PATIENCE {
+        return Err(invalid(
+            "early_stop_patience",
+            format!(
+                "early_stop_patience must be 0 (off) ..={MAX_PATIENCE}, not {}",
+                spec.early_stop_patience
+            ),
+        ));
+    }
+    crate::registry::check_tags("spec.tags", &spec.tags)?;
+    crate::registry::check_description("spec.description", &spec.description)?;
     Ok(spec)
 }
+
+/// Largest `early_stop_patience`, in epochs.
+const MAX_PATIENCE: u32 = 1000;
 
 /// Largest message of an all-reduce sweep, 1 GiB (nccl-tests' usual `-e`;
 /// `camshaft_collective::sweep::MAX_SWEEP_BYTES`, which the coordinator,
@@ -343,6 +371,11 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
         (spec.fine_tune, "fine_tune"),
         (spec.pretrained != 0, "pretrained"),
         (!spec.aliases.is_empty(), "aliases"),
+        (spec.register != 0, "register"),
+        (spec.monitor != 0, "monitor"),
+        (spec.early_stop_patience != 0, "early_stop_patience"),
+        (!spec.tags.is_empty(), "tags"),
+        (!spec.description.is_empty(), "description"),
     ]
     .into_iter()
     .find_map(|(set, name)| set.then_some(name));
@@ -501,6 +534,70 @@ mod tests {
         assert_eq!(spec.precision(), Precision::Fp32);
         // A complete spec is a fixed point.
         assert_eq!(complete(spec.clone(), 9).unwrap(), spec);
+    }
+
+    #[test]
+    fn registration_and_early_stopping_get_defaults_and_bounds() {
+        let spec = complete(minimal(), 7).unwrap();
+        assert_eq!(spec.register(), RegisterPolicy::Last);
+        assert_eq!(spec.monitor(), MonitorMetric::ValidLoss);
+        assert_eq!(spec.early_stop_patience, 0);
+        let best = complete(
+            JobSpec {
+                register: RegisterPolicy::Best as i32,
+                monitor: MonitorMetric::Accuracy as i32,
+                early_stop_patience: 3,
+                tags: [("team".into(), "vision".into())].into(),
+                description: "pets, best accuracy".into(),
+                ..minimal()
+            },
+            7,
+        )
+        .unwrap();
+        assert_eq!(
+            (best.register(), best.monitor(), best.early_stop_patience),
+            (RegisterPolicy::Best, MonitorMetric::Accuracy, 3)
+        );
+        assert_eq!(best.tags["team"], "vision");
+        let bad = |spec: JobSpec| match complete(spec, 7).unwrap_err() {
+            Error::InvalidField { field, reason } => format!("{field}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bad(JobSpec {
+                early_stop_patience: 1001,
+                ..minimal()
+            }),
+            "spec.early_stop_patience: early_stop_patience must be 0 (off) ..=1000, not 1001"
+        );
+        assert!(
+            bad(JobSpec {
+                register: 9,
+                ..minimal()
+            })
+            .starts_with("spec.register: ")
+        );
+        assert!(
+            bad(JobSpec {
+                monitor: 9,
+                ..minimal()
+            })
+            .starts_with("spec.monitor: ")
+        );
+        assert!(
+            bad(JobSpec {
+                tags: [("no spaces".into(), "v".into())].into(),
+                ..minimal()
+            })
+            .starts_with("spec.tags: tag key")
+        );
+        assert!(
+            bad(JobSpec {
+                description: "x".repeat(5000),
+                ..minimal()
+            })
+            .starts_with("spec.description: the description is 5000 bytes")
+        );
     }
 
     #[test]

@@ -256,6 +256,45 @@ pub enum ModelsCommand {
     },
     /// Register a version from a PyTorch state dict (.pth) or .safetensors file.
     Import(ImportArgs),
+    /// Who moved which alias of a model when, newest first.
+    History {
+        /// The model name.
+        name: String,
+        /// Only this alias's changes.
+        #[arg(long)]
+        alias: Option<String>,
+        /// At most this many changes.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow registry changes (new, deleted and edited versions, alias
+    /// moves) as they happen, one line each (JSON with --json).
+    Watch {
+        /// Only changes of this model name.
+        name: Option<String>,
+        /// Print each event as one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a version's tags and description.
+    Update {
+        /// The model name.
+        name: String,
+        /// The version.
+        version: u64,
+        /// Tag to add or overwrite, `key=value` (repeatable).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Tag key to remove (repeatable).
+        #[arg(long = "remove-tag", value_name = "KEY")]
+        remove_tags: Vec<String>,
+        /// The new description ("" clears it).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+    },
 }
 
 /// `ctl models import`.
@@ -288,6 +327,12 @@ pub struct ImportArgs {
     /// Metric recorded in the lineage, e.g. accuracy=0.986 (repeatable).
     #[arg(long = "metric", value_name = "NAME=VALUE")]
     pub metrics: Vec<String>,
+    /// Tag of the new version, `key=value` (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Description of the new version.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
     /// The weights file: .pth (torch.save of a state dict) or .safetensors.
     #[arg(value_name = "WEIGHTS")]
     pub weights: PathBuf,
@@ -313,8 +358,9 @@ pub struct ExplainArgs {
     /// The model: `name` (latest), `name@alias` or `name:version`.
     #[arg(long, value_name = "REF")]
     pub model: String,
-    /// cam, grad-cam, grad-cam++, xgrad-cam, layer-cam or hires-cam (default:
-    /// CAM where the head allows it, else Grad-CAM). Several, comma-separated,
+    /// cam, grad-cam, grad-cam++, xgrad-cam, layer-cam, hires-cam or score-cam
+    /// (default: CAM where the head allows it, else Grad-CAM; the answer
+    /// names the method that ran). Several, comma-separated,
     /// compare methods: overlays go to a folder per method under --out and the
     /// grid has a column per method.
     #[arg(long, value_name = "METHOD,...", value_delimiter = ',')]
@@ -325,10 +371,24 @@ pub struct ExplainArgs {
     /// Maps per image (the overlay draws the first).
     #[arg(long, value_name = "K")]
     pub top_k: Option<u32>,
-    /// Also score each map's faithfulness: deletion (deletion AUC) or drop
-    /// (average drop in confidence); lower is more faithful.
+    /// Also score each map's faithfulness: deletion (deletion AUC), drop
+    /// (average drop in confidence) or road (ROAD, most relevant first);
+    /// lower is more faithful.
     #[arg(long, value_name = "METRIC")]
     pub faithfulness: Option<String>,
+    /// What removed pixels become in the faithfulness scores: mean
+    /// (ImageNet's mean colour, the default), black or blur.
+    #[arg(long, value_name = "BASELINE")]
+    pub baseline: Option<String>,
+    /// Take the maps at this layer (`layer1`..`layer4` for a ResNet, `0`,
+    /// `1`, `2` for the CNN; default: the last). Repeat it to fuse several
+    /// layers (TorchCAM's fusion, at the finest layer's resolution).
+    #[arg(long = "layer", value_name = "LAYER")]
+    pub layers: Vec<String>,
+    /// Smooth the maps over flipped and rescaled copies of each image
+    /// (pytorch-grad-cam's aug_smooth: six times the compute).
+    #[arg(long)]
+    pub aug_smooth: bool,
     /// Overlay colormap: magma, viridis, inferno or jet.
     #[arg(long)]
     pub colormap: Option<String>,

@@ -12,8 +12,8 @@ use camshaft_proto::bytes::Bytes;
 use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{
-    Colormap, ExplainMethod, ExplainRequest, ExplainResponse, FaithfulnessMetric, GetModelRequest,
-    ImageExplanation, ImageInput,
+    Colormap, ExplainMethod, ExplainRequest, ExplainResponse, ExplanationRecipe,
+    FaithfulnessBaseline, FaithfulnessMetric, GetModelRequest, ImageExplanation, ImageInput,
 };
 use camshaft_proto::{ErrorKind, ModelRef};
 
@@ -211,6 +211,10 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
         Some(name) => FaithfulnessMetric::from_short_name(name).map_err(bad)?,
         None => FaithfulnessMetric::Unspecified,
     };
+    let baseline = match &args.baseline {
+        Some(name) => FaithfulnessBaseline::from_short_name(name).map_err(bad)?,
+        None => FaithfulnessBaseline::Unspecified,
+    };
     let colormap = match &args.colormap {
         Some(name) => Colormap::from_short_name(name).map_err(bad)?,
         None => Colormap::Unspecified,
@@ -257,6 +261,8 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
     let mut client = servers.explainer().await?;
     let mut failed = false;
     let mut panels = Vec::new();
+    // The methods whose recipe (what ran) was printed.
+    let mut announced: Vec<ExplainMethod> = Vec::new();
     for batch in plan_batches(&sizes, MAX_IMAGES_PER_REQUEST, MAX_BYTES_PER_REQUEST) {
         let images: Vec<ImageInput> = inputs[batch.clone()]
             .iter()
@@ -287,10 +293,20 @@ pub async fn explain(servers: &Servers, args: ExplainArgs) -> anyhow::Result<()>
                         colormap: colormap.into(),
                         alpha: args.alpha,
                         faithfulness: faithfulness.into(),
+                        faithfulness_baseline: baseline.into(),
+                        target_layers: args.layers.clone(),
+                        aug_smooth: args.aug_smooth,
                         ..Default::default()
                     },
                 )
                 .await?;
+                if let Some(recipe) = &response.recipe
+                    && !args.json
+                    && !announced.contains(&method)
+                {
+                    announced.push(method);
+                    console::line(recipe_line(recipe))?;
+                }
                 if response.results.len() != expected {
                     anyhow::bail!(
                         "the explainer answered {} results for {expected} images",
@@ -398,7 +414,29 @@ fn method_label(method: ExplainMethod) -> &'static str {
         ExplainMethod::XgradCam => "XGrad-CAM",
         ExplainMethod::LayerCam => "LayerCAM",
         ExplainMethod::HiresCam => "HiResCAM",
+        ExplainMethod::ScoreCam => "Score-CAM",
     }
+}
+
+/// What the explainer ran, as one line: `explained with grad_cam at layer3
+/// (fp32, baseline mean, aug_smooth)`.
+pub fn recipe_line(recipe: &ExplanationRecipe) -> String {
+    let method =
+        ExplainMethod::try_from(recipe.method).map_or("unknown method", ExplainMethod::short_name);
+    let mut extras = vec![recipe.precision.clone()];
+    if let Ok(baseline) = FaithfulnessBaseline::try_from(recipe.faithfulness_baseline)
+        && baseline != FaithfulnessBaseline::Unspecified
+    {
+        extras.push(format!("baseline {}", baseline.short_name()));
+    }
+    if recipe.aug_smooth {
+        extras.push("aug_smooth".into());
+    }
+    format!(
+        "explained with {method} at {} ({})",
+        recipe.target_layers.join("+"),
+        extras.join(", ")
+    )
 }
 
 /// The id sent for an image: its file name.
@@ -471,7 +509,26 @@ mod tests {
         );
         let twice = ["gradcam", "grad_cam"].map(String::from);
         assert!(methods(&twice).is_err());
-        assert!(methods(&["scorecam".to_string()]).is_err());
+        assert_eq!(
+            methods(&["Score-CAM".to_string()]).unwrap(),
+            vec![ExplainMethod::ScoreCam]
+        );
+        assert!(methods(&["eigencam".to_string()]).is_err());
+    }
+
+    #[test]
+    fn the_recipe_line_says_what_ran() {
+        let recipe = ExplanationRecipe {
+            method: ExplainMethod::LayerCam as i32,
+            target_layers: vec!["layer3".into(), "layer4".into()],
+            precision: "bf16".into(),
+            faithfulness_baseline: FaithfulnessBaseline::Mean as i32,
+            aug_smooth: false,
+        };
+        assert_eq!(
+            recipe_line(&recipe),
+            "explained with layer_cam at layer3+layer4 (bf16, baseline mean)"
+        );
     }
 
     #[test]

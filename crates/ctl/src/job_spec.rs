@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use camshaft_proto::v1::{
-    Arch, CollectiveBackend, DatasetKind, DatasetSpec, DeviceKind, Head, JobSpec, Normalization,
-    Precision, PretrainedSource, ResizeMethod, SyntheticDataset,
+    Arch, CollectiveBackend, DatasetKind, DatasetSpec, DeviceKind, Head, JobSpec, MonitorMetric,
+    Normalization, Precision, PretrainedSource, RegisterPolicy, ResizeMethod, SyntheticDataset,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -109,6 +109,41 @@ pub struct JobOptions {
     #[arg(long = "alias", value_name = "ALIAS")]
     #[serde(rename = "alias", deserialize_with = "one_or_many")]
     pub aliases: Vec<String>,
+    /// Which epoch to register: last, or best (by --monitor; fastai's
+    /// SaveModelCallback).
+    #[arg(long, value_name = "last|best")]
+    pub register: Option<String>,
+    /// Validation metric that picks the best epoch and drives early
+    /// stopping: valid_loss (default) or accuracy.
+    #[arg(long, value_name = "METRIC")]
+    pub monitor: Option<String>,
+    /// Stop after this many epochs in a row without improvement of
+    /// --monitor (0: never).
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stop: Option<u32>,
+    /// Tag of the registered version, `key=value` (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    #[serde(rename = "tag", deserialize_with = "one_or_many")]
+    pub tags: Vec<String>,
+    /// Description of the registered version.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+/// `key=value` tags as a map; a tag without `=` or given twice is an error.
+pub fn parse_tags(
+    tags: &[String],
+) -> Result<std::collections::HashMap<String, String>, InputError> {
+    let mut map = std::collections::HashMap::new();
+    for tag in tags {
+        let (key, value) = tag
+            .split_once('=')
+            .ok_or_else(|| InputError::new(format!("tag {tag:?} is not key=value")))?;
+        if map.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(InputError::new(format!("tag {key:?} is given twice")));
+        }
+    }
+    Ok(map)
 }
 
 /// The options of a job that `ctl bench train` and `ctl bench
@@ -212,6 +247,11 @@ pub const SPEC_KEYS: &[&str] = &[
     "checkpoint-every",
     "keep-checkpoints",
     "alias",
+    "register",
+    "monitor",
+    "early-stop",
+    "tag",
+    "description",
 ];
 
 fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -303,6 +343,15 @@ impl JobOptions {
             } else {
                 self.aliases
             },
+            register: self.register.or(base.register),
+            monitor: self.monitor.or(base.monitor),
+            early_stop: self.early_stop.or(base.early_stop),
+            tags: if self.tags.is_empty() {
+                base.tags
+            } else {
+                self.tags
+            },
+            description: self.description.or(base.description),
         }
     }
 }
@@ -424,6 +473,11 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
         aliases: options.aliases.clone(),
         profile_steps: training.profile_steps,
         collective_bench: None,
+        register: enum_option(options.register.as_deref(), RegisterPolicy::from_short_name)?,
+        monitor: enum_option(options.monitor.as_deref(), MonitorMetric::from_short_name)?,
+        early_stop_patience: options.early_stop.unwrap_or(0),
+        tags: parse_tags(&options.tags)?,
+        description: options.description.clone().unwrap_or_default(),
     })
 }
 
@@ -431,6 +485,36 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn registration_flags_and_tags_become_the_job_spec() {
+        let options = JobOptions::from_json(
+            r#"{"dataset":"synthetic","register":"best","monitor":"accuracy","early_stop":3,
+                "tag":["team=vision","stage=dev"],"description":"a try"}"#,
+        )
+        .unwrap();
+        let spec = build_job_spec(&options).unwrap();
+        assert_eq!(spec.register(), RegisterPolicy::Best);
+        assert_eq!(spec.monitor(), MonitorMetric::Accuracy);
+        assert_eq!(spec.early_stop_patience, 3);
+        assert_eq!(spec.tags["stage"], "dev");
+        assert_eq!(spec.description, "a try");
+        let bad = |json: &str| {
+            build_job_spec(&JobOptions::from_json(json).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(r#"{"dataset":"synthetic","register":"first"}"#).contains("last, best"));
+        assert!(bad(r#"{"dataset":"synthetic","monitor":"f1"}"#).contains("valid_loss, accuracy"));
+        assert_eq!(
+            bad(r#"{"dataset":"synthetic","tag":"novalue"}"#),
+            "tag \"novalue\" is not key=value"
+        );
+        assert_eq!(
+            bad(r#"{"dataset":"synthetic","tag":["a=1","a=2"]}"#),
+            "tag \"a\" is given twice"
+        );
+    }
 
     #[test]
     fn spec_file_values_become_the_job_spec() {

@@ -330,6 +330,12 @@ pub fn job_summary(job: &Job) -> String {
     if !job.model_version.is_empty() {
         field("model", job.model_version.clone());
     }
+    if let Some(stop) = &job.early_stop {
+        field(
+            "stopped",
+            format!("early after epoch {}: {}", stop.epoch, stop.reason),
+        );
+    }
     if !job.error.is_empty() {
         field("error", job.error.clone());
     }

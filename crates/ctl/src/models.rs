@@ -1,4 +1,4 @@
-//! `ctl models list|get|alias|unalias|delete|import`.
+//! `ctl models list|get|alias|unalias|delete|import|update|history|watch`.
 //!
 //! `import` checks the weights locally before uploading anything: it builds
 //! the model with camshaft-vision (libtorch), loads the file into it with
@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use camshaft_proto::bytes::Bytes;
 use camshaft_proto::v1::{
-    Arch, DeleteAliasRequest, DeleteModelRequest, GetModelRequest, Head, ImportModelHeader,
-    ImportModelRequest, ListModelsRequest, ModelSpec, ModelVersion, Normalization, ResizeMethod,
-    SetAliasRequest, WeightsFormat,
+    Arch, DeleteAliasRequest, DeleteModelRequest, GetAliasHistoryRequest, GetModelRequest, Head,
+    ImportModelHeader, ImportModelRequest, ListModelsRequest, ModelSpec, ModelVersion,
+    Normalization, ResizeMethod, SetAliasRequest, UpdateModelVersionRequest, WatchModelsRequest,
+    WeightsFormat, model_event::Event as ModelEvent,
 };
 use sha2::{Digest, Sha256};
 
@@ -39,6 +40,20 @@ pub async fn run(servers: &Servers, command: ModelsCommand) -> anyhow::Result<()
             force,
         } => delete(servers, name, version, force).await,
         ModelsCommand::Import(args) => import(servers, args).await,
+        ModelsCommand::History {
+            name,
+            alias,
+            limit,
+            json,
+        } => history(servers, &name, alias, limit, json).await,
+        ModelsCommand::Watch { name, json } => watch(servers, name, json).await,
+        ModelsCommand::Update {
+            name,
+            version,
+            tags,
+            remove_tags,
+            description,
+        } => update(servers, name, version, &tags, remove_tags, description).await,
     }
 }
 
@@ -165,9 +180,26 @@ pub fn version_summary(version: &ModelVersion) -> String {
             ),
         );
     }
+    if !version.tags.is_empty() {
+        let mut tags: Vec<_> = version.tags.iter().collect();
+        tags.sort();
+        field(
+            "tags",
+            tags.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    if !version.description.is_empty() {
+        field("about", version.description.clone());
+    }
     if let Some(lineage) = &version.lineage {
         if !lineage.job_id.is_empty() {
             field("job", lineage.job_id.clone());
+        }
+        if let Some(epoch) = lineage.epoch {
+            field("epoch", format!("{epoch} ({})", lineage.selected_by));
         }
         if !lineage.imported_from.is_empty() {
             field("imported", lineage.imported_from.clone());
@@ -295,6 +327,153 @@ async fn delete(servers: &Servers, name: String, version: u64, force: bool) -> a
             response.removed_aliases.join(", ")
         ))
     }
+}
+
+async fn history(
+    servers: &Servers,
+    name: &str,
+    alias: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    camshaft_proto::validate_name(name).map_err(|e| InputError::new(e.to_string()))?;
+    if let Some(alias) = &alias {
+        camshaft_proto::validate_alias(alias).map_err(|e| InputError::new(e.to_string()))?;
+    }
+    let mut client = servers.coordinator().await?;
+    let mut changes = Vec::new();
+    let mut page_token = String::new();
+    while changes.len() < limit {
+        let page = client
+            .get_alias_history(GetAliasHistoryRequest {
+                name: name.to_string(),
+                alias: alias.clone().unwrap_or_default(),
+                page_size: 0,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(CallError::wrap("coordinator", "GetAliasHistory"))?
+            .into_inner();
+        changes.extend(page.changes);
+        if page.next_page_token.is_empty() || page.next_page_token == page_token {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    changes.truncate(limit);
+    if json {
+        return console::line(serde_json::to_string_pretty(&changes)?);
+    }
+    let mut table = Table::new(&["WHEN", "ALIAS", "FROM", "TO", "BY"]);
+    let version = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    for change in &changes {
+        table.row(vec![
+            format_utc(change.unix_ms),
+            change.alias.clone(),
+            version(change.from_version),
+            version(change.to_version),
+            if change.changed_by.is_empty() {
+                "-".into()
+            } else {
+                change.changed_by.clone()
+            },
+        ]);
+    }
+    console::text(table.render())
+}
+
+/// One line of `ctl models watch`.
+pub fn event_line(event: &camshaft_proto::v1::ModelEvent) -> String {
+    let by = |who: &str| {
+        if who.is_empty() {
+            String::new()
+        } else {
+            format!(" by {who}")
+        }
+    };
+    let what = match &event.event {
+        Some(ModelEvent::VersionRegistered(v)) => format!(
+            "registered {}:{}{}",
+            v.name,
+            v.version,
+            by(v.lineage.as_ref().map_or("", |l| l.created_by.as_str()))
+        ),
+        Some(ModelEvent::VersionUpdated(v)) => format!("updated {}:{}", v.name, v.version),
+        Some(ModelEvent::VersionDeleted(d)) => format!("deleted {}:{}", d.name, d.version),
+        Some(ModelEvent::AliasChanged(c)) => match (c.from_version, c.to_version) {
+            (_, None) => format!("removed {}@{}{}", c.name, c.alias, by(&c.changed_by)),
+            (None, Some(to)) => format!("{}@{} -> {to}{}", c.name, c.alias, by(&c.changed_by)),
+            (Some(from), Some(to)) => format!(
+                "{}@{} -> {to} (was {from}){}",
+                c.name,
+                c.alias,
+                by(&c.changed_by)
+            ),
+        },
+        None => "unknown event".into(),
+    };
+    format!("{} #{} {what}", format_utc(event.unix_ms), event.sequence)
+}
+
+async fn watch(servers: &Servers, name: Option<String>, json: bool) -> anyhow::Result<()> {
+    let name = name.unwrap_or_default();
+    if !name.is_empty() {
+        camshaft_proto::validate_name(&name).map_err(|e| InputError::new(e.to_string()))?;
+    }
+    let mut client = servers.coordinator().await?;
+    let mut stream = client
+        .watch_models(WatchModelsRequest {
+            name,
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "WatchModels"))?
+        .into_inner();
+    while let Some(event) = stream
+        .message()
+        .await
+        .map_err(CallError::wrap("coordinator", "WatchModels"))?
+    {
+        if json {
+            console::line(serde_json::to_string(&event)?)?;
+        } else {
+            console::line(event_line(&event))?;
+        }
+    }
+    Ok(())
+}
+
+async fn update(
+    servers: &Servers,
+    name: String,
+    version: u64,
+    tags: &[String],
+    remove_tags: Vec<String>,
+    description: Option<String>,
+) -> anyhow::Result<()> {
+    camshaft_proto::validate_name(&name).map_err(|e| InputError::new(e.to_string()))?;
+    let set_tags = crate::job_spec::parse_tags(tags)?;
+    if set_tags.is_empty() && remove_tags.is_empty() && description.is_none() {
+        return Err(InputError::new(
+            "nothing to change: pass --tag KEY=VALUE, --remove-tag KEY or --description TEXT",
+        )
+        .into());
+    }
+    let mut client = servers.coordinator().await?;
+    let version = client
+        .update_model_version(UpdateModelVersionRequest {
+            name,
+            version,
+            set_tags,
+            remove_tags,
+            description,
+        })
+        .await
+        .map_err(CallError::wrap("coordinator", "UpdateModelVersion"))?
+        .into_inner()
+        .version
+        .ok_or_else(|| anyhow::anyhow!("the coordinator returned no version"))?;
+    console::text(version_summary(&version))
 }
 
 /// The two specs of an import: camshaft-vision's, to check the weights
@@ -430,6 +609,8 @@ async fn import(servers: &Servers, args: ImportArgs) -> anyhow::Result<()> {
         dataset: args.dataset.clone().unwrap_or_default(),
         aliases: args.aliases.clone(),
         metrics,
+        tags: crate::job_spec::parse_tags(&args.tags)?,
+        description: args.description.clone().unwrap_or_default(),
     };
     let parts = ImportModelRequest::stream_parts(header, Bytes::from(bytes), 0);
     let mut client = servers.coordinator().await?;
@@ -462,6 +643,8 @@ mod tests {
             aliases: vec![],
             dataset: None,
             metrics: vec![],
+            tags: vec![],
+            description: None,
             weights: PathBuf::from("w.pth"),
         }
     }
@@ -531,8 +714,12 @@ mod tests {
             lineage: Some(Lineage {
                 metrics: [("accuracy".to_string(), 0.986)].into_iter().collect(),
                 created_unix_ms: 1_714_566_896_000,
+                epoch: Some(3),
+                selected_by: "best valid_loss".into(),
                 ..Default::default()
             }),
+            tags: [("team".to_string(), "vision".to_string())].into(),
+            description: "pets, fine-tuned".into(),
         };
         assert_eq!(
             model_row(&version),
@@ -545,6 +732,46 @@ mod tests {
                 "2024-05-01 12:34:56Z"
             ]
         );
-        assert!(version_summary(&version).contains("metrics:   accuracy=0.986000\n"));
+        let summary = version_summary(&version);
+        assert!(
+            summary.contains("metrics:   accuracy=0.986000\n"),
+            "{summary}"
+        );
+        assert!(summary.contains("tags:      team=vision\n"), "{summary}");
+        assert!(
+            summary.contains("about:     pets, fine-tuned\n"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("epoch:     3 (best valid_loss)\n"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn registry_events_read_as_one_line() {
+        use camshaft_proto::v1::{AliasChange, ModelEvent as Wire};
+        let event = |e: ModelEvent| Wire {
+            sequence: 7,
+            unix_ms: 1_714_566_896_000,
+            stream_id: "x".into(),
+            event: Some(e),
+        };
+        let change = |from, to| {
+            ModelEvent::AliasChanged(AliasChange {
+                name: "pets".into(),
+                alias: "prod".into(),
+                from_version: from,
+                to_version: to,
+                changed_by: "alice".into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            event_line(&event(change(Some(1), Some(2)))),
+            "2024-05-01 12:34:56Z #7 pets@prod -> 2 (was 1) by alice"
+        );
+        assert!(event_line(&event(change(None, Some(2)))).ends_with("pets@prod -> 2 by alice"));
+        assert!(event_line(&event(change(Some(2), None))).ends_with("removed pets@prod by alice"));
     }
 }

@@ -99,10 +99,35 @@ pub fn server_block(
                     if !m.aliases.is_empty() {
                         text.push_str(&format!(" ({})", m.aliases.join(", ")));
                     }
+                    if let Some(s) = &m.settings {
+                        text.push_str(&format!(
+                            " [batch {}, wait {} ms, {} replica{}, {}]",
+                            s.max_batch,
+                            s.max_batch_wait_ms,
+                            s.replicas,
+                            if s.replicas == 1 { "" } else { "s" },
+                            s.precision
+                        ));
+                    }
+                    if m.preloaded {
+                        text.push_str(" preloaded");
+                    }
                     text
                 })
                 .collect();
             field("models", models.join("; "));
+        }
+        if !info.preload.is_empty() {
+            let preload: Vec<String> = info
+                .preload
+                .iter()
+                .map(|p| match (p.ready, p.error.is_empty()) {
+                    (true, _) => format!("{} → {} ready", p.model_ref, p.model_version),
+                    (false, true) => format!("{} loading", p.model_ref),
+                    (false, false) => format!("{} failed: {}", p.model_ref, p.error),
+                })
+                .collect();
+            field("preload", preload.join("; "));
         }
     }
     field(
@@ -176,6 +201,51 @@ mod tests {
             "coordinator at http://h:1\n  roles:   coordinator, worker\n  version: 0.1.0\n  \
              uptime:  60s\n  store:   embedded:/tmp/data (healthy)\n  workers: 2 live\n  \
              jobs:    1 active\n  cuda:    no\n  devices: -\n"
+        );
+        let explainer = GetServerInfoResponse {
+            roles: vec![ServerRole::Explainer as i32],
+            version: "0.1.0".into(),
+            started_unix_ms: 1_000,
+            queue_capacity: 512,
+            loaded_models: vec![camshaft_proto::v1::LoadedModel {
+                model_version: "pets:2".into(),
+                device: "cpu".into(),
+                settings: Some(camshaft_proto::v1::ModelServingSettings {
+                    max_batch: 8,
+                    max_batch_wait_ms: 5,
+                    replicas: 2,
+                    precision: "bf16".into(),
+                }),
+                preloaded: true,
+                ..Default::default()
+            }],
+            preload: vec![
+                camshaft_proto::v1::PreloadState {
+                    model_ref: "pets@prod".into(),
+                    model_version: "pets:2".into(),
+                    ready: true,
+                    ..Default::default()
+                },
+                camshaft_proto::v1::PreloadState {
+                    model_ref: "cifar".into(),
+                    error: "model cifar not found".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = server_block("explainer", "http://h:2", &Ok(explainer), 1_000);
+        assert!(
+            text.contains(
+                "  models:  pets:2 on cpu [batch 8, wait 5 ms, 2 replicas, bf16] preloaded\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  preload: pets@prod → pets:2 ready; cifar failed: model cifar not found\n"
+            ),
+            "{text}"
         );
         let down = server_block("explainer", "http://h:2", &Err("refused".into()), 0);
         assert_eq!(down, "explainer at http://h:2\n  unreachable: refused\n");

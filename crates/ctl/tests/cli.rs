@@ -250,6 +250,30 @@ impl Coordinator for FakeCoordinator {
             version: Some(version),
         }))
     }
+
+    async fn update_model_version(
+        &self,
+        _: Request<camshaft_proto::v1::UpdateModelVersionRequest>,
+    ) -> Result<Response<camshaft_proto::v1::UpdateModelVersionResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn get_alias_history(
+        &self,
+        _: Request<camshaft_proto::v1::GetAliasHistoryRequest>,
+    ) -> Result<Response<camshaft_proto::v1::GetAliasHistoryResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    type WatchModelsStream =
+        Pin<Box<dyn Stream<Item = Result<camshaft_proto::v1::ModelEvent, Status>> + Send>>;
+
+    async fn watch_models(
+        &self,
+        _: Request<camshaft_proto::v1::WatchModelsRequest>,
+    ) -> Result<Response<Self::WatchModelsStream>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
 }
 
 /// Answers every image whose bytes are a PNG with a 4×4 overlay, anything
@@ -314,10 +338,19 @@ impl Explainer for FakeExplainer {
                 }
             })
             .collect();
+        // Says what ran when layers were asked (as the explainer always does).
+        let recipe = (!request.target_layers.is_empty()).then(|| ExplanationRecipe {
+            method: request.method,
+            target_layers: request.target_layers.clone(),
+            precision: "fp32".into(),
+            faithfulness_baseline: request.faithfulness_baseline,
+            aug_smooth: request.aug_smooth,
+        });
         Ok(Response::new(ExplainResponse {
             model_version: "pets:1".into(),
             results,
             request_id: request.request_id,
+            recipe,
         }))
     }
 
@@ -477,6 +510,70 @@ async fn status_errors_and_unreachable_servers_have_their_exit_codes() {
             "error: cannot reach the coordinator at http://127.0.0.1:{port}: "
         )) && err.ends_with("— is `camshaft up` running?\n"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_sends_layers_smoothing_and_baseline_and_says_what_ran() {
+    let explainer = Arc::new(FakeExplainer::default());
+    let explainer_addr = serve_explainer(explainer.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("cat.png");
+    std::fs::write(&good, png(8)).unwrap();
+    let out = ctl(&[
+        "--explainer",
+        &explainer_addr.to_string(),
+        "explain",
+        "--model",
+        "pets",
+        "--method",
+        "score-cam",
+        "--layer",
+        "layer3",
+        "--layer",
+        "layer4",
+        "--aug-smooth",
+        "--faithfulness",
+        "road",
+        "--baseline",
+        "blur",
+        "--out",
+        &dir.path().join("cams").display().to_string(),
+        &good.display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let request = explainer.requests.lock().unwrap()[0].clone();
+    assert_eq!(request.method, ExplainMethod::ScoreCam as i32);
+    assert_eq!(request.target_layers, ["layer3", "layer4"]);
+    assert!(request.aug_smooth);
+    assert_eq!(request.faithfulness, FaithfulnessMetric::Road as i32);
+    assert_eq!(
+        request.faithfulness_baseline,
+        FaithfulnessBaseline::Blur as i32
+    );
+    let text = stdout(&out);
+    assert_eq!(
+        text.lines().next(),
+        Some("explained with score_cam at layer3+layer4 (fp32, baseline blur, aug_smooth)"),
+        "{text}"
+    );
+    let bad = ctl(&[
+        "--explainer",
+        &explainer_addr.to_string(),
+        "explain",
+        "--model",
+        "pets",
+        "--baseline",
+        "grey",
+        &good.display().to_string(),
+    ])
+    .await;
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("mean, black, blur"),
+        "{}",
+        stderr(&bad)
     );
 }
 

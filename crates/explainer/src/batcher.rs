@@ -8,7 +8,7 @@
 //! the oldest image, then waits (at most the max wait) for more until the
 //! batch is full; it drops the images whose request gave up (deadline passed,
 //! client gone: its reply channel is closed) before computing, splits the rest
-//! by method (a pass computes one method) and answers each image on its own
+//! by recipe (a pass computes one method at one set of layers) and answers each image on its own
 //! channel. The threads end when the version is dropped (its queue closes).
 //!
 //! Each queued image carries its admission [`Ticket`]: its compute units
@@ -20,7 +20,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use camshaft_vision::{CamMethod, Model, Precision};
+use camshaft_vision::cam::MapRecipe;
+use camshaft_vision::{Model, Precision};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 
@@ -84,6 +85,30 @@ impl BatchSettings {
 pub const CPU_PASS_PIXELS: u64 = 8 * 224 * 224;
 
 impl BatchSettings {
+    /// These settings with `model`'s own ([`Config::models`](crate::Config::models))
+    /// over them; `cpu_threads` is libtorch's thread count to share out
+    /// between the replicas on a CPU.
+    pub fn with_model(mut self, model: &crate::config::ModelSettings, cpu_threads: i32) -> Self {
+        if let Some(max_batch) = model.max_batch {
+            self.max_batch = max_batch.max(1);
+        }
+        if let Some(ms) = model.max_batch_wait_ms {
+            self.max_wait = Duration::from_millis(ms);
+        }
+        if let Some(precision) = model.precision {
+            self.precision = precision;
+        }
+        if let Some(replicas) = model.replicas {
+            self.replicas = replicas.max(1);
+            let on_cpu = self.max_pass_pixels.is_some();
+            self.threads_per_replica = (on_cpu && self.replicas > 1).then(|| {
+                let replicas = i32::try_from(self.replicas).unwrap_or(i32::MAX);
+                (cpu_threads / replicas).max(1)
+            });
+        }
+        self
+    }
+
     /// Most images in one pass of a model whose input is `input_size`²:
     /// `max_batch`, and on a CPU no more than [`CPU_PASS_PIXELS`] allow
     /// (at least one).
@@ -101,7 +126,7 @@ type Answer = (Result<RawExplanation>, Ticket);
 
 /// One image waiting for a forward pass.
 struct QueuedImage {
-    method: CamMethod,
+    recipe: Arc<MapRecipe>,
     job: ImageJob,
     deadline: Option<Instant>,
     /// Held while the image is queued or computed.
@@ -144,16 +169,17 @@ impl Batcher {
     /// next takes them (their tickets with them).
     pub(crate) async fn explain(
         &self,
-        method: CamMethod,
+        recipe: MapRecipe,
         jobs: Vec<(ImageJob, Ticket)>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Answer>> {
+        let recipe = Arc::new(recipe);
         let mut replies = Vec::with_capacity(jobs.len());
         for (job, ticket) in jobs {
             let (reply, answer) = oneshot::channel();
             self.queue
                 .send(QueuedImage {
-                    method,
+                    recipe: Arc::clone(&recipe),
                     job,
                     deadline,
                     ticket,
@@ -236,13 +262,14 @@ fn inference_loop(
                 live.push(image);
             }
         }
-        for method in CamMethod::ALL {
+        // A pass computes one recipe (method, layers, smoothing): the
+        // batch splits by recipe, oldest first.
+        while let Some(first) = live.first() {
+            let recipe = Arc::clone(&first.recipe);
             let (same, rest): (Vec<QueuedImage>, Vec<QueuedImage>) =
-                live.into_iter().partition(|i| i.method == method);
+                live.into_iter().partition(|i| *i.recipe == *recipe);
             live = rest;
-            if !same.is_empty() {
-                compute(key, model, method, same, settings, duplicate_lone, metrics);
-            }
+            compute(key, model, &recipe, same, settings, duplicate_lone, metrics);
         }
     }
     tracing::debug!(model = %key, "inference thread stopped");
@@ -251,7 +278,7 @@ fn inference_loop(
 fn compute(
     key: &str,
     model: &Model,
-    method: CamMethod,
+    recipe: &MapRecipe,
     batch: Vec<QueuedImage>,
     settings: BatchSettings,
     duplicate_lone: bool,
@@ -269,7 +296,7 @@ fn compute(
     // A libtorch failure that panics instead of returning an error must not
     // take the thread (and every later request) down with it.
     let answer = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        run_batch(model, method, &jobs, settings.max_batch, duplicate_lone)
+        run_batch(model, recipe, &jobs, settings.max_batch, duplicate_lone)
     }))
     .unwrap_or_else(|panic| {
         let what = panic
@@ -282,8 +309,8 @@ fn compute(
     // The pass is over: its inputs and its units are given back whether or
     // not anyone still waits for the answers.
     drop(jobs);
-    metrics.observe_batch(method, n, units, started.elapsed());
-    tracing::debug!(model = %key, images = n, method = method.name(), ms = started.elapsed().as_millis() as u64, "batch");
+    metrics.observe_batch(recipe.method, n, units, started.elapsed());
+    tracing::debug!(model = %key, images = n, method = recipe.method.name(), layers = ?recipe.layers, aug_smooth = recipe.aug_smooth, ms = started.elapsed().as_millis() as u64, "batch");
     match answer {
         Ok(results) => {
             for ((reply, mut ticket), result) in replies.into_iter().zip(results) {

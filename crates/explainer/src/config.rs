@@ -1,6 +1,7 @@
 //! The explainer's configuration: serde with defaults, checked once by
 //! [`Config::validate`] before the server starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -68,20 +69,23 @@ pub struct Config {
     /// Most compute units admitted and not computed yet, over all models. A
     /// compute unit is one forward pass of one image of up to 224² input
     /// pixels (a pass at `input_size` S counts ⌈S²/224²⌉: 6 at 512 px); an
-    /// image costs `1 + top_k × F` passes, where F is 0 without
-    /// faithfulness, 21 for deletion AUC and 2 for average drop. A request
+    /// image costs `M + top_k × F` passes, where M is 1, plus one per
+    /// channel of the target layers for Score-CAM (512 at `layer4`), times
+    /// 6 with `aug_smooth`, and F is 0 without faithfulness, 21 for
+    /// deletion AUC, 2 for average drop and 3 for ROAD. A request
     /// that would pass it fails with RESOURCE_EXHAUSTED and `retry-after-ms`
     /// (the units ahead at the recent time per unit). An image's units are
     /// held until its pass is computed or dropped, also for a call that was
-    /// cancelled. At least `max_compute_units_per_request`. Default 1024.
+    /// cancelled. At least `max_compute_units_per_request`. Default 2048.
     pub max_queued_compute_units: u64,
     /// Most compute units (see `max_queued_compute_units`) of one request;
     /// more is INVALID_ARGUMENT naming this key. This bounds how long one
     /// request can hold the inference threads while requests admitted after
     /// it wait (passes are first come, first served, and an image's
     /// faithfulness runs inside its pass). At least one image at
-    /// `max_model_input_size` without faithfulness. Default 512: 64 images
-    /// at 512 px (384 units), or 23 images with deletion AUC at 224 px.
+    /// `max_model_input_size` without faithfulness. Default 1024: one
+    /// Score-CAM image at `layer4` and 224 px (513 units) but not two, 46
+    /// images with deletion AUC at 224 px, or 170 passes at 512 px.
     pub max_compute_units_per_request: u64,
     /// Largest `input_size` of a model version that is loaded; a larger one
     /// fails with FAILED_PRECONDITION before its weights are fetched. Between
@@ -136,7 +140,48 @@ pub struct Config {
     /// Also serve the health service alone, in plaintext, on this
     /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
     pub health_listen: Option<String>,
+    /// Model references (`name:version`, `name@alias`, or `name` for
+    /// `name@latest`) loaded and warmed up at start: health (gRPC and
+    /// `/readyz`) says NOT_SERVING until every one is loaded and has run
+    /// one pass per `warmup_batch_sizes` entry, so the first request does
+    /// not wait for a load. An alias's moves are followed (the new version
+    /// is loaded and warmed up). One that fails keeps health NOT_SERVING
+    /// and is retried (every `failed_load_retry_secs`, at least every 2 s
+    /// for one not in the store yet); `GetServerInfo.preload` says why.
+    /// Kept loaded: other versions never evict them. At most
+    /// `model_cache_size` entries. Default: none.
+    pub preload: Vec<String>,
+    /// Batch sizes of the warm-up passes of a preloaded version (each a
+    /// pass of that many images at its input size, CAM with top-1): the
+    /// shapes libtorch (and cuDNN's autotuner) then has ready. Each in
+    /// `1..=max_batch` of the model; at most 8 entries. Default `[1]`.
+    pub warmup_batch_sizes: Vec<usize>,
+    /// Per-model settings, keyed by model name (every version of it), over
+    /// the global `max_batch`, `max_batch_wait_ms`, `model_replicas` and
+    /// `precision`: `[explainer.models.pets] max_batch = 8`. At most 256
+    /// entries. Default: none.
+    pub models: BTreeMap<String, ModelSettings>,
 }
+
+/// One model's settings ([`Config::models`]); an absent field takes the
+/// global one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// [`Config::max_batch`] for this model.
+    pub max_batch: Option<usize>,
+    /// [`Config::max_batch_wait_ms`] for this model.
+    pub max_batch_wait_ms: Option<u64>,
+    /// [`Config::model_replicas`] for this model.
+    pub replicas: Option<usize>,
+    /// [`Config::precision`] for this model.
+    pub precision: Option<Precision>,
+}
+
+/// Most entries of [`Config::models`].
+pub const MAX_MODEL_SETTINGS: usize = 256;
+/// Most entries of [`Config::warmup_batch_sizes`].
+pub const MAX_WARMUP_BATCH_SIZES: usize = 8;
 
 /// The longest [`Config::failed_load_retry_secs`]: a week.
 const MAX_FAILED_LOAD_RETRY_SECS: u64 = 7 * 24 * 3600;
@@ -153,8 +198,8 @@ impl Default for Config {
             max_queued_images: 512,
             max_decode_bytes_in_flight: 1 << 30,
             decode_tasks_per_request: None,
-            max_queued_compute_units: 1024,
-            max_compute_units_per_request: 512,
+            max_queued_compute_units: 2048,
+            max_compute_units_per_request: 1024,
             max_model_input_size: 1024,
             max_model_classes: 10_000,
             failed_load_retry_secs: 60,
@@ -168,6 +213,9 @@ impl Default for Config {
             auth_token_file: None,
             auth_tokens_file: None,
             health_listen: None,
+            preload: Vec::new(),
+            warmup_batch_sizes: vec![1],
+            models: BTreeMap::new(),
         }
     }
 }
@@ -267,7 +315,84 @@ impl Config {
                 "precision fp16 is for GPUs: libtorch's float16 convolutions on a CPU are slower than float32; use bf16".into(),
             ));
         }
+        self.validate_models(device)
+    }
+
+    /// `preload`, `warmup_batch_sizes` and `models`.
+    fn validate_models(&self, device: tch::Device) -> Result<()> {
+        if self.preload.len() > self.model_cache_size {
+            return Err(Error::Config(format!(
+                "preload names {} models, more than model_cache_size {} keeps loaded",
+                self.preload.len(),
+                self.model_cache_size
+            )));
+        }
+        for (i, reference) in self.preload.iter().enumerate() {
+            camshaft_proto::ModelRef::parse(reference).map_err(|e| {
+                Error::Config(format!(
+                    "preload[{i}] {reference:?} is not a model reference: {e}"
+                ))
+            })?;
+        }
+        if self.warmup_batch_sizes.len() > MAX_WARMUP_BATCH_SIZES {
+            return Err(Error::Config(format!(
+                "warmup_batch_sizes has {} entries, more than {MAX_WARMUP_BATCH_SIZES}",
+                self.warmup_batch_sizes.len()
+            )));
+        }
+        if self.models.len() > MAX_MODEL_SETTINGS {
+            return Err(Error::Config(format!(
+                "models has {} entries, more than {MAX_MODEL_SETTINGS}",
+                self.models.len()
+            )));
+        }
+        for (name, m) in &self.models {
+            let key = format!("models.{name}");
+            if name.is_empty() || name.len() > 128 || name.contains([':', '@', '/']) {
+                return Err(Error::Config(format!(
+                    "{key}: a model name is 1 to 128 characters without ':', '@' or '/'"
+                )));
+            }
+            if m.max_batch == Some(0) {
+                return Err(Error::Config(format!("{key}.max_batch must be at least 1")));
+            }
+            if m.replicas == Some(0) {
+                return Err(Error::Config(format!("{key}.replicas must be at least 1")));
+            }
+            if m.precision == Some(Precision::Fp16) && device == tch::Device::Cpu {
+                return Err(Error::Config(format!(
+                    "{key}.precision fp16 is for GPUs; use bf16 on a CPU"
+                )));
+            }
+        }
+        // Every model's warm-up passes fit its batch.
+        let smallest_batch = self
+            .models
+            .values()
+            .filter_map(|m| m.max_batch)
+            .chain([self.max_batch])
+            .min()
+            .unwrap_or(self.max_batch);
+        for &size in &self.warmup_batch_sizes {
+            if size == 0 || size > smallest_batch {
+                return Err(Error::Config(format!(
+                    "warmup_batch_sizes entry {size} is outside 1..={smallest_batch} (the smallest max_batch)"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The settings model `name` runs with: its [`Config::models`] entry
+    /// over the global ones.
+    pub fn model_settings(&self, name: &str) -> ModelSettings {
+        let own = self.models.get(name).cloned().unwrap_or_default();
+        ModelSettings {
+            max_batch: Some(own.max_batch.unwrap_or(self.max_batch)),
+            max_batch_wait_ms: Some(own.max_batch_wait_ms.unwrap_or(self.max_batch_wait_ms)),
+            replicas: Some(own.replicas.unwrap_or(self.model_replicas)),
+            precision: Some(own.precision.unwrap_or(self.precision)),
+        }
     }
 
     /// [`Config::metrics_listen`] parsed; `None` when empty (no endpoint).
@@ -422,5 +547,55 @@ mod tests {
         let c: Config = serde_json::from_str(r#"{"precision": "bf16"}"#).unwrap();
         c.validate().unwrap();
         assert!(serde_json::from_str::<Config>(r#"{"precision": "int8"}"#).is_err());
+    }
+
+    #[test]
+    fn preload_and_per_model_settings_are_checked_and_default_to_the_global_ones() {
+        let bad = |json: &str| {
+            serde_json::from_str::<Config>(json)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let c: Config = serde_json::from_str(
+            r#"{"preload": ["pets@prod", "cifar:3", "mnist"], "warmup_batch_sizes": [1, 4],
+                "models": {"pets": {"max_batch": 8, "precision": "bf16"}}}"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let pets = c.model_settings("pets");
+        assert_eq!(pets.max_batch, Some(8));
+        assert_eq!(pets.precision, Some(Precision::Bf16));
+        assert_eq!(pets.max_batch_wait_ms, Some(2), "the global one");
+        assert_eq!(pets.replicas, Some(1));
+        assert_eq!(c.model_settings("cifar").max_batch, Some(64));
+        assert!(bad(r#"{"preload": ["pets:x"]}"#).contains("preload[0]"));
+        assert!(bad(r#"{"preload": ["a", "b", "c", "d", "e"]}"#).contains("model_cache_size"));
+        assert!(bad(r#"{"warmup_batch_sizes": [0]}"#).contains("warmup_batch_sizes"));
+        assert!(
+            bad(r#"{"warmup_batch_sizes": [16], "models": {"pets": {"max_batch": 8}}}"#)
+                .contains("1..=8")
+        );
+        assert!(
+            bad(r#"{"warmup_batch_sizes": [1,1,1,1,1,1,1,1,1]}"#).contains("warmup_batch_sizes")
+        );
+        assert!(bad(r#"{"models": {"pets": {"max_batch": 0}}}"#).contains("models.pets.max_batch"));
+        assert!(bad(r#"{"models": {"pets": {"replicas": 0}}}"#).contains("models.pets.replicas"));
+        assert!(
+            bad(r#"{"models": {"pets": {"precision": "fp16"}}}"#).contains("models.pets.precision")
+        );
+        assert!(bad(r#"{"models": {"pets:1": {}}}"#).contains("models.pets:1"));
+        assert!(
+            serde_json::from_str::<Config>(r#"{"models": {"pets": {"max_batchh": 1}}}"#).is_err()
+        );
+        let many: BTreeMap<String, ModelSettings> = (0..=MAX_MODEL_SETTINGS)
+            .map(|i| (format!("m{i}"), ModelSettings::default()))
+            .collect();
+        let c = Config {
+            models: many,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("models has"));
     }
 }

@@ -4,7 +4,8 @@
 //! passes) its images, maps and faithfulness scores take. Admission
 //! ([`crate::queue`]) charges these against the configured budgets.
 
-use camshaft_vision::cam::{DELETION_STEPS, Faithfulness};
+use camshaft_vision::CamMethod;
+use camshaft_vision::cam::{AUG_SMOOTH_TRANSFORMS, DELETION_STEPS, Faithfulness};
 
 /// Input pixels of one compute unit: one forward pass of one image of at
 /// most 224×224 pixels.
@@ -36,15 +37,43 @@ pub(crate) fn faithfulness_passes(metric: Option<Faithfulness>) -> u64 {
         None => 0,
         Some(Faithfulness::DeletionAuc) => DELETION_STEPS.unsigned_abs() + 1,
         Some(Faithfulness::AverageDrop) => 2,
+        // The image, its imputed copy, and the imputation (conjugate
+        // gradients over the image) counted as a pass.
+        Some(Faithfulness::Road) => 3,
     }
 }
 
-/// Compute units of one image: the body's pass, and the faithfulness
-/// passes of each of its `top_k` maps (the maps themselves come from the
-/// same features and cost no pass).
-pub(crate) fn image_units(input_size: u32, top_k: usize, metric: Option<Faithfulness>) -> u64 {
+/// Forward passes the maps of one image take: the body's pass, plus
+/// Score-CAM's one pass per channel of each layer in `channels` (the same
+/// passes serve every class), all of it six times over with `aug_smooth`
+/// (pytorch-grad-cam's six augmentations). The gradient methods' backward
+/// passes through the head (and the rest of the body, at an earlier
+/// layer) are not counted.
+pub(crate) fn map_passes(method: CamMethod, channels: &[i64], aug_smooth: bool) -> u64 {
+    let score_cam = match method {
+        CamMethod::ScoreCam => channels.iter().map(|c| c.unsigned_abs()).sum(),
+        _ => 0,
+    };
+    let once = score_cam.saturating_add(1);
+    if aug_smooth {
+        once.saturating_mul(AUG_SMOOTH_TRANSFORMS.len() as u64)
+    } else {
+        once
+    }
+}
+
+/// Compute units of one image: its maps' `map_passes` ([`map_passes`]),
+/// and the faithfulness passes of each of its `top_k` maps.
+pub(crate) fn image_units(
+    input_size: u32,
+    top_k: usize,
+    metric: Option<Faithfulness>,
+    map_passes: u64,
+) -> u64 {
     let per_map = faithfulness_passes(metric);
-    let passes = (top_k as u64).saturating_mul(per_map).saturating_add(1);
+    let passes = (top_k as u64)
+        .saturating_mul(per_map)
+        .saturating_add(map_passes.max(1));
     passes.saturating_mul(pass_units(input_size))
 }
 
@@ -177,10 +206,21 @@ mod tests {
         assert_eq!(pass_units(225), 2);
         assert_eq!(pass_units(512), 6);
         assert_eq!(pass_units(1024), 21);
-        assert_eq!(image_units(224, 5, None), 1);
-        assert_eq!(image_units(224, 2, Some(Faithfulness::DeletionAuc)), 43);
-        assert_eq!(image_units(224, 3, Some(Faithfulness::AverageDrop)), 7);
-        assert_eq!(image_units(512, 1, Some(Faithfulness::DeletionAuc)), 22 * 6);
+        assert_eq!(image_units(224, 5, None, 1), 1);
+        assert_eq!(image_units(224, 2, Some(Faithfulness::DeletionAuc), 1), 43);
+        assert_eq!(image_units(224, 3, Some(Faithfulness::AverageDrop), 1), 7);
+        assert_eq!(image_units(224, 1, Some(Faithfulness::Road), 1), 4);
+        assert_eq!(
+            image_units(512, 1, Some(Faithfulness::DeletionAuc), 1),
+            22 * 6
+        );
+        // Score-CAM: a pass per channel, once for every class.
+        let score_cam = map_passes(CamMethod::ScoreCam, &[512], false);
+        assert_eq!(score_cam, 513);
+        assert_eq!(image_units(224, 3, None, score_cam), 513);
+        assert_eq!(map_passes(CamMethod::ScoreCam, &[256, 512], true), 769 * 6);
+        assert_eq!(map_passes(CamMethod::GradCam, &[256, 512], false), 1);
+        assert_eq!(map_passes(CamMethod::LayerCam, &[256], true), 6);
     }
 
     #[test]

@@ -18,6 +18,16 @@ pub enum Error {
     /// many bytes, alpha outside [0, 1], an unknown enum value).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// One field of the request is out of range for the model it names
+    /// (an unknown layer, CAM away from the last layer): INVALID_ARGUMENT
+    /// with a field violation naming `field`.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The request field, e.g. `target_layers`.
+        field: &'static str,
+        /// What is wrong and what would do.
+        reason: String,
+    },
     /// The model, alias or version is not registered.
     #[error("{0}")]
     ModelNotFound(String),
@@ -88,9 +98,10 @@ impl Error {
     /// The kind of failure, which fixes the status code.
     pub fn kind(&self) -> Option<ErrorKind> {
         Some(match self {
-            Error::Config(_) | Error::BadModelRef(_) | Error::InvalidRequest(_) => {
-                ErrorKind::InvalidArgument
-            }
+            Error::Config(_)
+            | Error::BadModelRef(_)
+            | Error::InvalidRequest(_)
+            | Error::InvalidField { .. } => ErrorKind::InvalidArgument,
             Error::ModelNotFound(_) => ErrorKind::NotFound,
             Error::CamNeedsPooledHead { .. } | Error::ModelLoad { .. } => {
                 ErrorKind::FailedPrecondition
@@ -118,6 +129,9 @@ impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         if let Error::Overloaded { retry_after, .. } = &err {
             return ErrorKind::ResourceExhausted.status_with_retry(err.to_string(), *retry_after);
+        }
+        if let Error::InvalidField { field, .. } = &err {
+            return camshaft_proto::invalid_field(field, err.to_string());
         }
         match err.kind() {
             Some(kind) => kind.status(err.to_string()),

@@ -13,11 +13,11 @@ use std::time::Instant;
 use camshaft_data::{DecodeLimits, ResizeMethod, RgbImage};
 use camshaft_proto::v1::{
     ClassMap, Colormap as WireColormap, ExplainMethod, ExplainRequest, ExplainResponse,
-    FaithfulnessMetric, ImageErrorKind, ImageExplanation,
+    ExplanationRecipe, FaithfulnessBaseline, FaithfulnessMetric, ImageErrorKind, ImageExplanation,
 };
 use camshaft_render::{ActivationMap, Colormap, OverlayOptions};
 use camshaft_store::Store;
-use camshaft_vision::cam::Faithfulness;
+use camshaft_vision::cam::{Baseline, Faithfulness, MapRecipe};
 use camshaft_vision::{CamMethod, Normalization};
 use tch::Tensor;
 
@@ -49,7 +49,14 @@ struct Options {
     overlay: Option<OverlayOptions>,
     upsampled: bool,
     faithfulness: Option<Faithfulness>,
+    /// What removed pixels become in the faithfulness scores.
+    baseline: Baseline,
+    /// pytorch-grad-cam's `aug_smooth`.
+    aug_smooth: bool,
 }
+
+/// Most `target_layers` of one request (a ResNet has four).
+pub const MAX_TARGET_LAYERS: usize = 4;
 
 /// Why one image is not explained.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,27 +244,73 @@ impl ExplainEngine {
         let (wanted_method, mut options) = check_options(&request)?;
         // Resolved per request: an alias that moved is seen by the next call.
         let loaded = self.load(&request.model).await?;
+        let layers = resolve_layers(&loaded.spec, &request.target_layers)?;
+        let last_only = layers == [loaded.spec.layer_names().len() - 1];
         options.method = match wanted_method {
-            ExplainMethod::Unspecified if loaded.has_cam => CamMethod::Cam,
+            ExplainMethod::Unspecified if loaded.has_cam && last_only && !options.aug_smooth => {
+                CamMethod::Cam
+            }
             ExplainMethod::Unspecified | ExplainMethod::GradCam => CamMethod::GradCam,
             ExplainMethod::GradCamPlusPlus => CamMethod::GradCamPlusPlus,
             ExplainMethod::XgradCam => CamMethod::XGradCam,
             ExplainMethod::LayerCam => CamMethod::LayerCam,
             ExplainMethod::HiresCam => CamMethod::HiResCam,
-            ExplainMethod::Cam if loaded.has_cam => CamMethod::Cam,
-            ExplainMethod::Cam => {
+            ExplainMethod::ScoreCam => CamMethod::ScoreCam,
+            ExplainMethod::Cam if !loaded.has_cam => {
                 return Err(Error::CamNeedsPooledHead {
                     model: loaded.key.clone(),
                     head: loaded.spec.head.to_string(),
                 });
             }
+            ExplainMethod::Cam if !last_only => {
+                return Err(Error::InvalidField {
+                    field: "target_layers",
+                    reason: format!(
+                        "CAM applies the head's linear map at the last layer ({}) only; leave target_layers empty or ask for a gradient method or Score-CAM",
+                        loaded.spec.layer_names().last().copied().unwrap_or("?")
+                    ),
+                });
+            }
+            ExplainMethod::Cam if options.aug_smooth => {
+                return Err(Error::InvalidField {
+                    field: "aug_smooth",
+                    reason: "aug_smooth applies to the gradient methods and Score-CAM, not CAM"
+                        .into(),
+                });
+            }
+            ExplainMethod::Cam => CamMethod::Cam,
+        };
+        let recipe = MapRecipe {
+            method: options.method,
+            layers,
+            aug_smooth: options.aug_smooth,
+        };
+        let ran = ExplanationRecipe {
+            method: wire_method(recipe.method) as i32,
+            target_layers: recipe
+                .layers
+                .iter()
+                .map(|&l| loaded.spec.layer_names()[l].to_string())
+                .collect(),
+            precision: loaded.settings.precision.name().to_string(),
+            faithfulness_baseline: match options.faithfulness {
+                None | Some(Faithfulness::Road) => FaithfulnessBaseline::Unspecified,
+                Some(_) => wire_baseline(options.baseline),
+            } as i32,
+            aug_smooth: recipe.aug_smooth,
         };
         let classes = loaded.spec.num_classes();
         options.top_k = options.top_k.min(classes);
         let size = loaded.spec.input_size;
         let normalization = loaded.spec.normalization;
         let resize = loaded.resize;
-        let image_units = cost::image_units(size, options.top_k, options.faithfulness);
+        let channels: Vec<i64> = recipe
+            .layers
+            .iter()
+            .map(|&l| loaded.spec.layer_channels(l))
+            .collect();
+        let map_passes = cost::map_passes(recipe.method, &channels, recipe.aug_smooth);
+        let image_units = cost::image_units(size, options.top_k, options.faithfulness, map_passes);
         let resident = cost::resident_bytes(size);
 
         // What each image costs, from what is known before decoding: its
@@ -407,6 +460,7 @@ impl ExplainEngine {
                     target,
                     top_k: options.top_k,
                     faithfulness: options.faithfulness,
+                    baseline: options.baseline,
                 },
                 kept,
             ));
@@ -414,7 +468,7 @@ impl ExplainEngine {
         }
         let good_count = jobs.len();
 
-        let answers = loaded.explain(options.method, jobs, deadline).await?;
+        let answers = loaded.explain(recipe, jobs, deadline).await?;
         // The batcher drops images whose deadline passed, at the same
         // instant the request's own timeout fires: either way the request
         // failed by its deadline, not image by image.
@@ -476,6 +530,7 @@ impl ExplainEngine {
             model_version: loaded.key.clone(),
             results,
             request_id: request.request_id,
+            recipe: Some(ran),
         })
     }
 
@@ -591,6 +646,7 @@ fn check_options(request: &ExplainRequest) -> Result<(ExplainMethod, Options)> {
         Ok(FaithfulnessMetric::Unspecified) => None,
         Ok(FaithfulnessMetric::DeletionAuc) => Some(Faithfulness::DeletionAuc),
         Ok(FaithfulnessMetric::AverageDrop) => Some(Faithfulness::AverageDrop),
+        Ok(FaithfulnessMetric::Road) => Some(Faithfulness::Road),
         Err(_) => {
             return Err(Error::InvalidRequest(format!(
                 "unknown FaithfulnessMetric {}",
@@ -598,6 +654,29 @@ fn check_options(request: &ExplainRequest) -> Result<(ExplainMethod, Options)> {
             )));
         }
     };
+    let baseline = match FaithfulnessBaseline::try_from(request.faithfulness_baseline) {
+        Ok(FaithfulnessBaseline::Unspecified | FaithfulnessBaseline::Mean) => Baseline::Mean,
+        Ok(FaithfulnessBaseline::Black) => Baseline::Black,
+        Ok(FaithfulnessBaseline::Blur) => Baseline::Blur,
+        Err(_) => {
+            return Err(Error::InvalidField {
+                field: "faithfulness_baseline",
+                reason: format!(
+                    "unknown FaithfulnessBaseline {}",
+                    request.faithfulness_baseline
+                ),
+            });
+        }
+    };
+    if request.target_layers.len() > MAX_TARGET_LAYERS {
+        return Err(Error::InvalidField {
+            field: "target_layers",
+            reason: format!(
+                "{} layers, over the limit of {MAX_TARGET_LAYERS}",
+                request.target_layers.len()
+            ),
+        });
+    }
     let options = Options {
         method: CamMethod::Cam,
         top_k: request.top_k.unwrap_or(1).max(1) as usize,
@@ -608,8 +687,66 @@ fn check_options(request: &ExplainRequest) -> Result<(ExplainMethod, Options)> {
         }),
         upsampled: request.return_upsampled_maps,
         faithfulness,
+        baseline,
+        aug_smooth: request.aug_smooth,
     };
     Ok((method, options))
+}
+
+/// The indices (into the model's layer names) of `names`, shallowest first;
+/// the last layer when `names` is empty. Unknown names and repeats are
+/// INVALID_ARGUMENT naming the valid ones.
+fn resolve_layers(spec: &camshaft_vision::ModelSpec, names: &[String]) -> Result<Vec<usize>> {
+    let valid = spec.layer_names();
+    if names.is_empty() {
+        return Ok(vec![valid.len() - 1]);
+    }
+    let mut layers = Vec::with_capacity(names.len());
+    for name in names {
+        let index = valid
+            .iter()
+            .position(|v| v == name)
+            .ok_or_else(|| Error::InvalidField {
+                field: "target_layers",
+                reason: format!(
+                    "unknown layer {:?} for a {} model (expected one of: {})",
+                    camshaft_proto::short(name),
+                    spec.arch,
+                    valid.join(", ")
+                ),
+            })?;
+        if layers.contains(&index) {
+            return Err(Error::InvalidField {
+                field: "target_layers",
+                reason: format!("layer {name:?} is named twice"),
+            });
+        }
+        layers.push(index);
+    }
+    layers.sort_unstable();
+    Ok(layers)
+}
+
+/// The wire name of a method.
+fn wire_method(method: CamMethod) -> ExplainMethod {
+    match method {
+        CamMethod::Cam => ExplainMethod::Cam,
+        CamMethod::GradCam => ExplainMethod::GradCam,
+        CamMethod::GradCamPlusPlus => ExplainMethod::GradCamPlusPlus,
+        CamMethod::XGradCam => ExplainMethod::XgradCam,
+        CamMethod::LayerCam => ExplainMethod::LayerCam,
+        CamMethod::HiResCam => ExplainMethod::HiresCam,
+        CamMethod::ScoreCam => ExplainMethod::ScoreCam,
+    }
+}
+
+/// The wire name of a baseline.
+fn wire_baseline(baseline: Baseline) -> FaithfulnessBaseline {
+    match baseline {
+        Baseline::Mean => FaithfulnessBaseline::Mean,
+        Baseline::Black => FaithfulnessBaseline::Black,
+        Baseline::Blur => FaithfulnessBaseline::Blur,
+    }
 }
 
 /// Blocking: the wire form of one image's explanation, with the upsampled

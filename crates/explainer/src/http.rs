@@ -50,7 +50,7 @@ pub fn routes(engine: Arc<ExplainEngine>) -> Vec<Route> {
                     "b64": {"type": "string", "contentEncoding": "base64"},
                     "id": {"type": "string"},
                     "target_class": {"type": "integer"}}}]}},
-            "parameters": {"description": "ExplainRequest's options (method, top_k, return_overlay, colormap, alpha, faithfulness, ...).",
+            "parameters": {"description": "ExplainRequest's options (method, top_k, return_overlay, colormap, alpha, faithfulness, faithfulness_baseline, target_layers, aug_smooth, ...).",
                 "type": "object"}}}}}});
     let metadata = Arc::clone(&engine);
     vec![

@@ -2,7 +2,7 @@
 //! class, probabilities, faithfulness scores. Blocking: runs on an inference
 //! thread, never on a tokio worker.
 
-use camshaft_vision::cam::{self, Faithfulness};
+use camshaft_vision::cam::{self, Baseline, Faithfulness, MapRecipe};
 use camshaft_vision::model::channels_last;
 use camshaft_vision::{CamMethod, Model, Precision};
 use tch::{Kind, Tensor};
@@ -18,6 +18,8 @@ pub(crate) struct ImageJob {
     pub top_k: usize,
     /// Score each map with this metric.
     pub faithfulness: Option<Faithfulness>,
+    /// What removed pixels become in the faithfulness scores.
+    pub baseline: Baseline,
 }
 
 /// The model's answer for one image, on the CPU.
@@ -46,7 +48,7 @@ pub(crate) struct RawMap {
     pub faithfulness: Option<f32>,
 }
 
-/// Explains `jobs` with `method` in one body pass (the caller keeps a batch
+/// Explains `jobs` with `recipe` in one body pass (the caller keeps a batch
 /// at most `max_batch` images). With `duplicate_lone`, a batch of one image
 /// is run as two copies of it: libtorch may pick another convolution
 /// algorithm for a batch of one, whose results differ in the last digits,
@@ -56,7 +58,7 @@ pub(crate) struct RawMap {
 /// the batch.
 pub(crate) fn run_batch(
     model: &Model,
-    method: CamMethod,
+    recipe: &MapRecipe,
     jobs: &[ImageJob],
     max_batch: usize,
     duplicate_lone: bool,
@@ -70,8 +72,9 @@ pub(crate) fn run_batch(
         inputs.push(&jobs[0].input);
     }
     let x = pass_input(model, &inputs)?;
-    let feats = tch::no_grad(|| model.features(&x, false));
-    explain_features(model, method, jobs, &x, &feats, max_batch)
+    let feats =
+        tch::no_grad(|| model.features_at(&x, &recipe.layers, false)).map_err(|e| e.to_string())?;
+    explain_features(model, recipe, jobs, &x, &feats, max_batch)
 }
 
 /// The input of a pass: `inputs` stacked on the model's device; on a CPU
@@ -131,33 +134,38 @@ pub(crate) fn lone_pass_is_batch_invariant(model: &Model) -> bool {
             target: None,
             top_k: classes.clamp(1, 2),
             faithfulness: None,
+            baseline: Baseline::default(),
         })
         .collect();
+    let last = vec![model.last_layer()];
     let probe = || -> Result<bool, String> {
-        let pass = |jobs: &[ImageJob]| -> Result<(Tensor, Tensor), String> {
+        let pass = |jobs: &[ImageJob]| -> Result<(Tensor, Vec<Tensor>), String> {
             let inputs: Vec<&Tensor> = jobs.iter().map(|j| &j.input).collect();
             let x = pass_input(model, &inputs)?;
-            let feats = tch::no_grad(|| model.features(&x, false));
+            let feats =
+                tch::no_grad(|| model.features_at(&x, &last, false)).map_err(|e| e.to_string())?;
             Ok((x, feats))
         };
         let (x2, f2) = pass(&jobs)?;
         let has_cam = model.pooled_linear().is_some();
-        let methods: Vec<CamMethod> = CamMethod::ALL
+        // Score-CAM's passes are of channels, whatever the images: not probed.
+        let methods: Vec<MapRecipe> = CamMethod::ALL
             .into_iter()
-            .filter(|&m| m != CamMethod::Cam || has_cam)
+            .filter(|&m| (m != CamMethod::Cam || has_cam) && m != CamMethod::ScoreCam)
+            .map(|m| MapRecipe::last_layer(model, m))
             .collect();
         let mut together = Vec::new();
-        for &method in &methods {
-            together.push(explain_features(model, method, &jobs, &x2, &f2, 1)?);
+        for recipe in &methods {
+            together.push(explain_features(model, recipe, &jobs, &x2, &f2, 1)?);
         }
         for (i, job) in jobs.iter().enumerate() {
             let lone = std::slice::from_ref(job);
             let (x1, f1) = pass(lone)?;
-            if !f1.get(0).equal(&f2.get(i as i64)) {
+            if !f1[0].get(0).equal(&f2[0].get(i as i64)) {
                 return Ok(false);
             }
-            for (&method, both) in methods.iter().zip(&together) {
-                let alone = explain_features(model, method, lone, &x1, &f1, 1)?;
+            for (recipe, both) in methods.iter().zip(&together) {
+                let alone = explain_features(model, recipe, lone, &x1, &f1, 1)?;
                 if alone.first() != both.get(i) {
                     return Ok(false);
                 }
@@ -172,16 +180,17 @@ pub(crate) fn lone_pass_is_batch_invariant(model: &Model) -> bool {
 }
 
 /// The explanations of `jobs` from their stacked inputs `x` and the body's
-/// feature map `feats` (rows past `jobs.len()` are copies, ignored). The
-/// head runs image by image: its products (CAM's einsum, the linear map)
-/// would otherwise run as matrix products whose shape, and so whose
-/// rounding, depends on how many images share the pass.
+/// feature maps `feats` at the recipe's layers (rows past `jobs.len()` are
+/// copies, ignored). The rest of the model runs image by image: its
+/// products (CAM's einsum, the linear map) would otherwise run as matrix
+/// products whose shape, and so whose rounding, depends on how many images
+/// share the pass.
 fn explain_features(
     model: &Model,
-    method: CamMethod,
+    recipe: &MapRecipe,
     jobs: &[ImageJob],
     x: &Tensor,
-    feats: &Tensor,
+    feats: &[Tensor],
     max_batch: usize,
 ) -> Result<Vec<RawExplanation>, String> {
     let tch_err = |e: tch::TchError| e.to_string();
@@ -194,15 +203,19 @@ fn explain_features(
     };
     let mut out = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
-        let row = feats.narrow(0, i as i64, 1);
-        let (logits, first_map, chosen) =
-            cam::maps_from_features(model, &row, method, &[job.target]).map_err(vision_err)?;
-        let logits = to_cpu(logits);
+        let rows: Vec<Tensor> = feats.iter().map(|f| f.narrow(0, i as i64, 1)).collect();
+        let image = x.narrow(0, i as i64, 1);
+        let logits = to_cpu(cam::recipe_logits(model, &rows, recipe).map_err(vision_err)?);
         let probs = logits.f_softmax(-1, Kind::Float).map_err(tch_err)?;
         let logits = Vec::<f32>::try_from(&logits.flatten(0, -1)).map_err(tch_err)?;
         let probabilities = Vec::<f32>::try_from(&probs.flatten(0, -1)).map_err(tch_err)?;
         // The target, then the most probable other classes.
-        let target = chosen.first().copied().unwrap_or(0);
+        let predicted = probabilities
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(k, _)| k as i64);
+        let target = job.target.unwrap_or(predicted);
         let mut order: Vec<i64> = (0..probabilities.len() as i64).collect();
         order.sort_by(|&a, &b| probabilities[b as usize].total_cmp(&probabilities[a as usize]));
         let mut wanted = vec![target];
@@ -212,28 +225,33 @@ fn explain_features(
                 .filter(|&c| c != target)
                 .take(job.top_k.max(1) - 1),
         );
-        let mut maps = vec![to_cpu(first_map).squeeze_dim(0)];
-        for &class in &wanted[1..] {
-            let (_, map, _) =
-                cam::maps_from_features(model, &row, method, &[Some(class)]).map_err(vision_err)?;
-            maps.push(to_cpu(map).squeeze_dim(0));
-        }
+        let stacked = to_cpu(
+            cam::recipe_maps(model, &image, &rows, recipe, &wanted, max_batch)
+                .map_err(vision_err)?,
+        );
         let scores = match job.faithfulness {
             Some(metric) => {
                 let k = wanted.len() as i64;
-                let image = x.get(i as i64).unsqueeze(0);
                 let images = image.expand([k, -1, -1, -1], false);
-                let stacked = Tensor::f_stack(&maps, 0).map_err(tch_err)?;
-                cam::faithfulness(model, &images, &stacked, &wanted, metric, max_batch)
-                    .map_err(vision_err)?
-                    .into_iter()
-                    .map(Some)
-                    .collect()
+                cam::faithfulness(
+                    model,
+                    &images,
+                    &stacked,
+                    &wanted,
+                    metric,
+                    job.baseline,
+                    max_batch,
+                )
+                .map_err(vision_err)?
+                .into_iter()
+                .map(Some)
+                .collect()
             }
             None => vec![None; wanted.len()],
         };
         let mut raw_maps = Vec::with_capacity(wanted.len());
-        for ((map, &class), faithfulness) in maps.iter().zip(&wanted).zip(scores) {
+        for (k, (&class, faithfulness)) in wanted.iter().zip(scores).enumerate() {
+            let map = stacked.get(k as i64);
             let size = map.size();
             raw_maps.push(RawMap {
                 class,
@@ -280,6 +298,7 @@ mod tests {
             target: None,
             top_k: 2,
             faithfulness: None,
+            baseline: Baseline::default(),
         }
     }
 
@@ -294,11 +313,17 @@ mod tests {
         let m = model(224);
         let duplicate_lone = !lone_pass_is_batch_invariant(&m);
         let jobs: Vec<ImageJob> = (10..13).map(|seed| job(224, seed)).collect();
-        for method in CamMethod::ALL {
-            let together = run_batch(&m, method, &jobs, 8, duplicate_lone).unwrap();
+        // Score-CAM's passes are per image (and slow here): its maps depend
+        // on the batch only through the features, which the others check.
+        for method in CamMethod::ALL
+            .into_iter()
+            .filter(|&m| m != CamMethod::ScoreCam)
+        {
+            let recipe = MapRecipe::last_layer(&m, method);
+            let together = run_batch(&m, &recipe, &jobs, 8, duplicate_lone).unwrap();
             for (i, job) in jobs.iter().enumerate() {
                 let alone =
-                    run_batch(&m, method, std::slice::from_ref(job), 8, duplicate_lone).unwrap();
+                    run_batch(&m, &recipe, std::slice::from_ref(job), 8, duplicate_lone).unwrap();
                 assert_eq!(alone[0], together[i], "{method:?} image {i}");
             }
         }

@@ -22,6 +22,8 @@
 //! - [`Metrics`]: the Prometheus metrics, served by [`serve`] on
 //!   `metrics_listen` through [`camshaft_metrics`].
 //! - [`Error`]: every request-level failure, with one status code each.
+//! - [`preload`]: [`Config::preload`]'s versions loaded and warmed up before
+//!   health says SERVING, followed when their aliases move.
 //!
 //! # Preprocessing contract
 //!
@@ -74,8 +76,8 @@
 //! - Fairness: passes are first come, first served, and an image's
 //!   faithfulness runs inside its pass, so a request admitted before yours
 //!   delays yours by at most its compute units, which
-//!   [`Config::max_compute_units_per_request`] bounds (512 by default: 64
-//!   images at 512 px, or 23 at 224 px with deletion AUC); the queue ahead
+//!   [`Config::max_compute_units_per_request`] bounds (1024 by default: one
+//!   Score-CAM image at `layer4`, or 46 at 224 px with deletion AUC); the queue ahead
 //!   of any request is at most [`Config::max_queued_compute_units`].
 //! - Model versions: a spec over [`Config::max_model_input_size`] or
 //!   [`Config::max_model_classes`] is refused before its weights are
@@ -137,20 +139,36 @@
 //!   request-level error ends the stream after the responses before it and
 //!   cancels the requests after it.
 //! - Health (`grpc.health.v1`): `camshaft.v1.Explainer` is NOT_SERVING
-//!   while a model version loads and from the moment the server drains;
+//!   while a model version loads, until every [`Config::preload`] version
+//!   is loaded and warmed up (and while a moved alias's new version warms
+//!   up), and from the moment the server drains;
 //!   SERVING otherwise.
 //! - Methods: `EXPLAIN_METHOD_UNSPECIFIED` picks CAM when the head is a
-//!   pooled linear map and Grad-CAM otherwise; Grad-CAM++, XGrad-CAM,
-//!   LayerCAM and HiResCAM compute what pytorch-grad-cam's classes of those
-//!   names do before scaling ([`camshaft_vision::CamMethod`]). The body
-//!   runs once per pass; `top_k` maps come from the same features. `top_k`,
-//!   `colormap`, `alpha` and `return_upsampled_maps` are honoured.
+//!   pooled linear map and the maps are at the last layer (not smoothed),
+//!   Grad-CAM otherwise; Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM and
+//!   Score-CAM compute what pytorch-grad-cam's classes of those names do
+//!   before scaling ([`camshaft_vision::CamMethod`]). `target_layers` picks
+//!   the layers (torchvision's names; several are fused as TorchCAM does,
+//!   [`camshaft_vision::cam::MapRecipe`]); the body runs once per pass up to
+//!   the deepest of them without autograd, the rest of the model with it for
+//!   the gradient methods; `top_k` maps come from the same features. A pass
+//!   computes one recipe (method, layers, `aug_smooth`): the batcher splits
+//!   by it. `top_k`, `colormap`, `alpha` and `return_upsampled_maps` are
+//!   honoured. Every response's `recipe` names the method that ran, the
+//!   layers, the body's precision, the faithfulness baseline and
+//!   `aug_smooth`.
 //! - Faithfulness (`ExplainRequest.faithfulness`): each map gets its score
 //!   ([`camshaft_vision::Faithfulness`]): deletion AUC (20 steps, pixels set
-//!   to 0 in the normalised input in decreasing order of the upsampled map,
-//!   trapezoidal area under the class probability) or average drop
-//!   (`max(0, p − p_masked)/p` with the input times the min–max normalised
-//!   upsampled map). They cost 21 and 2 extra images of compute per map.
+//!   to the request's [`camshaft_vision::cam::Baseline`] — ImageNet's mean
+//!   colour by default, for every model — in decreasing order of the
+//!   upsampled map, trapezoidal area under the class probability), average
+//!   drop (`max(0, p − p_masked)/p` with the input blended towards the
+//!   baseline by the min–max normalised upsampled map) or ROAD
+//!   (most-relevant-first linear imputation). They cost 21, 2 and 3 extra
+//!   images of compute per map; Score-CAM one per channel of each layer,
+//!   `aug_smooth` six times the maps' passes (see `cost.rs`). Score-CAM's
+//!   masked images, like the faithfulness scores' perturbed ones, go
+//!   through the model in passes of at most `max_batch` images.
 //!
 //! # Status codes (request-level)
 //!
@@ -209,6 +227,7 @@ mod http;
 mod inference;
 mod metrics;
 mod models;
+pub mod preload;
 mod queue;
 mod service;
 
@@ -223,7 +242,7 @@ use camshaft_store::Store;
 use tonic_health::ServingStatus;
 
 pub use batcher::{BatchSettings, CPU_PASS_PIXELS};
-pub use config::Config;
+pub use config::{Config, ModelSettings};
 pub use error::{Error, Result};
 pub use explain::{ExplainEngine, ImageError, decode_error_kind, prepare_image};
 pub use metrics::Metrics;
@@ -298,17 +317,26 @@ pub async fn serve_with_metrics(
     ));
     let mut loading = engine.cache().loading();
     let follower = Arc::clone(&engine);
+    let preloader = Arc::new(preload::Preloader::new(&config, Arc::clone(&engine)));
+    let mut preloaded = preloader.ready();
     let routes = http::routes(Arc::clone(&engine));
-    let service = ExplainerService::new(engine);
+    let service = ExplainerService::new(engine).with_preloader(Arc::clone(&preloader));
     let info = ServerInfoServer::new(service.clone());
     let explainer = ExplainerServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ExplainerServer<ExplainerService>>()
-        .await;
+    // NOT_SERVING until the preloaded versions are warm.
+    if *preloaded.borrow_and_update() {
+        health
+            .set_serving::<ExplainerServer<ExplainerService>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<ExplainerServer<ExplainerService>>()
+            .await;
+    }
     let reflection_v1 = camshaft_proto::reflection_v1()
         .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
     let reflection_v1alpha = camshaft_proto::reflection_v1alpha()
@@ -331,19 +359,23 @@ pub async fn serve_with_metrics(
         token = security.token_required(),
         "explainer serving"
     );
-    // NOT_SERVING while a model version loads: a balancer sends the next
-    // requests elsewhere instead of queueing them behind the load.
+    // NOT_SERVING while a model version loads or a preloaded one is not
+    // warm yet: a balancer sends the next requests elsewhere instead of
+    // queueing them behind the load.
     let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
     let stop_following = draining_tx.subscribe();
     tokio::spawn(async move { follower.cache().follow_aliases(stop_following).await });
+    let stop_preloading = draining_tx.subscribe();
+    tokio::spawn(async move { preloader.run(stop_preloading).await });
     let loads_health = health.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 changed = loading.changed() => if changed.is_err() { return },
+                changed = preloaded.changed() => if changed.is_err() { return },
                 _ = draining.wait_for(|d| *d) => return,
             }
-            let busy = *loading.borrow_and_update() > 0;
+            let busy = *loading.borrow_and_update() > 0 || !*preloaded.borrow_and_update();
             if *draining.borrow() {
                 return;
             }

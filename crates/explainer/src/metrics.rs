@@ -15,17 +15,31 @@
 //! | `camshaft_explainer_batch_size` | histogram | — |
 //! | `camshaft_explainer_batch_inference_seconds` | histogram | — |
 //! | `camshaft_explainer_batches_total` | counter | `method` |
+//! | `camshaft_explainer_model_inflight_images` | gauge | `model`, `version` |
+//! | `camshaft_explainer_model_images_total` | counter | `model`, `version` |
+//! | `camshaft_explainer_model_latency_seconds` | histogram | `model`, `version` |
 //!
 //! Every label value comes from a closed set: `rpc` from [`Rpc`], `method`
 //! from [`CamMethod::name`], `result` and `reason` from fixed names (an
 //! image error kind this build does not know is `unknown`), `code` from
 //! the gRPC code. Nothing a client sends becomes a label.
+//!
+//! The `model` and `version` labels (Triton's convention) name loaded
+//! versions only: a version's series appear when it has loaded and are
+//! removed when it is evicted and no request still uses it, so there are
+//! at most `model_cache_size` versions' series (plus evicted versions that
+//! requests in flight still hold). The `model_*` series: images queued or
+//! computing for the version (queue depth), images it answered (rate:
+//! images/s), and the time from an image entering its queue to its answer
+//! (queue wait plus pass).
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use camshaft_metrics::prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use camshaft_proto::v1::ImageErrorKind;
 use camshaft_vision::CamMethod;
@@ -47,6 +61,11 @@ pub struct Metrics {
     batch_size: Histogram,
     batch_seconds: Histogram,
     batches: IntCounterVec,
+    model_inflight: IntGaugeVec,
+    model_images: IntCounterVec,
+    model_latency: HistogramVec,
+    /// Holders of each `(model, version)` label set ([`ModelSeries`]).
+    model_series: Mutex<HashMap<(String, String), usize>>,
     /// Recent compute seconds per compute unit (moving average), for retry
     /// hints.
     recent_unit_secs: Mutex<Option<f64>>,
@@ -193,6 +212,36 @@ impl Metrics {
             &["method"],
         )
         .map_err(bad)?;
+        let model_inflight = IntGaugeVec::new(
+            Opts::new(
+                "model_inflight_images",
+                "Images queued or computing for a loaded model version.",
+            )
+            .namespace(NS),
+            &["model", "version"],
+        )
+        .map_err(bad)?;
+        let model_images = IntCounterVec::new(
+            Opts::new(
+                "model_images_total",
+                "Images a loaded model version answered (maps computed).",
+            )
+            .namespace(NS),
+            &["model", "version"],
+        )
+        .map_err(bad)?;
+        let model_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "model_latency_seconds",
+                "Time from a request's images entering a version's queue to their answers (queue wait and pass).",
+            )
+            .namespace(NS)
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["model", "version"],
+        )
+        .map_err(bad)?;
         registry
             .register(Box::new(requests.clone()))
             .and_then(|()| registry.register(Box::new(request_seconds.clone())))
@@ -206,6 +255,9 @@ impl Metrics {
             .and_then(|()| registry.register(Box::new(batch_size.clone())))
             .and_then(|()| registry.register(Box::new(batch_seconds.clone())))
             .and_then(|()| registry.register(Box::new(batches.clone())))
+            .and_then(|()| registry.register(Box::new(model_inflight.clone())))
+            .and_then(|()| registry.register(Box::new(model_images.clone())))
+            .and_then(|()| registry.register(Box::new(model_latency.clone())))
             .map_err(bad)?;
         Ok(Metrics {
             registry,
@@ -221,8 +273,46 @@ impl Metrics {
             batch_size,
             batch_seconds,
             batches,
+            model_inflight,
+            model_images,
+            model_latency,
+            model_series: Mutex::new(HashMap::new()),
             recent_unit_secs: Mutex::new(None),
         })
+    }
+
+    /// The series of loaded version `key` (`name:version`); they are
+    /// removed when the last holder of them is dropped.
+    pub(crate) fn model_series(self: &Arc<Self>, key: &str) -> ModelSeries {
+        let (model, version) = key.rsplit_once(':').unwrap_or((key, ""));
+        let labels = (model.to_string(), version.to_string());
+        *self
+            .model_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(labels.clone())
+            .or_insert(0) += 1;
+        let values = [labels.0.as_str(), labels.1.as_str()];
+        ModelSeries {
+            inflight: self.model_inflight.with_label_values(&values),
+            images: self.model_images.with_label_values(&values),
+            latency: self.model_latency.with_label_values(&values),
+            metrics: Arc::clone(self),
+            labels,
+        }
+    }
+
+    /// The `(model, version)` label sets present now.
+    pub fn model_label_sets(&self) -> Vec<(String, String)> {
+        let mut sets: Vec<_> = self
+            .model_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        sets.sort();
+        sets
     }
 
     /// The registry (to serve or to read in tests).
@@ -335,6 +425,61 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .unwrap_or(0.05)
+    }
+}
+
+/// One loaded version's `model_*` series (see the module doc).
+pub(crate) struct ModelSeries {
+    inflight: IntGauge,
+    images: IntCounter,
+    latency: Histogram,
+    metrics: Arc<Metrics>,
+    labels: (String, String),
+}
+
+impl ModelSeries {
+    /// Counts `n` images as in flight while the guard lives.
+    pub(crate) fn inflight(&self, n: usize) -> InflightGuard<'_> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.inflight.add(n);
+        InflightGuard(&self.inflight, n)
+    }
+
+    /// `answered` images answered, `elapsed` after they were queued.
+    pub(crate) fn observe(&self, answered: u64, elapsed: Duration) {
+        self.images.inc_by(answered);
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Drop for ModelSeries {
+    fn drop(&mut self) {
+        let mut holders = self
+            .metrics
+            .model_series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(count) = holders.get_mut(&self.labels) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            holders.remove(&self.labels);
+            let values = [self.labels.0.as_str(), self.labels.1.as_str()];
+            let m = &self.metrics;
+            let _ = m.model_inflight.remove_label_values(&values);
+            let _ = m.model_images.remove_label_values(&values);
+            let _ = m.model_latency.remove_label_values(&values);
+        }
+    }
+}
+
+/// Images of one call counted in `model_inflight_images` while it lives.
+pub(crate) struct InflightGuard<'a>(&'a IntGauge, i64);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.sub(self.1);
     }
 }
 

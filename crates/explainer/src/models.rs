@@ -5,17 +5,18 @@
 //! before its weights are fetched, and its weights against its spec (from
 //! the safetensors header) before any network is built.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use camshaft_data::ResizeMethod;
 use camshaft_store::{ModelVersion, Store};
-use camshaft_vision::{CamMethod, HeadPolicy, Model, ModelSpec};
+use camshaft_vision::{HeadPolicy, Model, ModelSpec};
 use tokio::sync::OnceCell;
 
 use crate::batcher::BatchSettings;
 use crate::batcher::Batcher;
+use crate::config::ModelSettings;
 use crate::inference::{ImageJob, RawExplanation};
 use crate::metrics::Metrics;
 use crate::queue::Ticket;
@@ -37,7 +38,12 @@ pub struct LoadedModel {
     pub has_cam: bool,
     /// When it was loaded (ms since the Unix epoch).
     pub loaded_unix_ms: i64,
+    /// How its batcher runs (its model's [`Config::models`] entry over the
+    /// global settings).
+    pub settings: BatchSettings,
     batcher: Batcher,
+    /// Its `model`/`version`-labelled metrics, removed when it is dropped.
+    series: crate::metrics::ModelSeries,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -100,6 +106,7 @@ impl LoadedModel {
         let has_cam = replicas
             .first()
             .is_some_and(|m| m.pooled_linear().is_some());
+        let series = metrics.model_series(&key);
         let batcher = Batcher::start(&key, replicas, settings, metrics)?;
         Ok(LoadedModel {
             key,
@@ -107,31 +114,38 @@ impl LoadedModel {
             resize,
             has_cam,
             loaded_unix_ms: camshaft_proto::now_unix_ms(),
+            settings,
             batcher,
+            series,
         })
     }
 
-    /// Explains `jobs` with `method`, batched with the other requests'
+    /// Explains `jobs` with `recipe`, batched with the other requests'
     /// images; one answer per job, in order. Images still queued when
     /// `deadline` passes (or when this future is dropped) are dropped.
     pub(crate) async fn explain(
         &self,
-        method: CamMethod,
+        recipe: camshaft_vision::cam::MapRecipe,
         jobs: Vec<(ImageJob, Ticket)>,
         deadline: Option<Instant>,
     ) -> Result<Vec<(Result<RawExplanation>, Ticket)>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        self.batcher.explain(method, jobs, deadline).await
+        let _inflight = self.series.inflight(jobs.len());
+        let queued = Instant::now();
+        let answers = self.batcher.explain(recipe, jobs, deadline).await?;
+        let answered = answers.iter().filter(|(a, _)| a.is_ok()).count() as u64;
+        self.series.observe(answered, queued.elapsed());
+        Ok(answers)
     }
 }
 
 type Slot = Arc<OnceCell<Arc<LoadedModel>>>;
 
-/// What the cache refuses to load, and how long it remembers a failure
-/// (from the [`Config`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the cache refuses to load, how long it remembers a failure, and
+/// each model's own batch settings (from the [`Config`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadLimits {
     /// [`Config::max_model_input_size`].
     pub max_input_size: u32,
@@ -139,6 +153,11 @@ pub struct LoadLimits {
     pub max_classes: usize,
     /// [`Config::failed_load_retry_secs`].
     pub retry_after: Duration,
+    /// [`Config::models`]: settings over the global ones, by model name.
+    pub models: Arc<BTreeMap<String, ModelSettings>>,
+    /// libtorch's thread count when the configuration was read, shared
+    /// out between the replicas of a model on a CPU.
+    pub cpu_threads: i32,
 }
 
 impl LoadLimits {
@@ -148,6 +167,8 @@ impl LoadLimits {
             max_input_size: config.max_model_input_size,
             max_classes: config.max_model_classes,
             retry_after: Duration::from_secs(config.failed_load_retry_secs),
+            models: Arc::new(config.models.clone()),
+            cpu_threads: tch::get_num_threads(),
         }
     }
 
@@ -196,7 +217,14 @@ pub struct ModelCache {
     failed: Mutex<HashMap<String, FailedLoad>>,
     /// Loads in flight (the health service reports NOT_SERVING while > 0).
     loading: tokio::sync::watch::Sender<usize>,
+    /// Keys never evicted (the preloaded versions).
+    pinned: Mutex<HashSet<String>>,
+    /// Counts the alias moves [`ModelCache::follow_aliases`] acted on.
+    alias_moves: tokio::sync::watch::Sender<u64>,
 }
+
+/// Counts as a load in flight (health NOT_SERVING) while it lives.
+pub(crate) struct Busy<'a>(#[expect(dead_code, reason = "held for its Drop")] Loading<'a>);
 
 /// Counts one load in flight for as long as it lives.
 struct Loading<'a>(&'a tokio::sync::watch::Sender<usize>);
@@ -241,7 +269,41 @@ impl ModelCache {
             slots: Mutex::new(Slots::default()),
             failed: Mutex::new(HashMap::new()),
             loading: tokio::sync::watch::Sender::new(0),
+            pinned: Mutex::new(HashSet::new()),
+            alias_moves: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The batch settings versions of model `name` load with.
+    pub fn settings_for(&self, name: &str) -> BatchSettings {
+        match self.limits.models.get(name) {
+            Some(own) => self.settings.with_model(own, self.limits.cpu_threads),
+            None => self.settings,
+        }
+    }
+
+    /// Keeps exactly `keys` (`name:version`) from being evicted.
+    pub(crate) fn pin(&self, keys: HashSet<String>) {
+        *self.pinned.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+    }
+
+    /// Whether `key` is pinned (preloaded).
+    pub fn is_pinned(&self, key: &str) -> bool {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    /// Health says NOT_SERVING while the guard lives (a warm-up).
+    pub(crate) fn busy(&self) -> Busy<'_> {
+        Busy(Loading::start(&self.loading))
+    }
+
+    /// Ticks after each alias move [`ModelCache::follow_aliases`] acted on
+    /// (its new version loaded, or failed to).
+    pub fn alias_moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.alias_moves.subscribe()
     }
 
     /// The store the cache loads from.
@@ -278,7 +340,7 @@ impl ModelCache {
                 let spec = version.spec.clone();
                 let device = self.device;
                 let load_key = key.clone();
-                let settings = self.settings;
+                let settings = self.settings_for(&version.name);
                 let metrics = Arc::clone(&self.metrics);
                 let started = std::time::Instant::now();
                 let loaded = crate::spawn_blocking_serial(move || {
@@ -297,7 +359,9 @@ impl ModelCache {
                 self.metrics.observe_model_load(true);
                 tracing::info!(
                     model = %model.key,
-                    precision = %self.settings.precision,
+                    precision = %model.settings.precision,
+                    max_batch = model.settings.max_batch,
+                    replicas = model.settings.replicas,
                     ms = started.elapsed().as_millis() as u64,
                     "loaded model version"
                 );
@@ -454,6 +518,7 @@ impl ModelCache {
                         tracing::warn!(model = %name, %alias, version, error = %e, "alias moved; loading failed")
                     }
                 }
+                self.alias_moves.send_modify(|n| *n += 1);
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -489,11 +554,18 @@ impl ModelCache {
             *used = tick;
             return Arc::clone(slot);
         }
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         while slots.entries.len() >= self.capacity {
+            // The least recently used version that is not preloaded (and
+            // if every one is, the least recently used).
             let oldest = slots
                 .entries
                 .iter()
-                .min_by_key(|(_, (used, _))| *used)
+                .min_by_key(|(k, (used, _))| (pinned.contains(*k), *used))
                 .map(|(k, _)| k.clone());
             match oldest {
                 Some(k) => {

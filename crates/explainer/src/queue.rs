@@ -153,7 +153,7 @@ impl Admission {
         let b = &self.budgets;
         if cost.units > b.per_request_units {
             return Err(Error::InvalidRequest(format!(
-                "this request needs {} compute units (forward passes: one per image, and top_k × 21 more per image for deletion AUC or × 2 for average drop, each ⌈input_size²/224²⌉ units), over the limit of {} per request (max_compute_units_per_request); send fewer images, a smaller top_k or no faithfulness",
+                "this request needs {} compute units (forward passes: one per image, or one per channel of the layers for Score-CAM, six times with aug_smooth; and top_k × 21 more per image for deletion AUC, × 2 for average drop, × 3 for ROAD; each ⌈input_size²/224²⌉ units), over the limit of {} per request (max_compute_units_per_request); send fewer images, a smaller top_k, an earlier layer or no faithfulness",
                 cost.units, b.per_request_units
             )));
         }

@@ -21,12 +21,22 @@ const STREAM_IN_FLIGHT: usize = 4;
 #[derive(Clone)]
 pub struct ExplainerService {
     engine: Arc<ExplainEngine>,
+    preloader: Option<Arc<crate::preload::Preloader>>,
 }
 
 impl ExplainerService {
     /// The service over `engine`.
     pub fn new(engine: Arc<ExplainEngine>) -> Self {
-        ExplainerService { engine }
+        ExplainerService {
+            engine,
+            preloader: None,
+        }
+    }
+
+    /// The service showing `preloader`'s states in `GetServerInfo`.
+    pub(crate) fn with_preloader(mut self, preloader: Arc<crate::preload::Preloader>) -> Self {
+        self.preloader = Some(preloader);
+        self
     }
 }
 
@@ -189,7 +199,8 @@ impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
         _request: Request<camshaft_proto::v1::GetServerInfoRequest>,
     ) -> Result<Response<camshaft_proto::v1::GetServerInfoResponse>, Status> {
         use camshaft_proto::v1::{
-            Device, DeviceKind, GetServerInfoResponse, LoadedModel, ServerRole,
+            Device, DeviceKind, GetServerInfoResponse, LoadedModel, ModelServingSettings,
+            ServerRole,
         };
         let cache = self.engine.cache();
         let device = cache.device();
@@ -223,8 +234,21 @@ impl camshaft_proto::v1::server_info_server::ServerInfo for ExplainerService {
                     aliases: Vec::new(),
                     device: format!("{device:?}").to_lowercase(),
                     loaded_unix_ms: m.loaded_unix_ms,
+                    settings: Some(ModelServingSettings {
+                        max_batch: u32::try_from(m.settings.max_batch).unwrap_or(u32::MAX),
+                        max_batch_wait_ms: u64::try_from(m.settings.max_wait.as_millis())
+                            .unwrap_or(u64::MAX),
+                        replicas: u32::try_from(m.settings.replicas).unwrap_or(u32::MAX),
+                        precision: m.settings.precision.name().to_string(),
+                    }),
+                    preloaded: cache.is_pinned(&m.key),
                 })
                 .collect(),
+            preload: self
+                .preloader
+                .as_ref()
+                .map(|p| p.states())
+                .unwrap_or_default(),
             queue_depth: u32::try_from(self.engine.queued_images()).unwrap_or(u32::MAX),
             queue_capacity: u32::try_from(self.engine.queue_capacity()).unwrap_or(u32::MAX),
             ..Default::default()

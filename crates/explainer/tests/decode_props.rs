@@ -144,9 +144,10 @@ fn request_fields_are_validated_without_panicking() {
             Just(Some(f32::NAN)),
             (-1.0f32..2.0).prop_map(Some)
         ],
-        -2i32..5,
+        -2i32..6,
         0usize..5,
         proptest::option::of(0u32..1000),
+        -2i32..6,
     );
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 48,
@@ -155,7 +156,7 @@ fn request_fields_are_validated_without_panicking() {
     runner
         .run(
             &strategy,
-            |(method, colormap, alpha, faithfulness, images, top_k)| {
+            |(method, colormap, alpha, faithfulness, images, top_k, baseline)| {
                 let request = ExplainRequest {
                     model: "nobody".into(),
                     images: (0..images)
@@ -166,16 +167,18 @@ fn request_fields_are_validated_without_panicking() {
                     alpha,
                     faithfulness,
                     top_k,
+                    faithfulness_baseline: baseline,
                     ..Default::default()
                 };
                 // The wire form decodes back to the same request.
                 let wire = request.encode_to_vec();
                 let back = ExplainRequest::decode(wire.as_slice()).unwrap();
                 prop_assert_eq!(back.method, method);
-                let invalid = !(0..=6).contains(&method)
+                let invalid = !(0..=7).contains(&method)
                     || !(0..=4).contains(&colormap)
                     || alpha.is_some_and(|a| !(0.0..=1.0).contains(&a))
-                    || !(0..=2).contains(&faithfulness)
+                    || !(0..=3).contains(&faithfulness)
+                    || !(0..=3).contains(&baseline)
                     || images > 3;
                 let mut client = cluster.client();
                 let status = runtime.block_on(client.explain(back)).unwrap_err();

@@ -1,7 +1,9 @@
 //! Every method and the faithfulness scores through the real
 //! gRPC explainer against references computed at test time with the
 //! `.venv`'s PyTorch (`tests/reference/cam_methods.py`: pytorch-grad-cam's
-//! formulas, explainer.proto's faithfulness definitions).
+//! formulas, explainer.proto's faithfulness definitions): at the last
+//! layer, at `layer3`, fused over two layers (TorchCAM's formula), Score-CAM,
+//! `aug_smooth`, ROAD and the explicit faithfulness baselines.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
@@ -10,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use camshaft_explainer::Config;
-use camshaft_proto::v1::{ExplainMethod, FaithfulnessMetric, ImageExplanation};
+use camshaft_proto::v1::{
+    ExplainMethod, ExplainRequest, ExplainResponse, FaithfulnessBaseline, FaithfulnessMetric,
+    ImageExplanation,
+};
 use camshaft_vision::{Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization};
 use common::{Cluster, input, request};
 
@@ -195,8 +200,146 @@ async fn maps_and_faithfulness_match_pytorch() {
                 "{head_name} average drop {ours} vs {theirs}"
             );
         }
+        issue_19_references(&mut c, head_name, head, &images, &reference).await;
     }
     c.stop().await;
+}
+
+async fn send(c: &mut Cluster, req: ExplainRequest) -> ExplainResponse {
+    c.client.explain(req).await.unwrap().into_inner()
+}
+
+/// Layers, fusion, Score-CAM, aug_smooth, ROAD and baselines against the
+/// reference, and the recipe each answer names.
+async fn issue_19_references(
+    c: &mut Cluster,
+    head_name: &str,
+    head: HeadKind,
+    images: &[Vec<u8>],
+    reference: &[serde_json::Value],
+) {
+    let ask = |method: ExplainMethod, layers: &[&str], n: usize| {
+        let mut req = request(
+            head_name,
+            images[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| input(&i.to_string(), b.clone()))
+                .collect(),
+            method,
+        );
+        req.target_layers = layers.iter().map(|l| l.to_string()).collect();
+        req
+    };
+    let check = |resp: &ExplainResponse, key: &str, side: i32| {
+        for (r, expected) in resp.results.iter().zip(reference) {
+            let what = format!("{head_name} {key} image {}", r.id);
+            assert!(r.error.is_empty(), "{what}: {}", r.error);
+            assert_eq!((r.maps[0].height, r.maps[0].width), (side, side), "{what}");
+            close(&r.maps[0].values, &numbers(&expected[key]), &what);
+        }
+    };
+    // Every gradient method at layer3: 8x8 maps at 128 px.
+    for (method, key) in [
+        (ExplainMethod::GradCam, "grad_cam"),
+        (ExplainMethod::GradCamPlusPlus, "grad_cam_plus_plus"),
+        (ExplainMethod::XgradCam, "xgrad_cam"),
+        (ExplainMethod::LayerCam, "layer_cam"),
+        (ExplainMethod::HiresCam, "hires_cam"),
+    ] {
+        let resp = send(c, ask(method, &["layer3"], 3)).await;
+        check(&resp, &format!("layer3_{key}"), 8);
+        let recipe = resp.recipe.unwrap();
+        assert_eq!(recipe.method, method as i32);
+        assert_eq!(recipe.target_layers, ["layer3"]);
+        assert_eq!(recipe.precision, "fp32");
+        assert!(!recipe.aug_smooth);
+        assert_eq!(recipe.faithfulness_baseline, 0, "no score asked");
+    }
+    // Unspecified at layer3: Grad-CAM (CAM needs the last layer), named.
+    let resp = send(c, ask(ExplainMethod::Unspecified, &["layer3"], 3)).await;
+    check(&resp, "layer3_grad_cam", 8);
+    assert_eq!(resp.recipe.unwrap().method, ExplainMethod::GradCam as i32);
+    let resp = send(c, ask(ExplainMethod::Unspecified, &[], 1)).await;
+    let expected = if head == HeadKind::Cam {
+        ExplainMethod::Cam
+    } else {
+        ExplainMethod::GradCam
+    };
+    let recipe = resp.recipe.unwrap();
+    assert_eq!(recipe.method, expected as i32, "{head_name}");
+    assert_eq!(recipe.target_layers, ["layer4"]);
+    // LayerCAM fused over layer3 and layer4 as TorchCAM does, in any order.
+    let resp = send(c, ask(ExplainMethod::LayerCam, &["layer4", "layer3"], 3)).await;
+    check(&resp, "fused_layer_cam", 8);
+    assert_eq!(resp.recipe.unwrap().target_layers, ["layer3", "layer4"]);
+    // Score-CAM of the first image (a pass per channel): at layer4 behind
+    // the CAM head, at layer3 behind the fastai one.
+    if head == HeadKind::Cam {
+        let resp = send(c, ask(ExplainMethod::ScoreCam, &[], 1)).await;
+        check(&resp, "score_cam", 4);
+        assert_eq!(resp.recipe.unwrap().method, ExplainMethod::ScoreCam as i32);
+    } else {
+        let resp = send(c, ask(ExplainMethod::ScoreCam, &["layer3"], 1)).await;
+        check(&resp, "layer3_score_cam", 8);
+    }
+    // aug_smooth Grad-CAM: pytorch-grad-cam's six augmentations.
+    let mut req = ask(ExplainMethod::GradCam, &[], 3);
+    req.aug_smooth = true;
+    let resp = send(c, req).await;
+    check(&resp, "aug_grad_cam", 4);
+    assert!(resp.recipe.unwrap().aug_smooth);
+    // ROAD, deletion with a black baseline, average drop with a blur one,
+    // of the Grad-CAM++ map.
+    // ROAD and the blurred drop move the random models' probabilities
+    // by 1e-5 to 1e-3: checked relative to their size.
+    for (metric, baseline, key, absolute, relative) in [
+        (
+            FaithfulnessMetric::Road,
+            FaithfulnessBaseline::Unspecified,
+            "road",
+            1e-6,
+            0.05,
+        ),
+        (
+            FaithfulnessMetric::DeletionAuc,
+            FaithfulnessBaseline::Black,
+            "deletion_auc_black",
+            2e-3,
+            0.0,
+        ),
+        (
+            FaithfulnessMetric::AverageDrop,
+            FaithfulnessBaseline::Blur,
+            "average_drop_blur",
+            1e-6,
+            0.05,
+        ),
+    ] {
+        let mut req = ask(ExplainMethod::GradCamPlusPlus, &[], 3);
+        req.faithfulness = metric as i32;
+        req.faithfulness_baseline = baseline as i32;
+        let resp = send(c, req).await;
+        for (r, expected) in resp.results.iter().zip(reference) {
+            let ours = f64::from(r.maps[0].faithfulness.unwrap());
+            let theirs = expected[key].as_f64().unwrap();
+            assert!(
+                (ours - theirs).abs() <= absolute + relative * theirs.abs(),
+                "{head_name} {key} image {}: {ours} vs {theirs}",
+                r.id
+            );
+        }
+        let named = resp.recipe.unwrap().faithfulness_baseline;
+        assert_eq!(named, baseline as i32, "{key}: the baseline used is named");
+    }
+    // The default baseline is named: mean, for every model.
+    let mut req = ask(ExplainMethod::GradCamPlusPlus, &[], 1);
+    req.faithfulness = FaithfulnessMetric::DeletionAuc as i32;
+    let resp = send(c, req).await;
+    assert_eq!(
+        resp.recipe.unwrap().faithfulness_baseline,
+        FaithfulnessBaseline::Mean as i32
+    );
 }
 
 /// The deletion AUC can differ a little more: maps that agree to 1e-6 can

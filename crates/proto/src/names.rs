@@ -7,8 +7,9 @@
 
 use crate::v1::{
     Arch, CollectiveBackend, Colormap, DatasetKind, DeviceKind, ExplainMethod, FailureKind,
-    FaithfulnessMetric, Head, ImageErrorKind, JobState, Normalization, Precision, PretrainedSource,
-    ResizeMethod, ServerRole, WeightsFormat, WorkerState,
+    FaithfulnessBaseline, FaithfulnessMetric, Head, ImageErrorKind, JobState, MonitorMetric,
+    Normalization, Precision, PretrainedSource, RegisterPolicy, ResizeMethod, ServerRole,
+    WeightsFormat, WorkerState,
 };
 use crate::{Error, Result};
 
@@ -56,6 +57,8 @@ short_names!(DatasetKind, "dataset", [
 ]);
 short_names!(PretrainedSource, "pretrained source", [None => "none", Imagenet => "imagenet", Path => "path"]);
 short_names!(Precision, "precision", [Fp32 => "fp32", Bf16 => "bf16", Fp16 => "fp16"]);
+short_names!(RegisterPolicy, "register policy", [Last => "last", Best => "best"]);
+short_names!(MonitorMetric, "monitored metric", [ValidLoss => "valid_loss" | "valid-loss", Accuracy => "accuracy"]);
 short_names!(CollectiveBackend, "collective backend", [Nccl => "nccl", Ring => "ring"]);
 short_names!(JobState, "job state", [
     Pending => "pending",
@@ -80,12 +83,15 @@ short_names!(ExplainMethod, "method", [
     XgradCam => "xgrad_cam" | "xgradcam" | "xgrad-cam",
     LayerCam => "layer_cam" | "layercam" | "layer-cam",
     HiresCam => "hires_cam" | "hirescam" | "hires-cam",
+    ScoreCam => "score_cam" | "scorecam" | "score-cam",
 ]);
 short_names!(Colormap, "colormap", [Magma => "magma", Viridis => "viridis", Inferno => "inferno", Jet => "jet"]);
 short_names!(FaithfulnessMetric, "faithfulness metric", [
     DeletionAuc => "deletion_auc" | "deletion",
     AverageDrop => "average_drop" | "drop",
+    Road => "road",
 ]);
+short_names!(FaithfulnessBaseline, "faithfulness baseline", [Mean => "mean", Black => "black", Blur => "blur"]);
 short_names!(WeightsFormat, "weights format", [Safetensors => "safetensors", Pth => "pth" | "pt"]);
 short_names!(ServerRole, "server role", [Coordinator => "coordinator", Worker => "worker", Explainer => "explainer"]);
 short_names!(ImageErrorKind, "image error kind", [

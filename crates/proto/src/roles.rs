@@ -8,7 +8,7 @@
 //! | role | may call |
 //! |---|---|
 //! | `viewer` | `Coordinator` reads (`GetJob`, `ListJobs`, `WatchJob`, `ListWorkers`, `ListModels`, `GetModel`), `Explainer`, `ServerInfo`, reflection, metrics |
-//! | `editor` | everything a viewer may, plus `SubmitJob`, `CancelJob`, `SetAlias`, `DeleteAlias`, `DeleteModel`, `ImportModel` |
+//! | `editor` | everything a viewer may, plus `SubmitJob`, `CancelJob`, `SetAlias`, `DeleteAlias`, `DeleteModel`, `ImportModel`, `UpdateModelVersion` |
 //! | `worker` | `WorkerLink` only |
 //!
 //! A worker credential is refused on the client API and a client token on
@@ -265,13 +265,14 @@ impl TokenTable {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// gRPC methods that change state: an editor's.
-const EDITOR_METHODS: [&str; 6] = [
+const EDITOR_METHODS: [&str; 7] = [
     "/camshaft.v1.Coordinator/SubmitJob",
     "/camshaft.v1.Coordinator/CancelJob",
     "/camshaft.v1.Coordinator/SetAlias",
     "/camshaft.v1.Coordinator/DeleteAlias",
     "/camshaft.v1.Coordinator/DeleteModel",
     "/camshaft.v1.Coordinator/ImportModel",
+    "/camshaft.v1.Coordinator/UpdateModelVersion",
 ];
 
 /// The role a call of `path` (`/package.Service/Method`) needs: `None` for
@@ -355,6 +356,16 @@ mod tests {
             required_role("/camshaft.v1.Explainer/Explain"),
             Some(Role::Viewer)
         );
+        assert_eq!(
+            required_role("/camshaft.v1.Coordinator/UpdateModelVersion"),
+            Some(Role::Editor)
+        );
+        for read in ["GetAliasHistory", "WatchModels"] {
+            assert_eq!(
+                required_role(&format!("/camshaft.v1.Coordinator/{read}")),
+                Some(Role::Viewer)
+            );
+        }
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn echo(request: ExplainRequest) -> Result<ExplainResponse, Status> {
         model_version: ModelRef::version(model.name, version).to_string(),
         results,
         request_id: request.request_id,
+        recipe: None,
     })
 }
 

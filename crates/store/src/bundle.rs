@@ -14,6 +14,19 @@ const MAGIC: &[u8; 8] = b"CSBUNDLE";
 /// (safetensors), which the coordinator registers when a job ends.
 pub const WEIGHTS: &str = "weights.safetensors";
 
+/// The file of a checkpoint bundle holding the weights of the job's best
+/// epoch so far when that is not the checkpoint's own epoch (a job that
+/// registers its best epoch); the coordinator registers it instead of
+/// [`WEIGHTS`] when present.
+pub const BEST_WEIGHTS: &str = "best_weights.safetensors";
+
+/// The key of a checkpoint's metadata object under which the writer
+/// records which epoch the job would register if it ended there:
+/// `{"epoch": 3, "selected_by": "best valid_loss", "early_stop": {..}}`
+/// (`early_stop` as `camshaft.v1.EarlyStop`'s JSON, only once training
+/// stopped early).
+pub const SELECTION: &str = "selection";
+
 /// Packs named files into one blob, in the given order.
 pub fn pack<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Bytes {
     let files: Vec<(&str, &[u8])> = files.into_iter().collect();

@@ -181,8 +181,8 @@ pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{Error, Result};
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use records::{
-    Alias, AliasEvent, Attempt, BlobManifest, CHUNK_SIZE, Checkpoint, CheckpointManifest, Failure,
-    JobId, JobRecord, JobState, LATEST, LeaseId, ModelRef, ModelVersion, RegisteredModel,
-    WorkerEvent, WorkerRecord, now_ms, validate_name,
+    Alias, AliasChange, AliasEvent, Attempt, BlobManifest, CHUNK_SIZE, Checkpoint,
+    CheckpointManifest, Failure, JobId, JobRecord, JobState, LATEST, LeaseId, MAX_ALIAS_HISTORY,
+    ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord, now_ms, validate_name,
 };
 pub use store::{Store, WatchStream, Watched};

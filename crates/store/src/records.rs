@@ -324,6 +324,38 @@ pub enum WorkerEvent {
     },
 }
 
+/// Alias changes kept per model name ([`Store::alias_history`]); older
+/// ones are dropped as new ones come.
+///
+/// [`Store::alias_history`]: crate::Store::alias_history
+pub const MAX_ALIAS_HISTORY: usize = 1000;
+
+/// One recorded change of an alias by [`Store::set_alias_by`] or
+/// [`Store::remove_alias_by`]: created (`from` unset), moved, or removed
+/// (`to` unset).
+///
+/// [`Store::set_alias_by`]: crate::Store::set_alias_by
+/// [`Store::remove_alias_by`]: crate::Store::remove_alias_by
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasChange {
+    /// Model name.
+    pub name: String,
+    /// Alias.
+    pub alias: String,
+    /// The version it pointed at before; `None` when it was created.
+    pub from: Option<u64>,
+    /// The version it points at after; `None` when it was removed.
+    pub to: Option<u64>,
+    /// Who changed it (the caller's principal; empty when not told).
+    pub by: String,
+    /// When (ms since the Unix epoch).
+    pub unix_ms: u64,
+    /// The store revision of the change: larger for every later change of
+    /// the same store.
+    #[serde(default)]
+    pub revision: u64,
+}
+
 /// A change to a model alias.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AliasEvent {

@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 use crate::records::{
-    Alias, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, LeaseId, ModelRef,
-    ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord,
+    Alias, AliasChange, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, LeaseId,
+    ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord,
 };
 
 /// The cluster's memory: jobs, the model registry, checkpoints and the live
@@ -62,17 +62,50 @@ pub trait Store: Send + Sync + 'static {
         weights: Bytes,
     ) -> Result<ModelVersion>;
 
+    /// Replaces the (opaque) lineage of an existing version, the only part
+    /// of a version that may change (the coordinator keeps a version's
+    /// editable tags and description in it); returns the version as
+    /// stored. [`Error::NotFound`](crate::Error::NotFound) if the version
+    /// does not exist. Last writer wins: callers read, change and write
+    /// under their own lock.
+    async fn update_model_lineage(
+        &self,
+        name: &str,
+        version: u64,
+        lineage: serde_json::Value,
+    ) -> Result<ModelVersion>;
+
     /// Resolves `name`, `name@alias` or `name:version` to a version.
     async fn get_model(&self, model: &ModelRef) -> Result<ModelVersion>;
 
     /// Every model name with its versions and aliases, by name.
     async fn list_models(&self) -> Result<Vec<RegisteredModel>>;
 
-    /// Points `name@alias` at an existing version (creating or moving it).
-    async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()>;
+    /// Points `name@alias` at an existing version (creating or moving it);
+    /// [`Store::set_alias_by`] with nobody named.
+    async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()> {
+        self.set_alias_by(name, alias, version, "").await
+    }
 
-    /// Removes `name@alias`.
-    async fn remove_alias(&self, name: &str, alias: &str) -> Result<()>;
+    /// Points `name@alias` at an existing version (creating or moving it)
+    /// and, in the same transaction, records the change made `by` in the
+    /// alias history (a no-op when it already points there records nothing).
+    async fn set_alias_by(&self, name: &str, alias: &str, version: u64, by: &str) -> Result<()>;
+
+    /// Removes `name@alias`; [`Store::remove_alias_by`] with nobody named.
+    async fn remove_alias(&self, name: &str, alias: &str) -> Result<()> {
+        self.remove_alias_by(name, alias, "").await
+    }
+
+    /// Removes `name@alias`, recording the removal `by` in the alias
+    /// history in the same transaction.
+    async fn remove_alias_by(&self, name: &str, alias: &str, by: &str) -> Result<()>;
+
+    /// The recorded changes of `name`'s aliases (only `alias`'s when
+    /// given), oldest first: the last [`MAX_ALIAS_HISTORY`] per name.
+    ///
+    /// [`MAX_ALIAS_HISTORY`]: crate::MAX_ALIAS_HISTORY
+    async fn alias_history(&self, name: &str, alias: Option<&str>) -> Result<Vec<AliasChange>>;
 
     /// Deletes one version and its weights. Refused with
     /// [`Error::Conflict`](crate::Error::Conflict) while an alias other than

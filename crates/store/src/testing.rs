@@ -41,6 +41,8 @@ pub const EVENT_WAIT: Duration = Duration::from_secs(15);
 pub async fn conformance(store: Arc<dyn Store>, keep_checkpoints: usize) {
     jobs_compare_and_set(store.as_ref()).await;
     registry_versions_and_aliases(store.as_ref()).await;
+    registry_lineage_updates(store.as_ref()).await;
+    registry_alias_history(store.as_ref()).await;
     checkpoints_chunked_and_retained(store.as_ref(), keep_checkpoints).await;
     leases_and_workers(store.as_ref(), Duration::from_secs(1)).await;
 }
@@ -269,6 +271,104 @@ pub async fn registry_versions_and_aliases(store: &dyn Store) {
         "{:?}",
         again.current
     );
+}
+
+/// Every alias change made through `set_alias_by`/`remove_alias_by` is
+/// recorded with who made it, oldest first with increasing revisions;
+/// a set to the version already pointed at records nothing; the history
+/// filters by alias and outlives the alias.
+pub async fn registry_alias_history(store: &dyn Store) {
+    let name = "suite-history";
+    for seed in 0..2 {
+        store
+            .register_model(name, json!({}), json!({}), pattern(10, seed))
+            .await
+            .unwrap();
+    }
+    assert!(store.alias_history(name, None).await.unwrap().is_empty());
+    store.set_alias_by(name, "prod", 1, "alice").await.unwrap();
+    store.set_alias_by(name, "prod", 1, "alice").await.unwrap();
+    store.set_alias_by(name, "prod", 2, "bob").await.unwrap();
+    store.set_alias(name, "canary", 2).await.unwrap();
+    store.remove_alias_by(name, "prod", "carol").await.unwrap();
+    assert_not_found(
+        store.remove_alias_by(name, "prod", "carol").await,
+        "removing a removed alias",
+    );
+    let history = store.alias_history(name, None).await.unwrap();
+    let seen: Vec<(&str, Option<u64>, Option<u64>, &str)> = history
+        .iter()
+        .map(|c| (c.alias.as_str(), c.from, c.to, c.by.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("prod", None, Some(1), "alice"),
+            ("prod", Some(1), Some(2), "bob"),
+            ("canary", None, Some(2), ""),
+            ("prod", Some(2), None, "carol"),
+        ]
+    );
+    assert!(
+        history.windows(2).all(|w| w[0].revision < w[1].revision),
+        "{history:?}"
+    );
+    assert!(history.iter().all(|c| c.name == name && c.unix_ms > 0));
+    let prod = store.alias_history(name, Some("prod")).await.unwrap();
+    assert_eq!(prod.len(), 3);
+    assert!(
+        store
+            .alias_history("suite-no-such-model", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A version's lineage is replaced in place: the version number, spec,
+/// weights and aliases stay; an unknown version is NOT_FOUND.
+pub async fn registry_lineage_updates(store: &dyn Store) {
+    let name = "suite-annotated";
+    let weights = pattern(100, 7);
+    let v1 = store
+        .register_model(
+            name,
+            json!({"arch": "cnn"}),
+            json!({"job": "j-1"}),
+            weights.clone(),
+        )
+        .await
+        .unwrap();
+    let lineage = json!({"job": "j-1", "tags": {"team": "vision"}, "description": "first"});
+    let updated = store
+        .update_model_lineage(name, v1.version, lineage.clone())
+        .await
+        .unwrap();
+    assert_eq!(updated.lineage, lineage);
+    assert_eq!((updated.version, &updated.spec), (v1.version, &v1.spec));
+    let read = store
+        .get_model(&ModelRef::Alias(name.into(), LATEST.into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        read, updated,
+        "the latest alias still points at it, changed"
+    );
+    assert_eq!(
+        store.model_weights(name, v1.version).await.unwrap(),
+        weights
+    );
+    let err = store
+        .update_model_lineage(name, v1.version + 1, json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    // The next registration still gets the next number.
+    let v2 = store
+        .register_model(name, json!({}), json!({}), weights)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, v1.version + 1);
 }
 
 /// Checkpoints: a blob over 2 MiB in 3 chunks, read back verified, the last

@@ -12,8 +12,15 @@
 //! The body runs once without autograd; only the head is differentiated, so
 //! [`maps_from_features`] can explain several classes from one body pass.
 //!
+//! [`MapRecipe`] and [`recipe_maps`] generalise this to any layer of the
+//! body ([`Model::layer_names`]: the body runs without autograd up to the
+//! layer, the rest of the model with it, [`Model::forward_from`]), to several
+//! layers fused as TorchCAM fuses them, to Score-CAM (gradient free: a
+//! masked forward pass per channel) and to pytorch-grad-cam's `aug_smooth`.
+//!
 //! [`faithfulness`] scores a map by perturbing the image along it (deletion
-//! AUC, average drop in confidence).
+//! AUC, average drop in confidence, ROAD), removed pixels becoming an
+//! explicit [`Baseline`] that is the same for every model.
 
 use camshaft_data::{BoundingBox, Dataset, ResizeMethod, RgbImage, Synthetic, resize};
 use camshaft_render::{ActivationMap, OverlayOptions, Panel, format_title, overlay};
@@ -21,11 +28,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::loader::to_chw;
-use crate::model::{Model, ModelSpec};
+use crate::model::{IMAGENET_MEAN, Model, ModelSpec, Normalization};
 use crate::{Error, Result};
 
 /// Which explanation to compute.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CamMethod {
     /// Zhou et al.'s CAM: CAM-head (pooled linear) models only.
@@ -49,17 +56,29 @@ pub enum CamMethod {
     /// averaged, so the map shows where the logit really came from. Any head.
     #[serde(rename = "hires_cam")]
     HiResCam,
+    /// Wang et al.'s Score-CAM, as pytorch-grad-cam's `ScoreCAM`: each
+    /// channel of the feature map, bilinearly upsampled to the input
+    /// (`align_corners=True`, torch's `UpsamplingBilinear2d`) and min–max
+    /// normalised (`(a - min) / (max - min + 1e-8)`), masks the input; the
+    /// masked images go through the whole model in passes of a bounded
+    /// size, and the channel weights are the softmax over channels of the
+    /// target logit of each masked image; map `relu(Σ_c w · A)`. Gradient
+    /// free; one forward pass per channel (all classes from the same
+    /// passes). Any head.
+    #[serde(rename = "score_cam")]
+    ScoreCam,
 }
 
 impl CamMethod {
     /// Every method.
-    pub const ALL: [CamMethod; 6] = [
+    pub const ALL: [CamMethod; 7] = [
         CamMethod::Cam,
         CamMethod::GradCam,
         CamMethod::GradCamPlusPlus,
         CamMethod::XGradCam,
         CamMethod::LayerCam,
         CamMethod::HiResCam,
+        CamMethod::ScoreCam,
     ];
 
     /// Its snake_case name, as serialised.
@@ -71,7 +90,14 @@ impl CamMethod {
             CamMethod::XGradCam => "xgrad_cam",
             CamMethod::LayerCam => "layer_cam",
             CamMethod::HiResCam => "hires_cam",
+            CamMethod::ScoreCam => "score_cam",
         }
+    }
+
+    /// Whether the method differentiates the model (every method but CAM
+    /// and Score-CAM).
+    pub fn is_gradient(self) -> bool {
+        !matches!(self, CamMethod::Cam | CamMethod::ScoreCam)
     }
 }
 
@@ -146,25 +172,37 @@ pub fn maps_from_features(
     }
     match method {
         CamMethod::Cam => cam_maps(model, feats, targets),
-        CamMethod::GradCam => gradient_maps(model, feats, targets, |g, a| {
-            Ok(g.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?.f_mul(a)?)
-        }),
-        CamMethod::GradCamPlusPlus => gradient_maps(model, feats, targets, |g, a| {
-            Ok(grad_cam_plus_plus_weights(g, a)?.f_mul(a)?)
-        }),
-        CamMethod::XGradCam => gradient_maps(model, feats, targets, |g, a| {
+        CamMethod::ScoreCam => Err(Error::Input(
+            "Score-CAM needs the input images: use recipe_maps".into(),
+        )),
+        gradient => gradient_maps(model, feats, targets, |g, a| weigh(gradient, g, a)),
+    }
+}
+
+/// The `(N, C, h, w)` feature map `a` weighted by gradient method `method`
+/// from the target logit's gradient `g` (summed over channels and ReLU'd
+/// by the caller).
+fn weigh(method: CamMethod, g: &Tensor, a: &Tensor) -> Result<Tensor> {
+    Ok(match method {
+        CamMethod::GradCam => g.f_mean_dim(&[2i64, 3][..], true, Kind::Float)?.f_mul(a)?,
+        CamMethod::GradCamPlusPlus => grad_cam_plus_plus_weights(g, a)?.f_mul(a)?,
+        CamMethod::XGradCam => {
             let sum_a = a.f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?;
             let weights = g
                 .f_mul(a)?
                 .f_div(&sum_a.f_add_scalar(1e-7)?)?
                 .f_sum_dim_intlist(&[2i64, 3][..], true, Kind::Float)?;
-            Ok(weights.f_mul(a)?)
-        }),
-        CamMethod::LayerCam => {
-            gradient_maps(model, feats, targets, |g, a| Ok(g.f_relu()?.f_mul(a)?))
+            weights.f_mul(a)?
         }
-        CamMethod::HiResCam => gradient_maps(model, feats, targets, |g, a| Ok(g.f_mul(a)?)),
-    }
+        CamMethod::LayerCam => g.f_relu()?.f_mul(a)?,
+        CamMethod::HiResCam => g.f_mul(a)?,
+        CamMethod::Cam | CamMethod::ScoreCam => {
+            return Err(Error::Input(format!(
+                "{} is not a gradient method",
+                method.name()
+            )));
+        }
+    })
 }
 
 /// CAM: each image's target-class map, gathered from every class's.
@@ -244,31 +282,409 @@ fn resolve_targets(logits: &Tensor, targets: &[Option<i64>]) -> Result<Vec<i64>>
         .collect())
 }
 
+/// How the maps of one request are computed: the method, the layers
+/// (indices into [`Model::layer_names`]) and whether they are smoothed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MapRecipe {
+    /// The method.
+    pub method: CamMethod,
+    /// The layers, shallowest first, without repeats, at least one. Several
+    /// layers are fused as TorchCAM's `fuse_cams` does: each layer's map is
+    /// min–max normalised (`(m - min) / (max - min + 1e-8)`, TorchCAM's
+    /// `normalized=True`), LayerCAM's then scaled by `tanh(2·m)` (TorchCAM's
+    /// `LayerCAM._scale_cams`, the paper's equation 9), each bilinearly
+    /// upsampled (`align_corners=False`) to the finest layer's size, and
+    /// the fused map is their elementwise maximum.
+    pub layers: Vec<usize>,
+    /// pytorch-grad-cam's `aug_smooth`: the map is the mean over ttach's
+    /// `HorizontalFlip() × Multiply([0.9, 1, 1.1])` (six augmented copies
+    /// of the input) of each copy's map, flipped back and min–max
+    /// normalised as `scale_cam_image` does (`(m - min) / (max - min +
+    /// 1e-7)`), so in [0, 1]. Every copy explains the class chosen on the
+    /// unaugmented image.
+    pub aug_smooth: bool,
+}
+
+impl MapRecipe {
+    /// `method` at the body's last layer, unsmoothed: the maps of
+    /// [`maps_from_features`].
+    pub fn last_layer(model: &Model, method: CamMethod) -> Self {
+        MapRecipe {
+            method,
+            layers: vec![model.last_layer()],
+            aug_smooth: false,
+        }
+    }
+
+    /// Checks the recipe against `model`: layers in range, CAM only at the
+    /// last layer of a pooled linear head, no smoothing of CAM.
+    pub fn check(&self, model: &Model) -> Result<()> {
+        let last = model.last_layer();
+        if self.layers.is_empty() || self.layers.iter().any(|&l| l > last) {
+            return Err(Error::Input(format!(
+                "layers {:?} are not a non-empty subset of 0..={last}",
+                self.layers
+            )));
+        }
+        if self.method == CamMethod::Cam {
+            pooled_linear(model)?;
+            if self.layers != [last] {
+                return Err(Error::Input(format!(
+                    "CAM applies the head's linear map to the last layer ({}) only: use a gradient method or Score-CAM at other layers",
+                    model.layer_names()[last]
+                )));
+            }
+            if self.aug_smooth {
+                return Err(Error::Input(
+                    "aug_smooth applies to the gradient methods and Score-CAM, not CAM".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ttach augmentations pytorch-grad-cam's `aug_smooth` runs:
+/// `HorizontalFlip() × Multiply([0.9, 1, 1.1])`, as (flip, factor).
+pub const AUG_SMOOTH_TRANSFORMS: [(bool, f64); 6] = [
+    (false, 0.9),
+    (false, 1.0),
+    (false, 1.1),
+    (true, 0.9),
+    (true, 1.0),
+    (true, 1.1),
+];
+
+/// The logits `(1, classes)` of one image from its feature maps at the
+/// recipe's layers (as [`Model::features_at`] gives them, in the recipe's
+/// order): the rest of the model from the deepest of them.
+pub fn recipe_logits(model: &Model, feats: &[Tensor], recipe: &MapRecipe) -> Result<Tensor> {
+    let (deepest, layer) = feats
+        .iter()
+        .zip(&recipe.layers)
+        .max_by_key(|(_, l)| **l)
+        .ok_or_else(|| Error::Input("no layer to explain at".into()))?;
+    let _guard = tch::no_grad_guard();
+    Ok(model.forward_from(deepest, *layer, false))
+}
+
+/// The maps `(k, h, w)` of `classes` for one image: `x` is its normalised
+/// input `(1, 3, S, S)`, `feats` its feature maps at the recipe's layers
+/// (computed without autograd, in the recipe's order). Score-CAM's masked
+/// images go through the model in passes of at most `max_batch` (at least
+/// 2, see [`faithfulness`]).
+pub fn recipe_maps(
+    model: &Model,
+    x: &Tensor,
+    feats: &[Tensor],
+    recipe: &MapRecipe,
+    classes: &[i64],
+    max_batch: usize,
+) -> Result<Tensor> {
+    recipe.check(model)?;
+    let n_classes = model.spec().num_classes() as i64;
+    if let Some(t) = classes.iter().find(|&&t| t < 0 || t >= n_classes) {
+        return Err(Error::Input(format!(
+            "target class {t} is outside 0..{n_classes}"
+        )));
+    }
+    if classes.is_empty() {
+        return Err(Error::Input("no class to explain".into()));
+    }
+    if !recipe.aug_smooth {
+        return fused_maps(model, x, feats, recipe, classes, max_batch);
+    }
+    let mut sum: Option<Tensor> = None;
+    for (flip, factor) in AUG_SMOOTH_TRANSFORMS {
+        let maps = if !flip && factor == 1.0 {
+            fused_maps(model, x, feats, recipe, classes, max_batch)?
+        } else {
+            let mut xa = x.f_mul_scalar(factor)?;
+            if flip {
+                xa = xa.f_flip([3])?;
+            }
+            let fa = tch::no_grad(|| model.features_at(&xa, &recipe.layers, false))?;
+            let m = fused_maps(model, &xa, &fa, recipe, classes, max_batch)?;
+            if flip { m.f_flip([2])? } else { m }
+        };
+        let scaled = min_max(&maps, 1e-7)?;
+        sum = Some(match sum {
+            Some(s) => s.f_add(&scaled)?,
+            None => scaled,
+        });
+    }
+    let sum = sum.ok_or_else(|| Error::Input("no augmentation".into()))?;
+    Ok(sum.f_div_scalar(AUG_SMOOTH_TRANSFORMS.len() as f64)?)
+}
+
+/// Each `(h, w)` map of `maps` `(k, h, w)` as `(m - min) / (max - min + eps)`.
+fn min_max(maps: &Tensor, eps: f64) -> Result<Tensor> {
+    let k = maps.size()[0];
+    let flat = maps.f_view([k, -1])?;
+    let low = flat.f_amin(&[1i64][..], true)?;
+    let shifted = flat.f_sub(&low)?;
+    let high = shifted.f_amax(&[1i64][..], true)?;
+    Ok(shifted.f_div(&high.f_add_scalar(eps)?)?.f_view_as(maps)?)
+}
+
+/// The recipe's layers' maps of `classes`, fused when there are several
+/// (see [`MapRecipe::layers`]).
+fn fused_maps(
+    model: &Model,
+    x: &Tensor,
+    feats: &[Tensor],
+    recipe: &MapRecipe,
+    classes: &[i64],
+    max_batch: usize,
+) -> Result<Tensor> {
+    if feats.len() != recipe.layers.len() {
+        return Err(Error::Input(format!(
+            "{} feature maps for {} layers",
+            feats.len(),
+            recipe.layers.len()
+        )));
+    }
+    let mut maps = Vec::with_capacity(feats.len());
+    for (f, &layer) in feats.iter().zip(&recipe.layers) {
+        maps.push(layer_maps(
+            model,
+            x,
+            f,
+            layer,
+            recipe.method,
+            classes,
+            max_batch,
+        )?);
+    }
+    if maps.len() == 1 {
+        return Ok(maps.swap_remove(0));
+    }
+    let h = maps.iter().map(|m| m.size()[1]).max().unwrap_or(1);
+    let w = maps.iter().map(|m| m.size()[2]).max().unwrap_or(1);
+    let mut fused: Option<Tensor> = None;
+    for m in maps {
+        let mut m = min_max(&m, 1e-8)?;
+        if recipe.method == CamMethod::LayerCam {
+            m = m.f_mul_scalar(2.0)?.f_tanh()?;
+        }
+        let up = m
+            .f_unsqueeze(1)?
+            .f_upsample_bilinear2d([h, w], false, None, None)?
+            .f_squeeze_dim(1)?;
+        fused = Some(match fused {
+            Some(f) => f.f_maximum(&up)?,
+            None => up,
+        });
+    }
+    fused.ok_or_else(|| Error::Input("no layer to fuse".into()))
+}
+
+/// One layer's maps `(k, h, w)` of `classes` for one image.
+fn layer_maps(
+    model: &Model,
+    x: &Tensor,
+    feats: &Tensor,
+    layer: usize,
+    method: CamMethod,
+    classes: &[i64],
+    max_batch: usize,
+) -> Result<Tensor> {
+    let idx = Tensor::from_slice(classes).to_device(feats.device());
+    match method {
+        CamMethod::Cam => {
+            let (w, b) = pooled_linear(model)?;
+            let _guard = tch::no_grad_guard();
+            let w = w.f_index_select(0, &idx)?;
+            let mut maps = Tensor::f_einsum("cb,abij->acij", &[&w, feats], None::<&[i64]>)?;
+            if let Some(b) = b {
+                maps = maps.f_add(&b.f_index_select(0, &idx)?.view([1, -1, 1, 1]))?;
+            }
+            Ok(maps.f_squeeze_dim(0)?)
+        }
+        CamMethod::ScoreCam => score_cam_maps(model, x, feats, classes, max_batch),
+        gradient => {
+            let mut out = Vec::with_capacity(classes.len());
+            for &class in classes {
+                let leaf = feats.detach().set_requires_grad(true);
+                let logits = model.forward_from(&leaf, layer, false);
+                let selected = logits.f_select(1, class)?.f_sum(Kind::Float)?;
+                let grads = Tensor::f_run_backward(&[selected], &[&leaf], false, false)?;
+                let grad = grads
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Input("no gradient reached the feature map".into()))?;
+                let map = weigh(gradient, &grad, &leaf.detach())?
+                    .f_sum_dim_intlist(&[1i64][..], false, Kind::Float)?
+                    .f_relu()?;
+                out.push(map.f_squeeze_dim(0)?);
+            }
+            Ok(Tensor::f_stack(&out, 0)?)
+        }
+    }
+}
+
+/// pytorch-grad-cam's `ScoreCAM` (see [`CamMethod::ScoreCam`]) for one
+/// image `x` `(1, 3, S, S)` and its feature map `(1, C, h, w)`: the masked
+/// images are built and run `max_batch` channels at a time, so memory is
+/// bounded by the pass, not by the channel count.
+fn score_cam_maps(
+    model: &Model,
+    x: &Tensor,
+    feats: &Tensor,
+    classes: &[i64],
+    max_batch: usize,
+) -> Result<Tensor> {
+    let _guard = tch::no_grad_guard();
+    let size = x.size();
+    let (height, width) = (size[2], size[3]);
+    let channels = feats.size()[1];
+    let step = max_batch.max(2) as i64;
+    let mut scores = Vec::new();
+    let mut start = 0;
+    while start < channels {
+        let len = step.min(channels - start);
+        let chunk = feats.f_narrow(1, start, len)?.f_transpose(0, 1)?;
+        let up = chunk.f_upsample_bilinear2d([height, width], true, None, None)?;
+        let masks = min_max(&up.f_view([len, height, width])?, 1e-8)?;
+        let masked = x.f_mul(&masks.f_unsqueeze(1)?)?;
+        // A pass of one image takes another convolution path (see
+        // `faithfulness`): a lone last channel runs beside a copy.
+        let logits = if len == 1 {
+            model
+                .forward_t(&Tensor::f_cat(&[&masked, &masked], 0)?, false)
+                .f_narrow(0, 0, 1)?
+        } else {
+            model.forward_t(&masked, false)
+        };
+        scores.push(logits.to_kind(Kind::Float));
+        start += len;
+    }
+    let scores = Tensor::f_cat(&scores, 0)?; // (C, classes)
+    let idx = Tensor::from_slice(classes).to_device(scores.device());
+    let weights = scores
+        .f_index_select(1, &idx)?
+        .f_softmax(0, Kind::Float)?
+        .f_transpose(0, 1)?; // (k, C)
+    let a = feats.f_squeeze_dim(0)?; // (C, h, w)
+    let maps = Tensor::f_einsum("kc,cij->kij", &[&weights, &a], None::<&[i64]>)?;
+    Ok(maps.f_relu()?)
+}
+
 /// A faithfulness score of a map: does the model's confidence depend on the
-/// region the map highlights? Lower is more faithful for both.
+/// region the map highlights? Lower is more faithful for all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Faithfulness {
-    /// Deletion AUC: the pixels are removed (set to 0 in the normalised
-    /// input: the normalisation's mean colour) in decreasing order of the
-    /// bilinearly upsampled map (`align_corners=False`; ties in pixel order),
-    /// `⌊k·P/20⌋` of the `P` pixels after step `k` of [`DELETION_STEPS`];
-    /// the score is the trapezoidal area under the class-probability curve
-    /// over `x = k/20 ∈ [0, 1]`.
+    /// Deletion AUC: the pixels are replaced by the [`Baseline`]'s in
+    /// decreasing order of the bilinearly upsampled map
+    /// (`align_corners=False`; ties in pixel order), `⌊k·P/20⌋` of the `P`
+    /// pixels after step `k` of [`DELETION_STEPS`]; the score is the
+    /// trapezoidal area under the class-probability curve over
+    /// `x = k/20 ∈ [0, 1]`.
     DeletionAuc,
     /// Average drop in confidence: `max(0, p - p_masked) / p`, where
-    /// `p_masked` is the class probability of the normalised input
-    /// multiplied by the upsampled map min–max normalised as
-    /// pytorch-grad-cam's `scale_cam_image` does (`(m - min) / (max - min +
-    /// 1e-7)`).
+    /// `p_masked` is the class probability of `b + (x - b) · m`: the image
+    /// `x` blended towards the [`Baseline`] `b` by the upsampled map `m`
+    /// min–max normalised as pytorch-grad-cam's `scale_cam_image` does
+    /// (`(m - min) / (max - min + 1e-7)`). With the `mean` baseline on an
+    /// ImageNet-normalised model (`b = 0`) this is pytorch-grad-cam's
+    /// `x · m` exactly.
     AverageDrop,
+    /// ROAD, pytorch-grad-cam's `ROADMostRelevantFirst(percentile=80)`:
+    /// the pixels whose upsampled map value is at least the map's 80th
+    /// percentile (numpy's linear interpolation) are removed and imputed
+    /// by its `NoisyLinearImputer` — each removed pixel the weighted mean
+    /// of its 8 neighbours (1/6 edge, 1/12 diagonal, in-bounds only), the
+    /// linear system solved by conjugate gradients to a relative residual
+    /// of 1e-6 (at most [`ROAD_MAX_ITERATIONS`]) — and the score is
+    /// `p_imputed - p` (pytorch-grad-cam's `return_diff` with softmax
+    /// targets), in [-1, 1]. Deviation, for determinism: no noise is added
+    /// to the imputed pixels (pytorch-grad-cam adds N(0, 0.01²)). The
+    /// baseline does not apply (the imputation replaces it).
+    Road,
+}
+
+/// What a removed pixel becomes in [`Faithfulness::DeletionAuc`] and
+/// [`Faithfulness::AverageDrop`]: the same choice, in pixel space, for every
+/// model, whatever its normalisation, so scores compare across models.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// ImageNet's mean colour (0.485, 0.456, 0.406): the default.
+    #[default]
+    Mean,
+    /// Black (0, 0, 0).
+    Black,
+    /// The image itself blurred by an 11×11 Gaussian of σ = 5 pixels
+    /// (RISE's deletion baseline), reflect-padded at the borders.
+    Blur,
+}
+
+impl Baseline {
+    /// Its snake_case name, as serialised.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Mean => "mean",
+            Baseline::Black => "black",
+            Baseline::Blur => "blur",
+        }
+    }
+
+    /// The baseline image `(3, S, S)` of the normalised image `x`
+    /// `(3, S, S)` in `normalization`'s input space.
+    pub fn image(self, x: &Tensor, normalization: Normalization) -> Result<Tensor> {
+        let colour = |rgb: [f32; 3]| -> Result<Tensor> {
+            let mut v = rgb;
+            if let Some((mean, std)) = normalization.mean_std() {
+                for c in 0..3 {
+                    v[c] = (rgb[c] - mean[c]) / std[c];
+                }
+            }
+            Ok(Tensor::from_slice(&v)
+                .to_device(x.device())
+                .f_view([3, 1, 1])?
+                .f_expand_as(x)?
+                .f_contiguous()?)
+        };
+        match self {
+            Baseline::Mean => colour(IMAGENET_MEAN),
+            Baseline::Black => colour([0.0; 3]),
+            Baseline::Blur => {
+                let sigma = 5.0f64;
+                let taps: Vec<f32> = (-5..=5)
+                    .map(|i| (-(f64::from(i).powi(2)) / (2.0 * sigma * sigma)).exp() as f32)
+                    .collect();
+                let total: f32 = taps.iter().sum();
+                let k = Tensor::from_slice(&taps)
+                    .f_div_scalar(f64::from(total))?
+                    .to_device(x.device());
+                let kernel = k.f_view([11, 1])?.f_mul(&k.f_view([1, 11])?)?;
+                let weight = kernel.f_view([1, 1, 11, 11])?.f_repeat([3, 1, 1, 1])?;
+                let padded = x
+                    .to_kind(Kind::Float)
+                    .f_unsqueeze(0)?
+                    .f_reflection_pad2d([5, 5, 5, 5])?;
+                Ok(padded
+                    .f_conv2d(&weight, None::<&Tensor>, [1, 1], [0, 0], [1, 1], 3)?
+                    .f_squeeze_dim(0)?)
+            }
+        }
+    }
 }
 
 /// Steps of the deletion curve ([`Faithfulness::DeletionAuc`]).
 pub const DELETION_STEPS: i64 = 20;
 
+/// Most conjugate-gradient iterations of ROAD's imputation
+/// ([`Faithfulness::Road`]): enough for holes 256 pixels across.
+pub const ROAD_MAX_ITERATIONS: i64 = 1000;
+
+/// ROAD's share of pixels kept: those below this percentile of the map.
+pub const ROAD_PERCENTILE: f64 = 80.0;
+
 /// The `metric` score of each map: `maps[i]` `(h, w)` explains class
-/// `classes[i]` of the normalised image `images[i]` `(3, S, S)`. The
+/// `classes[i]` of the normalised image `images[i]` `(3, S, S)`; removed
+/// pixels become `baseline`'s (in the model's input space). The
 /// perturbed images of one map go through the model in passes of at most
 /// `max_batch` (at least 2: a pass of one image would take libtorch's other
 /// convolution path, and a score would depend on `max_batch` in the last
@@ -280,6 +696,7 @@ pub fn faithfulness(
     maps: &Tensor,
     classes: &[i64],
     metric: Faithfulness,
+    baseline: Baseline,
     max_batch: usize,
 ) -> Result<Vec<f32>> {
     let n = images.size().first().copied().unwrap_or(0);
@@ -292,6 +709,7 @@ pub fn faithfulness(
     }
     let size = images.size();
     let (height, width) = (size[2], size[3]);
+    let normalization = model.spec().normalization;
     let _guard = tch::no_grad_guard();
     let mut scores = Vec::with_capacity(classes.len());
     for (i, &class) in classes.iter().enumerate() {
@@ -303,8 +721,12 @@ pub fn faithfulness(
             .view([1, 1, maps.size()[1], maps.size()[2]])
             .f_upsample_bilinear2d([height, width], false, None, None)?
             .view([height, width]);
-        let score = match metric {
-            Faithfulness::DeletionAuc => {
+        let base = match metric {
+            Faithfulness::Road => None,
+            _ => Some(baseline.image(&x, normalization)?),
+        };
+        let score = match (metric, base) {
+            (Faithfulness::DeletionAuc, Some(base)) => {
                 let pixels = height * width;
                 let order = up.view([pixels]).f_argsort_stable(true, 0, true)?;
                 let positions = Tensor::f_arange(pixels, (Kind::Int64, x.device()))?;
@@ -316,23 +738,24 @@ pub fn faithfulness(
                     .map(|k| k * pixels / DELETION_STEPS)
                     .collect();
                 let mut probs = Vec::with_capacity(steps.len());
+                let delta = x.f_sub(&base)?.f_unsqueeze(0)?;
                 for chunk in steps.chunks(max_batch.max(2)) {
                     let removed = Tensor::from_slice(chunk)
                         .to_device(x.device())
                         .view([-1, 1, 1, 1]);
                     let keep = ranks.f_ge_tensor(&removed)?.to_kind(Kind::Float);
-                    let batch = x.unsqueeze(0).f_mul(&keep)?;
+                    let batch = delta.f_mul(&keep)?.f_add(&base.f_unsqueeze(0)?)?;
                     probs.extend(class_probabilities(model, &batch, class)?);
                 }
                 let sum: f64 = probs.iter().map(|&p| f64::from(p)).sum();
                 let ends = f64::from(probs[0]) + f64::from(probs[probs.len() - 1]);
                 ((sum - ends / 2.0) / DELETION_STEPS as f64) as f32
             }
-            Faithfulness::AverageDrop => {
+            (Faithfulness::AverageDrop, Some(base)) => {
                 let low = up.f_min()?;
                 let shifted = up.f_sub(&low)?;
                 let scaled = shifted.f_div(&shifted.f_max()?.f_add_scalar(1e-7)?)?;
-                let masked = x.f_mul(&scaled.unsqueeze(0))?;
+                let masked = x.f_sub(&base)?.f_mul(&scaled.unsqueeze(0))?.f_add(&base)?;
                 let batch = Tensor::f_stack(&[x.shallow_clone(), masked], 0)?;
                 let p = class_probabilities(model, &batch, class)?;
                 let (p, p_masked) = (p[0], p[1]);
@@ -342,10 +765,80 @@ pub fn faithfulness(
                     0.0
                 }
             }
+            _ => {
+                let imputed = road_impute(&x, &up)?;
+                let batch = Tensor::f_stack(&[x.shallow_clone(), imputed], 0)?;
+                let p = class_probabilities(model, &batch, class)?;
+                p[1] - p[0]
+            }
         };
         scores.push(score);
     }
     Ok(scores)
+}
+
+/// ROAD's most-relevant-first imputation of `x` `(3, H, W)` along the
+/// upsampled map `up` `(H, W)` (see [`Faithfulness::Road`]).
+fn road_impute(x: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let (height, width) = (up.size()[0], up.size()[1]);
+    let device = x.device();
+    // numpy's percentile, linear interpolation.
+    let sorted = up.view([-1]).to_kind(Kind::Double).f_sort(0, false)?.0;
+    let rank = ROAD_PERCENTILE / 100.0 * ((height * width - 1) as f64);
+    let lo = rank.floor() as i64;
+    let hi = (lo + 1).min(height * width - 1);
+    let (a, b) = (sorted.double_value(&[lo]), sorted.double_value(&[hi]));
+    let threshold = a + (rank - lo as f64) * (b - a);
+    let known = up
+        .to_kind(Kind::Double)
+        .f_lt(threshold)?
+        .to_kind(Kind::Double);
+    let unknown = known.f_neg()?.f_add_scalar(1.0)?;
+    let (e, d) = (1.0 / 6.0, 1.0 / 12.0);
+    let kernel = Tensor::from_slice(&[d, e, d, e, 0.0, e, d, e, d])
+        .to_device(device)
+        .f_view([1, 1, 3, 3])?;
+    // Neighbour sums with zero padding: out-of-bounds neighbours count
+    // neither in the sum nor in the weights (`sum_neighbors`).
+    let conv = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_unsqueeze(1)?
+            .f_conv2d(&kernel, None::<&Tensor>, [1, 1], [1, 1], [1, 1], 1)?
+            .f_squeeze_dim(1)?)
+    };
+    let weights = conv(&Tensor::f_ones([1, height, width], (Kind::Double, device))?)?;
+    let img = x.to_kind(Kind::Double);
+    // Solve, on the unknown pixels u, (diag(s) - W_uu) u = W_uk v: the
+    // matrix is symmetric positive definite, so conjugate gradients apply.
+    let apply = |u: &Tensor| -> Result<Tensor> {
+        Ok(u.f_mul(&weights)?.f_sub(&conv(u)?)?.f_mul(&unknown)?)
+    };
+    let rhs = conv(&img.f_mul(&known)?)?.f_mul(&unknown)?;
+    let dot = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+        Ok(a.f_mul(b)?
+            .f_sum_dim_intlist(&[1i64, 2][..], true, Kind::Double)?)
+    };
+    let mut u = rhs.f_zeros_like()?;
+    let mut r = rhs.shallow_clone();
+    let mut p = r.shallow_clone();
+    let mut rr = dot(&r, &r)?;
+    let stop = rr.f_max()?.double_value(&[]) * 1e-12;
+    for _ in 0..ROAD_MAX_ITERATIONS {
+        if rr.f_max()?.double_value(&[]) <= stop {
+            break;
+        }
+        let ap = apply(&p)?;
+        let alpha = rr.f_div(&dot(&p, &ap)?.f_clamp_min(1e-300)?)?;
+        u = u.f_add(&p.f_mul(&alpha)?)?;
+        r = r.f_sub(&ap.f_mul(&alpha)?)?;
+        let next = dot(&r, &r)?;
+        let beta = next.f_div(&rr.f_clamp_min(1e-300)?)?;
+        p = r.f_add(&p.f_mul(&beta)?)?;
+        rr = next;
+    }
+    Ok(img
+        .f_mul(&known)?
+        .f_add(&u.f_mul(&unknown)?)?
+        .to_kind(x.kind()))
 }
 
 /// Softmax probability of `class` for each image of `batch`, through passes
@@ -567,7 +1060,7 @@ pub fn panel(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::{Arch, HeadKind, ModelSpec, Normalization};
+    use crate::model::{Arch, HeadKind, ModelSpec};
 
     fn model(head: HeadKind) -> Model {
         let spec = ModelSpec {
@@ -667,9 +1160,13 @@ mod tests {
         let m = model(HeadKind::Cam);
         let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         let (_, maps, chosen) = explain_batch(&m, &x, CamMethod::Cam, &[None, None]).unwrap();
-        for metric in [Faithfulness::DeletionAuc, Faithfulness::AverageDrop] {
-            let a = faithfulness(&m, &x, &maps, &chosen, metric, 64).unwrap();
-            let b = faithfulness(&m, &x, &maps, &chosen, metric, 3).unwrap();
+        for metric in [
+            Faithfulness::DeletionAuc,
+            Faithfulness::AverageDrop,
+            Faithfulness::Road,
+        ] {
+            let a = faithfulness(&m, &x, &maps, &chosen, metric, Baseline::Mean, 64).unwrap();
+            let b = faithfulness(&m, &x, &maps, &chosen, metric, Baseline::Mean, 3).unwrap();
             // Up to rounding: libtorch's CPU kernels may sum in another
             // order for another batch size (seen under a loaded CI machine).
             assert!(
@@ -677,18 +1174,46 @@ mod tests {
                 "{metric:?}: the pass size changes nothing: {a:?} vs {b:?}"
             );
             assert!(
-                a.iter().all(|s| (0.0..=1.0).contains(s)),
+                a.iter().all(|s| (-1.0..=1.0).contains(s)),
                 "{metric:?} {a:?}"
             );
         }
         // Deleting everything leaves the all-zero input: a map's AUC and the
         // AUC of the opposite map share both ends of the curve but differ
         // in between, so the order of deletion is used.
-        let auc = faithfulness(&m, &x, &maps, &chosen, Faithfulness::DeletionAuc, 8).unwrap();
-        let flipped =
-            faithfulness(&m, &x, &(-&maps), &chosen, Faithfulness::DeletionAuc, 8).unwrap();
+        let auc = faithfulness(
+            &m,
+            &x,
+            &maps,
+            &chosen,
+            Faithfulness::DeletionAuc,
+            Baseline::Black,
+            8,
+        )
+        .unwrap();
+        let flipped = faithfulness(
+            &m,
+            &x,
+            &(-&maps),
+            &chosen,
+            Faithfulness::DeletionAuc,
+            Baseline::Black,
+            8,
+        )
+        .unwrap();
         assert_ne!(auc, flipped);
-        assert!(faithfulness(&m, &x, &maps, &chosen[..1], Faithfulness::AverageDrop, 8).is_err());
+        assert!(
+            faithfulness(
+                &m,
+                &x,
+                &maps,
+                &chosen[..1],
+                Faithfulness::AverageDrop,
+                Baseline::Mean,
+                8
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -700,5 +1225,186 @@ mod tests {
         assert_eq!(maps.size(), [2, 3, 3]);
         assert!(explain_batch(&m, &x, CamMethod::GradCam, &[None, Some(3)]).is_err());
         assert!(explain_batch(&m, &x, CamMethod::GradCam, &[None]).is_err());
+    }
+
+    #[test]
+    fn layers_name_torchvision_modules_and_split_the_model() {
+        tch::manual_seed(5);
+        let m = model(HeadKind::Fastai);
+        assert_eq!(m.layer_names(), ["layer1", "layer2", "layer3", "layer4"]);
+        let err = m.layer_index("layer5").unwrap_err().to_string();
+        assert!(err.contains("layer1, layer2, layer3, layer4"), "{err}");
+        let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let whole = m.forward_t(&x, false);
+        let feats = m.features_at(&x, &[2, 0], false).unwrap();
+        assert_eq!(feats[0].size(), [2, 256, 6, 6]);
+        assert_eq!(feats[1].size(), [2, 64, 24, 24]);
+        for (f, layer) in feats.iter().zip([2, 0]) {
+            let rest = m.forward_from(f, layer, false);
+            let diff = (&rest - &whole).abs().max().double_value(&[]);
+            assert!(diff <= 1e-4, "layer {layer}: {diff}");
+        }
+        let cnn = Model::new(
+            ModelSpec {
+                arch: Arch::Cnn,
+                head: HeadKind::Linear,
+                class_names: vec!["a".into(), "b".into()],
+                input_size: 16,
+                normalization: Normalization::None,
+            },
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(cnn.layer_names(), ["0", "1", "2"]);
+        let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, tch::Device::Cpu));
+        let f = cnn.features_at(&x, &[0], false).unwrap();
+        assert_eq!(f[0].size(), [2, 128, 12, 12]);
+        assert!(f[0].min().double_value(&[]) < 0.0, "before the ReLU");
+        let diff = (cnn.forward_from(&f[0], 0, false) - cnn.forward_t(&x, false))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff <= 1e-4, "{diff}");
+    }
+
+    #[test]
+    fn recipes_at_the_last_layer_match_the_batch_maps_and_check_cam() {
+        tch::manual_seed(6);
+        let m = model(HeadKind::Cam);
+        let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        for method in CamMethod::ALL
+            .into_iter()
+            .filter(|&m| m != CamMethod::ScoreCam)
+        {
+            let recipe = MapRecipe::last_layer(&m, method);
+            let feats = m.features_at(&x, &recipe.layers, false).unwrap();
+            let ours = recipe_maps(&m, &x, &feats, &recipe, &[2, 0], 8).unwrap();
+            for (k, class) in [2i64, 0].into_iter().enumerate() {
+                let (_, theirs, _) = explain_batch(&m, &x, method, &[Some(class)]).unwrap();
+                let diff = (ours.get(k as i64) - theirs.get(0))
+                    .abs()
+                    .max()
+                    .double_value(&[]);
+                assert!(diff <= 1e-5, "{method:?} class {class}: {diff}");
+            }
+        }
+        let layer3 = MapRecipe {
+            method: CamMethod::Cam,
+            layers: vec![2],
+            aug_smooth: false,
+        };
+        let err = layer3.check(&m).unwrap_err().to_string();
+        assert!(err.contains("last layer (layer4)"), "{err}");
+        let smooth = MapRecipe {
+            aug_smooth: true,
+            ..MapRecipe::last_layer(&m, CamMethod::Cam)
+        };
+        assert!(smooth.check(&m).is_err());
+    }
+
+    #[test]
+    fn fusion_is_at_the_finest_layer_and_smoothing_in_unit_range() {
+        tch::manual_seed(7);
+        let m = model(HeadKind::Fastai);
+        let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let recipe = MapRecipe {
+            method: CamMethod::LayerCam,
+            layers: vec![1, 3],
+            aug_smooth: false,
+        };
+        let feats = m.features_at(&x, &recipe.layers, false).unwrap();
+        let fused = recipe_maps(&m, &x, &feats, &recipe, &[1], 8).unwrap();
+        assert_eq!(fused.size(), [1, 12, 12]);
+        // tanh(2·m) of maps in [0, 1]: in [0, tanh 2], reaching it.
+        let top = fused.max().double_value(&[]);
+        assert!((top - 2f64.tanh()).abs() <= 1e-5, "{top}");
+        let smooth = MapRecipe {
+            method: CamMethod::GradCam,
+            layers: vec![2],
+            aug_smooth: true,
+        };
+        let feats = m.features_at(&x, &smooth.layers, false).unwrap();
+        let maps = recipe_maps(&m, &x, &feats, &smooth, &[0, 1], 8).unwrap();
+        assert_eq!(maps.size(), [2, 6, 6]);
+        assert!(maps.min().double_value(&[]) >= 0.0 && maps.max().double_value(&[]) <= 1.0);
+        let plain = recipe_maps(
+            &m,
+            &x,
+            &feats,
+            &MapRecipe {
+                aug_smooth: false,
+                ..smooth.clone()
+            },
+            &[0, 1],
+            8,
+        )
+        .unwrap();
+        assert!(
+            (maps - min_max(&plain, 1e-7).unwrap())
+                .abs()
+                .max()
+                .double_value(&[])
+                > 1e-4
+        );
+    }
+
+    #[test]
+    fn score_cam_does_not_depend_on_the_pass_size() {
+        tch::manual_seed(8);
+        let m = model(HeadKind::Linear);
+        let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
+        let recipe = MapRecipe::last_layer(&m, CamMethod::ScoreCam);
+        let feats = m.features_at(&x, &recipe.layers, false).unwrap();
+        let a = recipe_maps(&m, &x, &feats, &recipe, &[0, 1, 2], 64).unwrap();
+        let b = recipe_maps(&m, &x, &feats, &recipe, &[0, 1, 2], 5).unwrap();
+        assert_eq!(a.size(), [3, 3, 3]);
+        assert!((&a - &b).abs().max().double_value(&[]) <= 1e-5);
+        assert!(a.min().double_value(&[]) >= 0.0);
+        assert!(a.max().double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn baselines_are_pixel_colours_in_each_input_space() {
+        let x = Tensor::zeros([3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let mean = Baseline::Mean.image(&x, Normalization::Imagenet).unwrap();
+        assert_eq!(mean.abs().max().double_value(&[]), 0.0);
+        let mean = Baseline::Mean.image(&x, Normalization::None).unwrap();
+        assert!((mean.double_value(&[1, 2, 3]) - 0.456).abs() < 1e-6);
+        let black = Baseline::Black.image(&x, Normalization::Imagenet).unwrap();
+        assert!((black.double_value(&[0, 0, 0]) + 0.485 / 0.229).abs() < 1e-5);
+        // Blurring a constant image leaves it as it is (reflect padding).
+        let flat = Tensor::full([3, 16, 16], 0.3, (Kind::Float, tch::Device::Cpu));
+        let blur = Baseline::Blur.image(&flat, Normalization::None).unwrap();
+        assert!((blur - 0.3).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn road_imputes_a_ramp_exactly_inside_and_keeps_the_rest() {
+        let (h, w) = (32i64, 32i64);
+        let ramp = Tensor::arange(w, (Kind::Float, tch::Device::Cpu))
+            .view([1, 1, w])
+            .expand([3, h, w], false)
+            .contiguous()
+            .f_div_scalar(10.0)
+            .unwrap();
+        // A bump in the middle: its top 20% is far from the borders.
+        let ys = Tensor::arange(h, (Kind::Float, tch::Device::Cpu)).view([h, 1]) - 15.5;
+        let xs = Tensor::arange(w, (Kind::Float, tch::Device::Cpu)).view([1, w]) - 15.5;
+        let up = (-(&ys * &ys + &xs * &xs) / 50.0).exp();
+        let imputed = road_impute(&ramp, &up).unwrap();
+        let diff = (&imputed - &ramp).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-4,
+            "a linear ramp is its own linear imputation: {diff}"
+        );
+        // A bright square removed is filled from its surroundings.
+        let img = ramp.copy();
+        let _ = img.narrow(1, 12, 8).narrow(2, 12, 8).fill_(5.0);
+        let filled = road_impute(&img, &up).unwrap();
+        assert!(filled.double_value(&[0, 16, 16]) < 4.0);
+        assert_eq!(
+            filled.double_value(&[0, 0, 0]),
+            img.double_value(&[0, 0, 0])
+        );
     }
 }

@@ -142,6 +142,10 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Training throughput of the group.
     pub images_per_sec: f64,
+    /// Learning rate of the epoch's last step, of the last parameter group
+    /// (the head's: the largest under discriminative rates).
+    #[serde(default)]
+    pub lr: f64,
     /// Each rank's step phases, in rank order, when
     /// [`LearnerConfig::profile_steps`] is on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -581,6 +585,7 @@ impl Learner {
         // Loss sums and sample counts: all samples, and those of steps whose
         // loss was finite (a float16 step can overflow and be skipped).
         let (mut loss_sum, mut loss_seen, mut seen, mut skipped) = (0.0f64, 0u64, 0u64, 0u64);
+        let mut last_lr = 0.0f64;
         let mut clock = self
             .config
             .profile_steps
@@ -591,6 +596,7 @@ impl Learner {
             let pos = (epoch_in_stage * steps + step) as f64 / total;
             let (mult, mom) = stage.schedule.at(pos);
             let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
+            last_lr = lrs.last().copied().unwrap_or(0.0);
             let outcome = self.train_step(&batch, &lrs, mom, clock.as_mut().map(|c| (c, step)))?;
             if outcome.diverged {
                 return Err(Error::Diverged {
@@ -640,6 +646,7 @@ impl Learner {
             valid_samples,
             seconds: started.elapsed().as_secs_f64(),
             images_per_sec: sums[2] / train_secs.max(1e-9),
+            lr: last_lr,
             step_profiles,
         };
         tracing::info!(
@@ -1164,6 +1171,7 @@ mod tests {
             valid_samples: 1,
             seconds: 65.2,
             images_per_sec: 1.0,
+            lr: 1e-3,
             step_profiles: Vec::new(),
         });
         assert_eq!(

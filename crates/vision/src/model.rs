@@ -149,6 +149,26 @@ impl ModelSpec {
         }
     }
 
+    /// The names of the body's layers a map can be taken at, shallowest
+    /// first; the last is the body's output (the default): torchvision's
+    /// `layer1` … `layer4` for a ResNet, the lecture's `nn.Sequential`
+    /// indices `0` (convolution), `1` (ReLU), `2` (max-pool) for the CNN.
+    pub fn layer_names(&self) -> &'static [&'static str] {
+        match self.arch {
+            Arch::Cnn => &CNN_LAYERS,
+            Arch::Resnet18 | Arch::Resnet34 => &RESNET_LAYERS,
+        }
+    }
+
+    /// Channels of the feature map after layer `index` (into
+    /// [`ModelSpec::layer_names`]; past the last, the last's).
+    pub fn layer_channels(&self, index: usize) -> i64 {
+        match self.arch {
+            Arch::Cnn => 128,
+            Arch::Resnet18 | Arch::Resnet34 => 64 << index.min(3),
+        }
+    }
+
     /// Input pixel at the centre of the receptive field of feature-map cell
     /// `i` (along either axis). ResNet: every stride-2 stage is padded so that
     /// output `o` is centred on input `2o`, hence `32·i`; CNN: the unpadded
@@ -312,6 +332,11 @@ fn fold_into_conv(path: nn::Path, conv: &mut nn::Conv2D, bn: &nn::BatchNorm) -> 
         Ok(())
     })
 }
+
+/// The ResNet layers a map can be taken at (torchvision's module names).
+const RESNET_LAYERS: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
+/// The lecture CNN's modules a map can be taken at (`nn.Sequential` indices).
+const CNN_LAYERS: [&str; 3] = ["0", "1", "2"];
 
 #[derive(Debug)]
 enum Body {
@@ -477,32 +502,125 @@ impl Model {
 
     /// The body's last feature map, `(N, C, h, w)`.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let last = self.last_layer();
         if let Some(kind) = self.body_kind {
             return self
-                .body_features(&xs.to_kind(kind), train)
+                .body_stages(&xs.to_kind(kind), train, 0, last, true)
                 .to_kind(Kind::Float);
         }
-        self.body_features(xs, train)
+        self.body_stages(xs, train, 0, last, true)
     }
 
-    fn body_features(&self, xs: &Tensor, train: bool) -> Tensor {
-        match &self.body {
-            Body::Cnn(c) => {
-                // In place: the convolution's backward needs its input, not its output.
-                let mut x = xs.apply(c);
-                let _ = x.relu_();
-                x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
-            }
-            Body::Resnet { conv1, bn1, layers } => {
-                let mut x = batch_norm_t(xs.apply(conv1), bn1, train, self.folded)
-                    .relu()
-                    .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-                for block in layers.iter().flatten() {
-                    x = block.forward(&x, train, self.folded);
-                }
-                x
+    /// The names of the body's layers a map can be taken at
+    /// ([`ModelSpec::layer_names`]).
+    pub fn layer_names(&self) -> &'static [&'static str] {
+        self.spec.layer_names()
+    }
+
+    /// The index (into [`Model::layer_names`]) of the body's last layer.
+    pub fn last_layer(&self) -> usize {
+        self.layer_names().len() - 1
+    }
+
+    /// The index of layer `name` (see [`Model::layer_names`]), or an
+    /// [`Error::Input`] naming the valid ones.
+    pub fn layer_index(&self, name: &str) -> Result<usize> {
+        let names = self.layer_names();
+        names.iter().position(|&n| n == name).ok_or_else(|| {
+            Error::Input(format!(
+                "unknown layer {name:?} for a {} body (expected one of: {})",
+                self.spec.arch,
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// The feature maps `(N, C, h, w)` after each of `layers` (indices into
+    /// [`Model::layer_names`], any order), from one pass of the body up to
+    /// the deepest of them, in float32; in the order asked.
+    pub fn features_at(&self, xs: &Tensor, layers: &[usize], train: bool) -> Result<Vec<Tensor>> {
+        let last = self.last_layer();
+        if let Some(&bad) = layers.iter().find(|&&l| l > last) {
+            return Err(Error::Input(format!("layer index {bad} is past {last}")));
+        }
+        let deepest = layers.iter().copied().max().unwrap_or(last);
+        let mut x = match self.body_kind {
+            Some(kind) => xs.to_kind(kind),
+            None => xs.shallow_clone(),
+        };
+        let mut kept: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
+        for stage in 0..=deepest {
+            x = self.body_stages(&x, train, stage, stage, true);
+            for (slot, _) in kept.iter_mut().zip(layers).filter(|(_, l)| **l == stage) {
+                *slot = Some(x.to_kind(Kind::Float));
             }
         }
+        Ok(kept.into_iter().flatten().collect())
+    }
+
+    /// The logits `(N, classes)` from the feature map after layer `layer`
+    /// (float32, as [`Model::features_at`] gives it): the rest of the body,
+    /// in the body's precision, then the head. Differentiable (no in-place
+    /// operation touches what autograd needs), so gradient methods can
+    /// differentiate the logits at any layer.
+    pub fn forward_from(&self, features: &Tensor, layer: usize, train: bool) -> Tensor {
+        let last = self.last_layer();
+        if layer >= last {
+            return self.head(features, train);
+        }
+        let body = match self.body_kind {
+            Some(kind) => self
+                .body_stages(&features.to_kind(kind), train, layer + 1, last, false)
+                .to_kind(Kind::Float),
+            None => self.body_stages(features, train, layer + 1, last, false),
+        };
+        self.head(&body, train)
+    }
+
+    /// Stages `from..=to` of the body, numbered as [`Model::layer_names`]
+    /// (a ResNet's stem runs with `layer1`, stage 0; the CNN's stages are
+    /// its three modules). `in_place`
+    /// lets the CNN's ReLU run in place (not on a tensor autograd needs).
+    fn body_stages(
+        &self,
+        xs: &Tensor,
+        train: bool,
+        from: usize,
+        to: usize,
+        in_place: bool,
+    ) -> Tensor {
+        let mut x = xs.shallow_clone();
+        match &self.body {
+            Body::Cnn(c) => {
+                for stage in from..=to {
+                    x = match stage {
+                        0 => x.apply(c),
+                        1 if in_place => {
+                            // In place: the convolution's backward needs its
+                            // input, not its output.
+                            let mut y = x;
+                            let _ = y.relu_();
+                            y
+                        }
+                        1 => x.relu(),
+                        _ => x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+                    };
+                }
+            }
+            Body::Resnet { conv1, bn1, layers } => {
+                for stage in from..=to {
+                    if stage == 0 {
+                        x = batch_norm_t(x.apply(conv1), bn1, train, self.folded)
+                            .relu()
+                            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+                    }
+                    for block in layers.get(stage).into_iter().flatten() {
+                        x = block.forward(&x, train, self.folded);
+                    }
+                }
+            }
+        }
+        x
     }
 
     /// The head applied to a feature map: logits `(N, classes)`.

@@ -59,6 +59,7 @@ mod config;
 mod error;
 mod group;
 mod metrics;
+pub mod selection;
 pub mod task;
 
 use std::collections::HashMap;

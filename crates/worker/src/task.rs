@@ -17,6 +17,7 @@ use camshaft_store::bundle;
 use camshaft_vision::learner::CHECKPOINT_FILES;
 
 use crate::checkpoints::{Checkpoints, StoredCheckpoint};
+use crate::selection::EpochSelection;
 use camshaft_vision::learner::GradientSync;
 use camshaft_vision::weights::{WeightsOrigin, import_weights_from, pretrained_file};
 use camshaft_vision::{
@@ -184,6 +185,8 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     let scratch = tempfile::tempdir()
         .map_err(|e| TaskError::fatal(format!("cannot create a scratch directory: {e}")))?;
     let mut last_checkpoint = None;
+    // Rank 0 keeps the best epoch's weights here (`register: best`).
+    let best_weights = scratch.path().join(BEST_WEIGHTS_FILE);
     let mut learner = if assignment.resume_checkpoint_id.is_empty() {
         let model = new_model(spec, &data, device, &ctx.data_dir, &roots, &say)?;
         let mut learner = Learner::new(model, data, config)?;
@@ -194,6 +197,16 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
         let dir = scratch.path().join("resume");
         unpack_checkpoint(&ctx.checkpoints.get(assignment, id)?, &dir)?;
         let learner = Learner::from_checkpoint(&dir, data, device, &config)?;
+        // The best weights so far: carried by the checkpoint when its own
+        // epoch is not the best, else its own.
+        for file in [bundle::BEST_WEIGHTS, CHECKPOINT_FILES[1]] {
+            if dir.join(file).is_file() {
+                std::fs::copy(dir.join(file), &best_weights).map_err(|e| {
+                    TaskError::fatal(format!("keeping the resumed best weights: {e}"))
+                })?;
+                break;
+            }
+        }
         say(format!(
             "resumed from checkpoint {id} ({} epochs done)",
             learner.progress().1
@@ -218,7 +231,13 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
 
     let total = learner.progress().0.map_or(0, Plan::total_epochs);
     let mut final_metrics = None;
+    let mut selection = EpochSelection::new(spec);
+    selection.replay(learner.history());
     loop {
+        if selection.should_stop() {
+            // Resumed from the checkpoint written when training stopped.
+            break;
+        }
         let epoch = learner.progress().1;
         let row = match learner.next_epoch() {
             Ok(Some(row)) => row,
@@ -244,16 +263,60 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
                 metrics: Some(metrics),
             }));
         }
+        let improved = selection.observe(row.epoch, row.valid_loss, row.accuracy);
+        let keep_best = improved && selection.keeps_best();
+        let stop = selection.should_stop();
+        if let Some(early) = selection.early_stop() {
+            say(format!(
+                "stopping early after epoch {}: {}",
+                early.epoch, early.reason
+            ));
+            tracing::info!(
+                job_id,
+                epoch = early.epoch,
+                best_epoch = early.best_epoch,
+                "early stop"
+            );
+        }
         let done = learner.progress().1;
-        if done % spec.checkpoint_every.max(1) as usize != 0 && done != total {
+        if done % spec.checkpoint_every.max(1) as usize != 0 && done != total && !stop {
+            if keep_best {
+                // Rank 0 saves the new best weights (broadcasting the
+                // BatchNorm buffers, which every rank joins).
+                if rank == 0 {
+                    save_best(&mut learner, scratch.path(), &best_weights)?;
+                } else {
+                    learner.sync_buffers()?;
+                }
+            }
             continue;
         }
         if rank != 0 {
             // Rank 0 broadcasts the BatchNorm buffers as it saves.
             learner.sync_buffers()?;
+            if stop {
+                break;
+            }
             continue;
         }
-        let stored = write_checkpoint(&mut learner, assignment, scratch.path(), &ctx.checkpoints)?;
+        let carried = (selection.keeps_best()
+            && selection.best_epoch().is_some()
+            && !improved
+            && best_weights.is_file())
+        .then_some(best_weights.as_path());
+        let stored = write_checkpoint(
+            &mut learner,
+            assignment,
+            scratch.path(),
+            &ctx.checkpoints,
+            &selection,
+            carried,
+        )?;
+        if keep_best {
+            let saved = scratch.path().join("checkpoint").join(CHECKPOINT_FILES[1]);
+            std::fs::copy(&saved, &best_weights)
+                .map_err(|e| TaskError::fatal(format!("keeping the best weights: {e}")))?;
+        }
         (ctx.send)(Out::CheckpointWritten(v1::CheckpointWritten {
             job_id: job_id.to_string(),
             attempt: assignment.attempt,
@@ -264,6 +327,9 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
             weights_sha256: stored.sha256,
         }));
         last_checkpoint = Some(stored.checkpoint_id);
+        if stop {
+            break;
+        }
     }
     let checkpoint_id = if rank == 0 {
         last_checkpoint.ok_or_else(|| TaskError::fatal("the plan ended without a checkpoint"))?
@@ -560,6 +626,7 @@ fn wire_metrics(row: &EpochStats) -> v1::EpochMetrics {
         valid_samples: row.valid_samples,
         world_size: 1,
         step_profiles: row.step_profiles.iter().map(wire_profile).collect(),
+        lr: row.lr,
     }
 }
 
@@ -594,11 +661,17 @@ fn wire_profile(p: &RankStepProfile) -> v1::RankStepProfile {
 /// Saves the learner's checkpoint directory and stores it through the
 /// coordinator: `checkpoint.json` as the metadata, the weights and
 /// optimiser files as a bundle.
+///
+/// The metadata records `selection` (which epoch the job would register
+/// if it ended here); `best_weights`, when the best epoch is an earlier
+/// one, travels in the bundle as [`bundle::BEST_WEIGHTS`].
 fn write_checkpoint(
     learner: &mut Learner,
     assignment: &v1::Assignment,
     scratch: &Path,
     checkpoints: &Checkpoints,
+    selection: &EpochSelection,
+    best_weights: Option<&Path>,
 ) -> Result<v1::CheckpointStored, TaskError> {
     let dir = scratch.join("checkpoint");
     learner.save_checkpoint(&dir)?;
@@ -607,19 +680,45 @@ fn write_checkpoint(
             .map_err(|e| TaskError::fatal(format!("reading the checkpoint's {name}: {e}")))
     };
     let [meta_file, weights_file, optimizer_file] = CHECKPOINT_FILES;
-    let meta: serde_json::Value = serde_json::from_slice(&read(meta_file)?)
+    let mut meta: serde_json::Value = serde_json::from_slice(&read(meta_file)?)
         .map_err(|e| TaskError::fatal(format!("the checkpoint's {meta_file}: {e}")))?;
+    if let Some(object) = meta.as_object_mut() {
+        object.insert(bundle::SELECTION.into(), selection.record());
+    }
     let weights = read(weights_file)?;
     let optimizer = read(optimizer_file)?;
-    let blob = bundle::pack([
+    let best = best_weights
+        .map(|path| {
+            std::fs::read(path)
+                .map_err(|e| TaskError::fatal(format!("reading the best weights: {e}")))
+        })
+        .transpose()?;
+    let mut files = vec![
         (weights_file, weights.as_slice()),
         (optimizer_file, optimizer.as_slice()),
-    ]);
+    ];
+    if let Some(best) = &best {
+        files.push((bundle::BEST_WEIGHTS, best.as_slice()));
+    }
+    let blob = bundle::pack(files);
     let epochs = learner.progress().1 as u64;
     Ok(checkpoints.put(assignment, epochs, &meta, blob)?)
 }
 
-/// Writes a stored checkpoint back as the directory the learner reads.
+/// Where rank 0 keeps the best epoch's weights in its scratch directory.
+const BEST_WEIGHTS_FILE: &str = "best.safetensors";
+
+/// Saves the learner (a collective: BatchNorm buffers are broadcast) and
+/// keeps its weights as the best epoch's.
+fn save_best(learner: &mut Learner, scratch: &Path, best: &Path) -> Result<(), TaskError> {
+    let dir = scratch.join("best-epoch");
+    learner.save_checkpoint(&dir)?;
+    std::fs::rename(dir.join(CHECKPOINT_FILES[1]), best)
+        .map_err(|e| TaskError::fatal(format!("keeping the best weights: {e}")))
+}
+
+/// Writes a stored checkpoint back as the directory the learner reads
+/// (with the best epoch's weights, when it carries them).
 fn unpack_checkpoint(checkpoint: &StoredCheckpoint, dir: &Path) -> Result<(), TaskError> {
     let io = |e: std::io::Error| TaskError::fatal(format!("writing {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -627,7 +726,7 @@ fn unpack_checkpoint(checkpoint: &StoredCheckpoint, dir: &Path) -> Result<(), Ta
         .map_err(|e| TaskError::fatal(format!("checkpoint metadata: {e}")))?;
     std::fs::write(dir.join(CHECKPOINT_FILES[0]), meta).map_err(io)?;
     for (name, data) in bundle::unpack(&checkpoint.blob)? {
-        if !CHECKPOINT_FILES.contains(&name.as_str()) {
+        if !CHECKPOINT_FILES.contains(&name.as_str()) && name != bundle::BEST_WEIGHTS {
             return Err(TaskError::fatal(format!(
                 "unexpected checkpoint file {name:?}"
             )));

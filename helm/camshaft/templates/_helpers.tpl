@@ -320,6 +320,7 @@ certificate with clientAuth. dict "root" $ "worker" bool.
      TLS trusting the chart's CA, presenting its certificate with clientAuth). */ -}}
 {{ $own := dict "listen_addr" (printf "0.0.0.0:%d" (int .Values.coordinator.port)) "explainer_address" (include "camshaft.explainer.url" .) -}}
 {{- if .Values.metrics.enabled }}{{ $_ := set $own "metrics_listen" (include "camshaft.metricsAddr" .) }}{{ end -}}
+{{- $_ := set $own "tensorboard_dir" (ternary .Values.coordinator.tensorboard.mountPath "" .Values.coordinator.tensorboard.enabled) -}}
 {{- if .Values.tls.enabled }}{{ $_ := set $own "health_listen" (printf "0.0.0.0:%d" (int .Values.coordinator.healthPort)) }}
 {{- $dir := include "camshaft.paths.tls" . }}
 {{- $explainerTls := dict "ca" (printf "%s/ca.crt" $dir) }}
@@ -474,6 +475,10 @@ camshaft process uses. dict "root" $ "component" "coordinator".
   mountPath: {{ .root.Values.store.blobs.mountPath }}
 {{- end }}
 {{- end }}
+{{- if and (eq .component "coordinator") .root.Values.coordinator.tensorboard.enabled }}
+- name: tensorboard
+  mountPath: {{ .root.Values.coordinator.tensorboard.mountPath }}
+{{- end }}
 {{- with (index .root.Values .component).extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -548,6 +553,16 @@ camshaft process uses. dict "root" $ "component" "coordinator".
   persistentVolumeClaim:
     claimName: {{ .root.Values.store.blobs.existingClaim }}
 {{- end }}
+{{- end }}
+{{- if and (eq .component "coordinator") .root.Values.coordinator.tensorboard.enabled }}
+# The jobs' TensorBoard runs (tensorboard_dir).
+- name: tensorboard
+  {{- with .root.Values.coordinator.tensorboard.existingClaim }}
+  persistentVolumeClaim:
+    claimName: {{ . }}
+  {{- else }}
+  emptyDir: {}
+  {{- end }}
 {{- end }}
 {{- with (index .root.Values .component).extraVolumes }}
 {{ toYaml . }}

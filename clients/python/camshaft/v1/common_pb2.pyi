@@ -86,7 +86,7 @@ class ModelSpec(_message.Message):
     def __init__(self, arch: _Optional[_Union[Arch, str]] = ..., head: _Optional[_Union[Head, str]] = ..., class_names: _Optional[_Iterable[str]] = ..., input_size: _Optional[int] = ..., normalization: _Optional[_Union[Normalization, str]] = ..., resize: _Optional[_Union[ResizeMethod, str]] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("job_id", "dataset", "metrics", "created_unix_ms", "imported_from", "weights_sha256", "weights_size_bytes", "checkpoint_id", "created_by")
+    __slots__ = ("job_id", "dataset", "metrics", "created_unix_ms", "imported_from", "weights_sha256", "weights_size_bytes", "checkpoint_id", "created_by", "epoch", "selected_by")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,8 @@ class Lineage(_message.Message):
     WEIGHTS_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_BY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     dataset: str
     metrics: _containers.ScalarMap[str, float]
@@ -112,21 +114,34 @@ class Lineage(_message.Message):
     weights_size_bytes: int
     checkpoint_id: str
     created_by: str
-    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_unix_ms: _Optional[int] = ..., imported_from: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., weights_size_bytes: _Optional[int] = ..., checkpoint_id: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
+    epoch: int
+    selected_by: str
+    def __init__(self, job_id: _Optional[str] = ..., dataset: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., created_unix_ms: _Optional[int] = ..., imported_from: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., weights_size_bytes: _Optional[int] = ..., checkpoint_id: _Optional[str] = ..., created_by: _Optional[str] = ..., epoch: _Optional[int] = ..., selected_by: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "aliases", "spec", "lineage")
+    __slots__ = ("name", "version", "aliases", "spec", "lineage", "tags", "description")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     aliases: _containers.RepeatedScalarFieldContainer[str]
     spec: ModelSpec
     lineage: Lineage
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ...) -> None: ...
+    tags: _containers.ScalarMap[str, str]
+    description: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("kind", "index", "name", "memory_bytes", "cpu_threads")
@@ -143,7 +158,7 @@ class Device(_message.Message):
     def __init__(self, kind: _Optional[_Union[DeviceKind, str]] = ..., index: _Optional[int] = ..., name: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., cpu_threads: _Optional[int] = ...) -> None: ...
 
 class EpochMetrics(_message.Message):
-    __slots__ = ("epoch", "stage", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_sec", "attempt", "train_samples", "valid_samples", "world_size", "step_profiles")
+    __slots__ = ("epoch", "stage", "train_loss", "valid_loss", "accuracy", "seconds", "images_per_sec", "attempt", "train_samples", "valid_samples", "world_size", "step_profiles", "lr")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +171,7 @@ class EpochMetrics(_message.Message):
     VALID_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     STEP_PROFILES_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     stage: int
     train_loss: float
@@ -168,7 +184,8 @@ class EpochMetrics(_message.Message):
     valid_samples: int
     world_size: int
     step_profiles: _containers.RepeatedCompositeFieldContainer[RankStepProfile]
-    def __init__(self, epoch: _Optional[int] = ..., stage: _Optional[int] = ..., train_loss: _Optional[float] = ..., valid_loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., images_per_sec: _Optional[float] = ..., attempt: _Optional[int] = ..., train_samples: _Optional[int] = ..., valid_samples: _Optional[int] = ..., world_size: _Optional[int] = ..., step_profiles: _Optional[_Iterable[_Union[RankStepProfile, _Mapping]]] = ...) -> None: ...
+    lr: float
+    def __init__(self, epoch: _Optional[int] = ..., stage: _Optional[int] = ..., train_loss: _Optional[float] = ..., valid_loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., images_per_sec: _Optional[float] = ..., attempt: _Optional[int] = ..., train_samples: _Optional[int] = ..., valid_samples: _Optional[int] = ..., world_size: _Optional[int] = ..., step_profiles: _Optional[_Iterable[_Union[RankStepProfile, _Mapping]]] = ..., lr: _Optional[float] = ...) -> None: ...
 
 class StepPhases(_message.Message):
     __slots__ = ("data", "forward", "backward", "allreduce", "optimizer")
@@ -211,19 +228,47 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("model_version", "aliases", "device", "loaded_unix_ms")
+    __slots__ = ("model_version", "aliases", "device", "loaded_unix_ms", "settings", "preloaded")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LOADED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    PRELOADED_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     device: str
     loaded_unix_ms: int
-    def __init__(self, model_version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., loaded_unix_ms: _Optional[int] = ...) -> None: ...
+    settings: ModelServingSettings
+    preloaded: bool
+    def __init__(self, model_version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ..., loaded_unix_ms: _Optional[int] = ..., settings: _Optional[_Union[ModelServingSettings, _Mapping]] = ..., preloaded: bool = ...) -> None: ...
+
+class ModelServingSettings(_message.Message):
+    __slots__ = ("max_batch", "max_batch_wait_ms", "replicas", "precision")
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    max_batch: int
+    max_batch_wait_ms: int
+    replicas: int
+    precision: str
+    def __init__(self, max_batch: _Optional[int] = ..., max_batch_wait_ms: _Optional[int] = ..., replicas: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+
+class PreloadState(_message.Message):
+    __slots__ = ("model_ref", "model_version", "ready", "error")
+    MODEL_REF_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    model_ref: str
+    model_version: str
+    ready: bool
+    error: str
+    def __init__(self, model_ref: _Optional[str] = ..., model_version: _Optional[str] = ..., ready: bool = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetServerInfoResponse(_message.Message):
-    __slots__ = ("roles", "version", "started_unix_ms", "store", "store_healthy", "cuda_available", "devices", "loaded_models", "queue_depth", "queue_capacity", "live_workers", "active_jobs")
+    __slots__ = ("roles", "version", "started_unix_ms", "store", "store_healthy", "cuda_available", "devices", "loaded_models", "queue_depth", "queue_capacity", "live_workers", "active_jobs", "preload")
     ROLES_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +281,7 @@ class GetServerInfoResponse(_message.Message):
     QUEUE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     LIVE_WORKERS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    PRELOAD_FIELD_NUMBER: _ClassVar[int]
     roles: _containers.RepeatedScalarFieldContainer[ServerRole]
     version: str
     started_unix_ms: int
@@ -248,4 +294,5 @@ class GetServerInfoResponse(_message.Message):
     queue_capacity: int
     live_workers: int
     active_jobs: int
-    def __init__(self, roles: _Optional[_Iterable[_Union[ServerRole, str]]] = ..., version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., store: _Optional[str] = ..., store_healthy: bool = ..., cuda_available: bool = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., live_workers: _Optional[int] = ..., active_jobs: _Optional[int] = ...) -> None: ...
+    preload: _containers.RepeatedCompositeFieldContainer[PreloadState]
+    def __init__(self, roles: _Optional[_Iterable[_Union[ServerRole, str]]] = ..., version: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., store: _Optional[str] = ..., store_healthy: bool = ..., cuda_available: bool = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., loaded_models: _Optional[_Iterable[_Union[LoadedModel, _Mapping]]] = ..., queue_depth: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., live_workers: _Optional[int] = ..., active_jobs: _Optional[int] = ..., preload: _Optional[_Iterable[_Union[PreloadState, _Mapping]]] = ...) -> None: ...

@@ -37,6 +37,18 @@ class CollectiveBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COLLECTIVE_BACKEND_NCCL: _ClassVar[CollectiveBackend]
     COLLECTIVE_BACKEND_RING: _ClassVar[CollectiveBackend]
 
+class RegisterPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REGISTER_POLICY_UNSPECIFIED: _ClassVar[RegisterPolicy]
+    REGISTER_POLICY_LAST: _ClassVar[RegisterPolicy]
+    REGISTER_POLICY_BEST: _ClassVar[RegisterPolicy]
+
+class MonitorMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MONITOR_METRIC_UNSPECIFIED: _ClassVar[MonitorMetric]
+    MONITOR_METRIC_VALID_LOSS: _ClassVar[MonitorMetric]
+    MONITOR_METRIC_ACCURACY: _ClassVar[MonitorMetric]
+
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
@@ -86,6 +98,12 @@ PRECISION_FP16: Precision
 COLLECTIVE_BACKEND_UNSPECIFIED: CollectiveBackend
 COLLECTIVE_BACKEND_NCCL: CollectiveBackend
 COLLECTIVE_BACKEND_RING: CollectiveBackend
+REGISTER_POLICY_UNSPECIFIED: RegisterPolicy
+REGISTER_POLICY_LAST: RegisterPolicy
+REGISTER_POLICY_BEST: RegisterPolicy
+MONITOR_METRIC_UNSPECIFIED: MonitorMetric
+MONITOR_METRIC_VALID_LOSS: MonitorMetric
+MONITOR_METRIC_ACCURACY: MonitorMetric
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING: JobState
 JOB_STATE_RUNNING: JobState
@@ -139,7 +157,14 @@ class DatasetSpec(_message.Message):
     def __init__(self, kind: _Optional[_Union[DatasetKind, str]] = ..., data_dir: _Optional[str] = ..., download: bool = ..., valid_pct: _Optional[float] = ..., split_seed: _Optional[int] = ..., synthetic: _Optional[_Union[SyntheticDataset, _Mapping]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("name", "dataset", "arch", "head", "pretrained", "pretrained_path", "normalization", "epochs", "fine_tune", "freeze_epochs", "lr", "batch_size", "image_size", "resize", "flip", "weight_decay", "seed", "workers", "gpus_per_worker", "device", "min_workers", "max_failures", "max_membership_changes", "checkpoint_every", "keep_checkpoints", "precision", "channels_last", "collective", "bucket_mib", "collective_timeout_ms", "aliases", "profile_steps", "collective_bench")
+    __slots__ = ("name", "dataset", "arch", "head", "pretrained", "pretrained_path", "normalization", "epochs", "fine_tune", "freeze_epochs", "lr", "batch_size", "image_size", "resize", "flip", "weight_decay", "seed", "workers", "gpus_per_worker", "device", "min_workers", "max_failures", "max_membership_changes", "checkpoint_every", "keep_checkpoints", "precision", "channels_last", "collective", "bucket_mib", "collective_timeout_ms", "aliases", "profile_steps", "collective_bench", "register", "monitor", "early_stop_patience", "tags", "description")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +198,11 @@ class JobSpec(_message.Message):
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     PROFILE_STEPS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIVE_BENCH_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOP_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: DatasetSpec
     arch: _common_pb2.Arch
@@ -206,7 +236,26 @@ class JobSpec(_message.Message):
     aliases: _containers.RepeatedScalarFieldContainer[str]
     profile_steps: bool
     collective_bench: CollectiveBench
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., arch: _Optional[_Union[_common_pb2.Arch, str]] = ..., head: _Optional[_Union[_common_pb2.Head, str]] = ..., pretrained: _Optional[_Union[PretrainedSource, str]] = ..., pretrained_path: _Optional[str] = ..., normalization: _Optional[_Union[_common_pb2.Normalization, str]] = ..., epochs: _Optional[int] = ..., fine_tune: bool = ..., freeze_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., resize: _Optional[_Union[_common_pb2.ResizeMethod, str]] = ..., flip: bool = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., workers: _Optional[int] = ..., gpus_per_worker: _Optional[int] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., min_workers: _Optional[int] = ..., max_failures: _Optional[int] = ..., max_membership_changes: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., keep_checkpoints: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., channels_last: bool = ..., collective: _Optional[_Union[CollectiveBackend, str]] = ..., bucket_mib: _Optional[int] = ..., collective_timeout_ms: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., profile_steps: bool = ..., collective_bench: _Optional[_Union[CollectiveBench, _Mapping]] = ...) -> None: ...
+    register: RegisterPolicy
+    monitor: MonitorMetric
+    early_stop_patience: int
+    tags: _containers.ScalarMap[str, str]
+    description: str
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., arch: _Optional[_Union[_common_pb2.Arch, str]] = ..., head: _Optional[_Union[_common_pb2.Head, str]] = ..., pretrained: _Optional[_Union[PretrainedSource, str]] = ..., pretrained_path: _Optional[str] = ..., normalization: _Optional[_Union[_common_pb2.Normalization, str]] = ..., epochs: _Optional[int] = ..., fine_tune: bool = ..., freeze_epochs: _Optional[int] = ..., lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., image_size: _Optional[int] = ..., resize: _Optional[_Union[_common_pb2.ResizeMethod, str]] = ..., flip: bool = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ..., workers: _Optional[int] = ..., gpus_per_worker: _Optional[int] = ..., device: _Optional[_Union[_common_pb2.DeviceKind, str]] = ..., min_workers: _Optional[int] = ..., max_failures: _Optional[int] = ..., max_membership_changes: _Optional[int] = ..., checkpoint_every: _Optional[int] = ..., keep_checkpoints: _Optional[int] = ..., precision: _Optional[_Union[Precision, str]] = ..., channels_last: bool = ..., collective: _Optional[_Union[CollectiveBackend, str]] = ..., bucket_mib: _Optional[int] = ..., collective_timeout_ms: _Optional[int] = ..., aliases: _Optional[_Iterable[str]] = ..., profile_steps: bool = ..., collective_bench: _Optional[_Union[CollectiveBench, _Mapping]] = ..., register: _Optional[_Union[RegisterPolicy, str]] = ..., monitor: _Optional[_Union[MonitorMetric, str]] = ..., early_stop_patience: _Optional[int] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class EarlyStop(_message.Message):
+    __slots__ = ("epoch", "best_epoch", "best_value", "monitor", "reason")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BEST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MONITOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    best_epoch: int
+    best_value: float
+    monitor: str
+    reason: str
+    def __init__(self, epoch: _Optional[int] = ..., best_epoch: _Optional[int] = ..., best_value: _Optional[float] = ..., monitor: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CollectiveBench(_message.Message):
     __slots__ = ("min_bytes", "max_bytes", "iters", "warmup")
@@ -269,7 +318,7 @@ class JobFailure(_message.Message):
     def __init__(self, attempt: _Optional[int] = ..., kind: _Optional[_Union[FailureKind, str]] = ..., rank: _Optional[int] = ..., worker_id: _Optional[str] = ..., reason: _Optional[str] = ..., epoch: _Optional[int] = ..., unix_ms: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "attempt", "created_unix_ms", "started_unix_ms", "finished_unix_ms", "history", "failures", "failures_used", "membership_changes_used", "worker_ids", "world_size", "model_version", "error", "last_checkpoint_id", "epochs_done", "allreduce_rows", "created_by")
+    __slots__ = ("id", "spec", "state", "attempt", "created_unix_ms", "started_unix_ms", "finished_unix_ms", "history", "failures", "failures_used", "membership_changes_used", "worker_ids", "world_size", "model_version", "error", "last_checkpoint_id", "epochs_done", "allreduce_rows", "created_by", "early_stop")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +338,7 @@ class Job(_message.Message):
     EPOCHS_DONE_FIELD_NUMBER: _ClassVar[int]
     ALLREDUCE_ROWS_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOP_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: JobState
@@ -308,7 +358,8 @@ class Job(_message.Message):
     epochs_done: int
     allreduce_rows: _containers.RepeatedCompositeFieldContainer[AllReduceRow]
     created_by: str
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., history: _Optional[_Iterable[_Union[_common_pb2.EpochMetrics, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[JobFailure, _Mapping]]] = ..., failures_used: _Optional[int] = ..., membership_changes_used: _Optional[int] = ..., worker_ids: _Optional[_Iterable[str]] = ..., world_size: _Optional[int] = ..., model_version: _Optional[str] = ..., error: _Optional[str] = ..., last_checkpoint_id: _Optional[str] = ..., epochs_done: _Optional[int] = ..., allreduce_rows: _Optional[_Iterable[_Union[AllReduceRow, _Mapping]]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    early_stop: EarlyStop
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., history: _Optional[_Iterable[_Union[_common_pb2.EpochMetrics, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[JobFailure, _Mapping]]] = ..., failures_used: _Optional[int] = ..., membership_changes_used: _Optional[int] = ..., worker_ids: _Optional[_Iterable[str]] = ..., world_size: _Optional[int] = ..., model_version: _Optional[str] = ..., error: _Optional[str] = ..., last_checkpoint_id: _Optional[str] = ..., epochs_done: _Optional[int] = ..., allreduce_rows: _Optional[_Iterable[_Union[AllReduceRow, _Mapping]]] = ..., created_by: _Optional[str] = ..., early_stop: _Optional[_Union[EarlyStop, _Mapping]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "request_id")
@@ -555,7 +606,7 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, removed_aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ImportModelHeader(_message.Message):
-    __slots__ = ("name", "spec", "format", "size_bytes", "sha256", "file_name", "dataset", "aliases", "metrics")
+    __slots__ = ("name", "spec", "format", "size_bytes", "sha256", "file_name", "dataset", "aliases", "metrics", "tags", "description")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -563,6 +614,13 @@ class ImportModelHeader(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -572,6 +630,8 @@ class ImportModelHeader(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     spec: _common_pb2.ModelSpec
     format: WeightsFormat
@@ -581,7 +641,114 @@ class ImportModelHeader(_message.Message):
     dataset: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., format: _Optional[_Union[WeightsFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., file_name: _Optional[str] = ..., dataset: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    tags: _containers.ScalarMap[str, str]
+    description: str
+    def __init__(self, name: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., format: _Optional[_Union[WeightsFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., file_name: _Optional[str] = ..., dataset: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class UpdateModelVersionRequest(_message.Message):
+    __slots__ = ("name", "version", "set_tags", "remove_tags", "description")
+    class SetTagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_TAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    set_tags: _containers.ScalarMap[str, str]
+    remove_tags: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., set_tags: _Optional[_Mapping[str, str]] = ..., remove_tags: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class AliasChange(_message.Message):
+    __slots__ = ("name", "alias", "from_version", "to_version", "changed_by", "unix_ms", "revision")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TO_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_BY_FIELD_NUMBER: _ClassVar[int]
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    from_version: int
+    to_version: int
+    changed_by: str
+    unix_ms: int
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., from_version: _Optional[int] = ..., to_version: _Optional[int] = ..., changed_by: _Optional[str] = ..., unix_ms: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class GetAliasHistoryRequest(_message.Message):
+    __slots__ = ("name", "alias", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    alias: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., alias: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GetAliasHistoryResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[AliasChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[AliasChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchModelsRequest(_message.Message):
+    __slots__ = ("name", "after_sequence", "stream_id", "replay_retained")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_RETAINED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    stream_id: str
+    replay_retained: bool
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ..., stream_id: _Optional[str] = ..., replay_retained: bool = ...) -> None: ...
+
+class ModelVersionDeleted(_message.Message):
+    __slots__ = ("name", "version", "removed_aliases")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_ALIASES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    removed_aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., removed_aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelEvent(_message.Message):
+    __slots__ = ("sequence", "unix_ms", "stream_id", "version_registered", "version_deleted", "alias_changed", "version_updated")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_REGISTERED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_DELETED_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    unix_ms: int
+    stream_id: str
+    version_registered: _common_pb2.ModelVersion
+    version_deleted: ModelVersionDeleted
+    alias_changed: AliasChange
+    version_updated: _common_pb2.ModelVersion
+    def __init__(self, sequence: _Optional[int] = ..., unix_ms: _Optional[int] = ..., stream_id: _Optional[str] = ..., version_registered: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ..., version_deleted: _Optional[_Union[ModelVersionDeleted, _Mapping]] = ..., alias_changed: _Optional[_Union[AliasChange, _Mapping]] = ..., version_updated: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ...) -> None: ...
+
+class UpdateModelVersionResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: _common_pb2.ModelVersion
+    def __init__(self, version: _Optional[_Union[_common_pb2.ModelVersion, _Mapping]] = ...) -> None: ...
 
 class ImportModelRequest(_message.Message):
     __slots__ = ("header", "chunk")

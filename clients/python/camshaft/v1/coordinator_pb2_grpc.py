@@ -95,6 +95,21 @@ class CoordinatorStub(object):
                 request_serializer=camshaft_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
                 response_deserializer=camshaft_dot_v1_dot_coordinator__pb2.ImportModelResponse.FromString,
                 _registered_method=True)
+        self.UpdateModelVersion = channel.unary_unary(
+                '/camshaft.v1.Coordinator/UpdateModelVersion',
+                request_serializer=camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionRequest.SerializeToString,
+                response_deserializer=camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionResponse.FromString,
+                _registered_method=True)
+        self.GetAliasHistory = channel.unary_unary(
+                '/camshaft.v1.Coordinator/GetAliasHistory',
+                request_serializer=camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryRequest.SerializeToString,
+                response_deserializer=camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryResponse.FromString,
+                _registered_method=True)
+        self.WatchModels = channel.unary_stream(
+                '/camshaft.v1.Coordinator/WatchModels',
+                request_serializer=camshaft_dot_v1_dot_coordinator__pb2.WatchModelsRequest.SerializeToString,
+                response_deserializer=camshaft_dot_v1_dot_coordinator__pb2.ModelEvent.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -198,6 +213,35 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModelVersion(self, request, context):
+        """Changes a version's tags and description (the only mutable parts of a
+        version). NOT_FOUND if the version does not exist; INVALID_ARGUMENT
+        past the tag limits (see `ModelVersion.tags`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAliasHistory(self, request, context):
+        """The recorded changes of a model's aliases (SetAlias, DeleteAlias, the
+        aliases a registration sets): who moved which alias from which version
+        to which, when; newest first, paginated. The store keeps the last 1000
+        per model name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchModels(self, request, context):
+        """Streams registry changes as this coordinator makes them: new versions,
+        deleted versions, edited versions, alias moves and removals. Events are
+        numbered per coordinator run (`stream_id`); `after_sequence` first
+        replays the retained ones after it (the last 10000), like WatchJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +304,21 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ImportModel,
                     request_deserializer=camshaft_dot_v1_dot_coordinator__pb2.ImportModelRequest.FromString,
                     response_serializer=camshaft_dot_v1_dot_coordinator__pb2.ImportModelResponse.SerializeToString,
+            ),
+            'UpdateModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelVersion,
+                    request_deserializer=camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionRequest.FromString,
+                    response_serializer=camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionResponse.SerializeToString,
+            ),
+            'GetAliasHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAliasHistory,
+                    request_deserializer=camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryRequest.FromString,
+                    response_serializer=camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryResponse.SerializeToString,
+            ),
+            'WatchModels': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchModels,
+                    request_deserializer=camshaft_dot_v1_dot_coordinator__pb2.WatchModelsRequest.FromString,
+                    response_serializer=camshaft_dot_v1_dot_coordinator__pb2.ModelEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +646,87 @@ class Coordinator(object):
             '/camshaft.v1.Coordinator/ImportModel',
             camshaft_dot_v1_dot_coordinator__pb2.ImportModelRequest.SerializeToString,
             camshaft_dot_v1_dot_coordinator__pb2.ImportModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/camshaft.v1.Coordinator/UpdateModelVersion',
+            camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionRequest.SerializeToString,
+            camshaft_dot_v1_dot_coordinator__pb2.UpdateModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAliasHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/camshaft.v1.Coordinator/GetAliasHistory',
+            camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryRequest.SerializeToString,
+            camshaft_dot_v1_dot_coordinator__pb2.GetAliasHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/camshaft.v1.Coordinator/WatchModels',
+            camshaft_dot_v1_dot_coordinator__pb2.WatchModelsRequest.SerializeToString,
+            camshaft_dot_v1_dot_coordinator__pb2.ModelEvent.FromString,
             options,
             channel_credentials,
             insecure,

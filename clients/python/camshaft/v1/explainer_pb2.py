@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61mshaft/v1/explainer.proto\x12\x0b\x63\x61mshaft.v1\"\xdb\x02\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x06images\x18\x02 \x03(\x0b\x32\x17.camshaft.v1.ImageInput\x12*\n\x06method\x18\x03 \x01(\x0e\x32\x1a.camshaft.v1.ExplainMethod\x12\x16\n\x0ereturn_overlay\x18\x04 \x01(\x08\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\'\n\x08\x63olormap\x18\x06 \x01(\x0e\x32\x15.camshaft.v1.Colormap\x12\x12\n\x05\x61lpha\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x1d\n\x15return_upsampled_maps\x18\x08 \x01(\x08\x12\x35\n\x0c\x66\x61ithfulness\x18\t \x01(\x0e\x32\x1f.camshaft.v1.FaithfulnessMetric\x12\x12\n\nrequest_id\x18\n \x01(\tB\x08\n\x06_top_kB\x08\n\x06_alpha\"R\n\nImageInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x19\n\x0ctarget_class\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x0f\n\r_target_class\"l\n\x0f\x45xplainResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\x07results\x18\x02 \x03(\x0b\x32\x1d.camshaft.v1.ImageExplanation\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x9c\x02\n\x10ImageExplanation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x17\n\x0fpredicted_class\x18\x05 \x01(\x05\x12#\n\x04maps\x18\x06 \x03(\x0b\x32\x15.camshaft.v1.ClassMap\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\x12-\n\x0eupsampled_maps\x18\x08 \x03(\x0b\x32\x15.camshaft.v1.ClassMap\x12\x0e\n\x06logits\x18\t \x03(\x02\x12/\n\nerror_kind\x18\n \x01(\x0e\x32\x1b.camshaft.v1.ImageErrorKind\"z\n\x08\x43lassMap\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06values\x18\x04 \x03(\x02\x12\x19\n\x0c\x66\x61ithfulness\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_faithfulness*\xe5\x01\n\rExplainMethod\x12\x1e\n\x1a\x45XPLAIN_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPLAIN_METHOD_CAM\x10\x01\x12\x1b\n\x17\x45XPLAIN_METHOD_GRAD_CAM\x10\x02\x12%\n!EXPLAIN_METHOD_GRAD_CAM_PLUS_PLUS\x10\x03\x12\x1c\n\x18\x45XPLAIN_METHOD_XGRAD_CAM\x10\x04\x12\x1c\n\x18\x45XPLAIN_METHOD_LAYER_CAM\x10\x05\x12\x1c\n\x18\x45XPLAIN_METHOD_HIRES_CAM\x10\x06*v\n\x08\x43olormap\x12\x18\n\x14\x43OLORMAP_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OLORMAP_MAGMA\x10\x01\x12\x14\n\x10\x43OLORMAP_VIRIDIS\x10\x02\x12\x14\n\x10\x43OLORMAP_INFERNO\x10\x03\x12\x10\n\x0c\x43OLORMAP_JET\x10\x04*\x85\x01\n\x12\x46\x61ithfulnessMetric\x12#\n\x1f\x46\x41ITHFULNESS_METRIC_UNSPECIFIED\x10\x00\x12$\n FAITHFULNESS_METRIC_DELETION_AUC\x10\x01\x12$\n FAITHFULNESS_METRIC_AVERAGE_DROP\x10\x02*\xd9\x01\n\x0eImageErrorKind\x12 \n\x1cIMAGE_ERROR_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cIMAGE_ERROR_KIND_UNDECODABLE\x10\x01\x12\x1a\n\x16IMAGE_ERROR_KIND_EMPTY\x10\x02\x12\x1e\n\x1aIMAGE_ERROR_KIND_TOO_LARGE\x10\x03\x12(\n$IMAGE_ERROR_KIND_TARGET_OUT_OF_RANGE\x10\x04\x12\x1d\n\x19IMAGE_ERROR_KIND_INTERNAL\x10\x05\x32\xa1\x01\n\tExplainer\x12\x44\n\x07\x45xplain\x12\x1b.camshaft.v1.ExplainRequest\x1a\x1c.camshaft.v1.ExplainResponse\x12N\n\rExplainStream\x12\x1b.camshaft.v1.ExplainRequest\x1a\x1c.camshaft.v1.ExplainResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61mshaft/v1/explainer.proto\x12\x0b\x63\x61mshaft.v1\"\xc8\x03\n\x0e\x45xplainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x06images\x18\x02 \x03(\x0b\x32\x17.camshaft.v1.ImageInput\x12*\n\x06method\x18\x03 \x01(\x0e\x32\x1a.camshaft.v1.ExplainMethod\x12\x16\n\x0ereturn_overlay\x18\x04 \x01(\x08\x12\x12\n\x05top_k\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\'\n\x08\x63olormap\x18\x06 \x01(\x0e\x32\x15.camshaft.v1.Colormap\x12\x12\n\x05\x61lpha\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x1d\n\x15return_upsampled_maps\x18\x08 \x01(\x08\x12\x35\n\x0c\x66\x61ithfulness\x18\t \x01(\x0e\x32\x1f.camshaft.v1.FaithfulnessMetric\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x15\n\rtarget_layers\x18\x0b \x03(\t\x12\x12\n\naug_smooth\x18\x0c \x01(\x08\x12@\n\x15\x66\x61ithfulness_baseline\x18\r \x01(\x0e\x32!.camshaft.v1.FaithfulnessBaselineB\x08\n\x06_top_kB\x08\n\x06_alpha\"\xbf\x01\n\x11\x45xplanationRecipe\x12*\n\x06method\x18\x01 \x01(\x0e\x32\x1a.camshaft.v1.ExplainMethod\x12\x15\n\rtarget_layers\x18\x02 \x03(\t\x12\x11\n\tprecision\x18\x03 \x01(\t\x12@\n\x15\x66\x61ithfulness_baseline\x18\x04 \x01(\x0e\x32!.camshaft.v1.FaithfulnessBaseline\x12\x12\n\naug_smooth\x18\x05 \x01(\x08\"R\n\nImageInput\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x19\n\x0ctarget_class\x18\x03 \x01(\x05H\x00\x88\x01\x01\x42\x0f\n\r_target_class\"\x9c\x01\n\x0f\x45xplainResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12.\n\x07results\x18\x02 \x03(\x0b\x32\x1d.camshaft.v1.ImageExplanation\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x06recipe\x18\x04 \x01(\x0b\x32\x1e.camshaft.v1.ExplanationRecipe\"\x9c\x02\n\x10ImageExplanation\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x03 \x03(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x17\n\x0fpredicted_class\x18\x05 \x01(\x05\x12#\n\x04maps\x18\x06 \x03(\x0b\x32\x15.camshaft.v1.ClassMap\x12\x13\n\x0boverlay_png\x18\x07 \x01(\x0c\x12-\n\x0eupsampled_maps\x18\x08 \x03(\x0b\x32\x15.camshaft.v1.ClassMap\x12\x0e\n\x06logits\x18\t \x03(\x02\x12/\n\nerror_kind\x18\n \x01(\x0e\x32\x1b.camshaft.v1.ImageErrorKind\"z\n\x08\x43lassMap\x12\x13\n\x0b\x63lass_index\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06values\x18\x04 \x03(\x02\x12\x19\n\x0c\x66\x61ithfulness\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_faithfulness*\x83\x02\n\rExplainMethod\x12\x1e\n\x1a\x45XPLAIN_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPLAIN_METHOD_CAM\x10\x01\x12\x1b\n\x17\x45XPLAIN_METHOD_GRAD_CAM\x10\x02\x12%\n!EXPLAIN_METHOD_GRAD_CAM_PLUS_PLUS\x10\x03\x12\x1c\n\x18\x45XPLAIN_METHOD_XGRAD_CAM\x10\x04\x12\x1c\n\x18\x45XPLAIN_METHOD_LAYER_CAM\x10\x05\x12\x1c\n\x18\x45XPLAIN_METHOD_HIRES_CAM\x10\x06\x12\x1c\n\x18\x45XPLAIN_METHOD_SCORE_CAM\x10\x07*v\n\x08\x43olormap\x12\x18\n\x14\x43OLORMAP_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43OLORMAP_MAGMA\x10\x01\x12\x14\n\x10\x43OLORMAP_VIRIDIS\x10\x02\x12\x14\n\x10\x43OLORMAP_INFERNO\x10\x03\x12\x10\n\x0c\x43OLORMAP_JET\x10\x04*\xa3\x01\n\x12\x46\x61ithfulnessMetric\x12#\n\x1f\x46\x41ITHFULNESS_METRIC_UNSPECIFIED\x10\x00\x12$\n FAITHFULNESS_METRIC_DELETION_AUC\x10\x01\x12$\n FAITHFULNESS_METRIC_AVERAGE_DROP\x10\x02\x12\x1c\n\x18\x46\x41ITHFULNESS_METRIC_ROAD\x10\x03*\x9e\x01\n\x14\x46\x61ithfulnessBaseline\x12%\n!FAITHFULNESS_BASELINE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46\x41ITHFULNESS_BASELINE_MEAN\x10\x01\x12\x1f\n\x1b\x46\x41ITHFULNESS_BASELINE_BLACK\x10\x02\x12\x1e\n\x1a\x46\x41ITHFULNESS_BASELINE_BLUR\x10\x03*\xd9\x01\n\x0eImageErrorKind\x12 \n\x1cIMAGE_ERROR_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cIMAGE_ERROR_KIND_UNDECODABLE\x10\x01\x12\x1a\n\x16IMAGE_ERROR_KIND_EMPTY\x10\x02\x12\x1e\n\x1aIMAGE_ERROR_KIND_TOO_LARGE\x10\x03\x12(\n$IMAGE_ERROR_KIND_TARGET_OUT_OF_RANGE\x10\x04\x12\x1d\n\x19IMAGE_ERROR_KIND_INTERNAL\x10\x05\x32\xa1\x01\n\tExplainer\x12\x44\n\x07\x45xplain\x12\x1b.camshaft.v1.ExplainRequest\x1a\x1c.camshaft.v1.ExplainResponse\x12N\n\rExplainStream\x12\x1b.camshaft.v1.ExplainRequest\x1a\x1c.camshaft.v1.ExplainResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'camshaft.v1.explainer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPLAINMETHOD']._serialized_start=1000
-  _globals['_EXPLAINMETHOD']._serialized_end=1229
-  _globals['_COLORMAP']._serialized_start=1231
-  _globals['_COLORMAP']._serialized_end=1349
-  _globals['_FAITHFULNESSMETRIC']._serialized_start=1352
-  _globals['_FAITHFULNESSMETRIC']._serialized_end=1485
-  _globals['_IMAGEERRORKIND']._serialized_start=1488
-  _globals['_IMAGEERRORKIND']._serialized_end=1705
+  _globals['_EXPLAINMETHOD']._serialized_start=1352
+  _globals['_EXPLAINMETHOD']._serialized_end=1611
+  _globals['_COLORMAP']._serialized_start=1613
+  _globals['_COLORMAP']._serialized_end=1731
+  _globals['_FAITHFULNESSMETRIC']._serialized_start=1734
+  _globals['_FAITHFULNESSMETRIC']._serialized_end=1897
+  _globals['_FAITHFULNESSBASELINE']._serialized_start=1900
+  _globals['_FAITHFULNESSBASELINE']._serialized_end=2058
+  _globals['_IMAGEERRORKIND']._serialized_start=2061
+  _globals['_IMAGEERRORKIND']._serialized_end=2278
   _globals['_EXPLAINREQUEST']._serialized_start=45
-  _globals['_EXPLAINREQUEST']._serialized_end=392
-  _globals['_IMAGEINPUT']._serialized_start=394
-  _globals['_IMAGEINPUT']._serialized_end=476
-  _globals['_EXPLAINRESPONSE']._serialized_start=478
-  _globals['_EXPLAINRESPONSE']._serialized_end=586
-  _globals['_IMAGEEXPLANATION']._serialized_start=589
-  _globals['_IMAGEEXPLANATION']._serialized_end=873
-  _globals['_CLASSMAP']._serialized_start=875
-  _globals['_CLASSMAP']._serialized_end=997
-  _globals['_EXPLAINER']._serialized_start=1708
-  _globals['_EXPLAINER']._serialized_end=1869
+  _globals['_EXPLAINREQUEST']._serialized_end=501
+  _globals['_EXPLANATIONRECIPE']._serialized_start=504
+  _globals['_EXPLANATIONRECIPE']._serialized_end=695
+  _globals['_IMAGEINPUT']._serialized_start=697
+  _globals['_IMAGEINPUT']._serialized_end=779
+  _globals['_EXPLAINRESPONSE']._serialized_start=782
+  _globals['_EXPLAINRESPONSE']._serialized_end=938
+  _globals['_IMAGEEXPLANATION']._serialized_start=941
+  _globals['_IMAGEEXPLANATION']._serialized_end=1225
+  _globals['_CLASSMAP']._serialized_start=1227
+  _globals['_CLASSMAP']._serialized_end=1349
+  _globals['_EXPLAINER']._serialized_start=2281
+  _globals['_EXPLAINER']._serialized_end=2442
 # @@protoc_insertion_point(module_scope)

@@ -16,6 +16,7 @@ class ExplainMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPLAIN_METHOD_XGRAD_CAM: _ClassVar[ExplainMethod]
     EXPLAIN_METHOD_LAYER_CAM: _ClassVar[ExplainMethod]
     EXPLAIN_METHOD_HIRES_CAM: _ClassVar[ExplainMethod]
+    EXPLAIN_METHOD_SCORE_CAM: _ClassVar[ExplainMethod]
 
 class Colormap(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,14 @@ class FaithfulnessMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAITHFULNESS_METRIC_UNSPECIFIED: _ClassVar[FaithfulnessMetric]
     FAITHFULNESS_METRIC_DELETION_AUC: _ClassVar[FaithfulnessMetric]
     FAITHFULNESS_METRIC_AVERAGE_DROP: _ClassVar[FaithfulnessMetric]
+    FAITHFULNESS_METRIC_ROAD: _ClassVar[FaithfulnessMetric]
+
+class FaithfulnessBaseline(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAITHFULNESS_BASELINE_UNSPECIFIED: _ClassVar[FaithfulnessBaseline]
+    FAITHFULNESS_BASELINE_MEAN: _ClassVar[FaithfulnessBaseline]
+    FAITHFULNESS_BASELINE_BLACK: _ClassVar[FaithfulnessBaseline]
+    FAITHFULNESS_BASELINE_BLUR: _ClassVar[FaithfulnessBaseline]
 
 class ImageErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +55,7 @@ EXPLAIN_METHOD_GRAD_CAM_PLUS_PLUS: ExplainMethod
 EXPLAIN_METHOD_XGRAD_CAM: ExplainMethod
 EXPLAIN_METHOD_LAYER_CAM: ExplainMethod
 EXPLAIN_METHOD_HIRES_CAM: ExplainMethod
+EXPLAIN_METHOD_SCORE_CAM: ExplainMethod
 COLORMAP_UNSPECIFIED: Colormap
 COLORMAP_MAGMA: Colormap
 COLORMAP_VIRIDIS: Colormap
@@ -54,6 +64,11 @@ COLORMAP_JET: Colormap
 FAITHFULNESS_METRIC_UNSPECIFIED: FaithfulnessMetric
 FAITHFULNESS_METRIC_DELETION_AUC: FaithfulnessMetric
 FAITHFULNESS_METRIC_AVERAGE_DROP: FaithfulnessMetric
+FAITHFULNESS_METRIC_ROAD: FaithfulnessMetric
+FAITHFULNESS_BASELINE_UNSPECIFIED: FaithfulnessBaseline
+FAITHFULNESS_BASELINE_MEAN: FaithfulnessBaseline
+FAITHFULNESS_BASELINE_BLACK: FaithfulnessBaseline
+FAITHFULNESS_BASELINE_BLUR: FaithfulnessBaseline
 IMAGE_ERROR_KIND_UNSPECIFIED: ImageErrorKind
 IMAGE_ERROR_KIND_UNDECODABLE: ImageErrorKind
 IMAGE_ERROR_KIND_EMPTY: ImageErrorKind
@@ -62,7 +77,7 @@ IMAGE_ERROR_KIND_TARGET_OUT_OF_RANGE: ImageErrorKind
 IMAGE_ERROR_KIND_INTERNAL: ImageErrorKind
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "images", "method", "return_overlay", "top_k", "colormap", "alpha", "return_upsampled_maps", "faithfulness", "request_id")
+    __slots__ = ("model", "images", "method", "return_overlay", "top_k", "colormap", "alpha", "return_upsampled_maps", "faithfulness", "request_id", "target_layers", "aug_smooth", "faithfulness_baseline")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +88,9 @@ class ExplainRequest(_message.Message):
     RETURN_UPSAMPLED_MAPS_FIELD_NUMBER: _ClassVar[int]
     FAITHFULNESS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    AUG_SMOOTH_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_BASELINE_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: _containers.RepeatedCompositeFieldContainer[ImageInput]
     method: ExplainMethod
@@ -83,7 +101,24 @@ class ExplainRequest(_message.Message):
     return_upsampled_maps: bool
     faithfulness: FaithfulnessMetric
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., method: _Optional[_Union[ExplainMethod, str]] = ..., return_overlay: bool = ..., top_k: _Optional[int] = ..., colormap: _Optional[_Union[Colormap, str]] = ..., alpha: _Optional[float] = ..., return_upsampled_maps: bool = ..., faithfulness: _Optional[_Union[FaithfulnessMetric, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    target_layers: _containers.RepeatedScalarFieldContainer[str]
+    aug_smooth: bool
+    faithfulness_baseline: FaithfulnessBaseline
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageInput, _Mapping]]] = ..., method: _Optional[_Union[ExplainMethod, str]] = ..., return_overlay: bool = ..., top_k: _Optional[int] = ..., colormap: _Optional[_Union[Colormap, str]] = ..., alpha: _Optional[float] = ..., return_upsampled_maps: bool = ..., faithfulness: _Optional[_Union[FaithfulnessMetric, str]] = ..., request_id: _Optional[str] = ..., target_layers: _Optional[_Iterable[str]] = ..., aug_smooth: bool = ..., faithfulness_baseline: _Optional[_Union[FaithfulnessBaseline, str]] = ...) -> None: ...
+
+class ExplanationRecipe(_message.Message):
+    __slots__ = ("method", "target_layers", "precision", "faithfulness_baseline", "aug_smooth")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    FAITHFULNESS_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    AUG_SMOOTH_FIELD_NUMBER: _ClassVar[int]
+    method: ExplainMethod
+    target_layers: _containers.RepeatedScalarFieldContainer[str]
+    precision: str
+    faithfulness_baseline: FaithfulnessBaseline
+    aug_smooth: bool
+    def __init__(self, method: _Optional[_Union[ExplainMethod, str]] = ..., target_layers: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ..., faithfulness_baseline: _Optional[_Union[FaithfulnessBaseline, str]] = ..., aug_smooth: bool = ...) -> None: ...
 
 class ImageInput(_message.Message):
     __slots__ = ("id", "data", "target_class")
@@ -96,14 +131,16 @@ class ImageInput(_message.Message):
     def __init__(self, id: _Optional[str] = ..., data: _Optional[bytes] = ..., target_class: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("model_version", "results", "request_id")
+    __slots__ = ("model_version", "results", "request_id", "recipe")
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     results: _containers.RepeatedCompositeFieldContainer[ImageExplanation]
     request_id: str
-    def __init__(self, model_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[ImageExplanation, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    recipe: ExplanationRecipe
+    def __init__(self, model_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[ImageExplanation, _Mapping]]] = ..., request_id: _Optional[str] = ..., recipe: _Optional[_Union[ExplanationRecipe, _Mapping]] = ...) -> None: ...
 
 class ImageExplanation(_message.Message):
     __slots__ = ("id", "error", "class_names", "probabilities", "predicted_class", "maps", "overlay_png", "upsampled_maps", "logits", "error_kind")

@@ -18,6 +18,8 @@ pub struct Cluster {
     pub channel: Channel,
     pub store: Arc<dyn Store>,
     pub metrics_addr: SocketAddr,
+    /// The server's address (gRPC and HTTP).
+    pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<camshaft_explainer::Result<()>>,
     pub dir: tempfile::TempDir,
@@ -72,10 +74,16 @@ impl Cluster {
             channel,
             store,
             metrics_addr,
+            addr,
             stop: Some(stop),
             server,
             dir,
         }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// A new client on the shared channel.

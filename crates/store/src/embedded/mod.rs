@@ -24,8 +24,9 @@ use self::membership::Membership;
 use self::state::{Commit, DurableState, Op};
 use crate::error::{Error, Result};
 use crate::records::{
-    Alias, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState, LATEST, LeaseId,
-    ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord, now_ms, validate_name,
+    Alias, AliasChange, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState,
+    LATEST, LeaseId, ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord, now_ms,
+    validate_name,
 };
 use crate::store::{Store, WatchStream, Watched};
 
@@ -448,6 +449,43 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn update_model_lineage(
+        &self,
+        name: &str,
+        version: u64,
+        lineage: serde_json::Value,
+    ) -> Result<ModelVersion> {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            let mut durable = inner.durable()?;
+            let mut model = durable.resolve(&ModelRef::Version(name, version))?.clone();
+            model.lineage = lineage;
+            durable.commit(&inner.config, vec![Op::PutModelVersion(model.clone())])?;
+            Ok(model)
+        })
+        .await
+    }
+
+    async fn alias_history(&self, name: &str, alias: Option<&str>) -> Result<Vec<AliasChange>> {
+        let (name, alias) = (name.to_owned(), alias.map(str::to_owned));
+        self.blocking(move |inner| {
+            let durable = inner.durable()?;
+            Ok(durable
+                .state
+                .models
+                .get(&name)
+                .map(|e| {
+                    e.alias_history
+                        .iter()
+                        .filter(|c| alias.as_ref().is_none_or(|a| &c.alias == a))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+        .await
+    }
+
     async fn get_model(&self, model: &ModelRef) -> Result<ModelVersion> {
         let model = model.clone();
         self.blocking(move |inner| inner.durable()?.resolve(&model).cloned())
@@ -459,10 +497,10 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()> {
+    async fn set_alias_by(&self, name: &str, alias: &str, version: u64, by: &str) -> Result<()> {
         validate_name("model name", name)?;
         validate_name("alias", alias)?;
-        let (name, alias) = (name.to_owned(), alias.to_owned());
+        let (name, alias, by) = (name.to_owned(), alias.to_owned(), by.to_owned());
         self.blocking(move |inner| {
             let mut durable = inner.durable()?;
             durable.resolve(&ModelRef::Version(name.clone(), version))?;
@@ -470,36 +508,65 @@ impl Store for EmbeddedStore {
                 .state
                 .models
                 .get(&name)
-                .and_then(|e| e.aliases.get(&alias));
-            if current == Some(&version) {
+                .and_then(|e| e.aliases.get(&alias))
+                .copied();
+            if current == Some(version) {
                 return Ok(());
             }
+            let change = AliasChange {
+                name: name.clone(),
+                alias: alias.clone(),
+                from: current,
+                to: Some(version),
+                by,
+                unix_ms: now_ms(),
+                revision: durable.next_revision(),
+            };
             durable.commit(
                 &inner.config,
-                vec![Op::SetAlias {
-                    name,
-                    alias,
-                    version,
-                }],
+                vec![
+                    Op::SetAlias {
+                        name,
+                        alias,
+                        version,
+                    },
+                    Op::RecordAliasChange(change),
+                ],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn remove_alias(&self, name: &str, alias: &str) -> Result<()> {
-        let (name, alias) = (name.to_owned(), alias.to_owned());
+    async fn remove_alias_by(&self, name: &str, alias: &str, by: &str) -> Result<()> {
+        let (name, alias, by) = (name.to_owned(), alias.to_owned(), by.to_owned());
         self.blocking(move |inner| {
             let mut durable = inner.durable()?;
-            let exists = durable
+            let current = durable
                 .state
                 .models
                 .get(&name)
-                .is_some_and(|e| e.aliases.contains_key(&alias));
-            if !exists {
+                .and_then(|e| e.aliases.get(&alias))
+                .copied();
+            let Some(current) = current else {
                 return Err(Error::not_found(format!("alias {name}@{alias}")));
-            }
-            durable.commit(&inner.config, vec![Op::RemoveAlias { name, alias }])?;
+            };
+            let change = AliasChange {
+                name: name.clone(),
+                alias: alias.clone(),
+                from: Some(current),
+                to: None,
+                by,
+                unix_ms: now_ms(),
+                revision: durable.next_revision(),
+            };
+            durable.commit(
+                &inner.config,
+                vec![
+                    Op::RemoveAlias { name, alias },
+                    Op::RecordAliasChange(change),
+                ],
+            )?;
             Ok(())
         })
         .await

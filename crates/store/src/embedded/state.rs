@@ -4,12 +4,13 @@
 //! before it is logged and applied after, so replaying the log over a snapshot
 //! rebuilds exactly the acknowledged state. `apply` cannot fail.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::records::{
-    Alias, AliasEvent, CheckpointManifest, JobId, JobRecord, ModelVersion, RegisteredModel,
+    Alias, AliasChange, AliasEvent, CheckpointManifest, JobId, JobRecord, MAX_ALIAS_HISTORY,
+    ModelVersion, RegisteredModel,
 };
 
 /// One transaction: what the write-ahead log holds per record.
@@ -41,6 +42,9 @@ pub(crate) enum Op {
         version: u64,
     },
     PutCheckpoint(CheckpointManifest),
+    /// Appends to a model's alias history (dropping the oldest past
+    /// [`MAX_ALIAS_HISTORY`]).
+    RecordAliasChange(AliasChange),
     DeleteCheckpoint {
         job_id: JobId,
         id: u64,
@@ -66,6 +70,9 @@ pub(crate) struct ModelEntry {
     pub(crate) next_version: u64,
     pub(crate) versions: BTreeMap<u64, ModelVersion>,
     pub(crate) aliases: BTreeMap<String, u64>,
+    /// Recorded alias changes, oldest first (absent in older snapshots).
+    #[serde(default)]
+    pub(crate) alias_history: VecDeque<AliasChange>,
 }
 
 /// One job's retained checkpoints.
@@ -117,6 +124,18 @@ impl DurableState {
                 // from being reused.
                 if let Some(entry) = self.models.get_mut(&name) {
                     entry.versions.remove(&version);
+                }
+                None
+            }
+            Op::RecordAliasChange(change) => {
+                let history = &mut self
+                    .models
+                    .entry(change.name.clone())
+                    .or_default()
+                    .alias_history;
+                history.push_back(change);
+                while history.len() > MAX_ALIAS_HISTORY {
+                    history.pop_front();
                 }
                 None
             }
@@ -175,5 +194,40 @@ impl DurableState {
                 aliases: entry.aliases.clone(),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn alias_history_keeps_the_newest_changes() {
+        let mut state = DurableState::default();
+        for i in 0..=MAX_ALIAS_HISTORY as u64 {
+            state.apply(Op::RecordAliasChange(AliasChange {
+                name: "m".into(),
+                alias: "prod".into(),
+                from: Some(i),
+                to: Some(i + 1),
+                by: "alice".into(),
+                unix_ms: 1,
+                revision: i + 1,
+            }));
+        }
+        let history = &state.models["m"].alias_history;
+        assert_eq!(history.len(), MAX_ALIAS_HISTORY);
+        assert_eq!(
+            history.front().unwrap().revision,
+            2,
+            "the oldest went first"
+        );
+        assert_eq!(
+            history.back().unwrap().revision,
+            MAX_ALIAS_HISTORY as u64 + 1
+        );
+        // History alone does not make a model listed.
+        assert!(state.registered_models().is_empty());
     }
 }

@@ -68,6 +68,29 @@ impl Keys {
         self.key(&format!("models/{name}/aliases/{alias}"))
     }
 
+    /// Where `name`'s alias changes are kept (outside `models/`, whose
+    /// listing knows only versions and aliases).
+    pub(crate) fn alias_history(&self, name: &str) -> String {
+        self.key(&format!("alias-history/{name}/"))
+    }
+
+    /// One alias change: its time and the alias key's revision before it
+    /// keep changes of the same alias apart.
+    pub(crate) fn alias_change(
+        &self,
+        name: &str,
+        unix_ms: u64,
+        alias: &str,
+        before: i64,
+    ) -> String {
+        format!(
+            "{}{}/{alias}/{}",
+            self.alias_history(name),
+            num(unix_ms),
+            num(before.max(0) as u64)
+        )
+    }
+
     pub(crate) fn model_counter(&self, name: &str) -> String {
         self.key(&format!("counters/model/{name}"))
     }

@@ -117,8 +117,9 @@ pub use self::config::{EtcdConfig, EtcdTls};
 use self::keys::Keys;
 use crate::error::{Error, Result};
 use crate::records::{
-    Alias, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState, LATEST, LeaseId,
-    ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord, now_ms, validate_name,
+    Alias, AliasChange, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState,
+    LATEST, LeaseId, MAX_ALIAS_HISTORY, ModelRef, ModelVersion, RegisteredModel, WorkerEvent,
+    WorkerRecord, now_ms, validate_name,
 };
 use crate::store::{Store, Watched};
 
@@ -352,6 +353,42 @@ impl Inner {
 
     /// Resolves a model reference at one revision: the alias and the version
     /// it names are read consistently.
+    /// Drops `name`'s oldest alias changes beyond [`MAX_ALIAS_HISTORY`].
+    /// Best effort: the change that led here is committed, and the next
+    /// one prunes again.
+    async fn prune_alias_history(&self, name: &str) {
+        let prefix = self.keys.alias_history(name);
+        let Ok(response) = self
+            .get(
+                "read alias history",
+                &prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+        else {
+            return;
+        };
+        let mut kvs: Vec<_> = response.kvs().iter().collect();
+        if kvs.len() <= MAX_ALIAS_HISTORY {
+            return;
+        }
+        kvs.sort_by_key(|kv| kv.mod_revision());
+        let excess = kvs.len() - MAX_ALIAS_HISTORY;
+        for chunk in kvs[..excess].chunks(100) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|kv| TxnOp::delete(kv.key().to_vec(), None))
+                .collect();
+            if let Err(e) = self
+                .txn("prune alias history", Txn::new().and_then(ops))
+                .await
+            {
+                tracing::warn!(model = name, error = %e, "pruning alias history failed");
+                return;
+            }
+        }
+    }
+
     async fn resolve(&self, model: &ModelRef) -> Result<(ModelVersion, i64)> {
         let not_found = || Error::not_found(format!("model {model}"));
         let (version, at) = match model {
@@ -663,6 +700,39 @@ impl Store for EtcdStore {
         result
     }
 
+    async fn update_model_lineage(
+        &self,
+        name: &str,
+        version: u64,
+        lineage: serde_json::Value,
+    ) -> Result<ModelVersion> {
+        let inner = &self.inner;
+        let key = inner.keys.version(name, version);
+        for attempt in 0.. {
+            let response = inner.get("read a model version", &key, None).await?;
+            let kv = response
+                .kvs()
+                .first()
+                .ok_or_else(|| Error::not_found(format!("model {name}:{version}")))?;
+            let mut model: ModelVersion = decode(kv)?;
+            model.lineage = lineage.clone();
+            // Only if the version is still the one read (not deleted or
+            // changed meanwhile).
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::put(key.as_str(), encode(&model)?, None)]);
+            if inner.txn("update a model version", txn).await?.succeeded() {
+                return Ok(model);
+            }
+            inner.lost_race("update a model version", attempt).await?;
+        }
+        unreachable!("the loop returns or gives up")
+    }
+
     async fn get_model(&self, model: &ModelRef) -> Result<ModelVersion> {
         Ok(self.inner.resolve(model).await?.0)
     }
@@ -690,7 +760,7 @@ impl Store for EtcdStore {
         Ok(models.into_values().collect())
     }
 
-    async fn set_alias(&self, name: &str, alias: &str, version: u64) -> Result<()> {
+    async fn set_alias_by(&self, name: &str, alias: &str, version: u64, by: &str) -> Result<()> {
         validate_name("model name", name)?;
         validate_name("alias", alias)?;
         let inner = &self.inner;
@@ -705,13 +775,29 @@ impl Store for EtcdStore {
             if current == Some(version) {
                 return Ok(());
             }
+            let change = AliasChange {
+                name: name.to_string(),
+                alias: alias.to_string(),
+                from: current,
+                to: Some(version),
+                by: by.to_string(),
+                unix_ms: now_ms(),
+                revision: 0,
+            };
+            let change_key = inner
+                .keys
+                .alias_change(name, change.unix_ms, alias, alias_revision);
             let txn = Txn::new()
                 .when([
                     Compare::version(version_key.as_str(), CompareOp::Greater, 0),
                     Compare::mod_revision(alias_key.as_str(), CompareOp::Equal, alias_revision),
                 ])
-                .and_then([TxnOp::put(alias_key.as_str(), version.to_string(), None)]);
+                .and_then([
+                    TxnOp::put(alias_key.as_str(), version.to_string(), None),
+                    TxnOp::put(change_key.as_str(), encode(&change)?, None),
+                ]);
             if inner.txn("set a model alias", txn).await?.succeeded() {
+                inner.prune_alias_history(name).await;
                 return Ok(());
             }
             let exists = inner
@@ -729,16 +815,62 @@ impl Store for EtcdStore {
         unreachable!("the loop returns or gives up")
     }
 
-    async fn remove_alias(&self, name: &str, alias: &str) -> Result<()> {
+    async fn remove_alias_by(&self, name: &str, alias: &str, by: &str) -> Result<()> {
         let inner = &self.inner;
         let key = inner.keys.alias(name, alias);
-        let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Greater, 0)])
-            .and_then([TxnOp::delete(key.as_str(), None)]);
-        if !inner.txn("remove a model alias", txn).await?.succeeded() {
-            return Err(Error::not_found(format!("alias {name}@{alias}")));
+        for attempt in 0.. {
+            let response = inner.get("read a model alias", &key, None).await?;
+            let Some(kv) = response.kvs().first() else {
+                return Err(Error::not_found(format!("alias {name}@{alias}")));
+            };
+            let (current, revision) = (Inner::alias_value(kv)?, kv.mod_revision());
+            let change = AliasChange {
+                name: name.to_string(),
+                alias: alias.to_string(),
+                from: Some(current),
+                to: None,
+                by: by.to_string(),
+                unix_ms: now_ms(),
+                revision: 0,
+            };
+            let change_key = inner
+                .keys
+                .alias_change(name, change.unix_ms, alias, revision);
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    revision,
+                )])
+                .and_then([
+                    TxnOp::delete(key.as_str(), None),
+                    TxnOp::put(change_key.as_str(), encode(&change)?, None),
+                ]);
+            if inner.txn("remove a model alias", txn).await?.succeeded() {
+                inner.prune_alias_history(name).await;
+                return Ok(());
+            }
+            inner.lost_race("remove a model alias", attempt).await?;
         }
-        Ok(())
+        unreachable!("the loop returns or gives up")
+    }
+
+    async fn alias_history(&self, name: &str, alias: Option<&str>) -> Result<Vec<AliasChange>> {
+        let inner = &self.inner;
+        let response = inner
+            .get_prefix("read alias history", &inner.keys.alias_history(name))
+            .await?;
+        let mut changes = Vec::new();
+        for kv in response.kvs() {
+            let mut change: AliasChange = decode(kv)?;
+            if alias.is_some_and(|a| a != change.alias) {
+                continue;
+            }
+            change.revision = revision(kv.mod_revision());
+            changes.push(change);
+        }
+        changes.sort_by_key(|c| c.revision);
+        Ok(changes)
     }
 
     async fn delete_model_version(&self, name: &str, version: u64) -> Result<()> {
