@@ -184,13 +184,7 @@ impl Cluster {
         version: u64,
         by: &str,
     ) -> Result<Option<u64>> {
-        let before = registry::aliases_of(&self.store.list_models().await?, name)
-            .get(alias)
-            .copied();
-        patiently("setting an alias", || {
-            self.store.set_alias_by(name, alias, version, by)
-        })
-        .await?;
+        let before = self.set_alias_quietly(name, alias, version, by).await?;
         if before != Some(version) {
             self.model_events
                 .push(ModelEvent::AliasChanged(v1::AliasChange {

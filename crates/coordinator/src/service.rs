@@ -26,6 +26,26 @@ pub(crate) const MAX_IMPORT_BYTES: u64 = 2 << 30;
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// Waits until an event log changes; `false` when its stream should end
+/// instead: the log is gone, the client left, or the coordinator is
+/// closing (the client is told to watch again with `after_sequence`).
+async fn more_events<T, W>(
+    changed: &mut watch::Receiver<W>,
+    tx: &mpsc::Sender<Result<T, Status>>,
+    closing: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        r = changed.changed() => r.is_ok(),
+        _ = tx.closed() => false,
+        () = async { let _ = closing.wait_for(|c| *c).await; } => {
+            let _ = tx.send(Err(ErrorKind::Unavailable.status(
+                "the coordinator is shutting down; watch again with after_sequence",
+            ))).await;
+            false
+        }
+    }
+}
+
 /// The client-facing API (`ctl`) and the workers' control streams, over one
 /// [`Cluster`]. Cloned into each tonic service.
 #[derive(Clone, Debug)]
@@ -194,15 +214,8 @@ impl coordinator_server::Coordinator for CoordinatorService {
                 if log.is_finished() {
                     return;
                 }
-                tokio::select! {
-                    r = changed.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                    () = async { let _ = closing.wait_for(|c| *c).await; } => {
-                        let _ = tx.send(Err(ErrorKind::Unavailable.status(
-                            "the coordinator is shutting down; watch again with after_sequence",
-                        ))).await;
-                        return;
-                    }
+                if !more_events(&mut changed, &tx, &mut closing).await {
+                    return;
                 }
             }
         });
@@ -544,15 +557,8 @@ impl coordinator_server::Coordinator for CoordinatorService {
                         return;
                     }
                 }
-                tokio::select! {
-                    r = changed.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                    () = async { let _ = closing.wait_for(|c| *c).await; } => {
-                        let _ = tx.send(Err(ErrorKind::Unavailable.status(
-                            "the coordinator is shutting down; watch again with after_sequence",
-                        ))).await;
-                        return;
-                    }
+                if !more_events(&mut changed, &tx, &mut closing).await {
+                    return;
                 }
             }
         });
