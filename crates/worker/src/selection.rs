@@ -12,7 +12,11 @@
 //! (`valid_loss` lower, `accuracy` higher): the earliest of equal epochs
 //! stays the best, and a NaN never improves.
 //!
-//! ```
+//! (Compiled, not run, as every doctest of a crate that links libtorch:
+//! rustdoc's binaries do not get its library path. The unit tests below
+//! run the same cases.)
+//!
+//! ```no_run
 //! use camshaft_proto::v1::{JobSpec, MonitorMetric, RegisterPolicy};
 //! use camshaft_worker::selection::EpochSelection;
 //!
