@@ -350,9 +350,9 @@ fn an_imported_model_explains_and_bombs_stay_within_the_decode_budget() {
         ..Default::default()
     };
     // Zero weights of exactly the shapes the spec needs.
-    let shape = camshaft_modelcheck::ModelShape {
-        arch: camshaft_modelcheck::Arch::Cnn,
-        head: camshaft_modelcheck::Head::Linear,
+    let shape = camshaft_spec::ModelShape {
+        arch: camshaft_spec::Arch::Cnn,
+        head: camshaft_spec::Head::Linear,
         num_classes: 2,
         input_size: 32,
     };

@@ -60,7 +60,7 @@ pub struct Config {
     pub max_page_bytes: u64,
     /// What a model spec may declare (class names, input size), checked
     /// on import and registration.
-    pub model_limits: camshaft_modelcheck::SpecLimits,
+    pub model_limits: camshaft_spec::SpecLimits,
     /// Also serve the health service alone, in plaintext, on this
     /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
     pub health_listen: Option<String>,
@@ -101,7 +101,7 @@ impl Default for Config {
             max_log_line_bytes: 4_096,
             lost_worker_ttl_ms: 3_600_000,
             max_page_bytes: 4 << 20,
-            model_limits: camshaft_modelcheck::SpecLimits::default(),
+            model_limits: camshaft_spec::SpecLimits::default(),
             health_listen: None,
             metrics_listen: String::new(),
             explainer_address: String::new(),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use camshaft_modelcheck::SpecLimits;
+use camshaft_spec::SpecLimits;
 use camshaft_proto::v1::{self, Arch, Head, Normalization, ResizeMethod};
 use camshaft_store::RegisteredModel;
 use serde_json::json;
@@ -259,14 +259,14 @@ pub fn with_resize(mut model_spec: serde_json::Value, resize: ResizeMethod) -> s
 /// loadable"): the stored `spec` (vision's JSON) within `limits`, and
 /// `weights` (safetensors; only the header is read) holding exactly the
 /// tensors its architecture and head expect, with their shapes: see
-/// [`camshaft_modelcheck`]. Every refusal is INVALID_ARGUMENT with a short
+/// [`camshaft_spec`]. Every refusal is INVALID_ARGUMENT with a short
 /// message naming the first few problems.
 pub fn check_registrable(
     spec: &serde_json::Value,
     weights: &[u8],
     limits: &SpecLimits,
 ) -> Result<()> {
-    camshaft_modelcheck::check_spec(spec, limits)
+    camshaft_spec::check_spec(spec, limits)
         .and_then(|shape| shape.check_weights(weights))
         .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
@@ -358,7 +358,7 @@ fn f16_to_f32(bits: u16) -> f32 {
 /// the part of [`check_registrable`] that needs no weights, so an import
 /// can be refused before its upload is received.
 pub fn check_spec(spec: &serde_json::Value, limits: &SpecLimits) -> Result<()> {
-    camshaft_modelcheck::check_spec(spec, limits)
+    camshaft_spec::check_spec(spec, limits)
         .map(drop)
         .map_err(|e| Error::InvalidArgument(e.to_string()))
 }
@@ -468,7 +468,7 @@ mod tests {
         let spec = json!({"arch": "cnn", "head": "linear", "class_names": ["a", "b"],
                           "input_size": 6, "normalization": "none"});
         let limits = SpecLimits::default();
-        let shape = camshaft_modelcheck::ModelShape::from_spec(&spec).unwrap();
+        let shape = camshaft_spec::ModelShape::from_spec(&spec).unwrap();
         let mut tensors = shape.expected_parameters();
         check_registrable(&spec, &safetensors(&tensors), &limits).unwrap();
 

@@ -89,7 +89,7 @@ impl LoadedModel {
         // Before anything is allocated from the spec: the head's size comes
         // from it, and must be what the file really holds.
         // The same check (one table of names and shapes) the registry ran.
-        camshaft_modelcheck::check_weights(spec_json, weights).map_err(|e| bad(e.to_string()))?;
+        camshaft_spec::check_weights(spec_json, weights).map_err(|e| bad(e.to_string()))?;
         let mut replicas = Vec::with_capacity(settings.replicas);
         for _ in 0..settings.replicas.max(1) {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;

@@ -1,4 +1,4 @@
-//! `camshaft-modelcheck`: what a model version must satisfy before the
+//! `camshaft-spec`: what a model version must satisfy before the
 //! registry stores it, checked without libtorch.
 //!
 //! The invariant it serves: **registered means loadable.** A version exists
@@ -15,7 +15,7 @@
 //! - [`ModelShape::expected_parameters`] lists every variable
 //!   `camshaft-vision` builds for an [`Arch`] × [`Head`] × class count (and,
 //!   for the CNN's flatten head, input side), under torchvision's names. A
-//!   test in `crates/vision/tests/modelcheck.rs` builds every combination
+//!   test in `crates/vision/tests/spec_shapes.rs` builds every combination
 //!   with libtorch and compares, so the table cannot drift from the models.
 //! - [`ModelShape::check_weights`] (or [`check_weights`] from the spec JSON)
 //!   reads a safetensors header, never the data, and compares it with that
@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```
-//! use camshaft_modelcheck::{Arch, Head, SpecLimits, check_spec};
+//! use camshaft_spec::{Arch, Head, SpecLimits, check_spec};
 //!
 //! let spec = serde_json::json!({
 //!     "arch": "resnet34",
@@ -48,10 +48,11 @@
 //! });
 //! let err = check_spec(&huge, &SpecLimits::default()).unwrap_err();
 //! assert_eq!(err.to_string(), "bad model spec: 20000 classes; at most 1000 are allowed");
-//! # Ok::<(), camshaft_modelcheck::Error>(())
+//! # Ok::<(), camshaft_spec::Error>(())
 //! ```
 
 mod spec;
+pub mod sweep;
 mod weights;
 
 pub use spec::{Arch, Head, ModelShape, SpecLimits, VISION_MAX_INPUT_SIZE, check_spec};

@@ -1,4 +1,4 @@
-//! `camshaft-modelcheck`'s table against the models vision builds, so the
+//! `camshaft-spec`'s table against the models vision builds, so the
 //! two cannot drift apart: for every architecture × head and a few class
 //! counts, the weights `save_weights` writes (what a checkpoint, and so a
 //! trained version, holds) are exactly the expected tensors and pass
@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use camshaft_modelcheck::{ModelShape, SpecLimits, check_spec, check_weights};
+use camshaft_spec::{ModelShape, SpecLimits, check_spec, check_weights};
 use camshaft_vision::{
     Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization, load_safetensors_bytes,
     save_weights,
