@@ -16,15 +16,17 @@
 //! sizes.
 
 use anyhow::{Context, ensure};
-use camshaft_collective::sweep;
-pub use camshaft_collective::sweep::{busbw, count_wrong, pattern};
+pub use camshaft_collective::sweep::{count_wrong, pattern};
 use camshaft_collective::{Communicator, ReduceOp};
+use camshaft_metrics::stats::median;
+use camshaft_spec::sweep;
+pub use camshaft_spec::sweep::busbw;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::group::{Backend, run_group};
-use crate::measure::{Measurement, median, sync};
+use crate::measure::{Measurement, sync};
 use crate::reference::script_call;
 use crate::report::BenchResult;
 
@@ -141,7 +143,7 @@ impl SizeTiming {
 
 /// nccl-tests' algorithm bandwidth in GB/s: message bytes per second (the
 /// definition `ctl bench allreduce` uses too, from
-/// `camshaft_collective::sweep`).
+/// `camshaft_spec::sweep`).
 pub fn algbw(bytes: usize, time_us: f64) -> f64 {
     sweep::algbw(bytes as u64, time_us)
 }

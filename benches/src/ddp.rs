@@ -5,7 +5,7 @@
 //! Ours: `ranks` threads, `threads` intra-op threads each (one for `ddp`),
 //! each with the same [`Model`] (linear head, 10 classes) and fastai's
 //! [`Adam`], joined by the TCP ring ([`RingCommunicator`] on loopback)
-//! through [`BucketedSync`] (25 MiB buckets): a step is forward →
+//! through [`BucketedCollective`] (25 MiB buckets): a step is forward →
 //! cross-entropy → `zero_grad` → backward → gradient all-reduce (average) →
 //! `step`, as the learner's `train_step` does it. PyTorch:
 //! `reference/ddp.py`, `ranks` processes with `threads` threads each,
@@ -18,8 +18,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use camshaft_collective::{BucketedSync, Communicator};
-use camshaft_vision::learner::GradientSync;
+use camshaft_collective::{BucketedCollective, Communicator};
 use camshaft_vision::optim::{Adam, AdamConfig};
 use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
 use clap::Parser;
@@ -102,7 +101,7 @@ pub struct StepPhases {
     pub forward: f64,
     /// `zero_grad` and backward.
     pub backward: f64,
-    /// `GradientSync::average` over the group (all buckets).
+    /// `BucketedCollective::average` over the group (all buckets).
     pub all_reduce: f64,
     /// The Adam step.
     pub optimiser: f64,
@@ -186,7 +185,7 @@ fn rank_steps(
     args: &GroupTraining,
     comm: Box<dyn Communicator>,
 ) -> anyhow::Result<GroupRun> {
-    let mut sync = BucketedSync::new(comm);
+    let mut sync = BucketedCollective::new(comm);
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch: args.arch(),

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use camshaft_metrics::stats::quantile;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
@@ -103,15 +104,6 @@ fn jpegs(size: u32) -> anyhow::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// The `q` quantile (0..1) of `sorted`, nearest rank.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 async fn ours_point(
     client: &ExplainerClient<tonic::transport::Channel>,
     images: &Arc<Vec<Vec<u8>>>,
@@ -161,14 +153,13 @@ async fn ours_point(
         latencies.extend(t.await??);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_by(f64::total_cmp);
     Ok(Point {
         side: "camshaft".into(),
         size,
         clients,
         images_per_s: latencies.len() as f64 / elapsed,
-        p50_ms: quantile(&latencies, 0.5),
-        p99_ms: quantile(&latencies, 0.99),
+        p50_ms: quantile(&latencies, 0.5).unwrap_or(f64::NAN),
+        p99_ms: quantile(&latencies, 0.99).unwrap_or(f64::NAN),
     })
 }
 

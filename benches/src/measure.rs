@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use camshaft_metrics::stats::median;
 use serde::Serialize;
 
 /// Rates from several timed repeats of one side (ours or PyTorch) of a bench.
@@ -41,18 +42,6 @@ impl Measurement {
     pub fn spread(&self) -> (f64, f64) {
         let lowest = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
         (lowest, self.best)
-    }
-}
-
-/// The median (mean of the middle two for an even count); `None` when empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
     }
 }
 
@@ -108,16 +97,4 @@ pub fn rates(
         samples.push(units as f64 / start.elapsed().as_secs_f64());
     }
     Ok(samples)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
-    }
 }

@@ -12,6 +12,7 @@
 //!
 //! [`group_training`]: crate::ddp::group_training
 
+use camshaft_metrics::stats::efficiency;
 use clap::Parser;
 use serde::Serialize;
 
@@ -42,34 +43,25 @@ pub struct ScalingPoint {
     pub phases: StepPhases,
 }
 
-/// Scaling efficiency of each point against the smallest group `b`
-/// (whatever order the points are in): `(rate(N) / N) / (rate(b) / b)`.
-pub fn efficiency(points: &[(usize, f64)]) -> Vec<f64> {
-    let Some(&(base_ranks, base_rate)) = points.iter().min_by_key(|(ranks, _)| *ranks) else {
-        return Vec::new();
+/// Scaling efficiency of our group and of PyTorch's at each point, from
+/// the medians, against the smallest group `b` (whatever order the points
+/// are in): `(rate(N) / N) / (rate(b) / b)`
+/// ([`camshaft_metrics::stats::efficiency`]).
+pub fn efficiencies(points: &[ScalingPoint]) -> (Vec<f64>, Vec<f64>) {
+    let of = |rate: fn(&ScalingPoint) -> f64| {
+        let points: Vec<(u32, f64)> = points
+            .iter()
+            .map(|p| (u32::try_from(p.ranks).unwrap_or(u32::MAX), rate(p)))
+            .collect();
+        efficiency(&points)
     };
-    let per_rank = base_rate / base_ranks as f64;
-    points
-        .iter()
-        .map(|&(ranks, rate)| rate / ranks as f64 / per_rank)
-        .collect()
+    (of(|p| p.ours.median), of(|p| p.pytorch.median))
 }
 
 /// The scaling table: images/s (median, min–max), efficiency and ratio per
 /// group size, then our step breakdown in ms.
 pub fn table(points: &[ScalingPoint]) -> String {
-    let ours = efficiency(
-        &points
-            .iter()
-            .map(|p| (p.ranks, p.ours.median))
-            .collect::<Vec<_>>(),
-    );
-    let theirs = efficiency(
-        &points
-            .iter()
-            .map(|p| (p.ranks, p.pytorch.median))
-            .collect::<Vec<_>>(),
-    );
+    let (ours, theirs) = efficiencies(points);
     let cell = |m: &Measurement| {
         let (lo, hi) = m.spread();
         format!("{:>8.1} ({lo:.0}–{hi:.0})", m.median)
@@ -105,17 +97,6 @@ pub fn table(points: &[ScalingPoint]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn efficiency_is_per_rank_rate_against_the_smallest_group() {
-        assert_eq!(
-            efficiency(&[(1, 100.0), (2, 150.0), (4, 400.0)]),
-            [1.0, 0.75, 1.0]
-        );
-        assert_eq!(efficiency(&[(2, 100.0), (4, 100.0)]), [1.0, 0.5]);
-        assert_eq!(efficiency(&[(2, 150.0), (1, 100.0)]), [0.75, 1.0]);
-        assert!(efficiency(&[]).is_empty());
-    }
 
     #[test]
     fn phases_add_up() {

@@ -332,18 +332,7 @@ impl Suite {
             self.threads
         );
         print!("{}", scaling::table(&points));
-        let ours_eff = scaling::efficiency(
-            &points
-                .iter()
-                .map(|p| (p.ranks, p.ours.median))
-                .collect::<Vec<_>>(),
-        );
-        let their_eff = scaling::efficiency(
-            &points
-                .iter()
-                .map(|p| (p.ranks, p.pytorch.median))
-                .collect::<Vec<_>>(),
-        );
+        let (ours_eff, their_eff) = scaling::efficiencies(&points);
         let results = points
             .into_iter()
             .zip(ours_eff.into_iter().zip(their_eff))

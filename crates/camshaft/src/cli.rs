@@ -180,14 +180,15 @@ impl FileConfig {
     /// `[worker.tls]`.
     fn inherit_security(&mut self) {
         let token = &self.auth_token_file;
-        if self.coordinator.tls.is_empty() {
-            self.coordinator.tls = self.tls.clone();
+        if self.coordinator.server.tls.is_empty() {
+            self.coordinator.server.tls = self.tls.clone();
         }
-        if self.coordinator.auth_token_file.is_none() {
-            self.coordinator.auth_token_file.clone_from(token);
+        if self.coordinator.server.auth_token_file.is_none() {
+            self.coordinator.server.auth_token_file.clone_from(token);
         }
-        if self.coordinator.auth_tokens_file.is_none() {
+        if self.coordinator.server.auth_tokens_file.is_none() {
             self.coordinator
+                .server
                 .auth_tokens_file
                 .clone_from(&self.auth_tokens_file);
         }
@@ -196,14 +197,15 @@ impl FileConfig {
                 .worker_token_file
                 .clone_from(&self.worker_token_file);
         }
-        if self.explainer.tls.is_empty() {
-            self.explainer.tls = self.tls.clone();
+        if self.explainer.server.tls.is_empty() {
+            self.explainer.server.tls = self.tls.clone();
         }
-        if self.explainer.auth_token_file.is_none() {
-            self.explainer.auth_token_file.clone_from(token);
+        if self.explainer.server.auth_token_file.is_none() {
+            self.explainer.server.auth_token_file.clone_from(token);
         }
-        if self.explainer.auth_tokens_file.is_none() {
+        if self.explainer.server.auth_tokens_file.is_none() {
             self.explainer
+                .server
                 .auth_tokens_file
                 .clone_from(&self.auth_tokens_file);
         }
@@ -453,7 +455,7 @@ async fn run_up(up: UpArgs) -> anyhow::Result<()> {
 
     let console = format!(
         "{}://{coordinator_addr}/",
-        if coordinator.tls.cert.is_some() {
+        if coordinator.server.tls.cert.is_some() {
             "https"
         } else {
             "http"

@@ -1,8 +1,8 @@
-//! [`BucketedSync`]: data-parallel gradient averaging for the learner.
+//! [`BucketedCollective`]: data-parallel gradient averaging over few large
+//! messages instead of one per tensor.
 
 use std::ops::Range;
 
-use camshaft_vision::learner::GradientSync;
 use tch::{Device, Kind, Tensor};
 
 use crate::{Communicator, Error, ReduceOp, Result};
@@ -10,8 +10,9 @@ use crate::{Communicator, Error, ReduceOp, Result};
 /// Default bucket size: what PyTorch DDP uses.
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 
-/// Implements `camshaft_vision::learner::GradientSync` over any
-/// [`Communicator`].
+/// Averages, sums and broadcasts many tensors over any [`Communicator`]
+/// in few large messages: what data-parallel training needs per step (the
+/// worker adapts it to the learner's `GradientSync`).
 ///
 /// Gradients are packed, in order, into buckets of about `bucket_bytes`
 /// (tensors of one device and dtype; a tensor larger than a bucket is a bucket
@@ -23,17 +24,17 @@ pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
 /// same shapes every step), so a step allocates nothing; with a group of one
 /// nothing is copied at all.
 #[derive(Debug)]
-pub struct BucketedSync<C> {
+pub struct BucketedCollective<C> {
     comm: C,
     bucket_bytes: usize,
     /// The flat tensor of each bucket, from the last call.
     flats: Vec<Tensor>,
 }
 
-impl<C: Communicator> BucketedSync<C> {
+impl<C: Communicator> BucketedCollective<C> {
     /// Wraps `comm` with buckets of [`DEFAULT_BUCKET_BYTES`].
     pub fn new(comm: C) -> Self {
-        BucketedSync {
+        BucketedCollective {
             comm,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
             flats: Vec::new(),
@@ -168,43 +169,30 @@ impl<C: Communicator> BucketedSync<C> {
         }
         Ok(flat)
     }
-}
 
-/// The learner's error for a failed collective: an abort is `Cancelled`,
-/// libtorch errors stay `Torch`, anything else is `Collective`.
-fn to_vision(e: Error) -> camshaft_vision::Error {
-    match e {
-        Error::Aborted => camshaft_vision::Error::Cancelled,
-        Error::Torch(e) => camshaft_vision::Error::Torch(e),
-        e => camshaft_vision::Error::Collective(e.to_string()),
-    }
-}
-
-impl<C: Communicator> GradientSync for BucketedSync<C> {
-    fn average(&mut self, tensors: &[Tensor]) -> camshaft_vision::Result<()> {
+    /// Averages `tensors` (gradients) over all ranks, in place.
+    pub fn average(&mut self, tensors: &[Tensor]) -> Result<()> {
         self.per_bucket(tensors, |comm, bucket| {
             comm.all_reduce(bucket, ReduceOp::Average)
         })
-        .map_err(to_vision)
     }
 
-    fn sum(&mut self, values: &mut [f64]) -> camshaft_vision::Result<()> {
+    /// Sums `values` over all ranks, in place, as f64 (exact for integer
+    /// counts up to 2^53).
+    pub fn sum(&mut self, values: &mut [f64]) -> Result<()> {
         if values.is_empty() {
             return Ok(());
         }
-        let result = (|| -> Result<()> {
-            let t = Tensor::f_from_slice(values)?.f_to_device(self.comm.device())?;
-            self.comm
-                .all_reduce(std::slice::from_ref(&t), ReduceOp::Sum)?;
-            t.f_to_device(Device::Cpu)?
-                .f_copy_data(values, values.len())?;
-            Ok(())
-        })();
-        result.map_err(to_vision)
+        let t = Tensor::f_from_slice(values)?.f_to_device(self.comm.device())?;
+        self.comm
+            .all_reduce(std::slice::from_ref(&t), ReduceOp::Sum)?;
+        t.f_to_device(Device::Cpu)?
+            .f_copy_data(values, values.len())?;
+        Ok(())
     }
 
-    fn broadcast(&mut self, tensors: &[Tensor]) -> camshaft_vision::Result<()> {
+    /// Overwrites `tensors` with rank 0's values on every rank.
+    pub fn broadcast(&mut self, tensors: &[Tensor]) -> Result<()> {
         self.per_bucket(tensors, |comm, bucket| comm.broadcast(bucket, 0))
-            .map_err(to_vision)
     }
 }

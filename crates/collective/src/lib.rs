@@ -24,10 +24,14 @@
 //!   GPU is an [`Error`], never a panic. NCCL runs on the legacy default stream,
 //!   libtorch's current stream unless code changes it.
 //! - [`sweep`]: an all-reduce bandwidth sweep over any communicator, with
-//!   nccl-tests' `#wrong` check and `algbw`/`busbw` definitions (what
-//!   `ctl bench allreduce` runs on a cluster's ranks).
-//! - [`BucketedSync`]: the `camshaft_vision::learner::GradientSync` adapter —
-//!   gradients flattened into buckets of about 25 MiB, averaged per bucket.
+//!   nccl-tests' `#wrong` check (what `ctl bench allreduce` runs on a
+//!   cluster's ranks); its settings and `algbw`/`busbw` definitions live in
+//!   `camshaft_spec::sweep`, which needs no libtorch.
+//! - [`BucketedCollective`]: what data-parallel training needs per step —
+//!   gradients flattened into buckets of about 25 MiB, averaged per bucket,
+//!   metric sums in f64, weights broadcast from rank 0. The worker adapts it
+//!   to the learner's `GradientSync`; this crate depends on nothing of
+//!   Camshaft's that links images or models.
 //!
 //! # Invariants
 //!
@@ -90,7 +94,7 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 pub use abort::Aborter;
-pub use bucketed::{BucketedSync, DEFAULT_BUCKET_BYTES};
+pub use bucketed::{BucketedCollective, DEFAULT_BUCKET_BYTES};
 pub use error::{Error, Result};
 pub use nccl::{Nccl, NcclCommunicator, NcclUniqueId, nccl_available};
 pub use ring::{RingCommunicator, RingListener};

@@ -4,7 +4,9 @@
 //! of copying it out and back, and allocates nothing per call).
 //!
 //! Besides the NCCL bindings this is the crate's only module with `unsafe`
-//! code; everything it exports is safe to call.
+//! code. Everything it exports is safe to call except [`with_tensor_slice`],
+//! whose soundness rests on its caller (the ring, which states why at each
+//! call).
 #![allow(unsafe_code)]
 
 use tch::{Device, Tensor};
@@ -58,10 +60,14 @@ pub(crate) fn viewable<E: Plain>(t: &Tensor) -> bool {
 /// Runs `f` on the elements of `t` in place, or returns `None` when `t` is
 /// not [`viewable`].
 ///
-/// The caller must not use another handle to the same storage (a shallow
-/// clone, a view) from another thread while `f` runs; this is the contract of
-/// every in-place libtorch operation, and of [`crate::Communicator`]'s calls.
-pub(crate) fn with_tensor_slice<E: Plain, R>(
+/// # Safety
+///
+/// `f` gets a `&mut` slice of `t`'s storage, which other `Tensor` handles
+/// (shallow clones, views, the autograd graph) can reach without Rust
+/// knowing. The caller must ensure that nothing reads or writes that storage
+/// through another handle, on any thread, while `f` runs: otherwise the
+/// slice aliases and the accesses race.
+pub(crate) unsafe fn with_tensor_slice<E: Plain, R>(
     t: &Tensor,
     f: impl FnOnce(&mut [E]) -> R,
 ) -> Option<R> {
@@ -81,8 +87,8 @@ pub(crate) fn with_tensor_slice<E: Plain, R>(
     // includes the storage offset), initialised (libtorch storage is always
     // valid memory of its dtype) and aligned (checked). `t` is borrowed for
     // the whole call, so the storage outlives the slice; the slice does not
-    // escape `f`. Other handles to the storage are excluded by the caller
-    // (see above), as for any in-place tensor operation.
+    // escape `f`. Other handles to the storage are not used while `f` runs
+    // (the caller's obligation, see `# Safety`).
     let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
     Some(f(data))
 }
@@ -105,10 +111,13 @@ mod tests {
     #[test]
     fn tensor_slice_writes_in_place() {
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]);
-        let seen = with_tensor_slice::<f32, _>(&t.narrow(0, 1, 2), |s| {
-            s[0] += 10.0;
-            s.to_vec()
-        });
+        // SAFETY: `t` and its view are only used on this thread, after the call.
+        let seen = unsafe {
+            with_tensor_slice::<f32, _>(&t.narrow(0, 1, 2), |s| {
+                s[0] += 10.0;
+                s.to_vec()
+            })
+        };
         assert_eq!(seen, Some(vec![12.0, 3.0]));
         assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.0, 12.0, 3.0, 4.0]);
     }
@@ -121,8 +130,11 @@ mod tests {
         assert!(!viewable::<f32>(&t.tr()));
         assert!(!viewable::<f32>(&t.to_kind(Kind::Half)));
         assert!(!viewable::<f32>(&t.copy().set_requires_grad(true)));
-        assert!(with_tensor_slice::<f32, _>(&t.tr(), |_| ()).is_none());
         let empty = Tensor::zeros([0], (Kind::Float, Device::Cpu));
-        assert_eq!(with_tensor_slice::<f32, _>(&empty, |s| s.len()), Some(0));
+        // SAFETY: the tensors are used on this thread only.
+        unsafe {
+            assert!(with_tensor_slice::<f32, _>(&t.tr(), |_| ()).is_none());
+            assert_eq!(with_tensor_slice::<f32, _>(&empty, |s| s.len()), Some(0));
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use camshaft_http::server::ServerConfig;
 use camshaft_proto::security::TlsConfig;
 use serde::{Deserialize, Serialize};
 
@@ -26,15 +27,11 @@ pub struct Config {
     /// Ranks that have not all offered their rendezvous data within this
     /// time fail the attempt. Default 120 000 ms.
     pub rendezvous_timeout_ms: u64,
-    /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
-    /// Default: plaintext.
-    pub tls: TlsConfig,
-    /// A file holding one bearer token, an `editor` named `token`: every
-    /// client call must then carry a client token. Default: none.
-    pub auth_token_file: Option<PathBuf>,
-    /// A tokens file: `token,name,role` per line, roles `viewer`, `editor`
-    /// or `worker` (README: roles). Default: none.
-    pub auth_tokens_file: Option<PathBuf>,
+    /// `tls`, `auth_token_file`, `auth_tokens_file` (a tokens file's roles
+    /// are `viewer`, `editor` or `worker`), `health_listen` and
+    /// `metrics_listen`, as every server has them: top-level keys.
+    #[serde(flatten)]
+    pub server: ServerConfig,
     /// A file holding the workers' credential (a `worker` named `worker`).
     /// `WorkerLink` accepts only worker credentials (this one and the
     /// tokens file's workers); `camshaft up` and `camshaft coordinator`
@@ -61,12 +58,6 @@ pub struct Config {
     /// What a model spec may declare (class names, input size), checked
     /// on import and registration.
     pub model_limits: camshaft_spec::SpecLimits,
-    /// Also serve the health service alone, in plaintext, on this
-    /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
-    pub health_listen: Option<String>,
-    /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
-    /// (`GET /metrics`, text format); empty: none. Default empty.
-    pub metrics_listen: String,
     /// The explainer the HTTP API's `POST /v1/explain` and
     /// `GET /v1/explainer/status` forward to (`HOST:PORT` or a URL), so the
     /// web console reaches it through the coordinator's address with the
@@ -91,9 +82,7 @@ impl Default for Config {
             lease_ttl_ms: 10_000,
             heartbeat_interval_ms: 2_000,
             rendezvous_timeout_ms: 120_000,
-            tls: TlsConfig::default(),
-            auth_token_file: None,
-            auth_tokens_file: None,
+            server: ServerConfig::default(),
             worker_token_file: None,
             max_checkpoint_bytes: 4 << 30,
             max_active_jobs_per_principal: 64,
@@ -102,8 +91,6 @@ impl Default for Config {
             lost_worker_ttl_ms: 3_600_000,
             max_page_bytes: 4 << 20,
             model_limits: camshaft_spec::SpecLimits::default(),
-            health_listen: None,
-            metrics_listen: String::new(),
             explainer_address: String::new(),
             explainer_tls: TlsConfig::default(),
             tensorboard_dir: None,
@@ -116,7 +103,8 @@ impl Config {
     /// well under the lease TTL.
     pub fn validate(&self) -> Result<()> {
         self.listen_addr()?;
-        camshaft_metrics::parse_listen(&self.metrics_listen)
+        self.server
+            .metrics_addr()
             .map_err(|e| Error::Config(e.to_string()))?;
         if self.lease_ttl_ms < 100 {
             return Err(Error::Config("lease_ttl_ms must be at least 100".into()));
@@ -156,11 +144,7 @@ impl Config {
 
     /// The credential files, for [`camshaft_proto::security::ServerSecurity::load`].
     pub fn credentials(&self) -> camshaft_proto::security::CredentialFiles<'_> {
-        camshaft_proto::security::CredentialFiles {
-            token: self.auth_token_file.as_deref(),
-            tokens: self.auth_tokens_file.as_deref(),
-            worker_token: self.worker_token_file.as_deref(),
-        }
+        self.server.credentials(self.worker_token_file.as_deref())
     }
 
     /// [`Config::listen_addr`] parsed.
@@ -216,6 +200,61 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("listen_addr")
+        );
+    }
+
+    #[test]
+    fn the_shared_server_keys_read_at_the_top_level_as_before() {
+        let c: Config = serde_json::from_str(
+            r#"{"listen_addr": "0.0.0.0:1", "tls": {"cert": "c.pem", "key": "k.pem"},
+                "auth_token_file": "t", "auth_tokens_file": "ts", "worker_token_file": "w",
+                "health_listen": "0.0.0.0:2", "metrics_listen": "0.0.0.0:3", "lease_ttl_ms": 500}"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen_addr, "0.0.0.0:1");
+        assert_eq!(
+            c.server.tls.cert.as_deref(),
+            Some(std::path::Path::new("c.pem"))
+        );
+        assert_eq!(
+            c.server.auth_token_file.as_deref(),
+            Some(std::path::Path::new("t"))
+        );
+        assert_eq!(
+            c.server.auth_tokens_file.as_deref(),
+            Some(std::path::Path::new("ts"))
+        );
+        assert_eq!(c.server.health_listen.as_deref(), Some("0.0.0.0:2"));
+        assert_eq!(c.server.metrics_listen, "0.0.0.0:3");
+        assert_eq!(c.lease_ttl_ms, 500);
+        assert_eq!(
+            c.credentials().worker_token,
+            Some(std::path::Path::new("w"))
+        );
+        let back: Config = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        for unknown in [
+            r#"{"tlss": {}}"#,
+            r#"{"tls": {"certt": "c"}}"#,
+            r#"{"server": {}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Config>(unknown).is_err(),
+                "{unknown}"
+            );
+        }
+        let c = Config {
+            server: ServerConfig {
+                metrics_listen: "port 9".into(),
+                ..ServerConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("metrics_listen")
         );
     }
 }

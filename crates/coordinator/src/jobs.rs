@@ -97,30 +97,15 @@ pub fn is_collective_bench(record: &JobRecord) -> bool {
         .is_some_and(|b| !b.is_null())
 }
 
-/// The failure kinds charged to `max_failures`.
-pub fn counts_as_failure(kind: FailureKind) -> bool {
-    matches!(
-        kind,
-        FailureKind::TaskError | FailureKind::WorkerLost | FailureKind::CollectiveTimeout
-    )
-}
-
-fn failure_kind(failure: &Failure) -> FailureKind {
+/// The kind of a stored failure.
+pub(crate) fn failure_kind(failure: &Failure) -> FailureKind {
     FailureKind::from_short_name(&failure.kind).unwrap_or(FailureKind::Unspecified)
 }
 
 /// Failures of a record charged to (`max_failures`, `max_membership_changes`).
 pub fn budgets_used(record: &JobRecord) -> (u32, u32) {
-    let kinds = record
-        .attempts
-        .iter()
-        .filter_map(|a| a.failure.as_ref())
-        .map(failure_kind);
-    kinds.fold((0, 0), |(f, m), kind| match kind {
-        k if counts_as_failure(k) => (f + 1, m),
-        FailureKind::MembershipChange => (f, m + 1),
-        _ => (f, m),
-    })
+    let used = crate::cluster::budget::Used::by(record);
+    (used.failures, used.membership_changes)
 }
 
 /// The wire form of a failure of attempt `attempt`.

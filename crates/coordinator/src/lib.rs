@@ -8,11 +8,21 @@
 //!
 //! # Main types
 //!
-//! - [`Config`]: listen address, worker lease TTL and heartbeat interval;
-//!   serde with defaults, checked by [`Config::validate`].
-//! - [`Cluster`]: the state behind every RPC — connected workers, job
-//!   transitions (each a compare-and-set on the job's store record, one at a
-//!   time), scheduling, the per-job event logs that `WatchJob` follows.
+//! - [`Config`]: listen address, worker lease TTL and heartbeat interval,
+//!   the keys every server has ([`ServerConfig`], flattened: TLS,
+//!   credentials, health and metrics ports); serde with defaults, checked
+//!   by [`Config::validate`].
+//! - [`Cluster`]: the one owner of the state behind every RPC — the worker
+//!   table (each worker with a domain status, made wire only in the
+//!   service), the running attempts' rendezvous groups, the per-job event
+//!   logs that `WatchJob` follows — and the job transitions (each a
+//!   compare-and-set on the job's store record, one at a time). The
+//!   decisions it carries out are pure functions, tested without a server:
+//!   where an attempt's ranks are placed and with which collective
+//!   (`cluster::placement`), whether a failed attempt's job restarts or
+//!   fails and the failure-policy defaults (`cluster::budget`), when the
+//!   ranks have all met or finished (`cluster::rendezvous`), what a
+//!   worker's message may refer to (`cluster::workers`).
 //! - [`CoordinatorService`]: the tonic adapter for `Coordinator`,
 //!   `WorkerLink` and `ServerInfo`.
 //! - [`spec::complete`]: a job spec with every default applied, or the
@@ -90,15 +100,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
-use camshaft_proto::security::{ServerSecurity, serve_plain_health};
+use camshaft_proto::security::ServerSecurity;
 use camshaft_proto::v1::coordinator_server::CoordinatorServer;
 use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_proto::v1::worker_link_server::WorkerLinkServer;
 use camshaft_store::Store;
-use tokio::sync::watch;
-use tonic_health::ServingStatus;
+use tonic::server::NamedService;
 
-pub use cluster::{AttemptFailure, Cluster, WorkerSender, parse_job_id};
+pub use camshaft_http::server::ServerConfig;
+pub use cluster::{
+    AttemptFailure, Cluster, Task, Worker, WorkerSender, WorkerStatus, parse_job_id,
+};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
@@ -115,7 +127,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate()?;
-    let security = ServerSecurity::load(&config.tls, config.credentials())?;
+    let security = ServerSecurity::load(&config.server.tls, config.credentials())?;
     if !security.authenticator().has_worker_credentials() {
         tracing::warn!(
             "no worker credential is configured (worker_token_file or a tokens file's workers): \
@@ -123,37 +135,28 @@ pub async fn serve(
         );
     }
     let addr = listener.local_addr().ok();
-    let health_listen = config.health_listen.clone();
-    let metrics_addr = camshaft_metrics::parse_listen(&config.metrics_listen)
+    let metrics_addr = config
+        .server
+        .metrics_addr()
         .map_err(|e| Error::Config(e.to_string()))?;
     let metrics = Metrics::new()?;
-    let (explainer_address, explainer_tls) = (
-        config.explainer_address.clone(),
-        config.explainer_tls.clone(),
-    );
+    let health_listen = config.server.health_listen.clone();
+    let explainer = http::explainer_client(&config.explainer_address, &config.explainer_tls)?;
     let cluster = Cluster::new(config, Arc::clone(&store), metrics.clone());
     let request_metrics = metrics.attach(&cluster)?;
     cluster.recover().await?;
-    let (closing_tx, closing) = watch::channel(false);
-    let closing_metrics = closing_tx.subscribe();
-    let service = CoordinatorService::new(Arc::clone(&cluster), closing);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<CoordinatorServer<CoordinatorService>>()
-        .await;
-    health
+    let startup = camshaft_http::Startup::new(
+        <CoordinatorServer<CoordinatorService> as NamedService>::NAME,
+        health_listen.as_deref(),
+    )
+    .await
+    .map_err(startup_error)?;
+    let service = CoordinatorService::new(Arc::clone(&cluster), startup.closing());
+    startup.set_serving(true).await;
+    startup
+        .health()
         .set_serving::<WorkerLinkServer<CoordinatorService>>()
         .await;
-    let reflection_v1 = camshaft_proto::reflection_v1()
-        .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
-    let reflection_v1alpha = camshaft_proto::reflection_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
-
-    let _plain_health = match &health_listen {
-        Some(addr) => Some(serve_plain_health(addr, health_service.clone()).await?),
-        None => None,
-    };
     tracing::info!(
         addr = ?addr,
         store = %store.describe(),
@@ -162,52 +165,28 @@ pub async fn serve(
         token = security.token_required(),
         "coordinator serving"
     );
-    let (stopped_tx, stopped) = tokio::sync::oneshot::channel::<()>();
-    let drain_cluster = Arc::clone(&cluster);
-    let drain = async move {
-        shutdown.await;
-        tracing::info!("coordinator draining");
-        health
-            .set_not_serving::<CoordinatorServer<CoordinatorService>>()
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        closing_tx.send_replace(true);
-        drain_cluster.shutdown_workers("the coordinator is shutting down");
-        let _ = stopped_tx.send(());
-    };
     if let Some(addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Config(format!("metrics_listen {addr}: {e}")))?;
-        let registry = metrics.registry().clone();
-        let mut closed = closing_metrics;
-        tokio::spawn(camshaft_metrics::serve_guarded(
+        startup.serve_metrics(
             listener,
-            registry,
+            metrics.registry().clone(),
             security.metrics_guard(),
-            async move {
-                let _ = closed.wait_for(|c| *c).await;
-            },
-        ));
+        );
     }
-    let explainer = http::explainer_client(&explainer_address, &explainer_tls)?;
-    let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            CoordinatorServer::new(service.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            WorkerLinkServer::new(service.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(ServerInfoServer::new(service));
+    let mut grpc = startup.grpc_routes().map_err(startup_error)?;
+    grpc.add_service(
+        CoordinatorServer::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        WorkerLinkServer::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(ServerInfoServer::new(service));
     // Metrics count each gRPC method, called from the network or from an
     // HTTP route.
     let grpc = tower::Layer::layer(&request_metrics, grpc.routes());
@@ -219,18 +198,30 @@ pub async fn serve(
         "camshaft.v1.Coordinator",
     )
     .with_assets(console::asset);
-    let server = security
-        .builder()?
-        .add_routes(gateway.into_routes())
-        .serve_with_incoming_shutdown(security.incoming(listener), drain);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = async {
-            let _ = stopped.await;
-            tokio::time::sleep(DRAIN_GRACE).await;
-        } => tracing::warn!("calls still open after the drain grace; stopping anyway"),
-    }
+    let on_drain = async move {
+        tracing::info!("coordinator draining");
+        cluster.shutdown_workers("the coordinator is shutting down");
+    };
+    startup
+        .serve(
+            gateway,
+            &security,
+            listener,
+            shutdown,
+            on_drain,
+            Some(DRAIN_GRACE),
+        )
+        .await
+        .map_err(startup_error)?;
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// The coordinator's error for a failed start-up or server.
+fn startup_error(e: camshaft_http::server::Error) -> Error {
+    match e {
+        camshaft_http::server::Error::Security(e) => e.into(),
+        camshaft_http::server::Error::Transport(e) => e.into(),
+        camshaft_http::server::Error::Reflection(e) => Error::Internal(format!("reflection {e}")),
+    }
 }

@@ -1,15 +1,17 @@
 //! The model registry as the wire sees it: store versions ↔ `v1::ModelVersion`.
 //!
-//! A version's spec is stored as the JSON of `camshaft_vision::ModelSpec`
+//! A version's spec is stored as the JSON of [`camshaft_spec::VersionSpec`]
 //! (`{"arch": "resnet18", "head": "cam", "class_names": [..], "input_size":
-//! 224, "normalization": "imagenet"}`), which is what workers and the
-//! explainer rebuild models from; the names are the protos' short names. Its
-//! lineage is stored as the JSON of `v1::Lineage`.
+//! 224, "normalization": "imagenet", "resize": "crop"}`): the model workers
+//! and the explainer rebuild, and how its images were resized; it is read
+//! and written through that type only, and a stored spec that does not
+//! parse is an error naming what failed. Its lineage is stored as the JSON
+//! of `v1::Lineage`.
 
 use std::collections::BTreeMap;
 
-use camshaft_spec::SpecLimits;
-use camshaft_proto::v1::{self, Arch, Head, Normalization, ResizeMethod};
+use camshaft_proto::v1::{self, ResizeMethod};
+use camshaft_spec::{ModelSpec, SpecLimits, VersionSpec};
 use camshaft_store::RegisteredModel;
 use serde_json::json;
 
@@ -33,7 +35,16 @@ pub fn to_wire(
             .filter(|(_, v)| **v == version.version)
             .map(|(a, _)| a.clone())
             .collect(),
-        spec: Some(spec_to_wire(&version.spec)),
+        spec: spec_to_wire(&version.spec)
+            .inspect_err(|e| {
+                tracing::error!(
+                    model = %version.name,
+                    version = version.version,
+                    error = %e,
+                    "a stored model spec does not parse; the version is listed without it"
+                );
+            })
+            .ok(),
         lineage: Some(lineage),
         tags,
         description,
@@ -187,72 +198,32 @@ pub fn aliases_of(models: &[RegisteredModel], name: &str) -> BTreeMap<String, u6
         .unwrap_or_default()
 }
 
-/// A stored spec (vision's JSON) as the wire's `ModelSpec`; unknown names
-/// read as UNSPECIFIED rather than failing a listing.
-pub fn spec_to_wire(spec: &serde_json::Value) -> v1::ModelSpec {
-    let text = |key: &str| spec.get(key).and_then(|v| v.as_str()).unwrap_or("");
-    v1::ModelSpec {
-        arch: Arch::from_short_name(text("arch")).unwrap_or(Arch::Unspecified) as i32,
-        head: Head::from_short_name(text("head")).unwrap_or(Head::Unspecified) as i32,
-        class_names: spec
-            .get("class_names")
-            .and_then(|v| v.as_array())
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        input_size: spec
-            .get("input_size")
-            .and_then(|v| v.as_u64())
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0),
-        normalization: Normalization::from_short_name(text("normalization"))
-            .unwrap_or(Normalization::None) as i32,
-        // Versions registered before the resize was recorded were cropped.
-        resize: ResizeMethod::from_short_name(text(RESIZE)).unwrap_or(ResizeMethod::Crop) as i32,
-    }
+/// A stored spec as the wire's `ModelSpec`, or what is wrong with it (a
+/// version stored before the resize was recorded was cropped).
+pub fn spec_to_wire(spec: &serde_json::Value) -> Result<v1::ModelSpec> {
+    VersionSpec::from_value(spec)
+        .map(|spec| v1::ModelSpec::from(&spec))
+        .map_err(|e| Error::Internal(format!("stored model spec: {e}")))
 }
 
 /// The stored form of a wire `ModelSpec`, after checking it.
 pub fn spec_from_wire(spec: &v1::ModelSpec) -> Result<serde_json::Value> {
-    spec.validate()?;
-    let resize = match camshaft_proto::names::known::<ResizeMethod>("resize", spec.resize)? {
-        ResizeMethod::Unspecified => ResizeMethod::Crop,
-        r => r,
-    };
-    let normalization = match spec.normalization() {
-        Normalization::Unspecified => Normalization::None,
-        n => n,
-    };
-    Ok(json!({
-        "arch": spec.arch().short_name(),
-        "head": spec.head().short_name(),
-        "class_names": spec.class_names,
-        "input_size": spec.input_size,
-        "normalization": normalization.short_name(),
-        RESIZE: resize.short_name(),
-    }))
+    Ok(spec.to_version_spec()?.to_value())
 }
 
-/// The key of a stored spec naming how images are resized to its input
-/// size (`crop`, `squish`, `pad`): what the model was validated with, and
-/// so what the explainer must do. Beside vision's own keys.
-pub const RESIZE: &str = "resize";
-
-/// `model_spec` (vision's JSON, from a checkpoint) with the resize of the
-/// job that trained it.
-pub fn with_resize(mut model_spec: serde_json::Value, resize: ResizeMethod) -> serde_json::Value {
-    let resize = match resize {
-        ResizeMethod::Unspecified => ResizeMethod::Crop,
-        r => r,
-    };
-    if let Some(object) = model_spec.as_object_mut() {
-        object.insert(RESIZE.into(), resize.short_name().into());
+/// `model_spec` (a checkpoint's, the model alone) with the resize of the
+/// job that trained it, as a version's spec is stored. A spec that does
+/// not parse is returned as it is, for [`check_registrable`] to refuse
+/// with the reason.
+pub fn with_resize(model_spec: serde_json::Value, resize: ResizeMethod) -> serde_json::Value {
+    match ModelSpec::from_value(&model_spec) {
+        Ok(model) => VersionSpec {
+            model,
+            resize: resize.vocab().unwrap_or_default(),
+        }
+        .to_value(),
+        Err(_) => model_spec,
     }
-    model_spec
 }
 
 /// Checks a version before anything of it is stored ("registered means
@@ -288,70 +259,9 @@ pub fn stored_weights(format: v1::WeightsFormat, upload: bytes::Bytes) -> Result
     };
     let tensors = camshaft_pth::read_state_dict_bytes(&upload, "the uploaded state dict")
         .map_err(|e| bad(e.to_string()))?;
-    let mut floats = Vec::with_capacity(tensors.len());
-    for (name, tensor) in tensors {
-        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
-        if name.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let data = float32_bytes(&tensor).ok_or_else(|| {
-            bad(format!(
-                "tensor {} is {}: a model's weights are floating point",
-                camshaft_proto::short(&name),
-                tensor.dtype
-            ))
-        })?;
-        floats.push((name, tensor.shape, data));
-    }
-    let views = floats
-        .iter()
-        .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| bad(format!("tensor {}: {e:?}", camshaft_proto::short(name))))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::tensor::serialize(views, &None)
+    camshaft_spec::state_dict_safetensors(tensors)
         .map(bytes::Bytes::from)
-        .map_err(|e| Error::Internal(format!("writing safetensors: {e:?}")))
-}
-
-/// A float tensor's elements as little-endian float32 bytes; `None` for
-/// integer and boolean tensors.
-fn float32_bytes(tensor: &camshaft_pth::RawTensor) -> Option<Vec<u8>> {
-    use camshaft_pth::DType;
-    let data = &tensor.data;
-    let floats: Vec<f32> = match tensor.dtype {
-        DType::F32 => return Some(data.clone()),
-        DType::F64 => data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        DType::BF16 => data
-            .chunks_exact(2)
-            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
-            .collect(),
-        DType::F16 => data
-            .chunks_exact(2)
-            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-            .collect(),
-        _ => return None,
-    };
-    Some(floats.iter().flat_map(|f| f.to_le_bytes()).collect())
-}
-
-/// IEEE half precision to single, exactly (subnormals, infinities, NaN).
-fn f16_to_f32(bits: u16) -> f32 {
-    let negative = bits >> 15 == 1;
-    let exponent = u32::from((bits >> 10) & 0x1f);
-    let mantissa = u32::from(bits & 0x3ff);
-    let value = match exponent {
-        // Zero and subnormals: mantissa × 2⁻²⁴, exact in f32.
-        0 => mantissa as f32 * f32::powi(2.0, -24),
-        0x1f => f32::from_bits(0x7f80_0000 | (mantissa << 13)),
-        e => f32::from_bits(((e + 127 - 15) << 23) | (mantissa << 13)),
-    };
-    if negative { -value } else { value }
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// Checks a stored `spec` against `limits` alone (class names, input side):
@@ -382,23 +292,9 @@ pub fn check_aliases(aliases: &[String], limits: &SpecLimits) -> Result<()> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::*;
+    use camshaft_proto::v1::{Arch, Head, Normalization};
 
-    #[test]
-    fn half_floats_convert_exactly() {
-        for (bits, want) in [
-            (0x3c00u16, 1.0f32),
-            (0xc000, -2.0),
-            (0x0001, f32::powi(2.0, -24)),
-            (0x7bff, 65504.0),
-            (0x0000, 0.0),
-            (0x7c00, f32::INFINITY),
-            (0x3555, 0.333_251_95),
-        ] {
-            assert_eq!(f16_to_f32(bits), want, "{bits:#06x}");
-        }
-        assert!(f16_to_f32(0x7e00).is_nan());
-    }
+    use super::*;
 
     #[test]
     fn safetensors_pass_and_garbage_pth_is_refused() {
@@ -424,23 +320,31 @@ mod tests {
         let stored = spec_from_wire(&wire).unwrap();
         assert_eq!(stored["arch"], "resnet34");
         assert_eq!(stored["normalization"], "imagenet");
-        assert_eq!(spec_to_wire(&stored), wire);
+        assert_eq!(spec_to_wire(&stored).unwrap(), wire);
         for resize in [ResizeMethod::Squish, ResizeMethod::Pad] {
             let other = v1::ModelSpec {
                 resize: resize as i32,
                 ..wire.clone()
             };
             let stored = spec_from_wire(&other).unwrap();
-            assert_eq!(stored[RESIZE], resize.short_name());
-            assert_eq!(spec_to_wire(&stored), other);
+            assert_eq!(stored["resize"], resize.short_name());
+            assert_eq!(spec_to_wire(&stored).unwrap(), other);
         }
         // A version stored before the resize was recorded was cropped.
         let mut old = stored;
-        old.as_object_mut().unwrap().remove(RESIZE);
-        assert_eq!(spec_to_wire(&old).resize(), ResizeMethod::Crop);
+        old.as_object_mut().unwrap().remove("resize");
+        assert_eq!(spec_to_wire(&old).unwrap().resize(), ResizeMethod::Crop);
         // A trained model's spec gets its job's resize.
         let trained = with_resize(old, ResizeMethod::Squish);
-        assert_eq!(spec_to_wire(&trained).resize(), ResizeMethod::Squish);
+        assert_eq!(
+            spec_to_wire(&trained).unwrap().resize(),
+            ResizeMethod::Squish
+        );
+        // A stored spec that does not parse is an error naming what failed.
+        let mut broken = trained;
+        broken["head"] = json!("gap");
+        let err = spec_to_wire(&broken).unwrap_err().to_string();
+        assert!(err.contains("head \"gap\" is not one of"), "{err}");
     }
 
     /// A safetensors file of zeros with these tensors (F32).

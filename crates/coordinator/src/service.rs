@@ -18,7 +18,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use camshaft_proto::roles::Principal;
 
-use crate::cluster::{AttemptFailure, Claim, Cluster, parse_job_id, truncate_utf8};
+use crate::cluster::{
+    AttemptFailure, Claim, Cluster, Worker, WorkerStatus, parse_job_id, truncate_utf8,
+};
 use crate::{Error, jobs, registry};
 
 /// Largest weights file `ImportModel` accepts.
@@ -228,7 +230,12 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        let workers = self.cluster.list_workers(request.into_inner().include_lost);
+        let workers = self
+            .cluster
+            .list_workers(request.into_inner().include_lost)
+            .into_iter()
+            .map(worker_info)
+            .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))
     }
 
@@ -926,6 +933,33 @@ impl server_info_server::ServerInfo for CoordinatorService {
             active_jobs,
             ..Default::default()
         }))
+    }
+}
+
+/// The wire form of a worker.
+fn worker_info(w: Worker) -> v1::WorkerInfo {
+    let (job_id, ranks) = match w.task {
+        Some(task) => (task.job.to_string(), task.ranks),
+        None => (String::new(), Vec::new()),
+    };
+    let state = match w.status {
+        WorkerStatus::Idle => v1::WorkerState::Idle,
+        WorkerStatus::Busy => v1::WorkerState::Busy,
+        WorkerStatus::Draining => v1::WorkerState::Draining,
+        WorkerStatus::Lost => v1::WorkerState::Lost,
+    };
+    v1::WorkerInfo {
+        worker_id: w.id,
+        hostname: w.hostname,
+        devices: w.devices,
+        state: state as i32,
+        job_id,
+        ranks,
+        registered_unix_ms: w.registered_unix_ms,
+        last_heartbeat_unix_ms: w.last_heartbeat_unix_ms,
+        lease_expires_unix_ms: w.lease_expires_unix_ms,
+        version: w.version,
+        labels: w.labels,
     }
 }
 

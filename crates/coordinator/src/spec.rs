@@ -1,20 +1,14 @@
 //! Job specs: every default filled in and every field checked on submit, so
-//! a stored spec is complete and a bad one is refused with the reason.
+//! a stored spec is complete and a bad one is refused with the reason. The
+//! defaults and checks of a training job are `camshaft-spec`'s
+//! ([`camshaft_spec::TrainingSpec::complete`], reached through
+//! [`camshaft_proto::vocab`]); an all-reduce sweep's are here.
 
-use camshaft_proto::v1::{
-    Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, JobSpec, MonitorMetric, Normalization,
-    Precision, PretrainedSource, RegisterPolicy, ResizeMethod,
-};
-use camshaft_proto::{names, validate_alias, validate_name};
+use camshaft_proto::v1::{CollectiveBackend, DeviceKind, JobSpec};
+use camshaft_proto::{names, validate_name, vocab};
+use camshaft_spec::{DEFAULT_COLLECTIVE_TIMEOUT_MS, FailurePolicy, FieldError, Group};
 
 use crate::{Error, Result};
-
-/// Most epochs one job may ask for.
-const MAX_EPOCHS: u32 = 10_000;
-/// Most workers (or GPUs per worker) one job may ask for.
-const MAX_WORKERS: u32 = 1024;
-/// Largest per-rank batch.
-const MAX_BATCH: u32 = 65_536;
 
 /// `result`, its error as [`invalid`] of `field`.
 fn at<T>(field: &str, result: std::result::Result<T, camshaft_proto::Error>) -> Result<T> {
@@ -30,323 +24,35 @@ fn invalid(field: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+fn field_error(e: FieldError) -> Error {
+    invalid(e.field, e.reason)
+}
+
 /// `spec` with every default applied, or the first thing wrong with it.
 /// `random_seed` is recorded as the seed when the spec has none.
-pub fn complete(mut spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
+pub fn complete(spec: JobSpec, random_seed: u64) -> Result<JobSpec> {
     if spec.collective_bench.is_some() {
         return complete_collective_bench(spec);
     }
-    let dataset = spec.dataset.get_or_insert_with(Default::default);
-    let kind: DatasetKind = at("dataset.kind", names::known("dataset kind", dataset.kind))?;
-    if kind == DatasetKind::Unspecified {
-        return Err(invalid(
-            "dataset.kind",
-            "dataset.kind is required (synthetic, cifar10, pets, pets_breeds or folder)",
-        ));
-    }
-    if kind == DatasetKind::Folder && dataset.data_dir.is_empty() {
-        return Err(invalid(
-            "dataset.data_dir",
-            "a folder data set needs dataset.data_dir",
-        ));
-    }
-    if let Some(pct) = dataset.valid_pct
-        && !(pct > 0.0 && pct < 1.0)
-    {
-        return Err(invalid(
-            "dataset.valid_pct",
-            format!("dataset.valid_pct must be in (0, 1), not {pct}"),
-        ));
-    }
-    dataset.valid_pct.get_or_insert(0.2);
-    dataset.split_seed.get_or_insert(42);
-
-    let arch: Arch = at("arch", names::known("arch", spec.arch))?;
-    if arch == Arch::Unspecified {
-        return Err(invalid(
-            "arch",
-            "arch is required (cnn, resnet18 or resnet34)",
-        ));
-    }
-    // Defaults the model fixes follow the model: the lecture's cnn has a
-    // linear head only and takes 32×32 images only (its Linear(25088, n)).
-    if arch == Arch::Cnn {
-        if spec.head == Head::Unspecified as i32 {
-            spec.head = Head::Linear as i32;
-        }
-        if spec.image_size == 0 {
-            spec.image_size = 32;
-        }
-    }
-    let head: Head = at("head", names::known("head", spec.head))?;
-    if head == Head::Unspecified {
-        return Err(invalid("head", "head is required (linear, fastai or cam)"));
-    }
-    if arch == Arch::Cnn && head != Head::Linear {
-        return Err(invalid(
-            "head",
-            format!("the cnn has a linear head only, not {}", head.short_name()),
-        ));
-    }
-
-    let pretrained: PretrainedSource =
-        at("pretrained", names::known("pretrained", spec.pretrained))?;
-    let pretrained = match pretrained {
-        PretrainedSource::Unspecified => PretrainedSource::None,
-        p => p,
-    };
-    spec.pretrained = pretrained as i32;
-    match pretrained {
-        PretrainedSource::Imagenet if arch == Arch::Cnn => {
-            return Err(invalid(
-                "pretrained",
-                "there are no ImageNet weights for the cnn",
-            ));
-        }
-        PretrainedSource::Path if spec.pretrained_path.is_empty() => {
-            return Err(invalid(
-                "pretrained_path",
-                "pretrained PATH needs pretrained_path",
-            ));
-        }
-        PretrainedSource::None | PretrainedSource::Imagenet if !spec.pretrained_path.is_empty() => {
-            return Err(invalid(
-                "pretrained_path",
-                "pretrained_path is set but pretrained is not PATH",
-            ));
-        }
-        _ => {}
-    }
-    let is_pretrained = pretrained != PretrainedSource::None;
-    if at(
-        "normalization",
-        names::known::<Normalization>("normalization", spec.normalization),
-    )? == Normalization::Unspecified
-    {
-        spec.normalization = if is_pretrained {
-            Normalization::Imagenet
-        } else {
-            Normalization::None
-        } as i32;
-    }
-
-    if spec.epochs == 0 || spec.epochs > MAX_EPOCHS {
-        return Err(invalid(
-            "epochs",
-            format!("epochs must be 1..={MAX_EPOCHS}, not {}", spec.epochs),
-        ));
-    }
-    if spec.fine_tune && !is_pretrained {
-        return Err(invalid(
-            "fine_tune",
-            "fine_tune needs a pretrained body (pretrained imagenet or PATH)",
-        ));
-    }
-    if spec.fine_tune {
-        match *spec.freeze_epochs.get_or_insert(1) {
-            1..=MAX_EPOCHS => {}
-            n => {
-                return Err(invalid(
-                    "freeze_epochs",
-                    format!("freeze_epochs must be 1..={MAX_EPOCHS}, not {n}"),
-                ));
-            }
-        }
-    } else if spec.freeze_epochs.is_some() {
-        return Err(invalid(
-            "freeze_epochs",
-            "freeze_epochs is set but fine_tune is not",
-        ));
-    }
-    let lr = *spec
-        .lr
-        .get_or_insert(if spec.fine_tune { 2e-3 } else { 1e-3 });
-    if !(lr.is_finite() && lr > 0.0 && lr <= 10.0) {
-        return Err(invalid("lr", format!("lr must be in (0, 10], not {lr}")));
-    }
-    if spec.batch_size == 0 {
-        spec.batch_size = 64;
-    }
-    if spec.batch_size > MAX_BATCH {
-        return Err(invalid(
-            "batch_size",
-            format!(
-                "batch_size must be 1..={MAX_BATCH}, not {}",
-                spec.batch_size
-            ),
-        ));
-    }
-
-    let synthetic = dataset.synthetic.get_or_insert_with(Default::default);
-    if kind == DatasetKind::Synthetic {
-        if synthetic.train_len == 0 {
-            synthetic.train_len = 2000;
-        }
-        if synthetic.valid_len == 0 {
-            synthetic.valid_len = 500;
-        }
-        if synthetic.image_size == 0 {
-            synthetic.image_size = if spec.image_size == 0 {
-                64
-            } else {
-                spec.image_size
-            };
-        }
-        if synthetic.num_classes == 0 {
-            synthetic.num_classes = 2;
-        }
-        if !(16..=2048).contains(&synthetic.image_size) {
-            return Err(invalid(
-                "dataset.synthetic.image_size",
-                format!(
-                    "dataset.synthetic.image_size must be 16..=2048, not {}",
-                    synthetic.image_size
-                ),
-            ));
-        }
-        if !(2..=6).contains(&synthetic.num_classes) {
-            return Err(invalid(
-                "dataset.synthetic.num_classes",
-                format!(
-                    "dataset.synthetic.num_classes must be 2..=6, not {}",
-                    synthetic.num_classes
-                ),
-            ));
-        }
-    }
-    if spec.image_size == 0 {
-        spec.image_size = match kind {
-            DatasetKind::Synthetic => synthetic.image_size,
-            DatasetKind::Cifar10 => 32,
-            _ => 224,
-        };
-    }
-    if arch == Arch::Cnn && spec.image_size != 32 {
-        return Err(invalid(
-            "image_size",
-            format!(
-                "the cnn takes 32×32 images (its Linear(25088, n) fixes the size), not {}",
-                spec.image_size
-            ),
-        ));
-    }
-    if !(32..=2048).contains(&spec.image_size) {
-        return Err(invalid(
-            "image_size",
-            format!("image_size must be 32..=2048, not {}", spec.image_size),
-        ));
-    }
-    if at(
-        "resize",
-        names::known::<ResizeMethod>("resize", spec.resize),
-    )? == ResizeMethod::Unspecified
-    {
-        spec.resize = ResizeMethod::Crop as i32;
-    }
-    spec.flip.get_or_insert(true);
-    let wd = *spec.weight_decay.get_or_insert(0.01);
-    if !(wd.is_finite() && wd >= 0.0) {
-        return Err(invalid(
-            "weight_decay",
-            format!("weight_decay must be ≥ 0, not {wd}"),
-        ));
-    }
-    spec.seed.get_or_insert(random_seed);
-
-    if spec.workers == 0 {
-        spec.workers = 1;
-    }
-    if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
-        return Err(invalid(
-            "workers",
-            format!("workers and gpus_per_worker must be at most {MAX_WORKERS}"),
-        ));
-    }
-    let device: DeviceKind = at("device", names::known("device", spec.device))?;
-    if spec.min_workers == 0 {
-        spec.min_workers = spec.workers;
-    }
-    if spec.min_workers > spec.workers {
-        return Err(invalid(
-            "min_workers",
-            format!(
-                "min_workers {} is more than workers {}",
-                spec.min_workers, spec.workers
-            ),
-        ));
-    }
-    spec.max_failures.get_or_insert(3);
-    spec.max_membership_changes.get_or_insert(10);
-    if spec.checkpoint_every == 0 {
-        spec.checkpoint_every = 1;
-    }
-    if spec.keep_checkpoints == 0 {
-        spec.keep_checkpoints = 2;
-    }
-    if at(
-        "precision",
-        names::known::<Precision>("precision", spec.precision),
-    )? == Precision::Unspecified
-    {
-        spec.precision = Precision::Fp32 as i32;
-    }
-    let collective: CollectiveBackend =
-        at("collective", names::known("collective", spec.collective))?;
-    if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
-        return Err(invalid(
-            "collective",
-            "the nccl collective needs CUDA devices, not cpu",
-        ));
-    }
-    if spec.bucket_mib == 0 {
-        spec.bucket_mib = 25;
-    }
-    if spec.collective_timeout_ms == 0 {
-        spec.collective_timeout_ms = 60_000;
-    }
-
-    if spec.name.is_empty() {
-        spec.name = kind.short_name().to_string();
-    }
-    at("name", validate_name(&spec.name))?;
-    for alias in &spec.aliases {
-        at("aliases", validate_alias(alias))?;
-    }
-    if at(
-        "register",
-        names::known::<RegisterPolicy>("register policy", spec.register),
-    )? == RegisterPolicy::Unspecified
-    {
-        spec.register = RegisterPolicy::Last as i32;
-    }
-    if at(
-        "monitor",
-        names::known::<MonitorMetric>("monitored metric", spec.monitor),
-    )? == MonitorMetric::Unspecified
-    {
-        spec.monitor = MonitorMetric::ValidLoss as i32;
-    }
-    if spec.early_stop_patience > MAX_PATIENCE {
-        return Err(invalid(
-            "early_stop_patience",
-            format!(
-                "early_stop_patience must be 0 (off) ..={MAX_PATIENCE}, not {}",
-                spec.early_stop_patience
-            ),
-        ));
-    }
+    let training = vocab::complete_training(&spec, random_seed).map_err(field_error)?;
     crate::registry::check_tags("spec.tags", &spec.tags)?;
     crate::registry::check_description("spec.description", &spec.description)?;
-    Ok(spec)
+    Ok(vocab::training_job_spec(&training))
 }
 
-/// Largest `early_stop_patience`, in epochs.
-const MAX_PATIENCE: u32 = 1000;
+/// How many failures and membership changes a stored job survives: its
+/// own limits, or the defaults of its kind ([`FailurePolicy::TRAINING`],
+/// [`FailurePolicy::SWEEP`]).
+pub fn failure_policy(spec: &JobSpec) -> FailurePolicy {
+    let defaults = if spec.collective_bench.is_some() {
+        FailurePolicy::SWEEP
+    } else {
+        FailurePolicy::TRAINING
+    };
+    defaults.with(spec.max_failures, spec.max_membership_changes)
+}
 
-/// Largest message of an all-reduce sweep, 1 GiB (nccl-tests' usual `-e`;
-/// `camshaft_collective::sweep::MAX_SWEEP_BYTES`, which the coordinator,
-/// linking no libtorch, does not import).
-pub const MAX_SWEEP_BYTES: u64 = 1 << 30;
+pub use camshaft_spec::sweep::MAX_SWEEP_BYTES;
 /// Smallest message of an all-reduce sweep: one float32.
 pub const MIN_SWEEP_BYTES: u64 = 4;
 /// Most timed (or warm-up) all-reduces per size of a sweep.
@@ -438,42 +144,41 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
         ));
     }
 
-    if spec.workers == 0 {
-        spec.workers = 1;
-    }
-    if spec.workers > MAX_WORKERS || spec.gpus_per_worker > MAX_WORKERS {
-        return Err(invalid(
-            "workers",
-            format!("workers and gpus_per_worker must be at most {MAX_WORKERS}"),
-        ));
-    }
+    let device: Option<camshaft_spec::DeviceKind> = at(
+        "device",
+        names::known::<DeviceKind>("device", spec.device).map(DeviceKind::vocab),
+    )?;
+    let collective = at(
+        "collective",
+        names::known::<CollectiveBackend>("collective", spec.collective)
+            .map(CollectiveBackend::vocab),
+    )?;
+    let group = Group::complete(
+        spec.workers,
+        spec.gpus_per_worker,
+        spec.min_workers,
+        device,
+        collective,
+    )
+    .map_err(field_error)?;
     // A sweep on fewer ranks than asked measures something else.
-    if spec.min_workers == 0 {
-        spec.min_workers = spec.workers;
-    }
-    if spec.min_workers != spec.workers {
+    if group.min_workers != group.workers {
         return Err(invalid(
             "min_workers",
             format!(
                 "an all-reduce sweep runs on exactly its {} workers; min_workers {} is not that",
-                spec.workers, spec.min_workers
+                group.workers, group.min_workers
             ),
         ));
     }
-    let device: DeviceKind = at("device", names::known("device", spec.device))?;
-    let collective: CollectiveBackend =
-        at("collective", names::known("collective", spec.collective))?;
-    if collective == CollectiveBackend::Nccl && device == DeviceKind::Cpu {
-        return Err(invalid(
-            "collective",
-            "the nccl collective needs CUDA devices, not cpu",
-        ));
-    }
+    spec.workers = group.workers;
+    spec.min_workers = group.min_workers;
     // A failed sweep is reported, not re-run, unless the client asks.
-    spec.max_failures.get_or_insert(0);
-    spec.max_membership_changes.get_or_insert(0);
+    let policy = failure_policy(&spec);
+    spec.max_failures = Some(policy.max_failures);
+    spec.max_membership_changes = Some(policy.max_membership_changes);
     if spec.collective_timeout_ms == 0 {
-        spec.collective_timeout_ms = 60_000;
+        spec.collective_timeout_ms = DEFAULT_COLLECTIVE_TIMEOUT_MS;
     }
     if spec.name.is_empty() {
         spec.name = "allreduce".to_string();
@@ -498,7 +203,10 @@ pub fn dataset_label(spec: &JobSpec) -> String {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use camshaft_proto::v1::{CollectiveBench, DatasetSpec};
+    use camshaft_proto::v1::{
+        Arch, CollectiveBench, DatasetKind, DatasetSpec, Head, MonitorMetric, Normalization,
+        Precision, PretrainedSource, RegisterPolicy,
+    };
 
     use super::*;
 

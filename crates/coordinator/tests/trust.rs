@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use camshaft_coordinator::{Config, serve};
+use camshaft_coordinator::{Config, ServerConfig, serve};
 use camshaft_proto::security::{AuthChannel, ClientSecurity, TlsConfig};
 use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::worker_link_client::WorkerLinkClient;
@@ -48,7 +48,10 @@ async fn start(change: impl FnOnce(&mut Config)) -> Server {
     )
     .unwrap();
     let mut config = Config {
-        auth_tokens_file: Some(tokens),
+        server: ServerConfig {
+            auth_tokens_file: Some(tokens),
+            ..ServerConfig::default()
+        },
         ..Config::default()
     };
     change(&mut config);

@@ -3,12 +3,13 @@
 use std::path::Path;
 
 use anyhow::Context;
-use camshaft_collective::sweep::SweepConfig;
 use camshaft_proto::v1::{
     AllReduceRow, Arch, CancelJobRequest, CollectiveBackend, CollectiveBench, DatasetKind,
     DeviceKind, EpochMetrics, GetJobRequest, Head, Job, JobSpec, JobState, ListJobsRequest,
     PretrainedSource, SubmitJobRequest,
 };
+use camshaft_spec::DEFAULT_FREEZE_EPOCHS;
+use camshaft_spec::sweep::SweepConfig;
 
 use crate::cli::{JobsCommand, SubmitJobArgs};
 use crate::client::Servers;
@@ -155,7 +156,7 @@ pub fn model_name(spec: &JobSpec) -> String {
 /// Epochs in a job's plan: `epochs`, plus the frozen ones of fine_tune.
 pub fn planned_epochs(spec: &JobSpec) -> u32 {
     if spec.fine_tune {
-        spec.epochs + spec.freeze_epochs.unwrap_or(1)
+        spec.epochs + spec.freeze_epochs.unwrap_or(DEFAULT_FREEZE_EPOCHS)
     } else {
         spec.epochs
     }
@@ -225,7 +226,7 @@ pub fn spec_summary(spec: &JobSpec) -> String {
         parts.push(format!(
             "fine_tune({}) after {} frozen",
             spec.epochs,
-            spec.freeze_epochs.unwrap_or(1)
+            spec.freeze_epochs.unwrap_or(DEFAULT_FREEZE_EPOCHS)
         ));
     } else {
         parts.push(format!("fit_one_cycle({})", spec.epochs));

@@ -1,12 +1,14 @@
 //! `ctl models list|get|alias|unalias|delete|import|update|history|watch`.
 //!
-//! `import` checks the weights locally before uploading anything: it builds
-//! the model with camshaft-vision (libtorch), loads the file into it with
-//! every head variable required, and uploads the result re-saved as
-//! safetensors, so the registry only ever receives weights that fit the spec.
+//! `import` checks the weights locally before uploading anything, without
+//! libtorch: a `torch.save` state dict is read by `camshaft-pth` and turned
+//! into float32 safetensors, and the safetensors are checked against every
+//! tensor name and shape the spec's architecture and head expect
+//! (`camshaft-spec`, the check the registry runs too), so the registry only
+//! ever receives weights that fit the spec.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use camshaft_proto::bytes::Bytes;
 use camshaft_proto::v1::{
@@ -476,12 +478,12 @@ async fn update(
     console::text(version_summary(&version))
 }
 
-/// The two specs of an import: camshaft-vision's, to check the weights
+/// The two specs of an import: the vocabulary's, to check the weights
 /// locally, and the wire's, for the ImportModel header.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImportSpecs {
-    /// The spec camshaft-vision builds the model from.
-    pub vision: camshaft_vision::ModelSpec,
+    /// The model the weights must fit.
+    pub model: camshaft_spec::ModelSpec,
     /// The same spec on the wire (resize CROP, as validation did).
     pub wire: ModelSpec,
 }
@@ -490,50 +492,31 @@ pub struct ImportSpecs {
 /// to ImageNet's for a ResNet (torchvision bodies are trained with it) and
 /// none for the CNN.
 pub fn import_specs(args: &ImportArgs) -> Result<ImportSpecs, InputError> {
-    let bad = |e: camshaft_proto::Error| InputError::new(e.to_string());
-    let arch = Arch::from_short_name(&args.arch).map_err(bad)?;
-    let head = Head::from_short_name(&args.head).map_err(bad)?;
+    let bad = |e: camshaft_spec::Error| InputError::new(e.to_string());
+    let arch = camshaft_spec::Arch::from_name(&args.arch).map_err(bad)?;
+    let head = camshaft_spec::Head::from_name(&args.head).map_err(bad)?;
     let normalization = match &args.normalize {
-        Some(name) => Normalization::from_short_name(name).map_err(bad)?,
-        None if arch == Arch::Cnn => Normalization::None,
-        None => Normalization::Imagenet,
+        Some(name) => camshaft_spec::Normalization::from_name(name).map_err(bad)?,
+        None if arch == camshaft_spec::Arch::Cnn => camshaft_spec::Normalization::None,
+        None => camshaft_spec::Normalization::Imagenet,
     };
     let class_names: Vec<String> = args.classes.iter().map(|c| c.trim().to_string()).collect();
     if class_names.iter().any(String::is_empty) {
         return Err(InputError::new("--classes has an empty class name"));
     }
-    let vision = camshaft_vision::ModelSpec {
-        arch: match arch {
-            Arch::Cnn => camshaft_vision::Arch::Cnn,
-            Arch::Resnet18 => camshaft_vision::Arch::Resnet18,
-            Arch::Resnet34 | Arch::Unspecified => camshaft_vision::Arch::Resnet34,
-        },
-        head: match head {
-            Head::Linear => camshaft_vision::HeadKind::Linear,
-            Head::Fastai => camshaft_vision::HeadKind::Fastai,
-            Head::Cam | Head::Unspecified => camshaft_vision::HeadKind::Cam,
-        },
-        class_names: class_names.clone(),
-        input_size: args.image_size,
-        normalization: match normalization {
-            Normalization::Imagenet => camshaft_vision::Normalization::Imagenet,
-            Normalization::None | Normalization::Unspecified => {
-                camshaft_vision::Normalization::None
-            }
-        },
-    };
-    vision
-        .validate()
-        .map_err(|e| InputError::new(format!("bad model spec: {e}")))?;
-    let wire = ModelSpec {
-        arch: arch.into(),
-        head: head.into(),
+    let model = camshaft_spec::ModelSpec {
+        arch,
+        head,
         class_names,
         input_size: args.image_size,
-        normalization: normalization.into(),
-        resize: ResizeMethod::Crop.into(),
+        normalization,
     };
-    Ok(ImportSpecs { vision, wire })
+    model.validate().map_err(bad)?;
+    let wire = ModelSpec::from(&camshaft_spec::VersionSpec {
+        model: model.clone(),
+        resize: camshaft_spec::ResizeMethod::Crop,
+    });
+    Ok(ImportSpecs { model, wire })
 }
 
 /// Parses `--metric name=value` options.
@@ -555,25 +538,28 @@ pub fn parse_metrics(metrics: &[String]) -> Result<HashMap<String, f64>, InputEr
     Ok(parsed)
 }
 
-/// Loads `weights` into a fresh model of `spec` (every variable required,
-/// head included) and returns the model's weights re-saved as safetensors.
-fn checked_safetensors(
-    spec: camshaft_vision::ModelSpec,
-    weights: &Path,
-) -> anyhow::Result<Vec<u8>> {
-    let mut model = camshaft_vision::Model::new(spec, tch::Device::Cpu)
-        .map_err(|e| InputError::new(format!("cannot build the model: {e}")))?;
-    camshaft_vision::import_weights(&mut model, weights, camshaft_vision::HeadPolicy::Require)
-        .map_err(|e| {
-            InputError::new(format!(
-                "the weights in {} do not fit the model: {e}",
-                weights.display()
-            ))
-        })?;
-    let dir = tempfile::tempdir()?;
-    let path: PathBuf = dir.path().join("weights.safetensors");
-    camshaft_vision::save_weights(&model, &path)?;
-    Ok(std::fs::read(&path)?)
+/// The weights file as the registry stores it (a `.safetensors` file as
+/// it is, anything else read as a `torch.save` state dict and converted to
+/// float32 safetensors), after checking that it holds exactly the tensors
+/// `spec` expects, with their shapes. Blocking (reads the file).
+fn checked_safetensors(spec: &camshaft_spec::ModelSpec, weights: &Path) -> anyhow::Result<Vec<u8>> {
+    let unfit = |e: &dyn std::fmt::Display| {
+        InputError::new(format!(
+            "the weights in {} do not fit the model: {e}",
+            weights.display()
+        ))
+    };
+    let is_safetensors = weights
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let bytes = if is_safetensors {
+        std::fs::read(weights)?
+    } else {
+        let tensors = camshaft_pth::read_state_dict(weights).map_err(|e| unfit(&e))?;
+        camshaft_spec::state_dict_safetensors(tensors).map_err(|e| unfit(&e))?
+    };
+    spec.shape().check_weights(&bytes).map_err(|e| unfit(&e))?;
+    Ok(bytes)
 }
 
 async fn import(servers: &Servers, args: ImportArgs) -> anyhow::Result<()> {
@@ -593,11 +579,11 @@ async fn import(servers: &Servers, args: ImportArgs) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // libtorch work stays off the async runtime's threads.
+    // File reading stays off the async runtime's threads.
     let weights = args.weights.clone();
-    let vision_spec = specs.vision.clone();
+    let model = specs.model.clone();
     let bytes =
-        tokio::task::spawn_blocking(move || checked_safetensors(vision_spec, &weights)).await??;
+        tokio::task::spawn_blocking(move || checked_safetensors(&model, &weights)).await??;
     let sha256 = hex::encode(Sha256::digest(&bytes));
     let header = ImportModelHeader {
         name: args.name.clone(),
@@ -645,18 +631,18 @@ mod tests {
             metrics: vec![],
             tags: vec![],
             description: None,
-            weights: PathBuf::from("w.pth"),
+            weights: std::path::PathBuf::from("w.pth"),
         }
     }
 
     #[test]
     fn import_specs_match_on_both_sides() {
         let specs = import_specs(&import_args("resnet34", "cam")).unwrap();
-        assert_eq!(specs.vision.arch, camshaft_vision::Arch::Resnet34);
-        assert_eq!(specs.vision.head, camshaft_vision::HeadKind::Cam);
+        assert_eq!(specs.model.arch, camshaft_spec::Arch::Resnet34);
+        assert_eq!(specs.model.head, camshaft_spec::Head::Cam);
         assert_eq!(
-            specs.vision.normalization,
-            camshaft_vision::Normalization::Imagenet
+            specs.model.normalization,
+            camshaft_spec::Normalization::Imagenet
         );
         assert_eq!(specs.wire.arch(), Arch::Resnet34);
         assert_eq!(specs.wire.head(), Head::Cam);
@@ -671,27 +657,56 @@ mod tests {
         assert!(import_specs(&one_class).is_err());
     }
 
+    /// A safetensors file with the tensors `spec` expects (zeros).
+    fn fitting_safetensors(spec: &camshaft_spec::ModelSpec) -> Vec<u8> {
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = spec
+            .shape()
+            .expected_parameters()
+            .into_iter()
+            .map(|(name, shape)| {
+                let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+                let data = vec![0u8; 4 * shape.iter().product::<usize>()];
+                (name, shape, data)
+            })
+            .collect();
+        let views = tensors.iter().map(|(name, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        });
+        safetensors::tensor::serialize(views, &None).unwrap()
+    }
+
     #[test]
     fn weights_that_do_not_fit_are_refused_locally() {
         let dir = tempfile::tempdir().unwrap();
         // Weights of a 3-class CNN do not fit a 2-class CNN.
-        let three = camshaft_vision::ModelSpec {
-            arch: camshaft_vision::Arch::Cnn,
-            head: camshaft_vision::HeadKind::Linear,
+        let three = camshaft_spec::ModelSpec {
+            arch: camshaft_spec::Arch::Cnn,
+            head: camshaft_spec::Head::Linear,
             class_names: vec!["a".into(), "b".into(), "c".into()],
             input_size: 32,
-            normalization: camshaft_vision::Normalization::None,
+            normalization: camshaft_spec::Normalization::None,
         };
-        let model = camshaft_vision::Model::new(three.clone(), tch::Device::Cpu).unwrap();
         let path = dir.path().join("three.safetensors");
-        camshaft_vision::save_weights(&model, &path).unwrap();
-        let bytes = checked_safetensors(three.clone(), &path).unwrap();
+        std::fs::write(&path, fitting_safetensors(&three)).unwrap();
+        let bytes = checked_safetensors(&three, &path).unwrap();
         assert!(!bytes.is_empty());
-        let two = camshaft_vision::ModelSpec {
+        let two = camshaft_spec::ModelSpec {
             class_names: vec!["a".into(), "b".into()],
             ..three
         };
-        let err = checked_safetensors(two, &path).unwrap_err().to_string();
+        let err = checked_safetensors(&two, &path).unwrap_err().to_string();
+        assert!(err.contains("do not fit"), "{err}");
+        assert!(
+            err.contains("4.weight is [3, 25088], expected [2, 25088]"),
+            "{err}"
+        );
+        // Anything else is read as a `torch.save` file, without libtorch.
+        let pth = dir.path().join("three.pth");
+        std::fs::write(&pth, b"not a zip").unwrap();
+        let err = checked_safetensors(&two, &pth).unwrap_err().to_string();
         assert!(err.contains("do not fit"), "{err}");
     }
 

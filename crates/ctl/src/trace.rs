@@ -93,7 +93,7 @@ impl StepBreakdown {
         let first = breakdowns.first()?;
         let median_of = |pick: &dyn Fn(&StepBreakdown) -> f64| {
             let values: Vec<f64> = breakdowns.iter().map(pick).collect();
-            crate::bench::stats::median(&values).unwrap_or(0.0)
+            camshaft_metrics::stats::median(&values).unwrap_or(0.0)
         };
         let (mut mean, mut max) = ([0.0; 5], [0.0; 5]);
         for i in 0..5 {

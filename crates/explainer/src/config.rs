@@ -3,9 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-use camshaft_proto::security::TlsConfig;
+use camshaft_http::server::ServerConfig;
 use camshaft_vision::Precision;
 use serde::{Deserialize, Serialize};
 
@@ -121,25 +120,15 @@ pub struct Config {
     /// method's maths stay float32; maps move by ~1% of their largest value,
     /// so a near tie between two classes may flip. Default `fp32`.
     pub precision: Precision,
-    /// Address (`HOST:PORT`) of the Prometheus metrics endpoint
-    /// (`GET /metrics`, text format); empty: none. Default empty.
-    pub metrics_listen: String,
     /// Model versions kept loaded (least recently used evicted). Default 4.
     pub model_cache_size: usize,
     /// `cpu`, `cuda` (GPU 0) or `cuda:N`. Default `cpu`.
     pub device: String,
-    /// TLS for every call (`cert`, `key`; `client_ca` for mutual TLS).
-    /// Default: plaintext.
-    pub tls: TlsConfig,
-    /// A file holding one bearer token, an `editor` named `token`: every
-    /// call but health must then carry a client token. Default: none.
-    pub auth_token_file: Option<PathBuf>,
-    /// A tokens file: `token,name,role` per line (README: roles); any
-    /// viewer or editor may explain, workers may not. Default: none.
-    pub auth_tokens_file: Option<PathBuf>,
-    /// Also serve the health service alone, in plaintext, on this
-    /// `HOST:PORT`: for probes that cannot do (mutual) TLS. Default: off.
-    pub health_listen: Option<String>,
+    /// `tls`, `auth_token_file`, `auth_tokens_file` (any viewer or editor
+    /// may explain, workers may not), `health_listen` and `metrics_listen`,
+    /// as every server has them: top-level keys.
+    #[serde(flatten)]
+    pub server: ServerConfig,
     /// Model references (`name:version`, `name@alias`, or `name` for
     /// `name@latest`) loaded and warmed up at start: health (gRPC and
     /// `/readyz`) says NOT_SERVING until every one is loaded and has run
@@ -206,13 +195,9 @@ impl Default for Config {
             model_replicas: 1,
             batch_invariant: true,
             precision: Precision::Fp32,
-            metrics_listen: String::new(),
             model_cache_size: 4,
             device: "cpu".into(),
-            tls: TlsConfig::default(),
-            auth_token_file: None,
-            auth_tokens_file: None,
-            health_listen: None,
+            server: ServerConfig::default(),
             preload: Vec::new(),
             warmup_batch_sizes: vec![1],
             models: BTreeMap::new(),
@@ -395,9 +380,11 @@ impl Config {
         }
     }
 
-    /// [`Config::metrics_listen`] parsed; `None` when empty (no endpoint).
+    /// [`ServerConfig::metrics_listen`] parsed; `None` when empty (no
+    /// endpoint).
     pub fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
-        camshaft_metrics::parse_listen(&self.metrics_listen)
+        self.server
+            .metrics_addr()
             .map_err(|e| Error::Config(e.to_string()))
     }
 
@@ -535,7 +522,10 @@ mod tests {
         .unwrap();
         c.validate().unwrap();
         let c = Config {
-            metrics_listen: "port 9".into(),
+            server: ServerConfig {
+                metrics_listen: "port 9".into(),
+                ..ServerConfig::default()
+            },
             ..Config::default()
         };
         assert!(bad(c).contains("metrics_listen"));
@@ -547,6 +537,17 @@ mod tests {
         let c: Config = serde_json::from_str(r#"{"precision": "bf16"}"#).unwrap();
         c.validate().unwrap();
         assert!(serde_json::from_str::<Config>(r#"{"precision": "int8"}"#).is_err());
+        // The shared server keys stay top-level keys.
+        let c: Config = serde_json::from_str(
+            r#"{"metrics_listen": "127.0.0.1:9", "health_listen": "127.0.0.1:8",
+                "auth_token_file": "t", "tls": {"cert": "c"}, "max_batch": 8}"#,
+        )
+        .unwrap();
+        assert_eq!(c.server.metrics_listen, "127.0.0.1:9");
+        assert_eq!(c.server.health_listen.as_deref(), Some("127.0.0.1:8"));
+        assert!(c.server.auth_token_file.is_some() && c.server.tls.cert.is_some());
+        assert_eq!(c.max_batch, 8);
+        assert!(serde_json::from_str::<Config>(r#"{"server": {}}"#).is_err());
     }
 
     #[test]

@@ -235,13 +235,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use camshaft_proto::MAX_MESSAGE_BYTES;
-use camshaft_proto::security::{ServerSecurity, serve_plain_health};
+use camshaft_proto::security::ServerSecurity;
 use camshaft_proto::v1::explainer_server::ExplainerServer;
 use camshaft_proto::v1::server_info_server::ServerInfoServer;
 use camshaft_store::Store;
-use tonic_health::ServingStatus;
+use tonic::server::NamedService;
 
 pub use batcher::{BatchSettings, CPU_PASS_PIXELS};
+pub use camshaft_http::server::ServerConfig;
 pub use config::{Config, ModelSettings};
 pub use error::{Error, Result};
 pub use explain::{ExplainEngine, ImageError, decode_error_kind, prepare_image};
@@ -266,7 +267,7 @@ pub(crate) fn spawn_blocking_serial<R: Send + 'static>(
 /// `shutdown` completes; then health turns NOT_SERVING, no new connection is
 /// accepted, and calls in flight finish before this returns.
 ///
-/// When [`Config::metrics_listen`] is set, the Prometheus endpoint is bound
+/// When [`ServerConfig::metrics_listen`] is set, the Prometheus endpoint is bound
 /// there (see [`serve_with_metrics`]).
 pub async fn serve(
     config: Config,
@@ -287,7 +288,7 @@ pub async fn serve(
 }
 
 /// [`serve`], with the Prometheus endpoint (`GET /metrics`) on
-/// `metrics_listener` when given (and [`Config::metrics_listen`] ignored):
+/// `metrics_listener` when given (and [`ServerConfig::metrics_listen`] ignored):
 /// tests bind `127.0.0.1:0` and hand both listeners over.
 pub async fn serve_with_metrics(
     config: Config,
@@ -297,15 +298,8 @@ pub async fn serve_with_metrics(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     config.validate()?;
-    let security = ServerSecurity::load(
-        &config.tls,
-        camshaft_proto::security::CredentialFiles {
-            token: config.auth_token_file.as_deref(),
-            tokens: config.auth_tokens_file.as_deref(),
-            worker_token: None,
-        },
-    )
-    .map_err(|e| Error::Config(e.to_string()))?;
+    let security = ServerSecurity::load(&config.server.tls, config.server.credentials(None))
+        .map_err(|e| Error::Config(e.to_string()))?;
     let device = config.torch_device()?;
     let addr = listener.local_addr().ok();
     let metrics = Arc::new(Metrics::new()?);
@@ -326,30 +320,15 @@ pub async fn serve_with_metrics(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let startup = camshaft_http::Startup::new(
+        <ExplainerServer<ExplainerService> as NamedService>::NAME,
+        config.server.health_listen.as_deref(),
+    )
+    .await
+    .map_err(startup_error)?;
     // NOT_SERVING until the preloaded versions are warm.
-    if *preloaded.borrow_and_update() {
-        health
-            .set_serving::<ExplainerServer<ExplainerService>>()
-            .await;
-    } else {
-        health
-            .set_not_serving::<ExplainerServer<ExplainerService>>()
-            .await;
-    }
-    let reflection_v1 = camshaft_proto::reflection_v1()
-        .map_err(|e| Error::Internal(format!("reflection v1: {e}")))?;
-    let reflection_v1alpha = camshaft_proto::reflection_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection v1alpha: {e}")))?;
-
-    let _plain_health = match &config.health_listen {
-        Some(addr) => Some(
-            serve_plain_health(addr, health_service.clone())
-                .await
-                .map_err(|e| Error::Config(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let ready = *preloaded.borrow_and_update();
+    startup.set_serving(ready).await;
     tracing::info!(
         addr = ?addr,
         store = %store.describe(),
@@ -362,12 +341,12 @@ pub async fn serve_with_metrics(
     // NOT_SERVING while a model version loads or a preloaded one is not
     // warm yet: a balancer sends the next requests elsewhere instead of
     // queueing them behind the load.
-    let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
-    let stop_following = draining_tx.subscribe();
+    let stop_following = startup.closing();
     tokio::spawn(async move { follower.cache().follow_aliases(stop_following).await });
-    let stop_preloading = draining_tx.subscribe();
+    let stop_preloading = startup.closing();
     tokio::spawn(async move { preloader.run(stop_preloading).await });
-    let loads_health = health.clone();
+    let loads_health = startup.health().clone();
+    let mut draining = startup.closing();
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -391,34 +370,14 @@ pub async fn serve_with_metrics(
         }
     });
     if let Some(metrics_listener) = metrics_listener {
-        let registry = metrics.registry().clone();
-        let mut stop_metrics = draining_tx.subscribe();
-        tokio::spawn(camshaft_metrics::serve_guarded(
+        startup.serve_metrics(
             metrics_listener,
-            registry,
+            metrics.registry().clone(),
             security.metrics_guard(),
-            async move {
-                let _ = stop_metrics.wait_for(|d| *d).await;
-            },
-        ));
+        );
     }
-    let drain = async move {
-        shutdown.await;
-        draining_tx.send_replace(true);
-        health
-            .set_not_serving::<ExplainerServer<ExplainerService>>()
-            .await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        tracing::info!("explainer draining");
-    };
-    let mut grpc = tonic::service::Routes::builder();
-    grpc.add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(explainer)
-        .add_service(info);
+    let mut grpc = startup.grpc_routes().map_err(startup_error)?;
+    grpc.add_service(explainer).add_service(info);
     let gateway = camshaft_http::Gateway::new(
         "Camshaft explainer",
         routes,
@@ -426,12 +385,22 @@ pub async fn serve_with_metrics(
         security.authenticator(),
         "camshaft.v1.Explainer",
     );
-    security
-        .builder()
-        .map_err(|e| Error::Config(e.to_string()))?
-        .add_routes(gateway.into_routes())
-        .serve_with_incoming_shutdown(security.incoming(listener), drain)
-        .await?;
+    let on_drain = async {
+        tracing::info!("explainer draining");
+    };
+    startup
+        .serve(gateway, &security, listener, shutdown, on_drain, None)
+        .await
+        .map_err(startup_error)?;
     tracing::info!("explainer stopped");
     Ok(())
+}
+
+/// The explainer's error for a failed start-up or server.
+fn startup_error(e: camshaft_http::server::Error) -> Error {
+    match e {
+        camshaft_http::server::Error::Transport(e) => e.into(),
+        camshaft_http::server::Error::Security(e) => Error::Config(e.to_string()),
+        camshaft_http::server::Error::Reflection(e) => Error::Internal(format!("reflection {e}")),
+    }
 }

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use camshaft_data::ResizeMethod;
+use camshaft_spec::{ModelSpec, VersionSpec};
 use camshaft_store::{ModelVersion, Store};
-use camshaft_vision::{HeadPolicy, Model, ModelSpec};
+use camshaft_vision::{HeadPolicy, Model};
 use tokio::sync::OnceCell;
 
 use crate::batcher::BatchSettings;
@@ -56,8 +57,8 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 impl LoadedModel {
-    /// Checks that `weights` (safetensors) fit `spec` (a
-    /// `camshaft_vision::ModelSpec` as JSON) from the file's header, then
+    /// Checks that `weights` (safetensors) fit `spec` (a stored
+    /// [`VersionSpec`], JSON) from the file's header, then
     /// builds the network on `device` and loads the weights into it, once
     /// per replica of `settings`, and starts the inference threads.
     /// Blocking.
@@ -73,23 +74,21 @@ impl LoadedModel {
             model: key.clone(),
             reason,
         };
-        let spec_json = spec;
-        let spec: ModelSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| bad(format!("spec is not a model spec: {e}")))?;
-        spec.validate().map_err(|e| bad(e.to_string()))?;
-        let resize = match spec_json.get("resize") {
-            None => ResizeMethod::Crop,
-            Some(r) => serde_json::from_value(r.clone()).map_err(|e| {
-                bad(format!(
-                    "resize {}: {e}",
-                    camshaft_proto::short(&r.to_string())
-                ))
-            })?,
+        let VersionSpec {
+            model: spec,
+            resize,
+        } = VersionSpec::from_value(spec).map_err(|e| bad(e.to_string()))?;
+        let resize = match resize {
+            camshaft_spec::ResizeMethod::Crop => ResizeMethod::Crop,
+            camshaft_spec::ResizeMethod::Squish => ResizeMethod::Squish,
+            camshaft_spec::ResizeMethod::Pad => ResizeMethod::Pad,
         };
         // Before anything is allocated from the spec: the head's size comes
         // from it, and must be what the file really holds.
         // The same check (one table of names and shapes) the registry ran.
-        camshaft_spec::check_weights(spec_json, weights).map_err(|e| bad(e.to_string()))?;
+        spec.validate()
+            .and_then(|()| spec.shape().check_weights(weights))
+            .map_err(|e| bad(e.to_string()))?;
         let mut replicas = Vec::with_capacity(settings.replicas);
         for _ in 0..settings.replicas.max(1) {
             let mut model = Model::new(spec.clone(), device).map_err(|e| bad(e.to_string()))?;
@@ -175,8 +174,7 @@ impl LoadLimits {
     /// Refuses a spec over the limits (or not a spec), before its weights
     /// are fetched.
     fn check(&self, spec: &serde_json::Value) -> std::result::Result<(), String> {
-        let spec: ModelSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| format!("spec is not a model spec: {e}"))?;
+        let spec = ModelSpec::from_value(spec).map_err(|e| e.to_string())?;
         if spec.input_size > self.max_input_size {
             return Err(format!(
                 "input_size {} is over this explainer's max_model_input_size {}",

@@ -13,14 +13,17 @@
 //! Events; the OpenAPI 3.1 document ([`openapi`]) is generated from the
 //! route table and the descriptors at `/openapi.json`. `/healthz` (the
 //! process answers) and `/readyz` (the service's gRPC health is SERVING)
-//! need no credential.
+//! need no credential. Every server starts and drains the same way
+//! ([`server`]).
 
 pub mod gateway;
 pub mod grpc;
 pub mod json;
 pub mod openapi;
+pub mod server;
 pub mod status;
 
 pub use axum::response::Response;
 pub use gateway::{Call, Gateway, Handler, Route};
 pub use grpc::GrpcClient;
+pub use server::Startup;

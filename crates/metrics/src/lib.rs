@@ -12,6 +12,9 @@
 //! [`parse_listen`] reads the config value services share: an address, or
 //! empty for "no metrics endpoint" (the default).
 //!
+//! [`stats`] holds the benchmarks' statistics (median, quantiles, scaling
+//! efficiency), shared by `ctl bench` and `camshaft-bench`.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -29,6 +32,7 @@
 //! ```
 
 mod grpc;
+pub mod stats;
 
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
 

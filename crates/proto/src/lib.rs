@@ -28,8 +28,12 @@
 //!   service answers the same code for the same failure; [`retry_after`] reads
 //!   the retry hint of a RESOURCE_EXHAUSTED answer.
 //! - Short names for the wire enums (`Arch::from_short_name("resnet18")`,
-//!   `Colormap::Magma.short_name()`) and [`names::required`] /
-//!   [`names::known`] for reading raw enum fields strictly.
+//!   `Colormap::Magma.short_name()`; the vocabulary's come from
+//!   `camshaft-spec`) and [`names::required`] / [`names::known`] for reading
+//!   raw enum fields strictly.
+//! - [`vocab`]: the one module converting between the wire and
+//!   `camshaft-spec` (enums, `JobSpec` → `TrainingSpec` with every default,
+//!   `ModelSpec` ↔ `VersionSpec`).
 //! - [`v1::ModelSpec::validate`], [`v1::ClassMap::shape`],
 //!   [`v1::JobState::is_terminal`], and
 //!   [`v1::ImportModelRequest::stream_parts`] (header + 1 MiB chunks for
@@ -124,6 +128,7 @@ mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;
+pub mod vocab;
 
 pub use checks::MAX_INPUT_SIZE;
 pub use error::{Error, Result};

@@ -1,29 +1,18 @@
-//! Model references: `name`, `name@alias`, `name:version`.
+//! Model references (`name`, `name@alias`, `name:version`) with this
+//! crate's errors: the parser and the name rule are `camshaft-spec`'s
+//! ([`camshaft_spec::ModelRef`], [`camshaft_spec::check_name`]), which the
+//! store applies too.
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use camshaft_spec::{LATEST_ALIAS, MAX_NAME_LEN, VersionSelector};
+
 use crate::{Error, Result};
 
-/// The alias a bare model name resolves through.
-pub const LATEST_ALIAS: &str = "latest";
-
-/// Longest model name or alias accepted.
-pub const MAX_NAME_LEN: usize = 128;
-
-/// Which version of a model a [`ModelRef`] points at.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum VersionSelector {
-    /// A bare name: whatever the [`LATEST_ALIAS`] alias points at.
-    Latest,
-    /// `name@alias`: whatever the alias points at when it is resolved.
-    Alias(String),
-    /// `name:version`: one immutable version (≥ 1).
-    Version(u64),
-}
-
 /// A parsed model reference, as `ExplainRequest.model` and
-/// `GetModelRequest.model` carry it.
+/// `GetModelRequest.model` carry it: [`camshaft_spec::ModelRef`]'s fields,
+/// parsed by it, with this crate's [`Error`] (INVALID_ARGUMENT on the wire).
 ///
 /// ```
 /// use camshaft_proto::{ModelRef, VersionSelector};
@@ -38,158 +27,61 @@ pub enum VersionSelector {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ModelRef {
-    /// The model name (validated by [`validate_name`]).
+    /// The model name (checked by [`validate_name`]).
     pub name: String,
     /// The version it selects.
     pub selector: VersionSelector,
 }
 
+impl From<camshaft_spec::ModelRef> for ModelRef {
+    fn from(r: camshaft_spec::ModelRef) -> Self {
+        ModelRef {
+            name: r.name,
+            selector: r.selector,
+        }
+    }
+}
+
 impl ModelRef {
-    /// Parses `name`, `name@alias` or `name:version`; names and aliases must
-    /// pass [`validate_name`] / [`validate_alias`], versions are decimal ≥ 1.
+    /// Parses `name`, `name@alias` or `name:version`
+    /// ([`camshaft_spec::ModelRef::parse`]).
     pub fn parse(reference: &str) -> Result<ModelRef> {
-        let invalid = |reason: String| Error::InvalidModelRef {
-            reference: reference.to_string(),
-            reason,
-        };
-        let at = reference.find('@');
-        let colon = reference.find(':');
-        let (name, selector) = match (at, colon) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "use either `name@alias` or `name:version`, not both".into(),
-                ));
-            }
-            (None, None) => (reference, VersionSelector::Latest),
-            (Some(i), None) => {
-                let alias = &reference[i + 1..];
-                validate_alias(alias).map_err(|e| invalid(inner_reason(e)))?;
-                (&reference[..i], VersionSelector::Alias(alias.to_string()))
-            }
-            (None, Some(i)) => {
-                let version = &reference[i + 1..];
-                (
-                    &reference[..i],
-                    VersionSelector::Version(parse_version(version).map_err(invalid)?),
-                )
-            }
-        };
-        validate_name(name).map_err(|e| invalid(inner_reason(e)))?;
-        Ok(ModelRef {
-            name: name.to_string(),
-            selector,
-        })
+        Ok(camshaft_spec::ModelRef::parse(reference)?.into())
     }
 
     /// `name:version`.
     pub fn version(name: impl Into<String>, version: u64) -> ModelRef {
-        ModelRef {
-            name: name.into(),
-            selector: VersionSelector::Version(version),
-        }
+        camshaft_spec::ModelRef::version(name, version).into()
     }
 
     /// `name@alias`.
     pub fn alias_of(name: impl Into<String>, alias: impl Into<String>) -> ModelRef {
-        ModelRef {
-            name: name.into(),
-            selector: VersionSelector::Alias(alias.into()),
-        }
+        camshaft_spec::ModelRef::alias_of(name, alias).into()
     }
 
     /// The alias to resolve: `latest` for a bare name, the alias for
     /// `name@alias`, `None` for a pinned version.
     pub fn alias(&self) -> Option<&str> {
-        match &self.selector {
-            VersionSelector::Latest => Some(LATEST_ALIAS),
-            VersionSelector::Alias(a) => Some(a),
-            VersionSelector::Version(_) => None,
-        }
+        self.selector.alias()
     }
 
     /// The pinned version, for `name:version`.
     pub fn pinned_version(&self) -> Option<u64> {
-        match self.selector {
-            VersionSelector::Version(v) => Some(v),
-            _ => None,
-        }
+        self.selector.pinned_version()
     }
 }
 
-fn parse_version(s: &str) -> std::result::Result<u64, String> {
-    if s.is_empty() {
-        return Err("the version after `:` is empty".into());
-    }
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "the version {} is not a number (use `name@alias` for an alias)",
-            crate::short(s)
-        ));
-    }
-    match s.parse::<u64>() {
-        Ok(0) => Err("versions start at 1".into()),
-        Ok(v) => Ok(v),
-        Err(_) => Err(format!("the version {s} is too large")),
-    }
-}
-
-fn inner_reason(e: Error) -> String {
-    match e {
-        Error::InvalidName { what, reason, .. } => format!("{what}: {reason}"),
-        other => other.to_string(),
-    }
-}
-
-fn check_name(what: &'static str, value: &str) -> Result<()> {
-    let invalid = |reason: String| Error::InvalidName {
-        what,
-        value: value.to_string(),
-        reason,
-    };
-    let Some(first) = value.chars().next() else {
-        return Err(invalid("it is empty".into()));
-    };
-    if value.len() > MAX_NAME_LEN {
-        return Err(invalid(format!(
-            "it is {} bytes long; at most {MAX_NAME_LEN} allowed",
-            value.len()
-        )));
-    }
-    if !first.is_ascii_alphanumeric() {
-        return Err(invalid(format!(
-            "it must start with a letter or digit, not {first:?}"
-        )));
-    }
-    if let Some(c) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(invalid(format!(
-            "{c:?} is not allowed (letters, digits, `.`, `_`, `-` only)"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a model name: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, `.`, `_`
-/// or `-`, starting with a letter or digit. (So a name never contains the
-/// `@` or `:` of a reference, nor a `/` of a store key.)
+/// Checks a model name ([`camshaft_spec::validate_name`]): 1 to
+/// [`MAX_NAME_LEN`] ASCII letters, digits, `.`, `_` or `-`, starting with a
+/// letter or digit.
 pub fn validate_name(name: &str) -> Result<()> {
-    check_name("model name", name)
+    Ok(camshaft_spec::validate_name(name)?)
 }
 
-/// Checks an alias: the same rule as [`validate_name`], and not all digits
-/// (so `name@3` cannot be confused with `name:3`).
+/// Checks an alias ([`camshaft_spec::validate_alias`]): the name rule, and
+/// not all digits (so `name@3` cannot be confused with `name:3`).
 pub fn validate_alias(alias: &str) -> Result<()> {
-    check_name("alias", alias)?;
-    if alias.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::InvalidName {
-            what: "alias",
-            value: alias.to_string(),
-            reason: "an alias cannot be all digits (did you mean `name:version`?)".into(),
-        });
-    }
-    Ok(())
+    Ok(camshaft_spec::validate_alias(alias)?)
 }
 
 impl fmt::Display for ModelRef {

@@ -1,15 +1,15 @@
-//! Short names of the wire enums (`resnet18`, `cam`, `magma`, ...), as the CLI,
-//! config files and logs spell them, and checked reads of enum fields.
+//! Short names of the wire-only enums (`magma`, `grad_cam`, `running`, ...),
+//! as the CLI, config files and logs spell them, and checked reads of enum
+//! fields. The enums of the vocabulary (`Arch`, `Head`, `Precision`, ...)
+//! take theirs from `camshaft-spec`, through [`crate::vocab`].
 //!
 //! prost stores an enum field as a raw `i32` and its getter silently maps an
 //! unknown number to the UNSPECIFIED variant; [`known`] and [`required`] refuse
 //! instead, for the validation of incoming requests.
 
 use crate::v1::{
-    Arch, CollectiveBackend, Colormap, DatasetKind, DeviceKind, ExplainMethod, FailureKind,
-    FaithfulnessBaseline, FaithfulnessMetric, Head, ImageErrorKind, JobState, MonitorMetric,
-    Normalization, Precision, PretrainedSource, RegisterPolicy, ResizeMethod, ServerRole,
-    WeightsFormat, WorkerState,
+    Colormap, ExplainMethod, FailureKind, FaithfulnessBaseline, FaithfulnessMetric, ImageErrorKind,
+    JobState, ServerRole, WeightsFormat, WorkerState,
 };
 use crate::{Error, Result};
 
@@ -43,23 +43,6 @@ macro_rules! short_names {
     };
 }
 
-short_names!(Arch, "architecture", [Cnn => "cnn", Resnet18 => "resnet18", Resnet34 => "resnet34"]);
-short_names!(Head, "head", [Linear => "linear", Fastai => "fastai", Cam => "cam"]);
-short_names!(Normalization, "normalization", [None => "none", Imagenet => "imagenet"]);
-short_names!(ResizeMethod, "resize method", [Crop => "crop", Squish => "squish", Pad => "pad"]);
-short_names!(DeviceKind, "device kind", [Cpu => "cpu", Cuda => "cuda" | "gpu"]);
-short_names!(DatasetKind, "dataset", [
-    Synthetic => "synthetic",
-    Cifar10 => "cifar10" | "cifar-10",
-    Pets => "pets",
-    PetsBreeds => "pets_breeds" | "pets-breeds",
-    Folder => "folder",
-]);
-short_names!(PretrainedSource, "pretrained source", [None => "none", Imagenet => "imagenet", Path => "path"]);
-short_names!(Precision, "precision", [Fp32 => "fp32", Bf16 => "bf16", Fp16 => "fp16"]);
-short_names!(RegisterPolicy, "register policy", [Last => "last", Best => "best"]);
-short_names!(MonitorMetric, "monitored metric", [ValidLoss => "valid_loss" | "valid-loss", Accuracy => "accuracy"]);
-short_names!(CollectiveBackend, "collective backend", [Nccl => "nccl", Ring => "ring"]);
 short_names!(JobState, "job state", [
     Pending => "pending",
     Running => "running",
@@ -130,6 +113,7 @@ impl JobState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::v1::{Arch, DatasetKind, Head};
 
     #[test]
     fn short_names_round_trip() {

@@ -1,41 +1,60 @@
-//! `camshaft-spec`: what a model version must satisfy before the
-//! registry stores it, checked without libtorch.
+//! `camshaft-spec`: Camshaft's vocabulary, with no tonic and no libtorch,
+//! and the checks a model version must pass before the registry stores it.
+//! Every other crate (the wire, the store, the coordinator, the worker,
+//! vision, the explainer, `ctl`) speaks these types; `camshaft-proto`'s
+//! `vocab` module is the one place they meet the wire's.
 //!
-//! The invariant it serves: **registered means loadable.** A version exists
-//! only once its weights have been checked against its spec — every tensor
-//! name and shape the architecture and head expect, nothing missing, nothing
-//! else — so the explainer never meets a version it cannot build, and the
-//! spec is within the registry's limits, so no version makes every request
-//! about it expensive.
-//!
-//! - [`check_spec`] reads a stored spec (`camshaft_vision::ModelSpec` as
-//!   JSON: `arch`, `head`, `class_names`, `input_size`, `normalization`),
-//!   checks it against [`SpecLimits`] (number and length of class names,
-//!   input side, aliases per registration) and returns its [`ModelShape`].
-//! - [`ModelShape::expected_parameters`] lists every variable
-//!   `camshaft-vision` builds for an [`Arch`] × [`Head`] × class count (and,
-//!   for the CNN's flatten head, input side), under torchvision's names. A
-//!   test in `crates/vision/tests/spec_shapes.rs` builds every combination
-//!   with libtorch and compares, so the table cannot drift from the models.
-//! - [`ModelShape::check_weights`] (or [`check_weights`] from the spec JSON)
-//!   reads a safetensors header, never the data, and compares it with that
-//!   table. Its error lists the first [`PROBLEMS_SHOWN`] problems and counts
-//!   the rest; every user string in any error is cut to a short prefix.
+//! - **Names** ([`vocab`]): [`Arch`], [`Head`], [`Normalization`],
+//!   [`ResizeMethod`], [`Precision`], [`DatasetKind`], [`PretrainedSource`],
+//!   [`DeviceKind`], [`CollectiveBackend`], [`RegisterPolicy`],
+//!   [`MonitorMetric`], each with its one short-name table (`resnet18`,
+//!   `cam`, `bf16`, ...), which serde, `ctl`, config files and logs share.
+//! - **Models**: [`ModelSpec`] (arch, head, class names, input side,
+//!   normalisation), serialised as every checkpoint's `spec.json` is, and
+//!   [`VersionSpec`], a registered version's (the model and its
+//!   [`ResizeMethod`]); both read stored JSON or name the key that failed;
+//!   [`ModelShape`] and [`ModelShape::expected_parameters`], every tensor
+//!   name and shape `camshaft-vision` builds for an arch × head × class
+//!   count (a test in `crates/vision/tests/spec_shapes.rs` builds every
+//!   combination with libtorch and compares, so the table cannot drift).
+//! - **References** ([`ModelRef`]): `name`, `name@alias`, `name:version`,
+//!   and the one name rule ([`check_name`], [`validate_name`],
+//!   [`validate_alias`]): an alias is never all digits, since `name:3` is
+//!   version 3.
+//! - **Jobs** ([`TrainingSpec`]): built only by [`TrainingSpec::complete`]
+//!   from a [`TrainingRequest`]: every default of a job in one place, the
+//!   [`FailurePolicy`] included, and a default the model fixes (the CNN's
+//!   32 px and linear head) follows the model.
+//! - **Registration checks**, the invariant *registered means loadable*: a
+//!   version exists only once its weights have been checked against its
+//!   spec — every tensor name and shape, nothing missing, nothing else —
+//!   and its spec is within the registry's [`SpecLimits`]. [`check_spec`]
+//!   reads a stored spec and applies the limits; [`ModelShape::check_weights`]
+//!   (or [`check_weights`] from the spec JSON) reads a safetensors header,
+//!   never the data. Errors list the first [`PROBLEMS_SHOWN`] problems and
+//!   count the rest; every user string in any error is cut to a short prefix.
+//!   [`state_dict_safetensors`] turns a `torch.save` state dict (read by
+//!   `camshaft-pth`, no libtorch) into the float32 safetensors the registry
+//!   stores.
+//! - [`sweep`]: the all-reduce sweep's settings and formulas.
 //!
 //! # Example
 //!
 //! ```
-//! use camshaft_spec::{Arch, Head, SpecLimits, check_spec};
+//! use camshaft_spec::{Arch, Head, ModelSpec, SpecLimits, check_spec};
 //!
-//! let spec = serde_json::json!({
+//! let stored = serde_json::json!({
 //!     "arch": "resnet34",
 //!     "head": "cam",
 //!     "class_names": ["cat", "dog"],
 //!     "input_size": 512,
 //!     "normalization": "imagenet",
 //! });
-//! let shape = check_spec(&spec, &SpecLimits::default())?;
-//! assert_eq!((shape.arch, shape.head, shape.num_classes), (Arch::Resnet34, Head::Cam, 2));
+//! let spec = ModelSpec::from_value(&stored)?;
+//! assert_eq!((spec.arch, spec.head), (Arch::Resnet34, Head::Cam));
+//! assert_eq!("ResNet34".parse::<Arch>()?, Arch::Resnet34);
+//! let shape = check_spec(&stored, &SpecLimits::default())?;
+//! assert_eq!(shape, spec.shape());
 //! let expected = shape.expected_parameters();
 //! assert!(expected.contains(&("fc.weight".to_string(), vec![2, 512])));
 //!
@@ -51,17 +70,62 @@
 //! # Ok::<(), camshaft_spec::Error>(())
 //! ```
 
+mod model_ref;
 mod spec;
 pub mod sweep;
+mod training;
+pub mod vocab;
 mod weights;
 
-pub use spec::{Arch, Head, ModelShape, SpecLimits, VISION_MAX_INPUT_SIZE, check_spec};
-pub use weights::PROBLEMS_SHOWN;
+pub use model_ref::{
+    LATEST_ALIAS, MAX_NAME_LEN, ModelRef, VersionSelector, check_name, validate_alias,
+    validate_name,
+};
+pub use spec::{ModelShape, ModelSpec, SpecLimits, VISION_MAX_INPUT_SIZE, VersionSpec, check_spec};
+pub use training::{
+    DEFAULT_COLLECTIVE_TIMEOUT_MS, DEFAULT_FREEZE_EPOCHS, Dataset, DatasetRequest, FailurePolicy,
+    FieldError, Group, MAX_BATCH, MAX_EPOCHS, MAX_PATIENCE, MAX_WORKERS, Pretrained, SyntheticData,
+    SyntheticRequest, TrainingRequest, TrainingSpec,
+};
+pub use vocab::{
+    Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, IMAGENET_MEAN, IMAGENET_STD,
+    MonitorMetric, Normalization, Precision, PretrainedSource, RegisterPolicy, ResizeMethod,
+};
+pub use weights::{PROBLEMS_SHOWN, state_dict_safetensors};
 
-/// Why a spec, a set of limits or a weight file was refused. Every variant
-/// is the caller's input being wrong (gRPC INVALID_ARGUMENT).
+/// Why a name, a reference, a spec, a set of limits or a weight file was
+/// refused. Every variant is the caller's input being wrong (gRPC
+/// INVALID_ARGUMENT).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A short name (as the CLI and config files spell it) that is not known.
+    #[error("unknown {what} {}; expected one of: {expected}", quote(value))]
+    UnknownName {
+        /// What was being named, e.g. `architecture`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// The accepted names, comma-separated.
+        expected: String,
+    },
+    /// A model name, alias or other name that breaks the naming rule.
+    #[error("invalid {what} {}: {reason}", quote(value))]
+    InvalidName {
+        /// `model name`, `alias`, ...
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A model reference that is not `name`, `name@alias` or `name:version`.
+    #[error("invalid model reference {}: {reason}", quote(reference))]
+    InvalidModelRef {
+        /// The reference as given.
+        reference: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The spec cannot describe a model vision builds, or breaks a limit.
     #[error("bad model spec: {0}")]
     Spec(String),
@@ -71,6 +135,10 @@ pub enum Error {
     /// The weights are not a safetensors file.
     #[error("weights are not a safetensors file: {0}")]
     NotSafetensors(String),
+    /// A state dict holds a tensor that is not floating point, or cannot
+    /// be written as safetensors.
+    #[error("weights cannot be stored as float32: {0}")]
+    NotFloat(String),
     /// The weights are safetensors, but their tensors do not fit the spec.
     #[error("weights do not fit {model}: {}{}", first.join("; "), more_problems(*more))]
     Mismatch {

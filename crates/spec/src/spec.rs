@@ -8,92 +8,188 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::vocab::{Arch, Head, Normalization, ResizeMethod};
 use crate::{Error, Result, quote};
 
 /// The largest input side `camshaft-vision` builds a model for (its
 /// `ModelSpec::validate`, and the wire's `MAX_INPUT_SIZE`).
 pub const VISION_MAX_INPUT_SIZE: u32 = 4096;
 
-/// The network body, as a stored spec names it (`"arch"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Arch {
-    /// The lecture's one-convolution CNN (`cnn`).
-    Cnn,
-    /// torchvision's ResNet18 (`resnet18`).
-    Resnet18,
-    /// torchvision's ResNet34 (`resnet34`).
-    Resnet34,
+/// Everything needed to rebuild a model and feed it: saved beside every
+/// checkpoint and model version, as JSON with exactly these keys
+/// (`{"arch": "resnet34", "head": "cam", "class_names": [...],
+/// "input_size": 512, "normalization": "imagenet"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// The body.
+    pub arch: Arch,
+    /// The head.
+    pub head: Head,
+    /// One name per output class, in logit order.
+    pub class_names: Vec<String>,
+    /// Square input side in pixels.
+    pub input_size: u32,
+    /// Input normalisation.
+    pub normalization: Normalization,
 }
 
-/// The classifier on top of the body, as a stored spec names it (`"head"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Head {
-    /// A plain linear layer (`linear`).
-    Linear,
-    /// fastai's `create_head` (`fastai`).
-    Fastai,
-    /// Global average pooling then a bias-free linear map (`cam`).
-    Cam,
+/// A registered version's spec as the registry stores it: the model's
+/// keys, and beside them `"resize"`, how images become its input square:
+/// what the version was validated with, and so what the explainer must do
+/// (crop for versions stored before it was recorded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionSpec {
+    /// The model.
+    #[serde(flatten)]
+    pub model: ModelSpec,
+    /// How images are resized to `model.input_size`.
+    #[serde(default)]
+    pub resize: ResizeMethod,
 }
 
-impl Arch {
-    /// Every architecture.
-    pub const ALL: [Arch; 3] = [Arch::Cnn, Arch::Resnet18, Arch::Resnet34];
+impl VersionSpec {
+    /// Reads a stored version spec (JSON), or says what is wrong with it,
+    /// naming the key: [`ModelSpec::from_value`], then `resize`.
+    pub fn from_value(spec: &Value) -> Result<Self> {
+        let model = ModelSpec::from_value(spec)?;
+        let resize = match spec.get("resize") {
+            None => ResizeMethod::default(),
+            Some(Value::String(name)) => ResizeMethod::from_stored_name(name).ok_or_else(|| {
+                Error::Spec(format!(
+                    "resize {} is not one of {}",
+                    quote(name),
+                    ResizeMethod::NAMES.join(", ")
+                ))
+            })?,
+            Some(_) => return Err(Error::Spec("resize is not a string".into())),
+        };
+        Ok(VersionSpec { model, resize })
+    }
 
-    /// The name a stored spec uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Cnn => "cnn",
-            Arch::Resnet18 => "resnet18",
-            Arch::Resnet34 => "resnet34",
+    /// The spec as stored (JSON).
+    pub fn to_value(&self) -> Value {
+        // Strings and numbers always serialise.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The ResNet layers a map can be taken at (torchvision's module names).
+const RESNET_LAYERS: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
+/// The lecture CNN's modules a map can be taken at (`nn.Sequential` indices).
+const CNN_LAYERS: [&str; 3] = ["0", "1", "2"];
+
+impl ModelSpec {
+    /// Reads a stored spec (JSON), or says what is wrong with it: the
+    /// checks of [`ModelShape::from_spec`] (each naming the key that
+    /// failed), then serde.
+    pub fn from_value(spec: &Value) -> Result<Self> {
+        ModelShape::from_spec(spec)?;
+        serde_json::from_value(spec.clone()).map_err(|e| Error::Spec(e.to_string()))
+    }
+
+    /// [`ModelSpec::from_value`] of JSON bytes (a stored `spec.json`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Spec(format!("it is not JSON: {e}")))?;
+        Self::from_value(&value)
+    }
+
+    /// The spec as stored (JSON).
+    pub fn to_value(&self) -> Value {
+        // A struct of strings and numbers always serialises.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// What decides this model's tensors.
+    pub fn shape(&self) -> ModelShape {
+        ModelShape {
+            arch: self.arch,
+            head: self.head,
+            num_classes: self.class_names.len(),
+            input_size: self.input_size,
         }
     }
 
-    /// The architecture a stored spec names, spelled exactly as
-    /// `camshaft-vision`'s serde reads it (lowercase).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
     }
 
-    /// The smallest input side whose last feature map is at least 1×1:
-    /// the CNN's 5×5 convolution and 2×2 pool need 6, a ResNet's five
-    /// stride-2 stages 32 (the same bounds as `camshaft-vision`).
-    pub fn min_input_size(self) -> u32 {
-        match self {
-            Arch::Cnn => 6,
-            Arch::Resnet18 | Arch::Resnet34 => 32,
-        }
-    }
-}
-
-impl Head {
-    /// Every head.
-    pub const ALL: [Head; 3] = [Head::Linear, Head::Fastai, Head::Cam];
-
-    /// The name a stored spec uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            Head::Linear => "linear",
-            Head::Fastai => "fastai",
-            Head::Cam => "cam",
+    /// Channels of the body's last feature map.
+    pub fn feature_channels(&self) -> i64 {
+        match self.arch {
+            Arch::Cnn => 128,
+            Arch::Resnet18 | Arch::Resnet34 => 512,
         }
     }
 
-    /// The head a stored spec names, spelled exactly (lowercase).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|h| h.name() == name)
+    /// Side of the body's last feature map for this input size.
+    pub fn feature_size(&self) -> i64 {
+        let s = i64::from(self.input_size);
+        match self.arch {
+            Arch::Cnn => (s - 4) / 2,
+            // conv1 (stride 2), max-pool (stride 2), layer2..4 (stride 2 each).
+            Arch::Resnet18 | Arch::Resnet34 => {
+                let mut s = s;
+                for _ in 0..5 {
+                    s = (s + 1) / 2;
+                }
+                s
+            }
+        }
     }
-}
 
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    /// The names of the body's layers a map can be taken at, shallowest
+    /// first; the last is the body's output (the default): torchvision's
+    /// `layer1` … `layer4` for a ResNet, the lecture's `nn.Sequential`
+    /// indices `0` (convolution), `1` (ReLU), `2` (max-pool) for the CNN.
+    pub fn layer_names(&self) -> &'static [&'static str] {
+        match self.arch {
+            Arch::Cnn => &CNN_LAYERS,
+            Arch::Resnet18 | Arch::Resnet34 => &RESNET_LAYERS,
+        }
     }
-}
 
-impl fmt::Display for Head {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    /// Channels of the feature map after layer `index` (into
+    /// [`ModelSpec::layer_names`]; past the last, the last's).
+    pub fn layer_channels(&self, index: usize) -> i64 {
+        match self.arch {
+            Arch::Cnn => 128,
+            Arch::Resnet18 | Arch::Resnet34 => 64 << index.min(3),
+        }
+    }
+
+    /// Input pixel at the centre of the receptive field of feature-map cell
+    /// `i` (along either axis). ResNet: every stride-2 stage is padded so that
+    /// output `o` is centred on input `2o`, hence `32·i`; CNN: the unpadded
+    /// 5×5 convolution then the 2×2 max-pool centre cell `i` on `2i + 2.5`.
+    /// Bilinear upsampling with `align_corners=False` (the lecture's drawing)
+    /// assumes `(i + ½)·stride` instead: half a cell off for a ResNet.
+    pub fn feature_center(&self, i: u32) -> f64 {
+        match self.arch {
+            Arch::Cnn => 2.0 * f64::from(i) + 2.5,
+            Arch::Resnet18 | Arch::Resnet34 => 32.0 * f64::from(i),
+        }
+    }
+
+    /// Checks that the model can be built: at least two classes, an input
+    /// side in the architecture's
+    /// [`min_input_size`](Arch::min_input_size)`..=`[`VISION_MAX_INPUT_SIZE`].
+    pub fn validate(&self) -> Result<()> {
+        if self.class_names.len() < 2 {
+            return Err(Error::Spec(format!(
+                "a classifier needs at least 2 classes, got {}",
+                self.class_names.len()
+            )));
+        }
+        let min = self.arch.min_input_size();
+        if !(min..=VISION_MAX_INPUT_SIZE).contains(&self.input_size) {
+            return Err(Error::Spec(format!(
+                "input size {} is outside {min}..={VISION_MAX_INPUT_SIZE} for {}",
+                self.input_size, self.arch
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -112,10 +208,11 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
-    /// Reads a stored spec (`camshaft_vision::ModelSpec` as JSON: `arch`,
-    /// `head`, `class_names`, `input_size`, `normalization`) and checks that
-    /// `camshaft-vision` can parse it and build its model: known names
-    /// spelled as its serde reads them, at least two class names (strings),
+    /// Reads a stored spec ([`ModelSpec`] as JSON: `arch`, `head`,
+    /// `class_names`, `input_size`, `normalization`) and checks that it
+    /// parses and that `camshaft-vision` can build its model, naming the key
+    /// that fails: known names spelled as serde reads them (lowercase), at
+    /// least two class names (strings),
     /// an input side in the architecture's
     /// [`min_input_size`](Arch::min_input_size)`..=`[`VISION_MAX_INPUT_SIZE`].
     /// The registry's own limits are [`check_spec`]'s.
@@ -132,21 +229,21 @@ impl ModelShape {
             }
         };
         let arch = text("arch")?;
-        let arch = Arch::from_name(arch).ok_or_else(|| {
+        let arch = Arch::from_stored_name(arch).ok_or_else(|| {
             bad(format!(
                 "arch {} is not one of cnn, resnet18, resnet34",
                 quote(arch)
             ))
         })?;
         let head = text("head")?;
-        let head = Head::from_name(head).ok_or_else(|| {
+        let head = Head::from_stored_name(head).ok_or_else(|| {
             bad(format!(
                 "head {} is not one of linear, fastai, cam",
                 quote(head)
             ))
         })?;
         let normalization = text("normalization")?;
-        if !matches!(normalization, "imagenet" | "none") {
+        if Normalization::from_stored_name(normalization).is_none() {
             return Err(bad(format!(
                 "normalization {} is not one of imagenet, none",
                 quote(normalization)
@@ -478,6 +575,31 @@ mod tests {
         assert!(refused(&cnn_cam).contains("linear head only, not cam"));
         // Vision could build it, so the weights check alone takes it.
         assert_eq!(ModelShape::from_spec(&cnn_cam).unwrap().head, Head::Cam);
+    }
+
+    #[test]
+    fn stored_specs_read_typed_with_their_resize() {
+        let spec = VersionSpec::from_value(&pets()).unwrap();
+        assert_eq!(spec.resize, ResizeMethod::Crop);
+        assert_eq!(spec.model.class_names, ["cat", "dog"]);
+        let squished = with("resize", json!("squish"));
+        let spec = VersionSpec::from_value(&squished).unwrap();
+        assert_eq!(spec.resize, ResizeMethod::Squish);
+        assert_eq!(spec.to_value(), squished);
+        // A checkpoint's spec has no resize key; the model alone writes none.
+        assert_eq!(spec.model.to_value(), pets());
+        let err = VersionSpec::from_value(&with("resize", json!("stretch"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad model spec: resize \"stretch\" is not one of crop, squish, pad"
+        );
+        let err = ModelSpec::from_json(b"{").unwrap_err().to_string();
+        assert!(err.starts_with("bad model spec: it is not JSON"), "{err}");
+        let err = ModelSpec::from_value(&with("arch", json!("vgg"))).unwrap_err();
+        assert!(
+            err.to_string().contains("arch \"vgg\" is not one of"),
+            "{err}"
+        );
     }
 
     #[test]

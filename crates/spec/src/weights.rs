@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use camshaft_pth::{DType, RawTensor};
 use safetensors::SafeTensors;
-use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo};
+use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo, TensorView};
 
-use crate::spec::{Arch, Head, ModelShape};
+use crate::spec::ModelShape;
+use crate::vocab::{Arch, Head};
 use crate::{Error, Result, quote};
 
 /// How many problems a mismatch error spells out; the rest are counted.
@@ -220,6 +222,77 @@ fn describe(err: &SafeTensorError) -> String {
     }
 }
 
+/// A `torch.save` state dict (as `camshaft-pth` reads it) as the
+/// registry stores weights: float32 safetensors, DDP's `module.` prefixes
+/// dropped and BatchNorm's `num_batches_tracked` counters too; every other
+/// tensor must be floating point (float64, float16 and bfloat16 are
+/// converted exactly or rounded to nearest). Check the result with
+/// [`ModelShape::check_weights`].
+pub fn state_dict_safetensors(tensors: Vec<(String, RawTensor)>) -> Result<Vec<u8>> {
+    let mut floats = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors {
+        let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let data = float32_bytes(&tensor).ok_or_else(|| {
+            Error::NotFloat(format!(
+                "tensor {} is {}: a model's weights are floating point",
+                quote(&name),
+                tensor.dtype.name()
+            ))
+        })?;
+        floats.push((name, tensor.shape, data));
+    }
+    let views = floats
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| Error::NotFloat(format!("tensor {}: {e:?}", quote(name))))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::tensor::serialize(views, &None)
+        .map_err(|e| Error::NotFloat(format!("writing safetensors: {e:?}")))
+}
+
+/// A float tensor's elements as little-endian float32 bytes; `None` for
+/// integer and boolean tensors.
+fn float32_bytes(tensor: &RawTensor) -> Option<Vec<u8>> {
+    let data = &tensor.data;
+    let floats: Vec<f32> = match tensor.dtype {
+        DType::F32 => return Some(data.clone()),
+        DType::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        DType::BF16 => data
+            .chunks_exact(2)
+            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+            .collect(),
+        DType::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        _ => return None,
+    };
+    Some(floats.iter().flat_map(|f| f.to_le_bytes()).collect())
+}
+
+/// IEEE half precision to single, exactly (subnormals, infinities, NaN).
+fn f16_to_f32(bits: u16) -> f32 {
+    let negative = bits >> 15 == 1;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let value = match exponent {
+        // Zero and subnormals: mantissa × 2⁻²⁴, exact in f32.
+        0 => mantissa as f32 * f32::powi(2.0, -24),
+        0x1f => f32::from_bits(0x7f80_0000 | (mantissa << 13)),
+        e => f32::from_bits(((e + 127 - 15) << 23) | (mantissa << 13)),
+    };
+    if negative { -value } else { value }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -268,6 +341,22 @@ mod tests {
 
     fn refused(s: &ModelShape, tensors: &[(String, &str, Vec<usize>)]) -> String {
         s.check_weights(&file(tensors)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn half_floats_convert_exactly() {
+        for (bits, want) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x0001, f32::powi(2.0, -24)),
+            (0x7bff, 65504.0),
+            (0x0000, 0.0),
+            (0x7c00, f32::INFINITY),
+            (0x3555, 0.333_251_95),
+        ] {
+            assert_eq!(f16_to_f32(bits), want, "{bits:#06x}");
+        }
+        assert!(f16_to_f32(0x7e00).is_nan());
     }
 
     #[test]

@@ -35,6 +35,28 @@
 //! - A worker record exists exactly while its lease does.
 //! - A watch starts with a snapshot and then delivers every later change, in
 //!   order; when it cannot (the backend lost it), the stream ends.
+//! - Every stored record is versioned (see below): a record in a format this
+//!   build does not know, or one that does not parse, is an
+//!   [`Error::Corrupt`] naming its key, never a default.
+//!
+//! # Stored records are versioned
+//!
+//! Every record is written in an envelope with a format tag,
+//! `{"format": 1, "record": {...}}`: each etcd value that holds json (jobs,
+//! model versions, alias changes, checkpoint manifests, workers, pending-chunk
+//! markers) and each embedded record (every write-ahead log commit, and
+//! `snapshot.json`). Format 1 is the records' serde json as this crate defines
+//! them. A change to a record that older readers would misread (a renamed or
+//! retyped field) bumps the format and teaches the reader to convert the
+//! older one; a record in an unknown format fails loudly with the key that
+//! holds it, so an older binary never reads a newer record as defaults.
+//!
+//! Records written before the envelope existed (json without a `format` key;
+//! no record has a field of that name) read as format 1, which they are:
+//! existing data dirs and etcd prefixes keep working without a migration, and
+//! each record moves into the envelope when it is next written (the embedded
+//! snapshot, at the next snapshot). The test `tests/formats.rs` reads records
+//! and a data dir checked in as written before the envelope.
 //!
 //! # The embedded store on disk
 //!
@@ -43,8 +65,10 @@
 //!   LOCK               flock'ed while open; holds the owner's pid
 //!   wal.log            write-ahead log: "CSLOG\0\0\x02", then records
 //!                      [ff "REC"][len u32 LE][crc32 of payload][crc32 of the
-//!                      12 header bytes before it][json Commit {revision, ops}]
-//!   snapshot.json      the whole durable state at some revision (optional)
+//!                      12 header bytes before it]
+//!                      [{"format": 1, "record": Commit {revision, ops}}]
+//!   snapshot.json      the whole durable state at some revision (optional),
+//!                      in the record envelope like each log record
 //!   blobs/ab/ab12…     chunk files, named by their sha256
 //! ```
 //!
@@ -172,6 +196,7 @@ pub mod bundle;
 mod embedded;
 mod error;
 pub mod etcd;
+mod format;
 mod records;
 mod store;
 #[cfg(feature = "testing")]

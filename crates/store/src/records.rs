@@ -388,24 +388,23 @@ pub struct Alias {
     pub version: u64,
 }
 
-/// Checks a model name or alias: 1 to 128 characters of ASCII letters, digits,
-/// `.`, `_` and `-`, starting with a letter or digit (so it is safe as a key
-/// segment and a file name, and `@`/`:` stay unambiguous in a [`ModelRef`]).
+/// Checks a name: `camshaft-spec`'s one rule ([`camshaft_spec::check_name`]:
+/// 1 to 128 ASCII letters, digits, `.`, `_` and `-`, starting with a letter
+/// or digit, so it is safe as a key segment and a file name, and `@`/`:`
+/// stay unambiguous in a [`ModelRef`]). An `alias` (`kind`) must also not be
+/// all digits ([`camshaft_spec::validate_alias`]): `name:3` is version 3.
 pub fn validate_name(kind: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "{kind} {} must be 1-128 ascii letters, digits, '.', '_' or '-', starting with a letter or digit",
-            quoted(name)
-        )))
-    }
+    let checked = match kind {
+        "alias" => camshaft_spec::validate_alias(name),
+        "model name" => camshaft_spec::validate_name(name),
+        _ => camshaft_spec::check_name("name", name),
+    };
+    checked.map_err(|e| match e {
+        camshaft_spec::Error::InvalidName { reason, .. } => {
+            Error::invalid(format!("{kind} {}: {reason}", quoted(name)))
+        }
+        other => Error::invalid(other.to_string()),
+    })
 }
 
 /// `s` quoted for an error message: its first 64 characters at most, so an
@@ -436,6 +435,14 @@ mod tests {
         assert!("".parse::<ModelRef>().is_err());
         assert!("a/b".parse::<ModelRef>().is_err());
         assert!("pets@".parse::<ModelRef>().is_err());
+        // `pets:3` is version 3, so no alias is all digits (as on the wire).
+        let err = "pets@3".parse::<ModelRef>().unwrap_err().to_string();
+        assert!(err.contains("an alias cannot be all digits"), "{err}");
+        assert!(validate_name("alias", "2024").is_err());
+        validate_name("alias", "v2024").unwrap();
+        validate_name("model name", "2024").unwrap();
+        let err = validate_name("worker id", "w 1").unwrap_err().to_string();
+        assert!(err.contains("worker id \"w 1\""), "{err}");
     }
 
     #[test]

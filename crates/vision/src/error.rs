@@ -63,9 +63,11 @@ pub enum Error {
     /// Training was stopped from outside (cancelled job, shutdown).
     #[error("training cancelled")]
     Cancelled,
-    /// A collective of a data-parallel group failed (a peer died, a timeout).
+    /// A collective of a data-parallel group failed (a peer died, a
+    /// timeout); the [`GradientSync`](crate::learner::GradientSync)'s own
+    /// error, kept typed so its caller can tell the kinds apart.
     #[error("collective: {0}")]
-    Collective(String),
+    Collective(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

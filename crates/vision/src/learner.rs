@@ -1,17 +1,27 @@
-//! The fastai-style learner: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`,
-//! validation metrics, the epoch table and checkpoints that resume exactly.
+//! The fastai-style learner: `fit`, `fit_one_cycle`, `fine_tune`, `lr_find`
+//! and validation metrics.
 //!
 //! A run is a [`Plan`]; [`Learner::next_epoch`] trains one epoch of it and
 //! returns its [`EpochStats`], so a caller (the example, a worker) can report
 //! and checkpoint between epochs. Data-parallel training plugs in through
 //! [`GradientSync`]; one process uses [`SingleProcess`].
 //!
+//! Beside the training loop, each in its own module and re-exported here:
+//! the epoch table (`table`: [`EpochStats`], [`Metric`], [`EpochTable`]),
+//! step profiling (`profile`: [`StepPhase`], [`RankStepProfile`], and how
+//! profiles travel through [`GradientSync::sum`]), and checkpoints that
+//! resume exactly (`checkpoint`: [`CheckpointMeta`],
+//! [`Learner::save_checkpoint`], [`Learner::from_checkpoint`]).
+//!
 //! Reproducibility: the sample order and augmentation come from the loader's
 //! `(seed, epoch)`, dropout from `tch::manual_seed(seed + epoch)` set at the
 //! start of every epoch, so a run resumed from a checkpoint continues the
 //! same loss curve as the run that never stopped.
 
-use std::path::{Path, PathBuf};
+mod checkpoint;
+mod profile;
+mod table;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -20,14 +30,17 @@ use camshaft_data::Splits;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
+pub use self::checkpoint::{CHECKPOINT_FILES, CheckpointMeta};
+pub use self::profile::{PHASES, RankStepProfile, StepPhase, StepTrace, TRACED_STEPS};
+use self::profile::{StepClock, gather_profiles};
+pub use self::table::{EpochStats, EpochTable, Metric};
 use crate::loader::{Batch, Loader, LoaderConfig, Shard, to_device};
-use crate::model::{Model, ModelSpec, channels_last};
+use crate::model::{Model, channels_last};
 use crate::optim::{Adam, AdamConfig};
 use crate::precision::{
     Autocast, LossScaleConfig, LossScaleState, LossScaler, Precision, found_non_finite,
 };
 use crate::schedule::{LrRange, Plan};
-use crate::weights::{HeadPolicy, import_weights, save_weights};
 use crate::{Error, Result};
 
 /// What data-parallel training needs from a communicator.
@@ -53,26 +66,6 @@ impl GradientSync for SingleProcess {
     }
     fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
         Ok(())
-    }
-}
-
-/// A metric column of the epoch table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Share of validation samples classified right.
-    Accuracy,
-    /// 1 − accuracy.
-    ErrorRate,
-}
-
-impl Metric {
-    /// Column name, as fastai prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::Accuracy => "accuracy",
-            Metric::ErrorRate => "error_rate",
-        }
     }
 }
 
@@ -121,257 +114,6 @@ impl Default for LearnerConfig {
     }
 }
 
-/// One row of the epoch table, for the whole group.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    /// 0-based epoch within the plan.
-    pub epoch: usize,
-    /// Stage of the plan (0 for `fit_one_cycle`; 0 frozen, 1 unfrozen for `fine_tune`).
-    pub stage: usize,
-    /// Mean training loss over every sample of the epoch (all ranks).
-    pub train_loss: f64,
-    /// Mean validation loss over the whole validation set.
-    pub valid_loss: f64,
-    /// Validation accuracy.
-    pub accuracy: f64,
-    /// Training samples seen (all ranks).
-    pub train_samples: u64,
-    /// Validation samples evaluated (all ranks).
-    pub valid_samples: u64,
-    /// Wall time of the epoch, training and validation.
-    pub seconds: f64,
-    /// Training throughput of the group.
-    pub images_per_sec: f64,
-    /// Learning rate of the epoch's last step, of the last parameter group
-    /// (the head's: the largest under discriminative rates).
-    #[serde(default)]
-    pub lr: f64,
-    /// Each rank's step phases, in rank order, when
-    /// [`LearnerConfig::profile_steps`] is on.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub step_profiles: Vec<RankStepProfile>,
-}
-
-/// The phases of a training step, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepPhase {
-    /// Waiting for the loader's next batch and moving it to the device.
-    Data,
-    /// Forward pass and loss.
-    Forward,
-    /// Backward pass.
-    Backward,
-    /// Gradient all-reduce and the group's finiteness check.
-    Allreduce,
-    /// Optimiser step.
-    Optimizer,
-}
-
-impl StepPhase {
-    /// Every phase, in order.
-    pub const ALL: [StepPhase; 5] = [
-        StepPhase::Data,
-        StepPhase::Forward,
-        StepPhase::Backward,
-        StepPhase::Allreduce,
-        StepPhase::Optimizer,
-    ];
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepPhase::Data => "data",
-            StepPhase::Forward => "forward",
-            StepPhase::Backward => "backward",
-            StepPhase::Allreduce => "allreduce",
-            StepPhase::Optimizer => "optimizer",
-        }
-    }
-}
-
-/// One step of one rank, for a timeline.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepTrace {
-    /// Step within the epoch.
-    pub step: usize,
-    /// Seconds after the rank's epoch began that the step (its data phase)
-    /// began.
-    pub start: f64,
-    /// Seconds of each phase, in [`StepPhase::ALL`] order.
-    pub seconds: [f64; 5],
-}
-
-/// One rank's step phases over an epoch.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct RankStepProfile {
-    /// The rank.
-    pub rank: usize,
-    /// Steps timed.
-    pub steps: u64,
-    /// Seconds of each phase summed over the steps, [`StepPhase::ALL`] order.
-    pub total_seconds: [f64; 5],
-    /// The epoch's last [`TRACED_STEPS`] steps.
-    pub last_steps: Vec<StepTrace>,
-}
-
-/// Steps of each epoch kept one by one for the timeline (the last ones: the
-/// first steps of an epoch include its warm-up).
-pub const TRACED_STEPS: usize = 8;
-
-/// Times the phases of one rank's steps through an epoch.
-struct StepClock {
-    device: tch::Device,
-    epoch_start: Instant,
-    last: Instant,
-    profile: RankStepProfile,
-    current: StepTrace,
-}
-
-impl StepClock {
-    fn new(rank: usize, device: tch::Device) -> Self {
-        let now = Instant::now();
-        StepClock {
-            device,
-            epoch_start: now,
-            last: now,
-            profile: RankStepProfile {
-                rank,
-                ..RankStepProfile::default()
-            },
-            current: StepTrace::default(),
-        }
-    }
-
-    /// End `phase` now (after the device has finished its work).
-    fn end(&mut self, phase: StepPhase, step: usize) {
-        if let tch::Device::Cuda(i) = self.device {
-            tch::Cuda::synchronize(i as i64);
-        }
-        let now = Instant::now();
-        if phase == StepPhase::Data {
-            self.current = StepTrace {
-                step,
-                start: (self.last - self.epoch_start).as_secs_f64(),
-                seconds: [0.0; 5],
-            };
-        }
-        let secs = (now - self.last).as_secs_f64();
-        let i = phase as usize;
-        self.current.seconds[i] = secs;
-        self.profile.total_seconds[i] += secs;
-        self.last = now;
-        if phase == StepPhase::Optimizer {
-            self.profile.steps += 1;
-            if self.profile.last_steps.len() == TRACED_STEPS {
-                self.profile.last_steps.remove(0);
-            }
-            self.profile.last_steps.push(self.current.clone());
-        }
-    }
-}
-
-/// Every rank's [`RankStepProfile`], gathered with one sum: each rank
-/// fills its own slot of a zeroed vector.
-fn gather_profiles(
-    sync: &mut dyn GradientSync,
-    mine: &RankStepProfile,
-    world_size: usize,
-) -> Result<Vec<RankStepProfile>> {
-    const STEP: usize = 2 + 5;
-    const SLOT: usize = 1 + 5 + 1 + TRACED_STEPS * STEP;
-    let mut all = vec![0.0f64; SLOT * world_size];
-    let slot = &mut all[mine.rank * SLOT..(mine.rank + 1) * SLOT];
-    slot[0] = mine.steps as f64;
-    slot[1..6].copy_from_slice(&mine.total_seconds);
-    slot[6] = mine.last_steps.len() as f64;
-    for (i, t) in mine.last_steps.iter().enumerate() {
-        let at = 7 + i * STEP;
-        slot[at] = t.step as f64;
-        slot[at + 1] = t.start;
-        slot[at + 2..at + STEP].copy_from_slice(&t.seconds);
-    }
-    sync.sum(&mut all)?;
-    Ok(all
-        .chunks_exact(SLOT)
-        .enumerate()
-        .map(|(rank, slot)| RankStepProfile {
-            rank,
-            steps: slot[0] as u64,
-            total_seconds: slot[1..6].try_into().unwrap_or([0.0; 5]),
-            last_steps: (0..(slot[6] as usize).min(TRACED_STEPS))
-                .map(|i| {
-                    let at = 7 + i * STEP;
-                    StepTrace {
-                        step: slot[at] as usize,
-                        start: slot[at + 1],
-                        seconds: slot[at + 2..at + STEP].try_into().unwrap_or([0.0; 5]),
-                    }
-                })
-                .collect(),
-        })
-        .collect())
-}
-
-impl EpochStats {
-    /// The value of a metric column.
-    pub fn metric(&self, m: Metric) -> f64 {
-        match m {
-            Metric::Accuracy => self.accuracy,
-            Metric::ErrorRate => 1.0 - self.accuracy,
-        }
-    }
-}
-
-/// fastai's epoch table: `epoch train_loss valid_loss accuracy time`.
-#[derive(Clone, Debug)]
-pub struct EpochTable {
-    metrics: Vec<Metric>,
-}
-
-impl EpochTable {
-    /// A table with these metric columns.
-    pub fn new(metrics: &[Metric]) -> Self {
-        EpochTable {
-            metrics: metrics.to_vec(),
-        }
-    }
-
-    fn columns(&self) -> Vec<&'static str> {
-        let mut c = vec!["epoch", "train_loss", "valid_loss"];
-        c.extend(self.metrics.iter().map(|m| m.name()));
-        c.push("time");
-        c
-    }
-
-    /// The header line.
-    pub fn header(&self) -> String {
-        self.columns()
-            .iter()
-            .map(|c| format!("{c:<12}"))
-            .collect::<String>()
-            .trim_end()
-            .to_string()
-    }
-
-    /// One row: losses and metrics with six decimals, time as `mm:ss`.
-    pub fn row(&self, s: &EpochStats) -> String {
-        let secs = s.seconds.round() as u64;
-        let mut cells = vec![
-            s.epoch.to_string(),
-            format!("{:.6}", s.train_loss),
-            format!("{:.6}", s.valid_loss),
-        ];
-        cells.extend(self.metrics.iter().map(|&m| format!("{:.6}", s.metric(m))));
-        cells.push(format!("{:02}:{:02}", secs / 60, secs % 60));
-        cells
-            .iter()
-            .map(|c| format!("{c:<12}"))
-            .collect::<String>()
-            .trim_end()
-            .to_string()
-    }
-}
-
 /// The result of [`Learner::lr_find`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LrFind {
@@ -382,34 +124,6 @@ pub struct LrFind {
     /// fastai's `valley` suggestion.
     pub suggestion: f64,
 }
-
-/// What a checkpoint's `checkpoint.json` holds beside the tensors.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CheckpointMeta {
-    /// Format version of this file.
-    pub format: u32,
-    /// How to rebuild the model.
-    pub spec: ModelSpec,
-    /// The run's plan.
-    pub plan: Option<Plan>,
-    /// Epochs of the plan completed.
-    pub epochs_done: usize,
-    /// The epoch table so far.
-    pub history: Vec<EpochStats>,
-    /// The learner settings of the run.
-    pub config: LearnerConfig,
-    /// The loss scaler's state (float16 runs).
-    #[serde(default)]
-    pub loss_scale: Option<LossScaleState>,
-}
-
-const CHECKPOINT_FORMAT: u32 = 1;
-/// File names inside a checkpoint directory.
-pub const CHECKPOINT_FILES: [&str; 3] = [
-    "checkpoint.json",
-    "weights.safetensors",
-    "optimizer.safetensors",
-];
 
 /// Trains a [`Model`] on [`Splits`].
 pub struct Learner {
@@ -958,97 +672,6 @@ impl Learner {
         }
         Ok((lrs, losses))
     }
-
-    /// Write a checkpoint directory (weights, optimiser state, plan, history)
-    /// atomically: into a temporary sibling, then renamed over `dir`.
-    pub fn save_checkpoint(&mut self, dir: &Path) -> Result<()> {
-        self.sync_buffers()?;
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let tmp = tmp_sibling(dir);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        save_weights(&self.model, &tmp.join(CHECKPOINT_FILES[1]))?;
-        self.opt.save(&tmp.join(CHECKPOINT_FILES[2]))?;
-        let meta = CheckpointMeta {
-            format: CHECKPOINT_FORMAT,
-            spec: self.model.spec().clone(),
-            plan: self.plan.clone(),
-            epochs_done: self.epochs_done,
-            history: self.history.clone(),
-            config: self.config.clone(),
-            loss_scale: self.loss_scale()?,
-        };
-        let json = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| Error::Config(format!("cannot encode checkpoint metadata: {e}")))?;
-        let meta_path = tmp.join(CHECKPOINT_FILES[0]);
-        std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))
-    }
-
-    /// Read a checkpoint's metadata.
-    pub fn read_checkpoint_meta(dir: &Path) -> Result<CheckpointMeta> {
-        let path = dir.join(CHECKPOINT_FILES[0]);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let meta: CheckpointMeta =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
-                path: dir.to_path_buf(),
-                reason: format!("bad checkpoint.json: {e}"),
-            })?;
-        if meta.format != CHECKPOINT_FORMAT {
-            return Err(Error::Checkpoint {
-                path: dir.to_path_buf(),
-                reason: format!(
-                    "format {} is not the supported {CHECKPOINT_FORMAT}",
-                    meta.format
-                ),
-            });
-        }
-        Ok(meta)
-    }
-
-    /// Rebuild a learner from a checkpoint to continue its plan where it
-    /// stopped. The checkpoint's loader settings (seed, batch size) are kept
-    /// so the continuation is exact; `threads`/`prefetch`/`progress` and the
-    /// shard come from `overrides`.
-    pub fn from_checkpoint(
-        dir: &Path,
-        data: Splits,
-        device: tch::Device,
-        overrides: &LearnerConfig,
-    ) -> Result<Self> {
-        let meta = Self::read_checkpoint_meta(dir)?;
-        let mut model = Model::new(meta.spec.clone(), device)?;
-        import_weights(
-            &mut model,
-            &dir.join(CHECKPOINT_FILES[1]),
-            HeadPolicy::Require,
-        )?;
-        let mut config = meta.config.clone();
-        config.loader.threads = overrides.loader.threads;
-        config.loader.prefetch = overrides.loader.prefetch;
-        config.progress = overrides.progress;
-        config.shard = overrides.shard;
-        let mut learner = Learner::new(model, data, config)?;
-        learner.opt.load(&dir.join(CHECKPOINT_FILES[2]))?;
-        learner.plan = meta.plan;
-        learner.epochs_done = meta.epochs_done;
-        learner.history = meta.history;
-        if let (Some(scaler), Some(state)) = (&mut learner.scaler, meta.loss_scale) {
-            *scaler = LossScaler::with_state(learner.config.loss_scale, state, device)?;
-        }
-        Ok(learner)
-    }
-}
-
-fn tmp_sibling(dir: &Path) -> PathBuf {
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 /// fastai's `valley`: the longest descending run of the loss curve; the
@@ -1093,90 +716,5 @@ mod tests {
             .collect();
         let s = valley(&lrs, &losses);
         assert!(s > lrs[10] && s < lrs[21], "suggestion {s}");
-    }
-
-    #[test]
-    fn step_profiles_of_every_rank_reach_every_rank() {
-        /// Rank 1's side of the sum: what it contributes.
-        struct Contribution(Vec<f64>);
-        impl GradientSync for Contribution {
-            fn average(&mut self, _: &[Tensor]) -> Result<()> {
-                Ok(())
-            }
-            fn sum(&mut self, values: &mut [f64]) -> Result<()> {
-                self.0 = values.to_vec();
-                Ok(())
-            }
-            fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
-                Ok(())
-            }
-        }
-        /// Rank 0's side: its values plus rank 1's.
-        struct PlusOther(Vec<f64>);
-        impl GradientSync for PlusOther {
-            fn average(&mut self, _: &[Tensor]) -> Result<()> {
-                Ok(())
-            }
-            fn sum(&mut self, values: &mut [f64]) -> Result<()> {
-                values.iter_mut().zip(&self.0).for_each(|(v, o)| *v += o);
-                Ok(())
-            }
-            fn broadcast(&mut self, _: &[Tensor]) -> Result<()> {
-                Ok(())
-            }
-        }
-        let profile = |rank: usize, steps: usize| {
-            let mut clock = StepClock::new(rank, tch::Device::Cpu);
-            for step in 0..steps {
-                for phase in StepPhase::ALL {
-                    clock.end(phase, step);
-                }
-            }
-            clock.profile
-        };
-        let (p0, p1) = (profile(0, 3), profile(1, TRACED_STEPS + 2));
-        assert_eq!(p1.last_steps.len(), TRACED_STEPS);
-        assert_eq!(p1.last_steps[0].step, 2, "the last steps are kept");
-        let mut one = Contribution(Vec::new());
-        gather_profiles(&mut one, &p1, 2).unwrap();
-        let all = gather_profiles(&mut PlusOther(one.0), &p0, 2).unwrap();
-        assert_eq!(all, vec![p0.clone(), p1]);
-        let trace = &all[0].last_steps[2];
-        assert_eq!(trace.step, 2);
-        assert!(
-            trace.start
-                >= all[0].last_steps[1].start + all[0].last_steps[1].seconds.iter().sum::<f64>()
-                    - 1e-9
-        );
-        assert_eq!(
-            gather_profiles(&mut SingleProcess, &p0, 1).unwrap(),
-            vec![p0]
-        );
-    }
-
-    #[test]
-    fn table_rows_line_up() {
-        let t = EpochTable::new(&[Metric::Accuracy, Metric::ErrorRate]);
-        assert_eq!(
-            t.header(),
-            "epoch       train_loss  valid_loss  accuracy    error_rate  time"
-        );
-        let row = t.row(&EpochStats {
-            epoch: 3,
-            stage: 0,
-            train_loss: 0.5,
-            valid_loss: 0.25,
-            accuracy: 0.9,
-            train_samples: 1,
-            valid_samples: 1,
-            seconds: 65.2,
-            images_per_sec: 1.0,
-            lr: 1e-3,
-            step_profiles: Vec::new(),
-        });
-        assert_eq!(
-            row,
-            "3           0.500000    0.250000    0.900000    0.100000    01:05"
-        );
     }
 }

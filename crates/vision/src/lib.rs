@@ -2,7 +2,8 @@
 //!
 //! - [`model`]: [`Model`] = body (small CNN, ResNet18, ResNet34 with
 //!   torchvision's names) + head (linear, fastai, CAM), described by a
-//!   serialisable [`ModelSpec`].
+//!   [`ModelSpec`]: the vocabulary's (`camshaft-spec`, re-exported here with
+//!   [`Arch`], [`HeadKind`] = `camshaft_spec::Head` and [`Normalization`]).
 //! - [`weights`]: torchvision `.pth` / safetensors import and export.
 //! - [`loader`]: [`Loader`] turns a [`camshaft_data::Dataset`] into batches,
 //!   with exact per-epoch sharding ([`Shard`]).

@@ -19,190 +19,18 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+/// The vocabulary's model types (`camshaft-spec`): the body, the head
+/// (`HeadKind` here, for the classifier layers this module builds), the
+/// normalisation and the spec a model is built from.
+pub use camshaft_spec::{
+    Arch, Head as HeadKind, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Normalization,
+};
+
 use crate::{Error, Precision, Result};
-
-/// The network body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// The lecture's one-convolution CNN.
-    Cnn,
-    /// torchvision's ResNet18.
-    Resnet18,
-    /// torchvision's ResNet34.
-    Resnet34,
-}
-
-/// The classifier on top of the body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HeadKind {
-    /// A plain linear layer (the lecture's CNN, or torchvision's `fc`).
-    Linear,
-    /// fastai's `create_head`.
-    Fastai,
-    /// Global average pooling then a bias-free linear map: the CAM head.
-    Cam,
-}
-
-/// Input normalisation applied after scaling pixels to [0, 1].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalization {
-    /// `(x − mean) / std` with ImageNet's statistics, for pretrained bodies.
-    Imagenet,
-    /// Pixels in [0, 1] as they are.
-    #[default]
-    None,
-}
-
-/// ImageNet channel means (RGB).
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet channel standard deviations (RGB).
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-impl Normalization {
-    /// Per-channel (mean, std), or `None` for no normalisation.
-    pub fn mean_std(self) -> Option<([f32; 3], [f32; 3])> {
-        match self {
-            Normalization::Imagenet => Some((IMAGENET_MEAN, IMAGENET_STD)),
-            Normalization::None => None,
-        }
-    }
-}
-
-macro_rules! string_enum {
-    ($ty:ty, $what:literal, $($variant:path => $name:literal),+) => {
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(match self { $($variant => $name),+ })
-            }
-        }
-        impl FromStr for $ty {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s.to_ascii_lowercase().as_str() {
-                    $($name => Ok($variant),)+
-                    _ => Err(Error::Config(format!(
-                        concat!("unknown ", $what, " {:?} (expected one of: {})"),
-                        s,
-                        [$($name),+].join(", ")
-                    ))),
-                }
-            }
-        }
-    };
-}
-string_enum!(Arch, "architecture", Arch::Cnn => "cnn", Arch::Resnet18 => "resnet18", Arch::Resnet34 => "resnet34");
-string_enum!(HeadKind, "head", HeadKind::Linear => "linear", HeadKind::Fastai => "fastai", HeadKind::Cam => "cam");
-string_enum!(Normalization, "normalization", Normalization::Imagenet => "imagenet", Normalization::None => "none");
-
-/// Everything needed to rebuild a model and feed it: saved beside every
-/// checkpoint and model version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// The body.
-    pub arch: Arch,
-    /// The head.
-    pub head: HeadKind,
-    /// One name per output class, in logit order.
-    pub class_names: Vec<String>,
-    /// Square input side in pixels.
-    pub input_size: u32,
-    /// Input normalisation.
-    pub normalization: Normalization,
-}
-
-impl ModelSpec {
-    /// Number of output classes.
-    pub fn num_classes(&self) -> usize {
-        self.class_names.len()
-    }
-
-    /// Channels of the body's last feature map.
-    pub fn feature_channels(&self) -> i64 {
-        match self.arch {
-            Arch::Cnn => 128,
-            Arch::Resnet18 | Arch::Resnet34 => 512,
-        }
-    }
-
-    /// Side of the body's last feature map for this input size.
-    pub fn feature_size(&self) -> i64 {
-        let s = i64::from(self.input_size);
-        match self.arch {
-            Arch::Cnn => (s - 4) / 2,
-            // conv1 (stride 2), max-pool (stride 2), layer2..4 (stride 2 each).
-            Arch::Resnet18 | Arch::Resnet34 => {
-                let mut s = s;
-                for _ in 0..5 {
-                    s = (s + 1) / 2;
-                }
-                s
-            }
-        }
-    }
-
-    /// The names of the body's layers a map can be taken at, shallowest
-    /// first; the last is the body's output (the default): torchvision's
-    /// `layer1` … `layer4` for a ResNet, the lecture's `nn.Sequential`
-    /// indices `0` (convolution), `1` (ReLU), `2` (max-pool) for the CNN.
-    pub fn layer_names(&self) -> &'static [&'static str] {
-        match self.arch {
-            Arch::Cnn => &CNN_LAYERS,
-            Arch::Resnet18 | Arch::Resnet34 => &RESNET_LAYERS,
-        }
-    }
-
-    /// Channels of the feature map after layer `index` (into
-    /// [`ModelSpec::layer_names`]; past the last, the last's).
-    pub fn layer_channels(&self, index: usize) -> i64 {
-        match self.arch {
-            Arch::Cnn => 128,
-            Arch::Resnet18 | Arch::Resnet34 => 64 << index.min(3),
-        }
-    }
-
-    /// Input pixel at the centre of the receptive field of feature-map cell
-    /// `i` (along either axis). ResNet: every stride-2 stage is padded so that
-    /// output `o` is centred on input `2o`, hence `32·i`; CNN: the unpadded
-    /// 5×5 convolution then the 2×2 max-pool centre cell `i` on `2i + 2.5`.
-    /// Bilinear upsampling with `align_corners=False` (the lecture's drawing)
-    /// assumes `(i + ½)·stride` instead: half a cell off for a ResNet.
-    pub fn feature_center(&self, i: u32) -> f64 {
-        match self.arch {
-            Arch::Cnn => 2.0 * f64::from(i) + 2.5,
-            Arch::Resnet18 | Arch::Resnet34 => 32.0 * f64::from(i),
-        }
-    }
-
-    /// Check the spec can be built.
-    pub fn validate(&self) -> Result<()> {
-        if self.class_names.len() < 2 {
-            return Err(Error::Config(format!(
-                "a classifier needs at least 2 classes, got {}",
-                self.class_names.len()
-            )));
-        }
-        let min = match self.arch {
-            Arch::Cnn => 6,
-            Arch::Resnet18 | Arch::Resnet34 => 32,
-        };
-        if self.input_size < min || self.input_size > 4096 {
-            return Err(Error::Config(format!(
-                "input size {} is outside {min}..=4096 for {}",
-                self.input_size, self.arch
-            )));
-        }
-        Ok(())
-    }
-}
 
 fn torch_default_init(fan_in: i64) -> nn::Init {
     // PyTorch's Conv/Linear default (kaiming_uniform with a = √5): U(±1/√fan_in).
@@ -333,11 +161,6 @@ fn fold_into_conv(path: nn::Path, conv: &mut nn::Conv2D, bn: &nn::BatchNorm) -> 
     })
 }
 
-/// The ResNet layers a map can be taken at (torchvision's module names).
-const RESNET_LAYERS: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
-/// The lecture CNN's modules a map can be taken at (`nn.Sequential` indices).
-const CNN_LAYERS: [&str; 3] = ["0", "1", "2"];
-
 #[derive(Debug)]
 enum Body {
     Cnn(nn::Conv2D),
@@ -349,7 +172,7 @@ enum Body {
 }
 
 #[derive(Debug)]
-enum Head {
+enum HeadLayers {
     /// Flatten then linear (the lecture's CNN).
     Flatten(nn::Linear),
     /// Global average pool then linear (torchvision `fc`, or the CAM head).
@@ -372,7 +195,7 @@ pub struct Model {
     spec: ModelSpec,
     vs: nn::VarStore,
     body: Body,
-    head: Head,
+    head: HeadLayers,
     bn_prefixes: Vec<String>,
     /// The dtype the body runs in, when not float32 (see
     /// [`Model::body_in`]): then the model is for inference only.
@@ -395,7 +218,10 @@ impl Model {
     /// Build a freshly initialised model on `device` (PyTorch's and
     /// torchvision's initialisations; fastai's kaiming-normal for its head).
     pub fn new(spec: ModelSpec, device: Device) -> Result<Self> {
-        spec.validate()?;
+        spec.validate().map_err(|e| match e {
+            camshaft_spec::Error::Spec(reason) => Error::Config(reason),
+            other => Error::Config(other.to_string()),
+        })?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let mut bns = Vec::new();
@@ -443,7 +269,7 @@ impl Model {
                     bs_init: Some(torch_default_init(fan_in)),
                     bias: true,
                 };
-                Head::Flatten(nn::linear(&root / "4", fan_in, n, cfg))
+                HeadLayers::Flatten(nn::linear(&root / "4", fan_in, n, cfg))
             }
             (HeadKind::Linear | HeadKind::Cam, _) => {
                 let bias = spec.head == HeadKind::Linear;
@@ -452,7 +278,7 @@ impl Model {
                     bs_init: bias.then(|| torch_default_init(c)),
                     bias,
                 };
-                Head::Pooled(nn::linear(&root / "fc", c, n, cfg))
+                HeadLayers::Pooled(nn::linear(&root / "fc", c, n, cfg))
             }
             (HeadKind::Fastai, _) => {
                 let p = &root / "head";
@@ -461,7 +287,7 @@ impl Model {
                     bs_init: None,
                     bias: false,
                 };
-                Head::Fastai(Box::new(FastaiHead {
+                HeadLayers::Fastai(Box::new(FastaiHead {
                     bn1: batch_norm(&p / "2", 2 * c, &mut bns, false),
                     lin1: nn::linear(&p / "4", 2 * c, 512, cfg),
                     bn2: batch_norm(&p / "6", 512, &mut bns, false),
@@ -626,11 +452,11 @@ impl Model {
     /// The head applied to a feature map: logits `(N, classes)`.
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
         match &self.head {
-            Head::Flatten(fc) => features.flatten(1, -1).apply(fc),
-            Head::Pooled(fc) => features
+            HeadLayers::Flatten(fc) => features.flatten(1, -1).apply(fc),
+            HeadLayers::Pooled(fc) => features
                 .mean_dim(&[-2i64, -1][..], false, Kind::Float)
                 .apply(fc),
-            Head::Fastai(h) => {
+            HeadLayers::Fastai(h) => {
                 let FastaiHead {
                     bn1,
                     lin1,
@@ -660,7 +486,7 @@ impl Model {
     /// applies at every spatial position. `None` for the flatten and fastai heads.
     pub fn pooled_linear(&self) -> Option<(&Tensor, Option<&Tensor>)> {
         match &self.head {
-            Head::Pooled(fc) => Some((&fc.ws, fc.bs.as_ref())),
+            HeadLayers::Pooled(fc) => Some((&fc.ws, fc.bs.as_ref())),
             _ => None,
         }
     }
@@ -675,9 +501,9 @@ impl Model {
     /// Whether `name` is a head variable (the part replaced for a new task).
     pub fn is_head(&self, name: &str) -> bool {
         match &self.head {
-            Head::Flatten(_) => name.starts_with("4."),
-            Head::Pooled(_) => name.starts_with("fc."),
-            Head::Fastai(_) => name.starts_with("head."),
+            HeadLayers::Flatten(_) => name.starts_with("4."),
+            HeadLayers::Pooled(_) => name.starts_with("fc."),
+            HeadLayers::Fastai(_) => name.starts_with("head."),
         }
     }
 

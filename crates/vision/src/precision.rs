@@ -96,9 +96,9 @@ impl FromStr for Precision {
 /// so a region is not [`Send`]: it must end on the thread it began on.
 ///
 /// ```compile_fail
-/// use camshaft_vision::precision::{Autocast, Precision};
-/// fn needs_send<T: Send>(_: T) {}
-/// needs_send(Autocast::enter(Precision::Bf16, tch::Device::Cpu));
+/// use camshaft_vision::precision::Autocast;
+/// fn needs_send<T: Send>() {}
+/// needs_send::<Autocast>(); // error: `*const ()` cannot be sent between threads
 /// ```
 #[must_use = "autocast is on only while the region lives"]
 pub struct Autocast {

@@ -63,9 +63,10 @@ fn header(bytes: &[u8]) -> BTreeMap<String, (String, Vec<i64>)> {
 }
 
 fn expected(spec: &ModelSpec) -> BTreeMap<String, (String, Vec<i64>)> {
-    let list = ModelShape::from_spec(&stored(spec))
-        .unwrap()
-        .expected_parameters();
+    // The stored JSON reads back as the same shape the typed spec gives.
+    let shape = ModelShape::from_spec(&stored(spec)).unwrap();
+    assert_eq!(shape, spec.shape());
+    let list = shape.expected_parameters();
     let n = list.len();
     let map: BTreeMap<_, _> = list
         .into_iter()

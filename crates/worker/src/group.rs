@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use camshaft_collective::{
-    Aborter, BucketedSync, CollectiveConfig, Communicator, Nccl, NcclCommunicator, NcclUniqueId,
+    Aborter, CollectiveConfig, Communicator, Nccl, NcclCommunicator, NcclUniqueId,
     RingCommunicator, RingListener,
 };
 use camshaft_proto::v1::{self, CollectiveBackend, DeviceKind, worker_message::Message as Out};
@@ -21,6 +21,7 @@ use camshaft_vision::learner::{GradientSync, SingleProcess};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::sync::GroupSync;
 use crate::task::{self, TaskContext, TaskError};
 use crate::{Checkpoints, Config};
 
@@ -196,8 +197,8 @@ impl RankThread {
             Box::new(SingleProcess)
         } else {
             let bucket_bytes = spec.bucket_mib.max(1) as usize * 1024 * 1024;
-            let comm = BucketedSync::new(self.communicator()?).with_bucket_bytes(bucket_bytes);
-            context.metrics.timed(Box::new(comm))
+            let sync = GroupSync::new(self.communicator()?, bucket_bytes);
+            context.metrics.timed(Box::new(sync))
         };
         context.metrics.ranks_running.inc();
         let _running = scopeguard(|| context.metrics.ranks_running.dec());
@@ -251,7 +252,6 @@ impl RankThread {
                 ring_address,
             }));
         };
-        let collective = |e: camshaft_collective::Error| TaskError::collective(e.to_string());
         match a.backend() {
             CollectiveBackend::Nccl => {
                 let device = a.ranks[self.local].device.clone().unwrap_or_default();
@@ -260,7 +260,7 @@ impl RankThread {
                 }
                 let nccl = Nccl::load().map_err(|e| TaskError::fatal(e.to_string()))?;
                 let id = if rank == 0 {
-                    nccl.unique_id().map_err(collective)?.to_vec()
+                    nccl.unique_id().map_err(TaskError::from)?.to_vec()
                 } else {
                     Vec::new()
                 };
@@ -275,17 +275,17 @@ impl RankThread {
                     })?;
                 let comm =
                     NcclCommunicator::new(&nccl, id, rank, world, device.index as usize, config)
-                        .map_err(collective)?;
+                        .map_err(TaskError::from)?;
                 Ok(self.abortable(comm))
             }
             _ => {
                 let host = &self.context.config.ring_host;
-                let listener = RingListener::bind(&format!("{host}:0")).map_err(collective)?;
+                let listener = RingListener::bind(&format!("{host}:0")).map_err(TaskError::from)?;
                 offer(Vec::new(), listener.local_addr().to_string());
                 let rendezvous = self.wait_for_rendezvous()?;
                 let comm =
                     RingCommunicator::connect(listener, rank, world, rendezvous.ring_peers, config)
-                        .map_err(collective)?;
+                        .map_err(TaskError::from)?;
                 Ok(self.abortable(comm))
             }
         }

@@ -26,6 +26,8 @@
 //!   coordinator's `Shutdown`.
 //! - [`task::run`]: one rank's training, blocking; [`Checkpoints`]: the
 //!   coordinator's checkpoint calls.
+//! - [`GroupSync`]: the learner's gradient sync over the group's
+//!   communicator (gradients averaged in buckets).
 //!
 //! # Failure behaviour
 //!
@@ -33,8 +35,11 @@
 //! worker as lost and restarts the attempt from its last checkpoint), then
 //! the worker reconnects under the same id. A `Cancel` stops the ranks at
 //! their next batch and aborts their communicator. A collective that fails
-//! (a peer died) or times out is reported as `collective_timeout`; missing
-//! data, a bad pretrained path or a diverged loss as not retryable.
+//! (a peer died), times out or is aborted is reported as
+//! `collective_timeout`; ranks that disagree on a collective, missing data,
+//! a bad pretrained path or a diverged loss as not retryable. The kind is
+//! read from the collective's typed error, which crosses the learner boxed
+//! (see [`GroupSync`]), never guessed from a message.
 //!
 //! # Example
 //!
@@ -60,6 +65,7 @@ mod error;
 mod group;
 mod metrics;
 pub mod selection;
+mod sync;
 pub mod task;
 
 use std::collections::HashMap;
@@ -79,6 +85,7 @@ pub use checkpoints::{Checkpoints, StoredCheckpoint};
 pub use config::{Config, DeviceChoice};
 pub use error::{Error, Result};
 pub use metrics::Metrics;
+pub use sync::GroupSync;
 
 /// Resolves once the stop flag is raised (or its sender is gone).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {

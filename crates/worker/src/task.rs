@@ -10,9 +10,9 @@ use camshaft_data::{
     CIFAR10_BINARY, DataRoots, OXFORD_PETS, PetsLabels, RandomSplit, RemoteArchive, Splits,
     SyntheticConfig, cifar10_binary, fetch, image_folder, oxford_pets,
 };
-use camshaft_proto::v1::{
-    self, DatasetKind, DeviceKind, PretrainedSource, ResizeMethod, worker_message::Message as Out,
-};
+use camshaft_proto::v1::{self, DeviceKind, worker_message::Message as Out};
+use camshaft_proto::vocab;
+use camshaft_spec::{Dataset, DatasetKind, Pretrained, TrainingSpec};
 use camshaft_store::bundle;
 use camshaft_vision::learner::CHECKPOINT_FILES;
 
@@ -21,8 +21,8 @@ use crate::selection::EpochSelection;
 use camshaft_vision::learner::GradientSync;
 use camshaft_vision::weights::{WeightsOrigin, import_weights_from, pretrained_file};
 use camshaft_vision::{
-    Arch, EpochStats, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric,
-    Model, ModelSpec, Normalization, Plan, RankStepProfile, Shard,
+    EpochStats, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange, Metric, Model, Plan,
+    RankStepProfile, Shard,
 };
 
 /// Why a task stopped early, as the coordinator is told.
@@ -64,8 +64,8 @@ impl TaskError {
 impl From<camshaft_vision::Error> for TaskError {
     fn from(e: camshaft_vision::Error) -> Self {
         use camshaft_vision::Error as V;
-        if let V::Collective(reason) = &e {
-            return TaskError::collective(reason.clone());
+        if let V::Collective(source) = e {
+            return crate::sync::collective_failure(source);
         }
         let retryable = !matches!(
             e,
@@ -157,7 +157,9 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     if device == tch::Device::Cpu && ctx.intra_op_threads > 0 {
         camshaft_vision::threads::use_threads_here(ctx.intra_op_threads);
     }
-    let seed = spec.seed.unwrap_or(0);
+    // The stored spec is complete; completing it again reads it typed.
+    let training = vocab::complete_training(spec, 0)
+        .map_err(|e| TaskError::fatal(format!("the job spec is not complete: {e}")))?;
     let job_id = assignment.job_id.as_str();
     let say = |message: String| {
         if rank == 0 {
@@ -171,7 +173,7 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     };
 
     let roots = DataRoots::new(&ctx.data_roots)?;
-    let data = load_data(spec, seed, &ctx.data_dir, &roots)?;
+    let data = load_dataset(&training.dataset, &ctx.data_dir, &roots)?;
     say(format!(
         "data: {} training, {} validation images, classes {}",
         data.train.len(),
@@ -180,7 +182,7 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     ));
     let config = LearnerConfig {
         shard,
-        ..learner_config(spec, seed, ctx.loader_threads)?
+        ..learner_config(&training, ctx.loader_threads)
     };
     let scratch = tempfile::tempdir()
         .map_err(|e| TaskError::fatal(format!("cannot create a scratch directory: {e}")))?;
@@ -188,9 +190,9 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     // Rank 0 keeps the best epoch's weights here (`register: best`).
     let best_weights = scratch.path().join(BEST_WEIGHTS_FILE);
     let mut learner = if assignment.resume_checkpoint_id.is_empty() {
-        let model = new_model(spec, &data, device, &ctx.data_dir, &roots, &say)?;
+        let model = new_model(spec, &training, &data, device, &ctx.data_dir, &roots, &say)?;
         let mut learner = Learner::new(model, data, config)?;
-        learner.start(plan(spec))?;
+        learner.start(plan(&training))?;
         learner
     } else {
         let id = &assignment.resume_checkpoint_id;
@@ -279,7 +281,7 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
             );
         }
         let done = learner.progress().1;
-        if done % spec.checkpoint_every.max(1) as usize != 0 && done != total && !stop {
+        if done % training.checkpoint_every as usize != 0 && done != total && !stop {
             if keep_best {
                 // Rank 0 saves the new best weights (broadcasting the
                 // BatchNorm buffers, which every rank joins).
@@ -351,7 +353,7 @@ pub fn run_sweep(
     mut comm: Box<dyn camshaft_collective::Communicator>,
     send: &dyn Fn(Out),
 ) -> Result<TaskDone, TaskError> {
-    use camshaft_collective::sweep::{SWEEP_DTYPE, SWEEP_REDOP, SweepConfig};
+    use camshaft_spec::sweep::{SWEEP_DTYPE, SWEEP_REDOP, SweepConfig};
     let config = SweepConfig {
         min_bytes: bench.min_bytes,
         max_bytes: bench.max_bytes,
@@ -372,39 +374,33 @@ pub fn run_sweep(
             ),
         }));
     }
-    config
-        .run(comm.as_mut(), |row| {
-            if rank != 0 {
-                return;
-            }
-            tracing::info!(job_id = %assignment.job_id, bytes = row.size.bytes, time_us = row.time_us, "all-reduce size measured");
-            send(Out::AllreduceReport(v1::AllReduceReport {
-                job_id: assignment.job_id.clone(),
-                attempt: assignment.attempt,
-                rank,
-                row: Some(v1::AllReduceRow {
-                    bytes: row.size.bytes,
-                    count: row.size.count,
-                    dtype: SWEEP_DTYPE.into(),
-                    redop: SWEEP_REDOP.into(),
-                    time_us: row.time_us,
-                    mean_time_us: row.mean_time_us,
-                    algbw_gbps: row.algbw(),
-                    busbw_gbps: row.busbw(),
-                    wrong: row.wrong,
-                    world_size: row.world_size as u32,
-                    iters: row.size.iters,
-                    attempt: 0,
-                    collective: assignment.backend,
-                }),
-            }));
-        })
-        .map_err(|e| match e {
-            camshaft_collective::Error::Torch(_) | camshaft_collective::Error::Config(_) => {
-                TaskError::fatal(format!("all-reduce sweep: {e}"))
-            }
-            e => TaskError::collective(e.to_string()),
-        })?;
+    camshaft_collective::sweep::run(&config, comm.as_mut(), |row| {
+        if rank != 0 {
+            return;
+        }
+        tracing::info!(job_id = %assignment.job_id, bytes = row.size.bytes, time_us = row.time_us, "all-reduce size measured");
+        send(Out::AllreduceReport(v1::AllReduceReport {
+            job_id: assignment.job_id.clone(),
+            attempt: assignment.attempt,
+            rank,
+            row: Some(v1::AllReduceRow {
+                bytes: row.size.bytes,
+                count: row.size.count,
+                dtype: SWEEP_DTYPE.into(),
+                redop: SWEEP_REDOP.into(),
+                time_us: row.time_us,
+                mean_time_us: row.mean_time_us,
+                algbw_gbps: row.algbw(),
+                busbw_gbps: row.busbw(),
+                wrong: row.wrong,
+                world_size: row.world_size as u32,
+                iters: row.size.iters,
+                attempt: 0,
+                collective: assignment.backend,
+            }),
+        }));
+    })
+    .map_err(TaskError::from)?;
     Ok(TaskDone {
         checkpoint_id: String::new(),
         final_metrics: None,
@@ -428,16 +424,33 @@ fn torch_device(rank: &v1::LocalRank) -> Result<tch::Device, TaskError> {
     }
 }
 
-/// The data set of a job spec. `data_dir` of the spec wins over the
-/// worker's, and must lie under `roots` (see [`DataRoots::resolve`]);
-/// CIFAR-10 and Pets are downloaded there when `download` is set.
+/// The data set of a job spec (completed here: the spec may name its data
+/// set alone), with `seed` as the job's seed: see [`load_dataset`].
 pub fn load_data(
     spec: &v1::JobSpec,
     seed: u64,
     worker_dir: &Path,
     roots: &DataRoots,
 ) -> Result<Splits, TaskError> {
-    let dataset = spec.dataset.clone().unwrap_or_default();
+    let request = vocab::dataset_request(spec.dataset.as_ref())
+        .map_err(|e| TaskError::fatal(e.to_string()))?;
+    let dataset = Dataset::complete(
+        request,
+        (spec.image_size != 0).then_some(spec.image_size),
+        seed,
+    )
+    .map_err(|e| TaskError::fatal(e.to_string()))?;
+    load_dataset(&dataset, worker_dir, roots)
+}
+
+/// A complete data set. Its `data_dir` wins over the worker's, and must
+/// lie under `roots` (see [`DataRoots::resolve`]); CIFAR-10 and Pets are
+/// downloaded there when `download` is set.
+pub fn load_dataset(
+    dataset: &Dataset,
+    worker_dir: &Path,
+    roots: &DataRoots,
+) -> Result<Splits, TaskError> {
     let dir = if dataset.data_dir.is_empty() {
         worker_dir.to_path_buf()
     } else {
@@ -451,14 +464,17 @@ pub fn load_data(
         Ok(if inside.is_dir() { inside } else { dir.clone() })
     };
     let split = RandomSplit {
-        valid_pct: dataset.valid_pct.unwrap_or(0.2),
-        seed: dataset.split_seed.unwrap_or(42),
+        valid_pct: dataset.valid_pct,
+        seed: dataset.split_seed,
     };
-    Ok(match dataset.kind() {
+    Ok(match dataset.kind {
         DatasetKind::Synthetic => {
-            let s = dataset.synthetic.unwrap_or_default();
+            let s = dataset
+                .synthetic
+                .as_ref()
+                .ok_or_else(|| TaskError::fatal("a synthetic data set without its settings"))?;
             SyntheticConfig {
-                seed: s.seed.unwrap_or(seed),
+                seed: s.seed,
                 train_len: s.train_len as usize,
                 valid_len: s.valid_len as usize,
                 image_size: s.image_size,
@@ -472,14 +488,7 @@ pub fn load_data(
             oxford_pets(&archive_root(&OXFORD_PETS)?, PetsLabels::Breeds, split)?
         }
         DatasetKind::Folder => image_folder(&dir)?,
-        DatasetKind::Unspecified => return Err(TaskError::fatal("the job names no data set")),
     })
-}
-
-fn parse_name<T: std::str::FromStr<Err = camshaft_vision::Error>>(
-    name: &str,
-) -> Result<T, TaskError> {
-    Ok(name.parse::<T>()?)
 }
 
 /// The job's `pretrained_path`, which must lie under `roots` (see
@@ -507,20 +516,15 @@ pub fn import_pretrained(
 
 fn new_model(
     spec: &v1::JobSpec,
+    training: &TrainingSpec,
     data: &Splits,
     device: tch::Device,
     data_dir: &Path,
     roots: &DataRoots,
     say: &dyn Fn(String),
 ) -> Result<Model, TaskError> {
-    let arch: Arch = parse_name(spec.arch().short_name())?;
-    let model_spec = ModelSpec {
-        arch,
-        head: parse_name::<HeadKind>(spec.head().short_name())?,
-        class_names: data.train.class_names().to_vec(),
-        input_size: spec.image_size,
-        normalization: parse_name::<Normalization>(spec.normalization().short_name())?,
-    };
+    let arch = training.arch;
+    let model_spec = training.model_spec(data.train.class_names().to_vec());
     // Initialisation draws from libtorch's one global generator: ranks of
     // this process take turns, so each gets the seed's weights (rank 0's
     // are broadcast to all anyway, but a rank-0 init raced by another
@@ -528,11 +532,11 @@ fn new_model(
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let mut model = {
         let _turn = INIT.lock().unwrap_or_else(|p| p.into_inner());
-        tch::manual_seed(spec.seed.unwrap_or(0) as i64);
+        tch::manual_seed(training.seed as i64);
         Model::new(model_spec, device)?
     };
-    let imported = match spec.pretrained() {
-        PretrainedSource::Imagenet => {
+    let imported = match &training.pretrained {
+        Pretrained::Imagenet => {
             let file = pretrained_file(arch)
                 .ok_or_else(|| TaskError::fatal(format!("no ImageNet weights for {arch}")))?;
             let mirror = std::env::var("CAMSHAFT_WEIGHTS_MIRROR").ok();
@@ -547,8 +551,8 @@ fn new_model(
             )?;
             Some((path, report))
         }
-        PretrainedSource::Path => Some(import_pretrained(&mut model, spec, roots)?),
-        _ => None,
+        Pretrained::Path(_) => Some(import_pretrained(&mut model, spec, roots)?),
+        Pretrained::None => None,
     };
     if let Some((path, report)) = imported {
         say(format!(
@@ -561,54 +565,49 @@ fn new_model(
     Ok(model)
 }
 
-fn learner_config(
-    spec: &v1::JobSpec,
-    seed: u64,
-    threads: usize,
-) -> Result<LearnerConfig, TaskError> {
+fn learner_config(spec: &TrainingSpec, threads: usize) -> LearnerConfig {
     let defaults = LearnerConfig::default();
-    Ok(LearnerConfig {
+    LearnerConfig {
         loader: LoaderConfig {
             batch_size: spec.batch_size as usize,
             image_size: spec.image_size,
-            resize: match spec.resize() {
-                ResizeMethod::Squish => camshaft_data::ResizeMethod::Squish,
-                ResizeMethod::Pad => camshaft_data::ResizeMethod::Pad,
-                _ => camshaft_data::ResizeMethod::Crop,
+            resize: match spec.resize {
+                camshaft_spec::ResizeMethod::Crop => camshaft_data::ResizeMethod::Crop,
+                camshaft_spec::ResizeMethod::Squish => camshaft_data::ResizeMethod::Squish,
+                camshaft_spec::ResizeMethod::Pad => camshaft_data::ResizeMethod::Pad,
             },
-            flip: spec.flip.unwrap_or(true),
-            normalization: parse_name(spec.normalization().short_name())?,
+            flip: spec.flip,
+            normalization: spec.normalization,
             threads: if threads == 0 {
                 defaults.loader.threads
             } else {
                 threads
             },
-            seed,
+            seed: spec.seed,
             ..defaults.loader
         },
         adam: camshaft_vision::optim::AdamConfig {
-            wd: spec.weight_decay.unwrap_or(0.01),
+            wd: spec.weight_decay,
             ..defaults.adam
         },
         metrics: vec![Metric::Accuracy],
         progress: false,
-        precision: parse_name(spec.precision().short_name())?,
+        precision: match spec.precision {
+            camshaft_spec::Precision::Fp32 => camshaft_vision::Precision::Fp32,
+            camshaft_spec::Precision::Bf16 => camshaft_vision::Precision::Bf16,
+            camshaft_spec::Precision::Fp16 => camshaft_vision::Precision::Fp16,
+        },
         channels_last: spec.channels_last,
         profile_steps: spec.profile_steps,
         ..defaults
-    })
+    }
 }
 
-fn plan(spec: &v1::JobSpec) -> Plan {
-    let lr = spec.lr.unwrap_or(1e-3);
-    if spec.fine_tune {
-        Plan::fine_tune(
-            spec.epochs as usize,
-            lr,
-            spec.freeze_epochs.unwrap_or(1) as usize,
-        )
+fn plan(spec: &TrainingSpec) -> Plan {
+    if spec.fine_tune() {
+        Plan::fine_tune(spec.epochs as usize, spec.lr, spec.freeze_epochs as usize)
     } else {
-        Plan::one_cycle(spec.epochs as usize, LrRange::Single(lr))
+        Plan::one_cycle(spec.epochs as usize, LrRange::Single(spec.lr))
     }
 }
 

@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use camshaft_collective::{BucketedSync, CollectiveConfig, RingCommunicator, RingListener};
+use camshaft_collective::{CollectiveConfig, DEFAULT_BUCKET_BYTES, RingCommunicator, RingListener};
 use camshaft_data::SyntheticConfig;
 use camshaft_vision::{
     Arch, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec, Normalization,
     Plan, Shard,
 };
+use camshaft_worker::GroupSync;
 use tch::{Device, Tensor};
 
 const B: usize = 16;
@@ -106,7 +107,9 @@ fn two_ranks_with_batch_b_follow_one_rank_with_batch_2b() {
                     CollectiveConfig::default(),
                 )
                 .unwrap();
-                learner.set_sync(Box::new(BucketedSync::new(comm))).unwrap();
+                learner
+                    .set_sync(Box::new(GroupSync::new(comm, DEFAULT_BUCKET_BYTES)))
+                    .unwrap();
                 let row = learner.next_epoch().unwrap().unwrap();
                 (row, weights(&learner))
             })

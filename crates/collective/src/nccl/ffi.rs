@@ -2,12 +2,11 @@
 //! with `libloading`. With `memory`, the only module with `unsafe` code; everything
 //! it exports is safe to call: device pointers come from tensors checked here
 //! (CUDA, contiguous, the communicator's dtype), and a communicator handle is
-//! released exactly once.
+//! released exactly once, never while another call uses it (see [`Comm`]).
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use libloading::Library;
 use tch::{Device, Tensor};
@@ -186,23 +185,96 @@ impl NcclLib {
     }
 }
 
-const COMM_LIVE: u8 = 0;
-const COMM_RELEASED: u8 = 1;
+/// How a communicator is released: `ncclCommAbort` (stops the kernels in
+/// flight) or `ncclCommDestroy` (waits for pending work).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Release {
+    Abort,
+    Destroy,
+}
 
-/// An initialised NCCL communicator. Destroyed or aborted exactly once (the
-/// first of [`Comm::destroy`], [`Comm::abort`] or drop wins); calls after
-/// that fail with [`Error::Aborted`].
+/// Where a [`Comm`] is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// Usable; `calls` NCCL calls on the handle are running.
+    Live { calls: usize },
+    /// Asked to be released while `calls` calls were running: no call may
+    /// start, and the thread that ends the last one releases it.
+    Releasing { how: Release, calls: usize },
+    /// Released (or being released): the handle is gone.
+    Released,
+}
+
+impl Lifecycle {
+    /// The state once a call starts; `None` when no call may start.
+    fn begin_call(self) -> Option<Lifecycle> {
+        match self {
+            Lifecycle::Live { calls } => Some(Lifecycle::Live { calls: calls + 1 }),
+            Lifecycle::Releasing { .. } | Lifecycle::Released => None,
+        }
+    }
+
+    /// The state once a call ends, and the release its thread must now
+    /// run (the last call of a `Releasing` communicator).
+    fn end_call(self) -> (Lifecycle, Option<Release>) {
+        match self {
+            Lifecycle::Live { calls } => (
+                Lifecycle::Live {
+                    calls: calls.saturating_sub(1),
+                },
+                None,
+            ),
+            Lifecycle::Releasing { how, calls } if calls <= 1 => (Lifecycle::Released, Some(how)),
+            Lifecycle::Releasing { how, calls } => (
+                Lifecycle::Releasing {
+                    how,
+                    calls: calls - 1,
+                },
+                None,
+            ),
+            Lifecycle::Released => (Lifecycle::Released, None),
+        }
+    }
+
+    /// The state once a release is asked for, and whether the asking
+    /// thread runs it now (no call running); a later ask changes nothing.
+    fn release(self, how: Release) -> (Lifecycle, bool) {
+        match self {
+            Lifecycle::Live { calls: 0 } => (Lifecycle::Released, true),
+            Lifecycle::Live { calls } => (Lifecycle::Releasing { how, calls }, false),
+            Lifecycle::Releasing { .. } | Lifecycle::Released => (self, false),
+        }
+    }
+}
+
+/// An initialised NCCL communicator. Released exactly once (the first of
+/// [`Comm::destroy`], [`Comm::abort`] or drop wins); calls after that fail
+/// with [`Error::Aborted`].
+///
+/// Releasing frees the handle, so it must not overlap a call that uses it
+/// (an enqueue checked `live` a moment before an [`crate::Aborter`] on
+/// another thread aborted). Every call on the handle goes through
+/// [`Comm::call`], which counts it in `lifecycle`; a release that finds a
+/// call running only marks the communicator `Releasing` and the thread that
+/// ends the last call performs it. So the lock is never held across an NCCL
+/// call (an abort never waits for an enqueue that may block on a dead peer),
+/// yet no NCCL call ever sees a freed handle. An abort that comes while
+/// the worker waits for its kernels (outside any call) runs at once and
+/// stops them.
 pub(crate) struct Comm {
     lib: Arc<NcclLib>,
     ptr: NcclComm,
-    state: AtomicU8,
+    lifecycle: Mutex<Lifecycle>,
 }
 
 // SAFETY: an NCCL communicator may be used from any thread; this type only
-// hands the pointer to NCCL, and `state` makes its release happen once.
+// hands the pointer to NCCL, and `lifecycle` makes its release happen once
+// and after every call that uses it.
 unsafe impl Send for Comm {}
-// SAFETY: as above; the only call made concurrently with an operation is
-// ncclCommAbort, which NCCL provides to cancel operations in flight.
+// SAFETY: as above. Calls on the handle are only made by the one worker
+// thread that owns the communicator (they are counted, not serialised);
+// what another thread may do concurrently is release it, which
+// `lifecycle` defers until no call is running.
 unsafe impl Sync for Comm {}
 
 /// NCCL's `ncclDataType_t` and reduction codes for what this crate sends.
@@ -243,16 +315,34 @@ impl Comm {
         Ok(Comm {
             lib,
             ptr,
-            state: AtomicU8::new(COMM_LIVE),
+            lifecycle: Mutex::new(Lifecycle::Live { calls: 0 }),
         })
     }
 
-    fn live(&self) -> Result<()> {
-        if self.state.load(Ordering::SeqCst) == COMM_LIVE {
-            Ok(())
-        } else {
-            Err(Error::Aborted)
+    fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
+        // The lock guards plain state updated in one step: a panic elsewhere
+        // cannot leave it half-written.
+        self.lifecycle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the live handle, which cannot be released until `f`
+    /// returns; [`Error::Aborted`] when it is released or being released.
+    fn call<T>(&self, f: impl FnOnce(NcclComm) -> T) -> Result<T> {
+        {
+            let mut state = self.lifecycle();
+            *state = state.begin_call().ok_or(Error::Aborted)?;
         }
+        let out = f(self.ptr);
+        let deferred = {
+            let mut state = self.lifecycle();
+            let (next, deferred) = state.end_call();
+            *state = next;
+            deferred
+        };
+        if let Some(how) = deferred {
+            self.run_release(how);
+        }
+        Ok(out)
     }
 
     /// Checks `t` can be handed to NCCL as `count` elements of `wire` on
@@ -287,27 +377,19 @@ impl Comm {
         op: c_int,
         device: Device,
     ) -> Result<()> {
-        self.live()?;
         let (ptr, count) = Self::buffer(t, wire, device)?;
         if count == 0 {
-            return Ok(());
+            return self.call(|_| ());
         }
         // SAFETY: `ptr` is the start of `count` contiguous elements of
         // `wire.dtype` on the communicator's device (checked by `buffer`),
         // kept alive by the caller until the stream has finished; in place is
         // allowed (sendbuff == recvbuff); stream null is the legacy default
-        // stream.
-        let code = unsafe {
-            (self.lib.all_reduce)(
-                ptr,
-                ptr,
-                count,
-                wire.dtype,
-                op,
-                self.ptr,
-                std::ptr::null_mut(),
-            )
-        };
+        // stream. `comm` is live for the whole call: `call` defers any
+        // release until it returns.
+        let code = self.call(|comm| unsafe {
+            (self.lib.all_reduce)(ptr, ptr, count, wire.dtype, op, comm, std::ptr::null_mut())
+        })?;
         self.lib.check("ncclAllReduce", code)
     }
 
@@ -320,36 +402,36 @@ impl Comm {
         root: usize,
         device: Device,
     ) -> Result<()> {
-        self.live()?;
         let (ptr, count) = Self::buffer(t, wire, device)?;
         if count == 0 {
-            return Ok(());
+            return self.call(|_| ());
         }
         let root = c_int::try_from(root)
             .map_err(|_| Error::Config(format!("root {root} is too large")))?;
         // SAFETY: as in `all_reduce`; in place (sendbuff == recvbuff) is
         // allowed for broadcast.
-        let code = unsafe {
+        let code = self.call(|comm| unsafe {
             (self.lib.broadcast)(
                 ptr,
                 ptr,
                 count,
                 wire.dtype,
                 root,
-                self.ptr,
+                comm,
                 std::ptr::null_mut(),
             )
-        };
+        })?;
         self.lib.check("ncclBroadcast", code)
     }
 
     /// `ncclCommGetAsyncError`: an error NCCL hit while running kernels
     /// (a peer died, a network failure).
     pub(crate) fn async_error(&self) -> Result<()> {
-        self.live()?;
         let mut state: c_int = NCCL_SUCCESS;
-        // SAFETY: the communicator is live; `state` is a valid out-pointer.
-        let code = unsafe { (self.lib.comm_get_async_error)(self.ptr, &mut state) };
+        // SAFETY: `comm` is live for the whole call (`call` defers any
+        // release); `state` is a valid out-pointer.
+        let code =
+            self.call(|comm| unsafe { (self.lib.comm_get_async_error)(comm, &mut state) })?;
         self.lib.check("ncclCommGetAsyncError", code)?;
         if state == NCCL_IN_PROGRESS {
             return Ok(());
@@ -357,38 +439,51 @@ impl Comm {
         self.lib.check("ncclCommGetAsyncError", state)
     }
 
-    fn release(&self, destroy: bool) -> bool {
-        if self
-            .state
-            .compare_exchange(COMM_LIVE, COMM_RELEASED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        let f = if destroy {
-            self.lib.comm_destroy
-        } else {
-            self.lib.comm_abort
+    /// Releases the handle now, or, while a call uses it, marks it
+    /// `Releasing` for that call's thread to release when it ends. Returns
+    /// false when it was already released (or being released).
+    fn release(&self, how: Release) -> bool {
+        let (now, asked) = {
+            let mut state = self.lifecycle();
+            let (next, now) = state.release(how);
+            let asked = *state != next;
+            *state = next;
+            (now, asked)
         };
-        // SAFETY: the state change above makes this the only release of a
-        // communicator that ncclCommInitRank returned. ncclCommAbort may run
-        // while another thread waits on an operation of this communicator:
-        // that is what it exists for (it stops the kernels in flight).
-        let code = unsafe { f(self.ptr) };
-        if code != NCCL_SUCCESS {
-            tracing::warn!(code, error = %self.lib.error_string(code), destroy, "releasing an nccl communicator failed");
+        if now {
+            self.run_release(how);
         }
-        true
+        asked
     }
 
-    /// `ncclCommAbort`, unless already released. Returns whether it ran.
+    /// `ncclCommAbort` or `ncclCommDestroy`; run once, by the thread that
+    /// moved `lifecycle` to `Released`.
+    fn run_release(&self, how: Release) {
+        let f = match how {
+            Release::Destroy => self.lib.comm_destroy,
+            Release::Abort => self.lib.comm_abort,
+        };
+        // SAFETY: the caller moved `lifecycle` to `Released` with no call
+        // running, so this is the only release of a communicator that
+        // ncclCommInitRank returned and no other NCCL call uses the handle
+        // now or later. A thread waiting for this communicator's kernels
+        // (synchronising its stream, not calling NCCL) may be running: that
+        // is what ncclCommAbort exists for (it stops the kernels in flight).
+        let code = unsafe { f(self.ptr) };
+        if code != NCCL_SUCCESS {
+            tracing::warn!(code, error = %self.lib.error_string(code), ?how, "releasing an nccl communicator failed");
+        }
+    }
+
+    /// `ncclCommAbort`, unless already released. Returns whether it ran or
+    /// will run (at the end of the call in progress).
     pub(crate) fn abort(&self) -> bool {
-        self.release(false)
+        self.release(Release::Abort)
     }
 
     /// `ncclCommDestroy` (waits for pending work), unless already released.
     pub(crate) fn destroy(&self) -> bool {
-        self.release(true)
+        self.release(Release::Destroy)
     }
 }
 
@@ -442,5 +537,54 @@ impl CudaRuntime {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_during_a_call_is_run_by_that_call_once_it_ends() {
+        let live = Lifecycle::Live { calls: 0 };
+        let calling = live.begin_call().expect("a live communicator takes calls");
+        // The aborter finds a call running: it only marks the communicator.
+        let (marked, now) = calling.release(Release::Abort);
+        assert!(!now);
+        assert_eq!(marked.begin_call(), None, "no call starts any more");
+        // A second release (the owner's destroy) changes nothing.
+        assert_eq!(marked.release(Release::Destroy), (marked, false));
+        // The call ends: its thread runs the abort, and only it.
+        assert_eq!(
+            marked.end_call(),
+            (Lifecycle::Released, Some(Release::Abort))
+        );
+    }
+
+    #[test]
+    fn a_release_without_a_call_runs_at_once_and_only_once() {
+        let (released, now) = Lifecycle::Live { calls: 0 }.release(Release::Destroy);
+        assert_eq!((released, now), (Lifecycle::Released, true));
+        assert_eq!(
+            released.release(Release::Abort),
+            (Lifecycle::Released, false)
+        );
+        assert_eq!(released.begin_call(), None);
+    }
+
+    #[test]
+    fn calls_are_counted_until_the_last_one_ends() {
+        let two = Lifecycle::Live { calls: 0 }
+            .begin_call()
+            .and_then(Lifecycle::begin_call)
+            .expect("live");
+        let (marked, _) = two.release(Release::Abort);
+        let (one_left, deferred) = marked.end_call();
+        assert_eq!(deferred, None);
+        assert_eq!(
+            one_left.end_call(),
+            (Lifecycle::Released, Some(Release::Abort))
+        );
+        assert_eq!(two.end_call(), (Lifecycle::Live { calls: 1 }, None));
     }
 }

@@ -9,7 +9,10 @@
 //! and waits for them (`tch::Cuda::synchronize`); the caller waits for the
 //! worker with the configured timeout. On timeout, or through the
 //! [`Aborter`], the communicator is aborted with `ncclCommAbort`, which stops
-//! the kernels in flight, and the call fails instead of hanging.
+//! the kernels in flight, and the call fails instead of hanging. An abort
+//! never frees the communicator under an NCCL call of the worker thread:
+//! one that comes during an enqueue is carried out when the enqueue returns
+//! (`ffi::Comm` explains how).
 
 mod ffi;
 

@@ -26,7 +26,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use camshaft_collective::sweep::{MAX_SWEEP_BYTES, SWEEP_ELEMENT_BYTES};
 use camshaft_proto::security::AuthChannel;
 use camshaft_proto::v1::coordinator_client::CoordinatorClient;
 use camshaft_proto::v1::job_event::Event;
@@ -34,6 +33,7 @@ use camshaft_proto::v1::{
     AllReduceRow, CollectiveBackend, CollectiveBench, DeviceKind, JobSpec, JobState,
     SubmitJobRequest,
 };
+use camshaft_spec::sweep::{MAX_SWEEP_BYTES, SWEEP_ELEMENT_BYTES};
 use clap::Args;
 use plotters::prelude::*;
 use serde::Serialize;

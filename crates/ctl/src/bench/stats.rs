@@ -1,36 +1,16 @@
 //! The arithmetic of `ctl bench`, apart from the network: which epoch rows
-//! count, images/s per epoch, median and spread, scaling efficiency, the
-//! first epoch that reaches an accuracy, and latency percentiles.
+//! count, images/s per epoch, median and spread, the first epoch that
+//! reaches an accuracy, and latency percentiles. The median, quantiles and
+//! scaling efficiency are `camshaft_metrics::stats`, shared with
+//! `camshaft-bench`.
 
 use std::collections::BTreeMap;
 
 use camshaft_proto::v1::EpochMetrics;
 use serde::Serialize;
 
-/// The median (mean of the middle two for an even count); `None` when empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-    }
-}
-
-/// The `q` quantile (`0 < q ≤ 1`) of `values` by the nearest-rank method:
-/// the smallest value with at least `q` of them at or below it. `None` when
-/// empty.
-pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    Some(sorted[rank - 1])
-}
+use camshaft_metrics::stats::quantile;
+pub use camshaft_metrics::stats::{efficiency, median};
 
 /// Latency percentiles of the calls of one benchmark point, milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -115,27 +95,6 @@ pub fn measured_rows(rows: &[EpochMetrics], warmup_epochs: u32) -> Vec<EpochMetr
     newest.into_values().cloned().collect()
 }
 
-/// Scaling efficiency of each `(ranks, images/s)` point against the one with
-/// the fewest ranks `b` (whatever order they come in):
-/// `(rate(N) / N) / (rate(b) / b)`. 1.0 is perfect linear scaling; with
-/// `b = 1` this is `rate(N) / (N · rate(1))`.
-pub fn efficiency(points: &[(u32, f64)]) -> Vec<f64> {
-    let Some(&(base_ranks, base_rate)) = points.iter().min_by_key(|(ranks, _)| *ranks) else {
-        return Vec::new();
-    };
-    let per_rank = base_rate / f64::from(base_ranks.max(1));
-    points
-        .iter()
-        .map(|&(ranks, rate)| {
-            if per_rank > 0.0 {
-                rate / f64::from(ranks.max(1)) / per_rank
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 /// The first row (by arrival) whose validation accuracy is at least `target`.
 pub fn first_reaching(rows: &[EpochMetrics], target: f64) -> Option<&EpochMetrics> {
     rows.iter().find(|r| r.accuracy >= target)
@@ -153,13 +112,6 @@ mod tests {
             images_per_sec,
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-        assert_eq!(median(&[]), None);
     }
 
     #[test]
@@ -209,18 +161,6 @@ mod tests {
             .collect();
         assert_eq!(kept, [(1, 20.0), (2, 33.0), (3, 40.0)]);
         assert!(measured_rows(&rows, 4).is_empty());
-    }
-
-    #[test]
-    fn efficiency_is_per_rank_rate_against_the_smallest_group() {
-        assert_eq!(
-            efficiency(&[(1, 100.0), (2, 150.0), (4, 400.0)]),
-            [1.0, 0.75, 1.0]
-        );
-        assert_eq!(efficiency(&[(2, 100.0), (4, 100.0)]), [1.0, 0.5]);
-        assert_eq!(efficiency(&[(2, 150.0), (1, 100.0)]), [0.75, 1.0]);
-        assert_eq!(efficiency(&[(1, 0.0), (2, 10.0)]), [0.0, 0.0]);
-        assert!(efficiency(&[]).is_empty());
     }
 
     #[test]

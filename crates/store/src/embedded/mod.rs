@@ -23,6 +23,7 @@ use self::files::{DirLock, LogWriter, read_log, tmp_path, write_atomic};
 use self::membership::Membership;
 use self::state::{Commit, DurableState, Op};
 use crate::error::{Error, Result};
+use crate::format;
 use crate::records::{
     Alias, AliasChange, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState,
     LATEST, LeaseId, ModelRef, ModelVersion, RegisteredModel, WorkerEvent, WorkerRecord, now_ms,
@@ -156,12 +157,10 @@ impl Inner {
 
         let snapshot_path = dir.join(SNAPSHOT);
         let mut state = match fs::read(&snapshot_path) {
-            Ok(bytes) => serde_json::from_slice::<DurableState>(&bytes).map_err(|e| {
-                Error::corrupt(format!(
-                    "snapshot {} does not decode: {e}",
-                    snapshot_path.display()
-                ))
-            })?,
+            Ok(bytes) => format::decode::<DurableState>(
+                &format!("snapshot {}", snapshot_path.display()),
+                &bytes,
+            )?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => DurableState::default(),
             Err(e) => return Err(Error::io(&snapshot_path, e)),
         };
@@ -171,12 +170,10 @@ impl Inner {
             let contents = read_log(&log_path)?;
             let mut replayed = 0;
             for (i, record) in contents.records.iter().enumerate() {
-                let commit: Commit = serde_json::from_slice(record).map_err(|e| {
-                    Error::corrupt(format!(
-                        "write-ahead log {} record {i} does not decode: {e}",
-                        log_path.display()
-                    ))
-                })?;
+                let commit: Commit = format::decode(
+                    &format!("write-ahead log {} record {i}", log_path.display()),
+                    record,
+                )?;
                 if commit.revision <= state.revision {
                     continue; // already in the snapshot
                 }
@@ -265,8 +262,7 @@ impl Inner {
 
 /// Writes the whole state to the snapshot file atomically.
 fn write_snapshot(dir: &Path, state: &DurableState) -> Result<()> {
-    let bytes = serde_json::to_vec(state)
-        .map_err(|e| Error::invalid(format!("the store state does not encode as json: {e}")))?;
+    let bytes = format::encode(state)?;
     write_atomic(&dir.join(SNAPSHOT), &bytes)?;
     tracing::debug!(
         revision = state.revision,
@@ -287,8 +283,7 @@ impl Durable {
     fn commit(&mut self, config: &EmbeddedConfig, ops: Vec<Op>) -> Result<u64> {
         let revision = self.next_revision();
         let commit = Commit { revision, ops };
-        let payload = serde_json::to_vec(&commit)
-            .map_err(|e| Error::invalid(format!("a record does not encode as json: {e}")))?;
+        let payload = format::encode(&commit)?;
         self.log.append(&payload)?;
         let mut events = Vec::new();
         for op in commit.ops {

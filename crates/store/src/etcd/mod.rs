@@ -24,6 +24,10 @@
 //! workers/<id>                  WorkerRecord json, attached to the worker's lease
 //! ```
 //!
+//! Every json value above (and the `pending/` markers) is written in the
+//! stored-record envelope `{"format": 1, "record": ...}` and read through it
+//! (see the crate documentation); counters and aliases are plain decimals.
+//!
 //! # Writes
 //!
 //! Every write is one etcd transaction. Ids are assigned inside it: read the
@@ -116,6 +120,7 @@ use tokio::sync::watch;
 pub use self::config::{EtcdConfig, EtcdTls};
 use self::keys::Keys;
 use crate::error::{Error, Result};
+use crate::format;
 use crate::records::{
     Alias, AliasChange, AliasEvent, Checkpoint, CheckpointManifest, JobId, JobRecord, JobState,
     LATEST, LeaseId, MAX_ALIAS_HISTORY, ModelRef, ModelVersion, RegisteredModel, WorkerEvent,
@@ -562,18 +567,16 @@ fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> 
         })
 }
 
+/// `value` in the stored-record envelope ([`crate::format`]).
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| Error::invalid(format!("a record does not encode as json: {e}")))
+    format::encode(value)
 }
 
+/// The record under `kv`'s key, read through the envelope
+/// ([`crate::format`]); an error names the key.
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    serde_json::from_slice(kv.value()).map_err(|e| {
-        Error::corrupt(format!(
-            "etcd key {} does not decode: {e}",
-            String::from_utf8_lossy(kv.key())
-        ))
-    })
+    let key = format!("etcd key {}", String::from_utf8_lossy(kv.key()));
+    format::decode(&key, kv.value())
 }
 
 #[async_trait]
