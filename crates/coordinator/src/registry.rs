@@ -17,17 +17,27 @@ use serde_json::json;
 
 use crate::{Error, Result};
 
-/// The wire form of a stored version, with the aliases that point at it.
+/// The wire form of a stored version, with the aliases that point at it;
+/// a stored spec or lineage that does not read is an error naming the
+/// version, never a default.
 pub fn to_wire(
     version: &camshaft_store::ModelVersion,
     aliases: &BTreeMap<String, u64>,
-) -> v1::ModelVersion {
+) -> Result<v1::ModelVersion> {
+    let stored = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Internal(format!(
+            "the stored {what} of {} version {} does not read: {e}",
+            version.name, version.version
+        ))
+    };
     let (tags, description) = annotations(&version.lineage);
     let mut lineage: v1::Lineage =
-        serde_json::from_value(version.lineage.clone()).unwrap_or_default();
+        serde_json::from_value(version.lineage.clone()).map_err(|e| stored("lineage", &e))?;
     lineage.weights_sha256.clone_from(&version.weights.sha256);
     lineage.weights_size_bytes = version.weights.size;
-    v1::ModelVersion {
+    let spec = VersionSpec::from_value(&version.spec).map_err(|e| stored("spec", &e))?;
+    let spec = v1::ModelSpec::from(&spec);
+    Ok(v1::ModelVersion {
         name: version.name.clone(),
         version: version.version,
         aliases: aliases
@@ -35,20 +45,11 @@ pub fn to_wire(
             .filter(|(_, v)| **v == version.version)
             .map(|(a, _)| a.clone())
             .collect(),
-        spec: spec_to_wire(&version.spec)
-            .inspect_err(|e| {
-                tracing::error!(
-                    model = %version.name,
-                    version = version.version,
-                    error = %e,
-                    "a stored model spec does not parse; the version is listed without it"
-                );
-            })
-            .ok(),
+        spec: Some(spec),
         lineage: Some(lineage),
         tags,
         description,
-    }
+    })
 }
 
 /// Most tags on one version.
@@ -198,14 +199,6 @@ pub fn aliases_of(models: &[RegisteredModel], name: &str) -> BTreeMap<String, u6
         .unwrap_or_default()
 }
 
-/// A stored spec as the wire's `ModelSpec`, or what is wrong with it (a
-/// version stored before the resize was recorded was cropped).
-pub fn spec_to_wire(spec: &serde_json::Value) -> Result<v1::ModelSpec> {
-    VersionSpec::from_value(spec)
-        .map(|spec| v1::ModelSpec::from(&spec))
-        .map_err(|e| Error::Internal(format!("stored model spec: {e}")))
-}
-
 /// The stored form of a wire `ModelSpec`, after checking it.
 pub fn spec_from_wire(spec: &v1::ModelSpec) -> Result<serde_json::Value> {
     Ok(spec.to_version_spec()?.to_value())
@@ -295,6 +288,11 @@ mod tests {
     use camshaft_proto::v1::{Arch, Head, Normalization};
 
     use super::*;
+
+    /// A stored spec as the wire's, through the conversion `to_wire` uses.
+    fn spec_to_wire(spec: &serde_json::Value) -> camshaft_spec::Result<v1::ModelSpec> {
+        Ok(v1::ModelSpec::from(&VersionSpec::from_value(spec)?))
+    }
 
     #[test]
     fn safetensors_pass_and_garbage_pth_is_refused() {

@@ -254,7 +254,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             .iter()
             .filter(|m| request.name.is_empty() || m.name == request.name)
             .flat_map(|m| m.versions.iter().map(|v| registry::to_wire(v, &m.aliases)))
-            .collect();
+            .collect::<crate::Result<_>>()?;
         let (versions, next_page_token) = page(
             versions,
             request.page_size,
@@ -291,7 +291,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             version: Some(registry::to_wire(
                 &version,
                 &registry::aliases_of(&models, &reference.name),
-            )),
+            )?),
         }))
     }
 
@@ -333,7 +333,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
             "alias moved"
         );
         Ok(Response::new(v1::SetAliasResponse {
-            version: Some(registry::to_wire(&version, &after)),
+            version: Some(registry::to_wire(&version, &after)?),
             previous_version,
         }))
     }

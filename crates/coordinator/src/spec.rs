@@ -144,23 +144,7 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
         ));
     }
 
-    let device: Option<camshaft_spec::DeviceKind> = at(
-        "device",
-        names::known::<DeviceKind>("device", spec.device).map(DeviceKind::vocab),
-    )?;
-    let collective = at(
-        "collective",
-        names::known::<CollectiveBackend>("collective", spec.collective)
-            .map(CollectiveBackend::vocab),
-    )?;
-    let group = Group::complete(
-        spec.workers,
-        spec.gpus_per_worker,
-        spec.min_workers,
-        device,
-        collective,
-    )
-    .map_err(field_error)?;
+    let group = group(&spec)?;
     // A sweep on fewer ranks than asked measures something else.
     if group.min_workers != group.workers {
         return Err(invalid(
@@ -185,6 +169,29 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
     }
     at("name", validate_name(&spec.name))?;
     Ok(spec)
+}
+
+/// The ranks `spec` asks for, complete ([`Group::complete`]: the group
+/// defaults training jobs and sweeps share), or the field that is wrong.
+/// Placement reads a stored job's group through this too.
+pub fn group(spec: &JobSpec) -> Result<Group> {
+    let device = at(
+        "device",
+        names::known::<DeviceKind>("device", spec.device).map(DeviceKind::vocab),
+    )?;
+    let collective = at(
+        "collective",
+        names::known::<CollectiveBackend>("collective", spec.collective)
+            .map(CollectiveBackend::vocab),
+    )?;
+    Group::complete(
+        spec.workers,
+        spec.gpus_per_worker,
+        spec.min_workers,
+        device,
+        collective,
+    )
+    .map_err(field_error)
 }
 
 /// A short description of the data set for lineage: `kind` or `kind:dir`.

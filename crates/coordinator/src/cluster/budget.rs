@@ -24,13 +24,15 @@ pub struct Policy {
     pub shard_seed: u64,
 }
 
-/// The policy of `spec`, its defaults applied: 3 failures, 10 membership
-/// changes, seed 0. The one place the coordinator reads them (submit
-/// already completed the spec; these cover a stored spec without them).
+/// The policy of `spec`: its failure limits from
+/// [`crate::spec::failure_policy`] (the job defaults of `camshaft-spec`,
+/// which submit already applied; they cover a stored spec without them),
+/// and its seed, which submit always sets (0 for a sweep, which has none).
 pub fn policy(spec: &JobSpec) -> Policy {
+    let limits = crate::spec::failure_policy(spec);
     Policy {
-        max_failures: spec.max_failures.unwrap_or(3),
-        max_membership_changes: spec.max_membership_changes.unwrap_or(10),
+        max_failures: limits.max_failures,
+        max_membership_changes: limits.max_membership_changes,
         shard_seed: spec.seed.unwrap_or(0),
     }
 }

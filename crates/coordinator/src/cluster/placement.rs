@@ -12,7 +12,8 @@
 
 use std::ops::Range;
 
-use camshaft_proto::v1::{self, CollectiveBackend, DeviceKind, JobSpec};
+use camshaft_proto::v1::{self, DeviceKind};
+use camshaft_spec::{CollectiveBackend, Group};
 
 /// An idle worker the scheduler may place ranks on.
 #[derive(Clone, Copy, Debug)]
@@ -23,32 +24,13 @@ pub struct Candidate<'a> {
     pub devices: &'a [v1::Device],
 }
 
-/// The collective an attempt's ranks use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// NCCL: every rank on a GPU.
-    Nccl,
-    /// The TCP ring.
-    Ring,
-}
-
-impl Backend {
-    /// Its wire form.
-    pub fn to_wire(self) -> CollectiveBackend {
-        match self {
-            Backend::Nccl => CollectiveBackend::Nccl,
-            Backend::Ring => CollectiveBackend::Ring,
-        }
-    }
-}
-
 /// Where an attempt runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Placement {
     /// Each worker with the devices of its ranks, in rank order.
     pub workers: Vec<(String, Vec<v1::Device>)>,
     /// Every rank's collective.
-    pub backend: Backend,
+    pub backend: CollectiveBackend,
 }
 
 impl Placement {
@@ -78,10 +60,10 @@ impl Placement {
 
 /// The fewest workers an attempt may start with: `workers` the first time,
 /// `min_workers` (within 1..=`workers`) on a restart.
-pub fn least_workers(spec: &JobSpec, restart: bool) -> usize {
-    let wanted = spec.workers.max(1);
+pub fn least_workers(group: &Group, restart: bool) -> usize {
+    let wanted = group.workers.max(1);
     if restart {
-        spec.min_workers.clamp(1, wanted) as usize
+        group.min_workers.clamp(1, wanted) as usize
     } else {
         wanted as usize
     }
@@ -93,19 +75,19 @@ pub fn least_workers(spec: &JobSpec, restart: bool) -> usize {
 /// or NCCL, or leaves the device open and enough workers have them (each
 /// then hosts `gpus_per_worker` ranks, 0: all its GPUs); one CPU rank per
 /// worker otherwise.
-pub fn place(spec: &JobSpec, idle: &[Candidate<'_>], restart: bool) -> Option<Placement> {
-    let wanted = spec.workers.max(1) as usize;
-    let least = least_workers(spec, restart);
+pub fn place(group: &Group, idle: &[Candidate<'_>], restart: bool) -> Option<Placement> {
+    let wanted = group.workers.max(1) as usize;
+    let least = least_workers(group, restart);
     let gpus = |devices: &[v1::Device]| -> Option<Vec<v1::Device>> {
         let all: Vec<v1::Device> = devices
             .iter()
             .filter(|d| d.kind() == DeviceKind::Cuda)
             .cloned()
             .collect();
-        let want = if spec.gpus_per_worker == 0 {
+        let want = if group.gpus_per_worker == 0 {
             all.len()
         } else {
-            spec.gpus_per_worker as usize
+            group.gpus_per_worker as usize
         };
         (want > 0 && all.len() >= want).then(|| all.into_iter().take(want).collect())
     };
@@ -121,12 +103,12 @@ pub fn place(spec: &JobSpec, idle: &[Candidate<'_>], restart: bool) -> Option<Pl
             .map(|w| (w.id.to_string(), vec![cpu_device()]))
             .collect()
     };
-    let nccl_only = spec.collective() == CollectiveBackend::Nccl;
-    let workers = match spec.device() {
-        DeviceKind::Cuda => on_gpus(),
+    let nccl_only = group.collective == Some(CollectiveBackend::Nccl);
+    let workers = match group.device {
+        Some(camshaft_spec::DeviceKind::Cuda) => on_gpus(),
         _ if nccl_only => on_gpus(),
-        DeviceKind::Cpu => on_cpus(),
-        DeviceKind::Unspecified => {
+        Some(camshaft_spec::DeviceKind::Cpu) => on_cpus(),
+        None => {
             let gpus = on_gpus();
             if gpus.len() >= least { gpus } else { on_cpus() }
         }
@@ -134,20 +116,20 @@ pub fn place(spec: &JobSpec, idle: &[Candidate<'_>], restart: bool) -> Option<Pl
     if workers.len() < least {
         return None;
     }
-    let backend = backend_for(spec, &workers);
+    let backend = backend_for(group, &workers);
     Some(Placement { workers, backend })
 }
 
 /// NCCL when every placed rank is on a CUDA device and the spec does not
 /// ask for the ring; the ring otherwise.
-pub fn backend_for(spec: &JobSpec, workers: &[(String, Vec<v1::Device>)]) -> Backend {
+pub fn backend_for(group: &Group, workers: &[(String, Vec<v1::Device>)]) -> CollectiveBackend {
     let all_cuda = workers
         .iter()
         .all(|(_, d)| d.iter().all(|d| d.kind() == DeviceKind::Cuda));
-    if all_cuda && spec.collective() != CollectiveBackend::Ring {
-        Backend::Nccl
+    if all_cuda && group.collective != Some(CollectiveBackend::Ring) {
+        CollectiveBackend::Nccl
     } else {
-        Backend::Ring
+        CollectiveBackend::Ring
     }
 }
 
@@ -173,13 +155,10 @@ mod tests {
         }
     }
 
-    fn spec(workers: u32, min_workers: u32, device: DeviceKind) -> JobSpec {
-        JobSpec {
-            workers,
-            min_workers,
-            device: device as i32,
-            ..Default::default()
-        }
+    use camshaft_spec::DeviceKind as Kind;
+
+    fn spec(workers: u32, min_workers: u32, device: Option<Kind>) -> Group {
+        Group::complete(workers, 0, min_workers, device, None).unwrap()
     }
 
     #[test]
@@ -203,36 +182,36 @@ mod tests {
         // (spec, restart, expected workers, world size, backend)
         let cases = [
             (
-                spec(2, 0, DeviceKind::Cuda),
+                spec(2, 0, Some(Kind::Cuda)),
                 false,
-                Some((vec!["a", "c"], 4, Backend::Nccl)),
+                Some((vec!["a", "c"], 4, CollectiveBackend::Nccl)),
             ),
-            (spec(3, 0, DeviceKind::Cuda), false, None),
+            (spec(3, 0, Some(Kind::Cuda)), false, None),
             (
-                spec(3, 2, DeviceKind::Cuda),
+                spec(3, 2, Some(Kind::Cuda)),
                 true,
-                Some((vec!["a", "c"], 4, Backend::Nccl)),
+                Some((vec!["a", "c"], 4, CollectiveBackend::Nccl)),
             ),
             (
-                spec(3, 0, DeviceKind::Cpu),
+                spec(3, 0, Some(Kind::Cpu)),
                 false,
-                Some((vec!["a", "b", "c"], 3, Backend::Ring)),
+                Some((vec!["a", "b", "c"], 3, CollectiveBackend::Ring)),
             ),
             (
-                spec(2, 0, DeviceKind::Unspecified),
+                spec(2, 0, None),
                 false,
-                Some((vec!["a", "c"], 4, Backend::Nccl)),
+                Some((vec!["a", "c"], 4, CollectiveBackend::Nccl)),
             ),
             (
-                spec(3, 0, DeviceKind::Unspecified),
+                spec(3, 0, None),
                 false,
-                Some((vec!["a", "b", "c"], 3, Backend::Ring)),
+                Some((vec!["a", "b", "c"], 3, CollectiveBackend::Ring)),
             ),
-            (spec(4, 0, DeviceKind::Cpu), false, None),
+            (spec(4, 0, Some(Kind::Cpu)), false, None),
             (
-                spec(4, 3, DeviceKind::Cpu),
+                spec(4, 3, Some(Kind::Cpu)),
                 true,
-                Some((vec!["a", "b", "c"], 3, Backend::Ring)),
+                Some((vec!["a", "b", "c"], 3, CollectiveBackend::Ring)),
             ),
         ];
         for (i, (spec, restart, expected)) in cases.into_iter().enumerate() {
@@ -251,7 +230,7 @@ mod tests {
             id: "a",
             devices: &gpus,
         }];
-        let mut s = spec(1, 0, DeviceKind::Cuda);
+        let mut s = spec(1, 0, Some(Kind::Cuda));
         s.gpus_per_worker = 2;
         let p = place(&s, &idle, false).unwrap();
         assert_eq!(p.world_size(), 2);
@@ -259,8 +238,11 @@ mod tests {
         s.gpus_per_worker = 4;
         assert_eq!(place(&s, &idle, false), None);
         s.gpus_per_worker = 0;
-        s.collective = CollectiveBackend::Ring as i32;
-        assert_eq!(place(&s, &idle, false).unwrap().backend, Backend::Ring);
+        s.collective = Some(CollectiveBackend::Ring);
+        assert_eq!(
+            place(&s, &idle, false).unwrap().backend,
+            CollectiveBackend::Ring
+        );
     }
 
     mod properties {
@@ -295,15 +277,14 @@ mod tests {
             })
         }
 
-        fn specs() -> impl Strategy<Value = JobSpec> {
-            (0u32..6, 0u32..8, 0u32..3, 0i32..3, 0i32..3).prop_map(
-                |(workers, min_workers, gpus_per_worker, device, collective)| JobSpec {
-                    workers,
-                    min_workers,
-                    gpus_per_worker,
-                    device,
-                    collective,
-                    ..Default::default()
+        /// Groups as `Group::complete` makes them (NCCL on a CPU refused).
+        fn specs() -> impl Strategy<Value = Group> {
+            let device = prop::option::of(prop::sample::select(camshaft_spec::DeviceKind::ALL));
+            let collective = prop::option::of(prop::sample::select(CollectiveBackend::ALL));
+            (0u32..6, 0u32..8, 0u32..3, device, collective).prop_filter_map(
+                "a group Group::complete refuses",
+                |(workers, min_workers, gpus_per_worker, device, collective)| {
+                    Group::complete(workers, gpus_per_worker, min_workers, device, collective).ok()
                 },
             )
         }
@@ -349,12 +330,12 @@ mod tests {
                     .workers
                     .iter()
                     .all(|(_, d)| d.iter().all(|d| d.kind() == DeviceKind::Cuda));
-                if p.backend == Backend::Nccl {
+                if p.backend == CollectiveBackend::Nccl {
                     prop_assert!(all_cuda);
-                    prop_assert!(spec.collective() != CollectiveBackend::Ring);
+                    prop_assert!(spec.collective != Some(CollectiveBackend::Ring));
                 }
-                if spec.collective() == CollectiveBackend::Nccl
-                    || spec.device() == DeviceKind::Cuda
+                if spec.collective == Some(CollectiveBackend::Nccl)
+                    || spec.device == Some(camshaft_spec::DeviceKind::Cuda)
                 {
                     prop_assert!(all_cuda);
                 }

@@ -187,7 +187,7 @@ impl Cluster {
             .update_model_lineage(name, version, lineage)
             .await?;
         let models = self.store.list_models().await?;
-        let wire = registry::to_wire(&updated, &registry::aliases_of(&models, name));
+        let wire = registry::to_wire(&updated, &registry::aliases_of(&models, name))?;
         self.model_events
             .push(ModelEvent::VersionUpdated(wire.clone()));
         Ok(wire)
@@ -236,7 +236,7 @@ impl Cluster {
             moved.push((alias.clone(), before));
         }
         let models = patiently("listing models", || self.store.list_models()).await?;
-        let wire = registry::to_wire(&version, &registry::aliases_of(&models, name));
+        let wire = registry::to_wire(&version, &registry::aliases_of(&models, name))?;
         self.model_events
             .push(ModelEvent::VersionRegistered(wire.clone()));
         for (alias, before) in moved

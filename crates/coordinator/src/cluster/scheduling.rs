@@ -41,8 +41,16 @@ impl Cluster {
         queued.sort_by_key(|j| j.id.0);
         for record in queued {
             let spec = jobs::spec_of(&record);
+            let group = match crate::spec::group(&spec) {
+                Ok(group) => group,
+                Err(e) => {
+                    // Submit completed it: only a store edited by hand gets here.
+                    tracing::error!(job = %record.id, error = %e, "a stored job's group does not read; left queued");
+                    continue;
+                }
+            };
             let restart = !record.attempts.is_empty();
-            let placed = placement::place(&spec, &self.state().workers.idle(), restart);
+            let placed = placement::place(&group, &self.state().workers.idle(), restart);
             if let Some(placed) = placed {
                 self.assign(record, spec, placed).await?;
             }
@@ -71,7 +79,7 @@ impl Cluster {
         let from = jobs::wire_state(&record);
         let workers = placed.worker_ids();
         let world_size = placed.world_size();
-        let backend = placed.backend.to_wire();
+        let backend = v1::CollectiveBackend::from(placed.backend);
         let shard_seed = budget::policy(&spec).shard_seed;
         let secret = camshaft_proto::security::random_bytes::<32>()?.to_vec();
         let record = self
