@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use camshaft_proto::now_unix_ms;
 use camshaft_proto::v1::{self, FailureKind, JobEvent, JobSpec, job_event::Event};
 use camshaft_store::{Failure, JobRecord, JobState};
+
+use crate::{Error, Result};
 use tokio::sync::watch;
 
 /// The wire state of a stored job: a queued job that has run before is
@@ -22,9 +24,15 @@ pub fn wire_state(record: &JobRecord) -> v1::JobState {
 }
 
 /// The spec a record was created with (complete: defaults were applied on
-/// submit).
-pub fn spec_of(record: &JobRecord) -> JobSpec {
-    serde_json::from_value(record.spec.clone()).unwrap_or_default()
+/// submit); one that does not read is an error naming the job, never an
+/// empty spec.
+pub fn spec_of(record: &JobRecord) -> Result<JobSpec> {
+    serde_json::from_value(record.spec.clone()).map_err(|e| {
+        Error::Internal(format!(
+            "the stored spec of job {} does not read: {e}",
+            record.id
+        ))
+    })
 }
 
 /// The key of the stored spec object that names who submitted the job
@@ -35,11 +43,7 @@ const REQUEST_ID: &str = "request_id";
 
 /// The stored spec of a job `principal` submits, with the submit's
 /// idempotency key `request_id` (empty: none).
-pub fn stored_spec(
-    spec: &JobSpec,
-    principal: &str,
-    request_id: &str,
-) -> crate::Result<serde_json::Value> {
+pub fn stored_spec(spec: &JobSpec, principal: &str, request_id: &str) -> Result<serde_json::Value> {
     let mut json = serde_json::to_value(spec)
         .map_err(|e| crate::Error::Internal(format!("cannot encode the job spec: {e}")))?;
     if let Some(object) = json.as_object_mut() {
@@ -123,15 +127,15 @@ pub fn wire_failure(attempt: u32, failure: &Failure) -> v1::JobFailure {
 
 /// The wire form of a stored job. `last_checkpoint` is the newest
 /// checkpoint's (id, epochs done), which lives beside the record.
-pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::Job {
+pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> Result<v1::Job> {
     let state = wire_state(record);
     let running = state == v1::JobState::Running;
     let current = record.attempts.last();
     let (failures_used, membership_changes_used) = budgets_used(record);
     let bench = is_collective_bench(record);
-    v1::Job {
+    Ok(v1::Job {
         id: record.id.to_string(),
-        spec: Some(spec_of(record)),
+        spec: Some(spec_of(record)?),
         created_by: created_by(record).to_string(),
         early_stop: early_stop(record),
         state: state as i32,
@@ -166,7 +170,7 @@ pub fn to_wire(record: &JobRecord, last_checkpoint: Option<(u64, u64)>) -> v1::J
             .map(|(id, _)| id.to_string())
             .unwrap_or_default(),
         epochs_done: last_checkpoint.map_or(0, |(_, epochs)| epochs as u32),
-    }
+    })
 }
 
 /// The rows of a record's `history` that decode as `T`.
@@ -207,9 +211,9 @@ impl JobLog {
     }
 
     /// The log an older job would have had, from its record.
-    pub fn from_record(record: &JobRecord) -> Self {
+    pub fn from_record(record: &JobRecord) -> Result<Self> {
         let log = JobLog::new(record.id.to_string());
-        let job = to_wire(record, None);
+        let job = to_wire(record, None)?;
         log.push(Event::StateChanged(v1::JobStateChanged {
             from: v1::JobState::Unspecified as i32,
             to: v1::JobState::Pending as i32,
@@ -234,7 +238,7 @@ impl JobLog {
                 world_size: job.world_size,
             }));
         }
-        log
+        Ok(log)
     }
 
     /// Appends an event, numbered and stamped, and wakes followers.
@@ -322,10 +326,10 @@ mod tests {
             revision: 0,
         };
         assert!(is_collective_bench(&record));
-        let job = to_wire(&record, None);
+        let job = to_wire(&record, None).unwrap();
         assert_eq!(job.allreduce_rows, std::slice::from_ref(&row));
         assert!(job.history.is_empty() && job.model_version.is_empty());
-        let replayed = JobLog::from_record(&record).after(0);
+        let replayed = JobLog::from_record(&record).unwrap().after(0);
         assert!(
             replayed
                 .iter()

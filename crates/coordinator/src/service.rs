@@ -150,7 +150,7 @@ impl coordinator_server::Coordinator for CoordinatorService {
         let jobs: Vec<v1::Job> = records
             .iter()
             .map(|r| {
-                let mut job = jobs::to_wire(r, None);
+                let mut job = jobs::to_wire(r, None)?;
                 // No checkpoint is read per listed job: the epochs with a row.
                 job.epochs_done = job
                     .history
@@ -158,9 +158,9 @@ impl coordinator_server::Coordinator for CoordinatorService {
                     .map(|row| row.epoch + 1)
                     .max()
                     .unwrap_or(0);
-                job
+                Ok(job)
             })
-            .collect();
+            .collect::<crate::Result<_>>()?;
         let (jobs, next_page_token) = page(
             jobs,
             request.page_size,
@@ -442,7 +442,11 @@ impl coordinator_server::Coordinator for CoordinatorService {
         registry::check_aliases(&header.aliases, limits)?;
         registry::check_tags("header.tags", &header.tags)?;
         registry::check_description("header.description", &header.description)?;
-        let spec = registry::spec_from_wire(&header.spec.clone().unwrap_or_default())?;
+        let spec = header.spec.as_ref().ok_or_else(|| Error::InvalidField {
+            field: "header.spec".into(),
+            reason: "a model version needs its spec".into(),
+        })?;
+        let spec = registry::spec_from_wire(spec)?;
         // Refused before a byte of the upload is read.
         registry::check_spec(&spec, limits)?;
         let format = header.format();

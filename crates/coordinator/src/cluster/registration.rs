@@ -62,7 +62,7 @@ impl Cluster {
         record: &JobRecord,
         checkpoint_id: &str,
     ) -> Result<v1::ModelVersion> {
-        let spec = jobs::spec_of(record);
+        let spec = jobs::spec_of(record)?;
         let checkpoint_id: u64 = checkpoint_id.parse().map_err(|_| {
             Error::Internal(format!(
                 "the final checkpoint id {checkpoint_id:?} is not a number"

@@ -40,12 +40,13 @@ impl Cluster {
             .collect();
         queued.sort_by_key(|j| j.id.0);
         for record in queued {
-            let spec = jobs::spec_of(&record);
-            let group = match crate::spec::group(&spec) {
-                Ok(group) => group,
+            let read =
+                jobs::spec_of(&record).and_then(|spec| Ok((crate::spec::group(&spec)?, spec)));
+            let (group, spec) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     // Submit completed it: only a store edited by hand gets here.
-                    tracing::error!(job = %record.id, error = %e, "a stored job's group does not read; left queued");
+                    tracing::error!(job = %record.id, error = %e, "a stored job's spec does not read; left queued");
                     continue;
                 }
             };

@@ -83,7 +83,7 @@ impl Cluster {
                 .find(|j| jobs::request_id(j) == request_id && jobs::created_by(j) == principal)
         {
             tracing::info!(job_id = %first.id, %principal, "submit retried with the same request_id");
-            return Ok(jobs::to_wire(first, None));
+            return jobs::to_wire(first, None);
         }
         let limit = self.config.max_active_jobs_per_principal;
         let active = stored
@@ -111,7 +111,7 @@ impl Cluster {
             }));
         self.metrics.jobs_submitted.inc();
         self.schedule_soon();
-        Ok(jobs::to_wire(&record, None))
+        jobs::to_wire(&record, None)
     }
 
     /// Refuses an all-reduce sweep whose largest message no known worker's
@@ -155,7 +155,7 @@ impl Cluster {
             .latest_checkpoint(record.id)
             .await?
             .map(|c| (c.id, c.epoch));
-        Ok(jobs::to_wire(record, last))
+        jobs::to_wire(record, last)
     }
 
     /// Every job, newest first.
@@ -171,12 +171,12 @@ impl Cluster {
         if let Some(log) = self.state().logs.get(&id) {
             return Ok(Arc::clone(log));
         }
-        let record = self.store.get_job(id).await?;
+        let rebuilt = JobLog::from_record(&self.store.get_job(id).await?)?;
         Ok(Arc::clone(
             self.state()
                 .logs
                 .entry(id)
-                .or_insert_with(|| Arc::new(JobLog::from_record(&record))),
+                .or_insert_with(|| Arc::new(rebuilt)),
         ))
     }
 
@@ -375,7 +375,7 @@ impl Cluster {
         if !is_current(&record, attempt) {
             return Ok(());
         }
-        let policy = budget::policy(&jobs::spec_of(&record));
+        let policy = budget::policy(&jobs::spec_of(&record)?);
         let stored = Failure {
             rank: failure.rank,
             worker: failure.worker.clone(),
