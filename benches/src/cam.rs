@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use camshaft_vision::cam::cam_all_classes;
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
@@ -54,7 +54,7 @@ pub fn ours(args: &CamArgs, device: Device) -> anyhow::Result<Vec<f64>> {
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch: Arch::Resnet34,
-        head: HeadKind::Cam,
+        head: Head::Cam,
         class_names: vec!["cat".into(), "dog".into()],
         input_size: args.size,
         normalization: Normalization::Imagenet,

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use camshaft_collective::{BucketedCollective, Communicator};
 use camshaft_vision::optim::{Adam, AdamConfig};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use clap::Parser;
 use serde::Serialize;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -189,7 +189,7 @@ fn rank_steps(
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch: args.arch(),
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: (0..10).map(|i| format!("class{i}")).collect(),
         input_size: args.size,
         normalization: Normalization::None,

@@ -27,7 +27,7 @@ use camshaft_metrics::stats::quantile;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization, Precision};
 use clap::Parser;
 use serde::Serialize;
 
@@ -194,7 +194,7 @@ async fn ours(args: &ExplainArgs) -> anyhow::Result<Vec<Point>> {
         tch::manual_seed(0);
         let spec = ModelSpec {
             arch,
-            head: HeadKind::Cam,
+            head: Head::Cam,
             class_names: vec!["cat".into(), "dog".into()],
             input_size: size,
             normalization: Normalization::Imagenet,

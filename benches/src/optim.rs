@@ -7,7 +7,7 @@
 //! default implementation or `fused=True`.
 
 use camshaft_vision::optim::{Adam, AdamConfig, AdamKernel};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use clap::Parser;
 use tch::{Device, Tensor};
 
@@ -48,7 +48,7 @@ pub fn ours(args: &OptimArgs, kernel: AdamKernel, device: Device) -> anyhow::Res
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch: Arch::Resnet18,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: (0..10).map(|i| format!("class{i}")).collect(),
         input_size: 32,
         normalization: Normalization::None,

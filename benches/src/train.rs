@@ -19,7 +19,7 @@ use std::hint::black_box;
 use camshaft_vision::model::channels_last;
 use camshaft_vision::optim::{Adam, AdamConfig, AdamKernel};
 use camshaft_vision::precision::{Autocast, LossScaleConfig, LossScaler, found_non_finite};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization, Precision};
 use clap::Parser;
 use tch::{Device, Kind, Reduction, Tensor};
 
@@ -155,7 +155,7 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
     tch::manual_seed(0);
     let spec = ModelSpec {
         arch,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: (0..10).map(|i| format!("class{i}")).collect(),
         input_size: args.size,
         normalization: Normalization::None,

@@ -6,6 +6,7 @@
 
 use camshaft_proto::v1::{CollectiveBackend, DeviceKind, JobSpec};
 use camshaft_proto::{names, validate_name, vocab};
+use camshaft_spec::sweep::SweepConfig;
 use camshaft_spec::{DEFAULT_COLLECTIVE_TIMEOUT_MS, FailurePolicy, FieldError, Group};
 
 use crate::{Error, Result};
@@ -52,12 +53,6 @@ pub fn failure_policy(spec: &JobSpec) -> FailurePolicy {
     defaults.with(spec.max_failures, spec.max_membership_changes)
 }
 
-pub use camshaft_spec::sweep::MAX_SWEEP_BYTES;
-/// Smallest message of an all-reduce sweep: one float32.
-pub const MIN_SWEEP_BYTES: u64 = 4;
-/// Most timed (or warm-up) all-reduces per size of a sweep.
-const MAX_SWEEP_ITERS: u32 = 10_000;
-
 /// Bytes a rank of a sweep of `max_bytes` messages needs on its device, about:
 /// the checked sum is built and compared in int64 and float64 (2 bytes of
 /// those per message byte, a few at once), then a float32 buffer is timed.
@@ -94,55 +89,11 @@ fn complete_collective_bench(mut spec: JobSpec) -> Result<JobSpec> {
         ));
     }
     let bench = spec.collective_bench.get_or_insert_with(Default::default);
-    if bench.min_bytes == 0 {
-        bench.min_bytes = 8;
-    }
-    if bench.max_bytes == 0 {
-        bench.max_bytes = 64 << 20;
-    }
-    if bench.min_bytes < MIN_SWEEP_BYTES {
-        return Err(invalid(
-            "collective_bench.min_bytes",
-            format!(
-                "collective_bench.min_bytes must be at least {MIN_SWEEP_BYTES} (one float32), not {}",
-                bench.min_bytes
-            ),
-        ));
-    }
-    if bench.max_bytes > MAX_SWEEP_BYTES {
-        return Err(invalid(
-            "collective_bench.max_bytes",
-            format!(
-                "collective_bench.max_bytes must be at most 1 GiB ({MAX_SWEEP_BYTES} bytes), not {}",
-                bench.max_bytes
-            ),
-        ));
-    }
-    if bench.min_bytes > bench.max_bytes {
-        return Err(invalid(
-            "collective_bench.min_bytes",
-            format!(
-                "collective_bench.min_bytes {} is above max_bytes {}",
-                bench.min_bytes, bench.max_bytes
-            ),
-        ));
-    }
-    if bench.iters > MAX_SWEEP_ITERS {
-        return Err(invalid(
-            "collective_bench.iters",
-            format!(
-                "collective_bench.iters must be at most {MAX_SWEEP_ITERS}, not {}",
-                bench.iters
-            ),
-        ));
-    }
-    let warmup = *bench.warmup.get_or_insert(5);
-    if warmup > MAX_SWEEP_ITERS {
-        return Err(invalid(
-            "collective_bench.warmup",
-            format!("collective_bench.warmup must be at most {MAX_SWEEP_ITERS}, not {warmup}"),
-        ));
-    }
+    let sweep = SweepConfig::complete(bench.min_bytes, bench.max_bytes, bench.iters, bench.warmup)
+        .map_err(field_error)?;
+    bench.min_bytes = sweep.min_bytes;
+    bench.max_bytes = sweep.max_bytes;
+    bench.warmup = Some(sweep.warmup);
 
     let group = group(&spec)?;
     // A sweep on fewer ranks than asked measures something else.

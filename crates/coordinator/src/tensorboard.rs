@@ -150,16 +150,16 @@ pub fn epoch_event(row: &v1::EpochMetrics, wall_time: f64) -> Event {
                 continue;
             };
             let per = 1.0 / steps.max(1) as f64;
-            for (sum, v) in
-                sums.iter_mut()
-                    .zip([p.data, p.forward, p.backward, p.allreduce, p.optimizer])
+            for (sum, v) in sums
+                .iter_mut()
+                .zip(camshaft_proto::vocab::phases_from_wire(Some(p)))
             {
                 *sum += v * per;
             }
             ranks += 1.0;
         }
         if ranks > 0.0 {
-            let phases = ["data", "forward", "backward", "allreduce", "optimizer"];
+            let phases = camshaft_spec::StepPhase::NAMES;
             value.extend(phases.iter().zip(sums).map(|(phase, sum)| SummaryValue {
                 tag: format!("step_time/{phase}"),
                 simple_value: Some((sum / ranks) as f32),

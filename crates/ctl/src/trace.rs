@@ -16,12 +16,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Phase names, in the order a step runs them.
-pub const PHASES: [&str; 5] = ["data", "forward", "backward", "allreduce", "optimizer"];
+pub const PHASES: &[&str] = camshaft_spec::StepPhase::NAMES;
 
-fn phase_seconds(p: Option<&StepPhases>) -> [f64; 5] {
-    p.map_or([0.0; 5], |p| {
-        [p.data, p.forward, p.backward, p.allreduce, p.optimizer]
-    })
+fn phase_seconds(p: Option<&StepPhases>) -> [f64; camshaft_spec::PHASES] {
+    camshaft_proto::vocab::phases_from_wire(p)
 }
 
 /// Milliseconds of each phase per step (serialised by phase name, with the

@@ -6,26 +6,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 
-/// How [`resize`] makes a non-square image square, with the meaning of fastai's
-/// `ResizeMethod`.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum ResizeMethod {
-    /// Take the largest square window (side = the shorter side) at the anchor
-    /// position and scale it to the output size: nothing is distorted, the ends of
-    /// the longer side are cut off. fastai's default; the centre for validation,
-    /// a random position for training.
-    #[default]
-    Crop,
-    /// Stretch the whole image to the output size, distorting its aspect ratio.
-    Squish,
-    /// Scale the longer side to the output size and fill the rest with black
-    /// (fastai's default pad mode is reflection; zeros keep a CAM honest about
-    /// what the image contained). The anchor places the image in the square.
-    Pad,
-}
+pub use camshaft_spec::ResizeMethod;
 
 thread_local! {
     // Reused per thread: a Resizer keeps its convolution buffers between calls.

@@ -274,13 +274,13 @@ fn explain_features(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use camshaft_vision::{Arch, HeadKind, ModelSpec, Normalization};
+    use camshaft_vision::{Arch, Head, ModelSpec, Normalization};
 
     fn model(input_size: u32) -> Model {
         tch::manual_seed(3);
         let spec = ModelSpec {
             arch: Arch::Resnet18,
-            head: HeadKind::Cam,
+            head: Head::Cam,
             class_names: vec!["cat".into(), "dog".into()],
             input_size,
             normalization: Normalization::Imagenet,

@@ -78,11 +78,6 @@ impl LoadedModel {
             model: spec,
             resize,
         } = VersionSpec::from_value(spec).map_err(|e| bad(e.to_string()))?;
-        let resize = match resize {
-            camshaft_spec::ResizeMethod::Crop => ResizeMethod::Crop,
-            camshaft_spec::ResizeMethod::Squish => ResizeMethod::Squish,
-            camshaft_spec::ResizeMethod::Pad => ResizeMethod::Pad,
-        };
         // Before anything is allocated from the spec: the head's size comes
         // from it, and must be what the file really holds.
         // The same check (one table of names and shapes) the registry ran.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use camshaft_explainer::Config;
 use camshaft_proto::v1::{ExplainMethod, FaithfulnessMetric, ImageErrorKind};
-use camshaft_vision::{HeadKind, Model};
+use camshaft_vision::{Head, Model};
 use common::{
     Cluster, bomb_png, input, metric_value, png, png_claiming, register_raw, request, spec,
     wait_for_metric,
@@ -42,7 +42,7 @@ async fn top_k_and_faithfulness_are_charged_as_compute_units() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let scored = |images: usize, top_k: u32, seed: u8| {
         let images = (0..images)
             .map(|i| input(&format!("s{i}"), png(64, 64, seed + i as u8)))
@@ -123,7 +123,7 @@ async fn a_cancelled_call_keeps_its_charge_until_its_pass_ends() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let two = |seed: u8| {
         request(
             "pets",
@@ -190,7 +190,7 @@ async fn a_cancelled_call_keeps_its_decode_charge_until_decoding_stops() {
         ..Config::default()
     };
     let mut c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     // Load the model first: the call below must reach decoding at once.
     c.client
         .explain(request(
@@ -268,7 +268,7 @@ async fn header_bombs_are_charged_from_their_headers() {
         ..Config::default()
     };
     let wide = Cluster::start(config(4)).await;
-    wide.register("pets", HeadKind::Cam).await;
+    wide.register("pets", Head::Cam).await;
     let narrow = wide.beside(config(1)).await;
     let bombs = || {
         let mut images: Vec<_> = (0..3)
@@ -323,12 +323,12 @@ async fn failed_loads_are_remembered_and_checked_before_building() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    let two = Model::new(spec(HeadKind::Cam), tch::Device::Cpu).unwrap();
+    let two = Model::new(spec(Head::Cam), tch::Device::Cpu).unwrap();
     let path = c.dir.path().join("two.safetensors");
     camshaft_vision::save_weights(&two, &path).unwrap();
     let weights = std::fs::read(&path).unwrap();
     let with_classes = |n: usize, input_size: u32| {
-        let mut s = spec(HeadKind::Cam);
+        let mut s = spec(Head::Cam);
         s.class_names = (0..n).map(|i| i.to_string()).collect();
         s.input_size = input_size;
         serde_json::to_value(s).unwrap()
@@ -401,7 +401,7 @@ async fn failed_loads_are_remembered_and_checked_before_building() {
     register_raw(
         &c.store,
         "three",
-        serde_json::to_value(spec(HeadKind::Cam)).unwrap(),
+        serde_json::to_value(spec(Head::Cam)).unwrap(),
         weights.clone(),
     )
     .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use camshaft_explainer::Config;
 use camshaft_proto::v1::ExplainMethod;
-use camshaft_vision::HeadKind;
+use camshaft_vision::Head;
 use common::{Cluster, bomb_png, input, metric_value, png, request};
 use tonic::Code;
 
@@ -46,7 +46,7 @@ async fn concurrent_bombs_are_bounded_by_the_decoded_bytes_budget() {
         ..Config::default()
     };
     let mut c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     // Load the model and warm every path before measuring.
     let warm = c
         .client

@@ -5,14 +5,14 @@ mod common;
 
 use camshaft_explainer::Config;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, FaithfulnessMetric, ImageErrorKind};
-use camshaft_vision::{CamMethod, HeadKind, Model};
+use camshaft_vision::{CamMethod, Head, Model};
 use common::{Cluster, input, png, request, spec};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_with_a_corrupt_image_matches_the_library() {
     let mut c = Cluster::start(Config::default()).await;
-    let weights = c.register("pets", HeadKind::Cam).await;
+    let weights = c.register("pets", Head::Cam).await;
     let images = [png(80, 64, 1), png(64, 64, 2)];
     let mut req = request(
         "pets",
@@ -40,7 +40,7 @@ async fn batch_with_a_corrupt_image_matches_the_library() {
     assert!(resp.results[1].maps.is_empty());
 
     // The same CAM computed with the library directly.
-    let mut model = Model::new(spec(HeadKind::Cam), tch::Device::Cpu).unwrap();
+    let mut model = Model::new(spec(Head::Cam), tch::Device::Cpu).unwrap();
     camshaft_vision::load_safetensors_bytes(
         &mut model,
         &weights,
@@ -92,8 +92,8 @@ async fn request_errors_have_stable_codes() {
         ..Config::default()
     };
     let mut c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
-    c.register("fa", HeadKind::Fastai).await;
+    c.register("pets", Head::Cam).await;
+    c.register("fa", Head::Fastai).await;
     let img = || vec![input("x", png(64, 64, 3))];
     let code = |r: Result<_, tonic::Status>| r.map(|_| ()).unwrap_err().code();
 
@@ -172,14 +172,14 @@ async fn request_errors_have_stable_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aliases_stream_and_health() {
     let mut c = Cluster::start(Config::default()).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let one = || vec![input("x", png(64, 64, 5))];
     let resp = c
         .client
         .explain(request("pets@latest", one(), ExplainMethod::Cam))
         .await;
     assert_eq!(resp.unwrap().into_inner().model_version, "pets:1");
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let resp = c
         .client
         .explain(request("pets@latest", one(), ExplainMethod::Cam))
@@ -243,7 +243,7 @@ async fn aliases_stream_and_health() {
 async fn a_moved_alias_is_loaded_before_the_next_request() {
     use camshaft_proto::v1::server_info_client::ServerInfoClient;
     let mut c = Cluster::start(Config::default()).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let one = vec![input("x", png(64, 64, 5))];
     let resp = c
         .client
@@ -252,7 +252,7 @@ async fn a_moved_alias_is_loaded_before_the_next_request() {
     assert_eq!(resp.unwrap().into_inner().model_version, "pets:1");
 
     // Registering pets:2 moves `latest`; the explainer loads it unasked.
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let mut info = ServerInfoClient::new(c.channel.clone());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -280,7 +280,7 @@ async fn a_moved_alias_is_loaded_before_the_next_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grad_cam_plus_plus_and_faithfulness_on_every_map() {
     let mut c = Cluster::start(Config::default()).await;
-    c.register("fa", HeadKind::Fastai).await;
+    c.register("fa", Head::Fastai).await;
     for metric in [
         FaithfulnessMetric::DeletionAuc,
         FaithfulnessMetric::AverageDrop,
@@ -339,7 +339,7 @@ async fn grad_cam_plus_plus_and_faithfulness_on_every_map() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bf16_serving_stays_close_to_fp32() {
     let mut fp32 = Cluster::start(Config::default()).await;
-    fp32.register("pets", HeadKind::Cam).await;
+    fp32.register("pets", Head::Cam).await;
     let mut bf16 = fp32
         .beside(Config {
             precision: camshaft_vision::Precision::Bf16,
@@ -405,7 +405,7 @@ async fn concurrent_clients_get_exactly_the_maps_they_get_alone() {
         ..Config::default()
     };
     let c = Cluster::start(batching).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     // Two replicas: whichever answers, the weights and the maths are the same.
     let alone = c
         .beside(Config {
@@ -482,7 +482,7 @@ async fn a_full_queue_refuses_and_expired_images_are_dropped() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let two = request(
         "pets",
         vec![input("a", png(64, 64, 1)), input("b", png(64, 64, 2))],
@@ -547,7 +547,7 @@ async fn a_full_queue_refuses_and_expired_images_are_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_stops_at_its_first_failed_request() {
     let mut c = Cluster::start(Config::default()).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let requests: Vec<ExplainRequest> = ["pets", "pets:1", "nobody", "pets"]
         .iter()
         .enumerate()
@@ -590,7 +590,7 @@ async fn a_streams_requests_share_passes() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let requests: Vec<ExplainRequest> = (0..4u8)
         .map(|i| ExplainRequest {
             request_id: format!("r{i}"),
@@ -618,7 +618,7 @@ async fn a_streams_requests_share_passes() {
 async fn a_version_is_explained_with_the_resize_it_records() {
     use camshaft_data::ResizeMethod;
     let c = Cluster::start(Config::default()).await;
-    let spec = spec(HeadKind::Cam);
+    let spec = spec(Head::Cam);
     let model = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
     let weights = c.register_model("cropped", &model).await;
     for (name, resize) in [("squished", "squish"), ("padded", "pad")] {

@@ -9,7 +9,7 @@ mod common;
 
 use camshaft_explainer::Config;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, FaithfulnessBaseline, FaithfulnessMetric};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use common::{Cluster, input, png, request};
 use tonic::Code;
 
@@ -32,8 +32,8 @@ async fn refused(c: &mut Cluster, req: ExplainRequest) -> (Code, String, Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_are_named_checked_and_reported() {
     let mut c = Cluster::start(Config::default()).await;
-    c.register("cam", HeadKind::Cam).await;
-    c.register("fastai", HeadKind::Fastai).await;
+    c.register("cam", Head::Cam).await;
+    c.register("fastai", Head::Fastai).await;
 
     // Each layer's resolution at 64 px, named in the answer.
     for (layer, side) in [("layer1", 16), ("layer2", 8), ("layer3", 4), ("layer4", 2)] {
@@ -150,7 +150,7 @@ async fn layers_are_named_checked_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn score_cam_pays_a_pass_per_channel_at_admission() {
     let mut c = Cluster::start(Config::default()).await;
-    c.register("fastai", HeadKind::Fastai).await;
+    c.register("fastai", Head::Fastai).await;
     // layer4: 512 channels + the body = 513 units an image: one fits the
     // default 1024 a request, two do not.
     let mut two = ask("fastai", ExplainMethod::ScoreCam, &[]);
@@ -196,7 +196,7 @@ async fn the_cnn_names_its_sequential_indices() {
     tch::manual_seed(4);
     let spec = ModelSpec {
         arch: Arch::Cnn,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: vec!["a".into(), "b".into()],
         input_size: 32,
         normalization: Normalization::None,

@@ -16,7 +16,7 @@ use camshaft_proto::v1::{
     ExplainMethod, ExplainRequest, ExplainResponse, FaithfulnessBaseline, FaithfulnessMetric,
     ImageExplanation,
 };
-use camshaft_vision::{Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, HeadPolicy, Model, ModelSpec, Normalization};
 use common::{Cluster, input, request};
 
 fn python() -> PathBuf {
@@ -77,7 +77,7 @@ async fn maps_and_faithfulness_match_pytorch() {
             p
         })
         .collect();
-    for (head_name, head) in [("cam", HeadKind::Cam), ("fastai", HeadKind::Fastai)] {
+    for (head_name, head) in [("cam", Head::Cam), ("fastai", Head::Fastai)] {
         let out = Command::new(python())
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/cam_methods.py"))
             .arg(head_name)
@@ -116,7 +116,7 @@ async fn maps_and_faithfulness_match_pytorch() {
             (ExplainMethod::LayerCam, "layer_cam"),
             (ExplainMethod::HiresCam, "hires_cam"),
         ];
-        if head == HeadKind::Cam {
+        if head == Head::Cam {
             methods.push((ExplainMethod::Cam, "cam"));
         }
         // The references tell the methods apart: no map is all zero, and
@@ -129,7 +129,7 @@ async fn maps_and_faithfulness_match_pytorch() {
                 maps(key).iter().any(|&v| v > 1e-6),
                 "{head_name} {key}: all zero"
             );
-            if head == HeadKind::Fastai {
+            if head == Head::Fastai {
                 for &(_, other) in &methods[..i] {
                     let differ = maps(key)
                         .iter()
@@ -214,7 +214,7 @@ async fn send(c: &mut Cluster, req: ExplainRequest) -> ExplainResponse {
 async fn issue_19_references(
     c: &mut Cluster,
     head_name: &str,
-    head: HeadKind,
+    head: Head,
     images: &[Vec<u8>],
     reference: &[serde_json::Value],
 ) {
@@ -261,7 +261,7 @@ async fn issue_19_references(
     check(&resp, "layer3_grad_cam", 8);
     assert_eq!(resp.recipe.unwrap().method, ExplainMethod::GradCam as i32);
     let resp = send(c, ask(ExplainMethod::Unspecified, &[], 1)).await;
-    let expected = if head == HeadKind::Cam {
+    let expected = if head == Head::Cam {
         ExplainMethod::Cam
     } else {
         ExplainMethod::GradCam
@@ -275,7 +275,7 @@ async fn issue_19_references(
     assert_eq!(resp.recipe.unwrap().target_layers, ["layer3", "layer4"]);
     // Score-CAM of the first image (a pass per channel): at layer4 behind
     // the CAM head, at layer3 behind the fastai one.
-    if head == HeadKind::Cam {
+    if head == Head::Cam {
         let resp = send(c, ask(ExplainMethod::ScoreCam, &[], 1)).await;
         check(&resp, "score_cam", 4);
         assert_eq!(resp.recipe.unwrap().method, ExplainMethod::ScoreCam as i32);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use camshaft_explainer::{Config, ModelSettings};
 use camshaft_proto::v1::server_info_client::ServerInfoClient;
 use camshaft_proto::v1::{ExplainMethod, GetServerInfoRequest, GetServerInfoResponse};
-use camshaft_vision::{HeadKind, Precision};
+use camshaft_vision::{Head, Precision};
 use common::{Cluster, input, png, request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -109,7 +109,7 @@ async fn preloaded_versions_are_warm_before_serving_and_follow_their_alias() {
 
     // Registered: loaded and warmed up (passes of 1 and 3 images) before
     // health turns SERVING.
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let ready = until(&c, "pets:1 ready", |i| i.preload[0].ready).await;
     assert_eq!(ready.preload[0].model_version, "pets:1");
     assert!(ready.preload[0].error.is_empty());
@@ -179,8 +179,8 @@ async fn preloaded_versions_are_warm_before_serving_and_follow_their_alias() {
 
     // Other models use the global settings and never evict the preloaded
     // version (cache of 2: other:1 goes when other:2 comes).
-    c.register("other", HeadKind::Cam).await;
-    c.register("other", HeadKind::Cam).await;
+    c.register("other", Head::Cam).await;
+    c.register("other", Head::Cam).await;
     for version in ["other:1", "other:2"] {
         c.client()
             .explain(request(version, one(), ExplainMethod::Cam))
@@ -210,7 +210,7 @@ async fn preloaded_versions_are_warm_before_serving_and_follow_their_alias() {
     assert_eq!(other.settings.as_ref().unwrap().max_batch_wait_ms, 2);
 
     // `latest` moves: pets:2 is loaded, warmed up and preloaded instead.
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
     let moved = until(&c, "pets:2 ready", |i| {
         i.preload[0].ready && i.preload[0].model_version == "pets:2"
     })
@@ -244,7 +244,7 @@ async fn a_version_that_cannot_load_keeps_health_not_serving_with_its_reason() {
     })
     .await;
     // A 64 px version over this explainer's max_model_input_size.
-    c.register("big", HeadKind::Cam).await;
+    c.register("big", Head::Cam).await;
     let failed = until(&c, "a load failure", |i| {
         i.preload[0].error.contains("max_model_input_size")
     })

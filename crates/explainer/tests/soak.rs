@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use camshaft_explainer::Config;
 use camshaft_proto::v1::{ExplainMethod, ImageErrorKind};
-use camshaft_vision::HeadKind;
+use camshaft_vision::Head;
 use common::{Cluster, input, png, request};
 
 const CLIENTS: usize = 24;
@@ -90,7 +90,7 @@ async fn many_clients_every_answer_accounted_for_memory_flat() {
         ..Config::default()
     };
     let c = Cluster::start(config).await;
-    c.register("pets", HeadKind::Cam).await;
+    c.register("pets", Head::Cam).await;
 
     let warm = Arc::new(Tally::default());
     load(&c, Instant::now() + Duration::from_secs(6), &warm).await;

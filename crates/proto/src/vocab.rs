@@ -296,6 +296,27 @@ impl v1::ModelSpec {
     }
 }
 
+/// Seconds per step phase ([`camshaft_spec::StepPhase::ALL`] order) as the
+/// wire's `StepPhases`.
+pub fn phases_to_wire(seconds: &[f64; camshaft_spec::PHASES]) -> v1::StepPhases {
+    let [data, forward, backward, allreduce, optimizer] = *seconds;
+    v1::StepPhases {
+        data,
+        forward,
+        backward,
+        allreduce,
+        optimizer,
+    }
+}
+
+/// The wire's `StepPhases` as seconds per phase, in
+/// [`camshaft_spec::StepPhase::ALL`] order (zeros when absent).
+pub fn phases_from_wire(phases: Option<&v1::StepPhases>) -> [f64; camshaft_spec::PHASES] {
+    phases.map_or([0.0; camshaft_spec::PHASES], |p| {
+        [p.data, p.forward, p.backward, p.allreduce, p.optimizer]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -369,5 +390,14 @@ mod tests {
         let back = v1::ModelSpec::from(&spec);
         assert_eq!(back.normalization(), v1::Normalization::None);
         assert_eq!(back.resize(), v1::ResizeMethod::Pad);
+    }
+
+    #[test]
+    fn phases_travel_in_their_order() {
+        let seconds = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let wire = phases_to_wire(&seconds);
+        assert_eq!((wire.data, wire.optimizer), (1.0, 5.0));
+        assert_eq!(phases_from_wire(Some(&wire)), seconds);
+        assert_eq!(phases_from_wire(None), [0.0; 5]);
     }
 }

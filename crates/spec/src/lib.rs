@@ -89,7 +89,8 @@ pub use training::{
 };
 pub use vocab::{
     Arch, CollectiveBackend, DatasetKind, DeviceKind, Head, IMAGENET_MEAN, IMAGENET_STD,
-    MonitorMetric, Normalization, Precision, PretrainedSource, RegisterPolicy, ResizeMethod,
+    MonitorMetric, Normalization, PHASES, Precision, PretrainedSource, RegisterPolicy,
+    ResizeMethod, StepPhase,
 };
 pub use weights::{PROBLEMS_SHOWN, state_dict_safetensors};
 

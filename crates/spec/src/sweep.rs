@@ -38,6 +38,21 @@ pub const SWEEP_REDOP: &str = "sum";
 /// Bytes per element of the sweep's float32 buffers.
 pub const SWEEP_ELEMENT_BYTES: u64 = 4;
 
+/// The smallest message a sweep may ask for: one float32.
+pub const MIN_SWEEP_BYTES: u64 = SWEEP_ELEMENT_BYTES;
+
+/// Most timed (or warm-up) all-reduces per size.
+pub const MAX_SWEEP_ITERS: u32 = 10_000;
+
+/// The smallest message when a sweep names none (nccl-tests' `-b 8`).
+pub const DEFAULT_MIN_BYTES: u64 = 8;
+
+/// The largest message when a sweep names none (64 MiB).
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+/// Untimed all-reduces per size when a sweep names none.
+pub const DEFAULT_WARMUP: u32 = 5;
+
 /// What to sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SweepConfig {
@@ -110,6 +125,69 @@ pub fn default_iters(bytes: u64) -> u32 {
 }
 
 impl SweepConfig {
+    /// A sweep as a job asks for it (0 bytes: the default; 0 iterations:
+    /// [`default_iters`] per size; no warm-up: [`DEFAULT_WARMUP`]), every
+    /// default applied and bound checked, or the first field that is wrong.
+    pub fn complete(
+        min_bytes: u64,
+        max_bytes: u64,
+        iters: u32,
+        warmup: Option<u32>,
+    ) -> Result<SweepConfig, crate::FieldError> {
+        let refuse = |field: &'static str, reason: String| Err(crate::FieldError { field, reason });
+        let min_bytes = if min_bytes == 0 {
+            DEFAULT_MIN_BYTES
+        } else {
+            min_bytes
+        };
+        let max_bytes = if max_bytes == 0 {
+            DEFAULT_MAX_BYTES
+        } else {
+            max_bytes
+        };
+        let warmup = warmup.unwrap_or(DEFAULT_WARMUP);
+        if min_bytes < MIN_SWEEP_BYTES {
+            return refuse(
+                "collective_bench.min_bytes",
+                format!(
+                    "collective_bench.min_bytes must be at least {MIN_SWEEP_BYTES} (one float32), not {min_bytes}"
+                ),
+            );
+        }
+        if max_bytes > MAX_SWEEP_BYTES {
+            return refuse(
+                "collective_bench.max_bytes",
+                format!(
+                    "collective_bench.max_bytes must be at most 1 GiB ({MAX_SWEEP_BYTES} bytes), not {max_bytes}"
+                ),
+            );
+        }
+        if min_bytes > max_bytes {
+            return refuse(
+                "collective_bench.min_bytes",
+                format!("collective_bench.min_bytes {min_bytes} is above max_bytes {max_bytes}"),
+            );
+        }
+        if iters > MAX_SWEEP_ITERS {
+            return refuse(
+                "collective_bench.iters",
+                format!("collective_bench.iters must be at most {MAX_SWEEP_ITERS}, not {iters}"),
+            );
+        }
+        if warmup > MAX_SWEEP_ITERS {
+            return refuse(
+                "collective_bench.warmup",
+                format!("collective_bench.warmup must be at most {MAX_SWEEP_ITERS}, not {warmup}"),
+            );
+        }
+        Ok(SweepConfig {
+            min_bytes,
+            max_bytes,
+            iters: (iters > 0).then_some(iters),
+            warmup,
+        })
+    }
+
     /// The sizes, smallest first, each a whole number of float32 elements:
     /// `min_bytes` (at least one element), doubling while at most
     /// `max_bytes`.
@@ -132,6 +210,7 @@ impl SweepConfig {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -177,5 +256,42 @@ mod tests {
         };
         assert!((row.algbw() - 1.0).abs() < 1e-12);
         assert!((row.busbw() - 1.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_sweep_completes_with_its_defaults_and_bounds() {
+        let defaults = SweepConfig::complete(0, 0, 0, None).unwrap();
+        assert_eq!(
+            defaults,
+            SweepConfig {
+                min_bytes: DEFAULT_MIN_BYTES,
+                max_bytes: DEFAULT_MAX_BYTES,
+                iters: None,
+                warmup: DEFAULT_WARMUP,
+            }
+        );
+        assert_eq!(
+            SweepConfig::complete(4, 4, 7, Some(0)).unwrap().iters,
+            Some(7)
+        );
+        let refused = |min, max, iters, warmup| {
+            SweepConfig::complete(min, max, iters, warmup)
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(refused(2, 0, 0, None), "collective_bench.min_bytes");
+        assert_eq!(
+            refused(0, MAX_SWEEP_BYTES + 1, 0, None),
+            "collective_bench.max_bytes"
+        );
+        assert_eq!(refused(64, 32, 0, None), "collective_bench.min_bytes");
+        assert_eq!(
+            refused(0, 0, MAX_SWEEP_ITERS + 1, None),
+            "collective_bench.iters"
+        );
+        assert_eq!(
+            refused(0, 0, 0, Some(MAX_SWEEP_ITERS + 1)),
+            "collective_bench.warmup"
+        );
     }
 }

@@ -153,16 +153,24 @@ impl Normalization {
     }
 }
 
-/// How an image becomes the model's square input.
+/// How an image becomes the model's square input, with the meaning of
+/// fastai's `ResizeMethod` (`camshaft_data::resize` does it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeMethod {
-    /// The largest square window, scaled (`crop`): fastai's default.
+    /// Take the largest square window (side = the shorter side) at the
+    /// anchor position and scale it to the output size (`crop`): nothing is
+    /// distorted, the ends of the longer side are cut off. fastai's
+    /// default; the centre for validation, a random position for training.
     #[default]
     Crop,
-    /// The whole image stretched to the square (`squish`).
+    /// Stretch the whole image to the output size, distorting its aspect
+    /// ratio (`squish`).
     Squish,
-    /// The longer side scaled to fit, the rest black (`pad`).
+    /// Scale the longer side to the output size and fill the rest with
+    /// black (`pad`; fastai's default pad mode is reflection; zeros keep a
+    /// CAM honest about what the image contained). The anchor places the
+    /// image in the square.
     Pad,
 }
 vocabulary!(ResizeMethod, "resize method", [Crop => "crop", Squish => "squish", Pad => "pad"]);
@@ -283,6 +291,35 @@ pub enum MonitorMetric {
     Accuracy,
 }
 vocabulary!(MonitorMetric, "monitored metric", [ValidLoss => "valid_loss" | "valid-loss", Accuracy => "accuracy"]);
+
+/// The phases of a training step, in the order they run: the learner
+/// times them, the wire's `StepPhases` carries them, `ctl jobs trace` and
+/// TensorBoard name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepPhase {
+    /// Waiting for the loader's next batch and moving it to the device.
+    Data,
+    /// Forward pass and loss.
+    Forward,
+    /// Backward pass.
+    Backward,
+    /// Gradient all-reduce and the group's finiteness check.
+    Allreduce,
+    /// Optimiser step.
+    Optimizer,
+}
+vocabulary!(StepPhase, "step phase", [
+    Data => "data",
+    Forward => "forward",
+    Backward => "backward",
+    Allreduce => "allreduce",
+    Optimizer => "optimizer",
+]);
+
+/// How many phases a step has: seconds per phase travel as `[f64; PHASES]`
+/// in [`StepPhase::ALL`] order.
+pub const PHASES: usize = StepPhase::ALL.len();
 
 #[cfg(test)]
 mod tests {

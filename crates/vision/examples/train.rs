@@ -28,8 +28,8 @@ use camshaft_render::{OverlayOptions, grid, save_png};
 use camshaft_vision::cam::{POINTING_TOLERANCE, explain, panel, pointing_game};
 use camshaft_vision::weights::pretrained_file;
 use camshaft_vision::{
-    Arch, CamMethod, EpochTable, HeadKind, HeadPolicy, Learner, LearnerConfig, LoaderConfig,
-    LrRange, Metric, Model, ModelSpec, Normalization, Plan, import_weights,
+    Arch, CamMethod, EpochTable, Head, HeadPolicy, Learner, LearnerConfig, LoaderConfig, LrRange,
+    Metric, Model, ModelSpec, Normalization, Plan, import_weights,
 };
 use clap::{Parser, ValueEnum};
 
@@ -62,7 +62,7 @@ struct Args {
     arch: Arch,
     /// linear, fastai or cam.
     #[arg(long, default_value = "cam")]
-    head: HeadKind,
+    head: Head,
     /// ImageNet weights for the body: `imagenet` (torchvision's file, fetched
     /// into the cache and checked) or a `.pth`/`.safetensors` path.
     #[arg(long)]

@@ -1060,9 +1060,9 @@ pub fn panel(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::{Arch, HeadKind, ModelSpec};
+    use crate::model::{Arch, Head, ModelSpec};
 
-    fn model(head: HeadKind) -> Model {
+    fn model(head: Head) -> Model {
         let spec = ModelSpec {
             arch: Arch::Resnet18,
             head,
@@ -1076,7 +1076,7 @@ mod tests {
     #[test]
     fn spatial_mean_of_cam_is_the_logit() {
         tch::manual_seed(1);
-        for head in [HeadKind::Cam, HeadKind::Linear] {
+        for head in [Head::Cam, Head::Linear] {
             let m = model(head);
             let x = Tensor::randn([4, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
             let (logits, maps) = cam_all_classes(&m, &x).unwrap();
@@ -1090,7 +1090,7 @@ mod tests {
 
     #[test]
     fn gradient_methods_of_a_cam_head_follow_from_its_cam() {
-        let m = model(HeadKind::Cam);
+        let m = model(Head::Cam);
         // Body features are ReLU outputs (≥ 0), so class 0 (weights ≥ 0) has a
         // non-negative CAM, class 1 (weights ≤ 0) a non-positive one and
         // class 2 both signs, whatever the random initialisation drew.
@@ -1131,7 +1131,7 @@ mod tests {
 
     #[test]
     fn grad_cam_plus_plus_keeps_only_positive_gradients() {
-        let m = model(HeadKind::Cam);
+        let m = model(Head::Cam);
         // As above: class 0 has weights ≥ 0, class 1 weights ≤ 0, so the
         // gradient of logit 1 is ≤ 0 everywhere and relu(g) zeroes its map.
         tch::no_grad(|| {
@@ -1157,7 +1157,7 @@ mod tests {
     #[test]
     fn faithfulness_scores_are_in_range_and_see_the_map() {
         tch::manual_seed(3);
-        let m = model(HeadKind::Cam);
+        let m = model(Head::Cam);
         let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         let (_, maps, chosen) = explain_batch(&m, &x, CamMethod::Cam, &[None, None]).unwrap();
         for metric in [
@@ -1218,7 +1218,7 @@ mod tests {
 
     #[test]
     fn fastai_head_refuses_cam_but_gives_grad_cam() {
-        let m = model(HeadKind::Fastai);
+        let m = model(Head::Fastai);
         let x = Tensor::randn([2, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         assert!(matches!(cam_all_classes(&m, &x), Err(Error::Input(_))));
         let (_, maps, _) = explain_batch(&m, &x, CamMethod::GradCam, &[None, Some(1)]).unwrap();
@@ -1230,7 +1230,7 @@ mod tests {
     #[test]
     fn layers_name_torchvision_modules_and_split_the_model() {
         tch::manual_seed(5);
-        let m = model(HeadKind::Fastai);
+        let m = model(Head::Fastai);
         assert_eq!(m.layer_names(), ["layer1", "layer2", "layer3", "layer4"]);
         let err = m.layer_index("layer5").unwrap_err().to_string();
         assert!(err.contains("layer1, layer2, layer3, layer4"), "{err}");
@@ -1247,7 +1247,7 @@ mod tests {
         let cnn = Model::new(
             ModelSpec {
                 arch: Arch::Cnn,
-                head: HeadKind::Linear,
+                head: Head::Linear,
                 class_names: vec!["a".into(), "b".into()],
                 input_size: 16,
                 normalization: Normalization::None,
@@ -1270,7 +1270,7 @@ mod tests {
     #[test]
     fn recipes_at_the_last_layer_match_the_batch_maps_and_check_cam() {
         tch::manual_seed(6);
-        let m = model(HeadKind::Cam);
+        let m = model(Head::Cam);
         let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         for method in CamMethod::ALL
             .into_iter()
@@ -1305,7 +1305,7 @@ mod tests {
     #[test]
     fn fusion_is_at_the_finest_layer_and_smoothing_in_unit_range() {
         tch::manual_seed(7);
-        let m = model(HeadKind::Fastai);
+        let m = model(Head::Fastai);
         let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         let recipe = MapRecipe {
             method: CamMethod::LayerCam,
@@ -1351,7 +1351,7 @@ mod tests {
     #[test]
     fn score_cam_does_not_depend_on_the_pass_size() {
         tch::manual_seed(8);
-        let m = model(HeadKind::Linear);
+        let m = model(Head::Linear);
         let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, tch::Device::Cpu));
         let recipe = MapRecipe::last_layer(&m, CamMethod::ScoreCam);
         let feats = m.features_at(&x, &recipe.layers, false).unwrap();

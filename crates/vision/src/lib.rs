@@ -3,7 +3,7 @@
 //! - [`model`]: [`Model`] = body (small CNN, ResNet18, ResNet34 with
 //!   torchvision's names) + head (linear, fastai, CAM), described by a
 //!   [`ModelSpec`]: the vocabulary's (`camshaft-spec`, re-exported here with
-//!   [`Arch`], [`HeadKind`] = `camshaft_spec::Head` and [`Normalization`]).
+//!   [`Arch`], [`Head`] and [`Normalization`]).
 //! - [`weights`]: torchvision `.pth` / safetensors import and export.
 //! - [`loader`]: [`Loader`] turns a [`camshaft_data::Dataset`] into batches,
 //!   with exact per-epoch sharding ([`Shard`]).
@@ -16,13 +16,13 @@
 //!
 //! ```no_run,standalone_crate
 //! use camshaft_data::SyntheticConfig;
-//! use camshaft_vision::{Arch, HeadKind, Learner, LearnerConfig, LrRange, Model, ModelSpec, Normalization};
+//! use camshaft_vision::{Arch, Head, Learner, LearnerConfig, LrRange, Model, ModelSpec, Normalization};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let data = SyntheticConfig::default().splits()?;
 //! let spec = ModelSpec {
 //!     arch: Arch::Resnet18,
-//!     head: HeadKind::Cam,
+//!     head: Head::Cam,
 //!     class_names: data.train.class_names().to_vec(),
 //!     input_size: 64,
 //!     normalization: Normalization::None,
@@ -53,7 +53,7 @@ pub use learner::{
     SingleProcess, StepPhase, StepTrace,
 };
 pub use loader::{Batch, Loader, LoaderConfig, Shard};
-pub use model::{Arch, HeadKind, Model, ModelSpec, Normalization};
+pub use model::{Arch, Head, Model, ModelSpec, Normalization};
 pub use precision::Precision;
 pub use schedule::{LrRange, Plan, Schedule, Stage};
 pub use weights::{HeadPolicy, ImportReport, import_weights, load_safetensors_bytes, save_weights};

@@ -23,12 +23,9 @@ use std::fmt;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
-/// The vocabulary's model types (`camshaft-spec`): the body, the head
-/// (`HeadKind` here, for the classifier layers this module builds), the
+/// The vocabulary's model types (`camshaft-spec`): the body, the head, the
 /// normalisation and the spec a model is built from.
-pub use camshaft_spec::{
-    Arch, Head as HeadKind, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Normalization,
-};
+pub use camshaft_spec::{Arch, Head, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Normalization};
 
 use crate::{Error, Precision, Result};
 
@@ -261,7 +258,7 @@ impl Model {
             }
         };
         let head = match (spec.head, spec.arch) {
-            (HeadKind::Linear, Arch::Cnn) => {
+            (Head::Linear, Arch::Cnn) => {
                 let m = spec.feature_size();
                 let fan_in = c * m * m;
                 let cfg = nn::LinearConfig {
@@ -271,8 +268,8 @@ impl Model {
                 };
                 HeadLayers::Flatten(nn::linear(&root / "4", fan_in, n, cfg))
             }
-            (HeadKind::Linear | HeadKind::Cam, _) => {
-                let bias = spec.head == HeadKind::Linear;
+            (Head::Linear | Head::Cam, _) => {
+                let bias = spec.head == Head::Linear;
                 let cfg = nn::LinearConfig {
                     ws_init: torch_default_init(c),
                     bs_init: bias.then(|| torch_default_init(c)),
@@ -280,7 +277,7 @@ impl Model {
                 };
                 HeadLayers::Pooled(nn::linear(&root / "fc", c, n, cfg))
             }
-            (HeadKind::Fastai, _) => {
+            (Head::Fastai, _) => {
                 let p = &root / "head";
                 let cfg = nn::LinearConfig {
                     ws_init: nn::init::DEFAULT_KAIMING_NORMAL,
@@ -563,7 +560,7 @@ impl Model {
     /// neither trained (use [`crate::precision::Autocast`], which keeps
     /// float32 master weights) nor saved.
     pub fn body_in(&mut self, precision: Precision) -> Result<()> {
-        let Some(kind) = precision.autocast_kind() else {
+        let Some(kind) = crate::precision::autocast_kind(precision) else {
             return Ok(());
         };
         tch::no_grad(|| -> Result<()> {
@@ -675,7 +672,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn spec(arch: Arch, head: HeadKind, size: u32) -> ModelSpec {
+    fn spec(arch: Arch, head: Head, size: u32) -> ModelSpec {
         ModelSpec {
             arch,
             head,
@@ -687,7 +684,7 @@ mod tests {
 
     #[test]
     fn lecture_cnn_has_the_lecture_shapes() {
-        let m = Model::new(spec(Arch::Cnn, HeadKind::Linear, 32), Device::Cpu).unwrap();
+        let m = Model::new(spec(Arch::Cnn, Head::Linear, 32), Device::Cpu).unwrap();
         let vars = m.named_variables();
         assert_eq!(vars["0.weight"].size(), [128, 3, 5, 5]);
         assert_eq!(vars["4.weight"].size(), [10, 25088]);
@@ -700,11 +697,11 @@ mod tests {
 
     #[test]
     fn heads_have_their_shapes_and_names() {
-        let cam = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 64), Device::Cpu).unwrap();
+        let cam = Model::new(spec(Arch::Resnet18, Head::Cam, 64), Device::Cpu).unwrap();
         let vars = cam.named_variables();
         assert_eq!(vars["fc.weight"].size(), [10, 512]);
         assert!(!vars.contains_key("fc.bias"));
-        let fastai = Model::new(spec(Arch::Resnet34, HeadKind::Fastai, 64), Device::Cpu).unwrap();
+        let fastai = Model::new(spec(Arch::Resnet34, Head::Fastai, 64), Device::Cpu).unwrap();
         let vars = fastai.named_variables();
         assert_eq!(vars["head.4.weight"].size(), [512, 1024]);
         assert_eq!(vars["head.8.weight"].size(), [10, 512]);
@@ -717,7 +714,7 @@ mod tests {
 
     #[test]
     fn freezing_keeps_batch_norm_and_head_trainable() {
-        let m = Model::new(spec(Arch::Resnet18, HeadKind::Fastai, 64), Device::Cpu).unwrap();
+        let m = Model::new(spec(Arch::Resnet18, Head::Fastai, 64), Device::Cpu).unwrap();
         m.set_frozen(true);
         let vars = m.named_variables();
         assert!(!vars["conv1.weight"].requires_grad());
@@ -737,12 +734,12 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        let mut s = spec(Arch::Resnet18, HeadKind::Cam, 16);
+        let mut s = spec(Arch::Resnet18, Head::Cam, 16);
         assert!(Model::new(s.clone(), Device::Cpu).is_err());
         s.input_size = 64;
         s.class_names.truncate(1);
         assert!(Model::new(s, Device::Cpu).is_err());
         assert!("resnet50".parse::<Arch>().is_err());
-        assert_eq!("CAM".parse::<HeadKind>().unwrap(), HeadKind::Cam);
+        assert_eq!("CAM".parse::<Head>().unwrap(), Head::Cam);
     }
 }

@@ -19,9 +19,7 @@
 //! assert_eq!(y.kind(), tch::Kind::BFloat16);
 //! # Ok(()) }
 //! ```
-use std::fmt;
 use std::marker::PhantomData;
-use std::str::FromStr;
 
 use camshaft_aten::{AutocastDevice, AutocastDtype, autocast};
 use serde::{Deserialize, Serialize};
@@ -29,62 +27,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::{Error, Result};
 
-/// The dtype the forward pass computes in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// float32 everywhere.
-    #[default]
-    Fp32,
-    /// Autocast to bfloat16 (float32's range: no loss scaling).
-    Bf16,
-    /// Autocast to float16, with dynamic loss scaling ([`LossScaler`]).
-    Fp16,
-}
+pub use camshaft_spec::Precision;
 
-impl Precision {
-    /// The autocast dtype; `None` for float32.
-    pub fn autocast_kind(self) -> Option<Kind> {
-        match self {
-            Precision::Fp32 => None,
-            Precision::Bf16 => Some(Kind::BFloat16),
-            Precision::Fp16 => Some(Kind::Half),
-        }
-    }
-
-    /// Whether gradients need loss scaling to stay representable.
-    pub fn needs_loss_scaling(self) -> bool {
-        self == Precision::Fp16
-    }
-
-    /// `fp32`, `bf16` or `fp16`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16 => "bf16",
-            Precision::Fp16 => "fp16",
-        }
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Precision {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fp32" => Ok(Precision::Fp32),
-            "bf16" => Ok(Precision::Bf16),
-            "fp16" => Ok(Precision::Fp16),
-            other => Err(Error::Config(format!(
-                "unknown precision {other:?} (fp32, bf16 or fp16)"
-            ))),
-        }
+/// The autocast dtype of `precision`; `None` for float32.
+pub fn autocast_kind(precision: Precision) -> Option<Kind> {
+    match precision {
+        Precision::Fp32 => None,
+        Precision::Bf16 => Some(Kind::BFloat16),
+        Precision::Fp16 => Some(Kind::Half),
     }
 }
 
@@ -119,7 +69,7 @@ impl Autocast {
     /// Enter a region for `precision` on `device`'s type; float32 enters
     /// nothing.
     pub fn enter(precision: Precision, device: Device) -> Result<Self> {
-        let dtype = match precision.autocast_kind() {
+        let dtype = match autocast_kind(precision) {
             Some(Kind::Half) => AutocastDtype::Half,
             Some(_) => AutocastDtype::BFloat16,
             None => {
@@ -356,14 +306,6 @@ mod tests {
         assert_eq!(a.matmul(&a).kind(), Kind::Float, "outer region restored");
         let _none = Autocast::enter(Precision::Fp32, Device::Cpu).unwrap();
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
-    }
-
-    #[test]
-    fn precisions_parse_by_short_name() {
-        for p in [Precision::Fp32, Precision::Bf16, Precision::Fp16] {
-            assert_eq!(p.name().parse::<Precision>().ok(), Some(p));
-        }
-        assert!("fp8".parse::<Precision>().is_err());
     }
 
     #[test]

@@ -381,10 +381,10 @@ mod tests {
     /// bytes that are not safetensors are an error naming the source.
     #[test]
     fn safetensors_bytes_round_trip() {
-        use crate::model::{HeadKind, ModelSpec, Normalization};
+        use crate::model::{Head, ModelSpec, Normalization};
         let spec = ModelSpec {
             arch: Arch::Cnn,
-            head: HeadKind::Linear,
+            head: Head::Linear,
             class_names: vec!["a".into(), "b".into()],
             input_size: 16,
             normalization: Normalization::None,

@@ -5,13 +5,13 @@
 
 use camshaft_vision::cam::{CamMethod, cam_all_classes, explain_batch};
 use camshaft_vision::model::channels_last;
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, Precision};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization, Precision};
 use tch::{Device, Kind, Tensor};
 
 fn spec(arch: Arch) -> ModelSpec {
     ModelSpec {
         arch,
-        head: HeadKind::Cam,
+        head: Head::Cam,
         class_names: (0..4).map(|i| format!("c{i}")).collect(),
         input_size: 64,
         normalization: Normalization::None,
@@ -112,7 +112,7 @@ fn folded_bf16_bodies_stay_as_close_as_unfolded_ones() {
 #[test]
 fn the_small_cnn_has_nothing_to_fold() {
     let mut s = spec(Arch::Cnn);
-    s.head = HeadKind::Linear;
+    s.head = Head::Linear;
     s.input_size = 32;
     let plain = Model::new(s.clone(), Device::Cpu).unwrap();
     let mut folded = Model::new(s, Device::Cpu).unwrap();

@@ -13,7 +13,7 @@ use camshaft_vision::cam::{POINTING_TOLERANCE, explain, pointing_game};
 use camshaft_vision::model::{channels_last, is_channels_last};
 use camshaft_vision::precision::{LossScaleConfig, LossScaleState};
 use camshaft_vision::{
-    Arch, CamMethod, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec,
+    Arch, CamMethod, Head, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec,
     Normalization, Plan, Precision,
 };
 use tch::{Device, Tensor};
@@ -32,7 +32,7 @@ fn data(cfg: &SyntheticConfig) -> camshaft_data::Splits {
     cfg.splits().unwrap()
 }
 
-fn model(arch: Arch, head: HeadKind, cfg: &SyntheticConfig) -> Model {
+fn model(arch: Arch, head: Head, cfg: &SyntheticConfig) -> Model {
     let spec = ModelSpec {
         arch,
         head,
@@ -44,14 +44,14 @@ fn model(arch: Arch, head: HeadKind, cfg: &SyntheticConfig) -> Model {
 }
 
 /// Two models with the same initial weights.
-fn twins(arch: Arch, head: HeadKind, cfg: &SyntheticConfig) -> (Model, Model) {
+fn twins(arch: Arch, head: Head, cfg: &SyntheticConfig) -> (Model, Model) {
     let a = model(arch, head, cfg);
     let mut b = model(arch, head, cfg);
     b.var_store_mut().copy(a.var_store()).unwrap();
     (a, b)
 }
 
-fn learner(arch: Arch, head: HeadKind, cfg: &SyntheticConfig, batch_size: usize) -> Learner {
+fn learner(arch: Arch, head: Head, cfg: &SyntheticConfig, batch_size: usize) -> Learner {
     with_model(model(arch, head, cfg), cfg, batch_size)
 }
 
@@ -94,7 +94,7 @@ fn small_cnn_learns_synthetic_shapes() {
         image_size: 32,
         num_classes: 2,
     };
-    let mut l = learner(Arch::Cnn, HeadKind::Linear, &cfg, 64);
+    let mut l = learner(Arch::Cnn, Head::Linear, &cfg, 64);
     let rows = l.fit_one_cycle(6, LrRange::Single(3e-3)).unwrap();
     let last = rows.last().unwrap();
     assert_eq!(last.valid_samples, 512);
@@ -115,7 +115,7 @@ fn resumed_run_continues_the_same_loss_curve() {
         image_size: 32,
         num_classes: 3,
     };
-    let (a, b) = twins(Arch::Cnn, HeadKind::Linear, &cfg);
+    let (a, b) = twins(Arch::Cnn, Head::Linear, &cfg);
     let mut straight = with_model(a, &cfg, 32);
     let mut first = with_model(b, &cfg, 32);
     let plan = Plan::one_cycle(2, LrRange::Single(2e-3));
@@ -190,7 +190,7 @@ fn resnet18_learns_and_its_cam_points_at_the_object() {
         image_size: 128,
         num_classes: 2,
     };
-    let mut l = learner(Arch::Resnet18, HeadKind::Cam, &cfg, 32);
+    let mut l = learner(Arch::Resnet18, Head::Cam, &cfg, 32);
     let rows = l.fit_one_cycle(4, LrRange::Single(3e-3)).unwrap();
     let accuracy = rows.last().unwrap().accuracy;
     let valid = Synthetic::new(cfg, Split::Valid).unwrap();
@@ -252,7 +252,7 @@ fn fine_tune_freezes_then_unfreezes_the_body() {
         image_size: 32,
         num_classes: 2,
     };
-    let mut l = learner(Arch::Resnet18, HeadKind::Fastai, &cfg, 32);
+    let mut l = learner(Arch::Resnet18, Head::Fastai, &cfg, 32);
     let snapshot = |l: &Learner| {
         let v = l.model().named_variables();
         [
@@ -302,7 +302,7 @@ fn lr_find_suggests_and_restores() {
         image_size: 32,
         num_classes: 2,
     };
-    let mut l = learner(Arch::Cnn, HeadKind::Linear, &cfg, 16);
+    let mut l = learner(Arch::Cnn, Head::Linear, &cfg, 16);
     let before: Vec<_> = l
         .model()
         .named_variables()
@@ -359,7 +359,7 @@ fn bf16_channels_last_cnn_learns_synthetic_shapes() {
         channels_last: true,
         ..LearnerConfig::default()
     };
-    let mut l = with_config(model(Arch::Cnn, HeadKind::Linear, &cfg), &cfg, 64, base);
+    let mut l = with_config(model(Arch::Cnn, Head::Linear, &cfg), &cfg, 64, base);
     let rows = l.fit_one_cycle(6, LrRange::Single(3e-3)).unwrap();
     let last = rows.last().unwrap();
     assert!(last.train_loss < rows[0].train_loss);
@@ -396,7 +396,7 @@ fn channels_last_computes_the_same_logits_and_gradients() {
         image_size: 32,
         num_classes: 3,
     };
-    let (plain, mut nhwc) = twins(Arch::Resnet18, HeadKind::Linear, &cfg);
+    let (plain, mut nhwc) = twins(Arch::Resnet18, Head::Linear, &cfg);
     nhwc.to_channels_last().unwrap();
     let conv = nhwc.named_variables()["conv1.weight"].shallow_clone();
     assert!(is_channels_last(&conv), "strides {:?}", conv.stride());
@@ -443,7 +443,7 @@ fn bf16_body_keeps_float32_features_close() {
         image_size: 64,
         num_classes: 2,
     };
-    let (plain, mut served) = twins(Arch::Resnet18, HeadKind::Cam, &cfg);
+    let (plain, mut served) = twins(Arch::Resnet18, Head::Cam, &cfg);
     let x = Tensor::rand([4, 3, 64, 64], (tch::Kind::Float, Device::Cpu));
     let _no_grad = tch::no_grad_guard();
     let reference = plain.features(&x, false);
@@ -513,7 +513,7 @@ fn fp16_skips_overflowing_steps_and_recovers() {
         ..LearnerConfig::default()
     };
     // One batch per epoch: an epoch is one step.
-    let mut l = with_config(model(Arch::Cnn, HeadKind::Linear, &cfg), &cfg, 32, base);
+    let mut l = with_config(model(Arch::Cnn, Head::Linear, &cfg), &cfg, 32, base);
     let before = copies(&l.model().named_variables());
     l.start(Plan::fit(48, 1e-3)).unwrap();
     let first = l.next_epoch().unwrap().unwrap();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use camshaft_data::SyntheticConfig;
 use camshaft_vision::optim::{Adam, AdamConfig, AdamKernel};
 use camshaft_vision::{
-    Arch, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec, Normalization,
+    Arch, Head, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec, Normalization,
     Plan,
 };
 use tch::{Device, Kind, Reduction, Tensor};
@@ -18,9 +18,9 @@ fn model(arch: Arch, size: u32) -> Model {
     let spec = ModelSpec {
         arch,
         head: if arch == Arch::Cnn {
-            HeadKind::Linear
+            Head::Linear
         } else {
-            HeadKind::Cam
+            Head::Cam
         },
         class_names: (0..3).map(|i| format!("c{i}")).collect(),
         input_size: size,
@@ -172,7 +172,7 @@ fn fused_learner_resumes_exactly() {
     };
     let spec = ModelSpec {
         arch: Arch::Resnet18,
-        head: HeadKind::Cam,
+        head: Head::Cam,
         class_names: cfg.class_names(),
         input_size: 32,
         normalization: Normalization::None,

@@ -10,15 +10,14 @@ use std::collections::BTreeMap;
 
 use camshaft_spec::{ModelShape, SpecLimits, check_spec, check_weights};
 use camshaft_vision::{
-    Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization, load_safetensors_bytes,
-    save_weights,
+    Arch, Head, HeadPolicy, Model, ModelSpec, Normalization, load_safetensors_bytes, save_weights,
 };
 use tch::{Device, Kind, Tensor};
 
 const ARCHS: [Arch; 3] = [Arch::Cnn, Arch::Resnet18, Arch::Resnet34];
-const HEADS: [HeadKind; 3] = [HeadKind::Linear, HeadKind::Fastai, HeadKind::Cam];
+const HEADS: [Head; 3] = [Head::Linear, Head::Fastai, Head::Cam];
 
-fn spec(arch: Arch, head: HeadKind, classes: usize, input_size: u32) -> ModelSpec {
+fn spec(arch: Arch, head: Head, classes: usize, input_size: u32) -> ModelSpec {
     ModelSpec {
         arch,
         head,
@@ -104,7 +103,7 @@ fn every_model_saves_exactly_the_tensors_the_table_expects() {
                     // The registry's spec rules take every combination jobs
                     // and the wire allow (the CNN with a linear head only).
                     let registrable = check_spec(&stored(&spec), &SpecLimits::default());
-                    let allowed = arch != Arch::Cnn || head == HeadKind::Linear;
+                    let allowed = arch != Arch::Cnn || head == Head::Linear;
                     assert_eq!(registrable.is_ok(), allowed, "{what}: {registrable:?}");
                 }
             }
@@ -114,8 +113,8 @@ fn every_model_saves_exactly_the_tensors_the_table_expects() {
 
 #[test]
 fn weights_for_another_head_or_with_a_tensor_missing_are_refused() {
-    let pets = spec(Arch::Resnet18, HeadKind::Cam, 2, 64);
-    let ten = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 10, 64), Device::Cpu).unwrap();
+    let pets = spec(Arch::Resnet18, Head::Cam, 2, 64);
+    let ten = Model::new(spec(Arch::Resnet18, Head::Cam, 10, 64), Device::Cpu).unwrap();
     let bytes = saved(&ten);
     let err = check_weights(&stored(&pets), &bytes)
         .unwrap_err()
@@ -128,7 +127,7 @@ fn weights_for_another_head_or_with_a_tensor_missing_are_refused() {
     assert!(loads(&pets, &bytes).is_err());
 
     // The linear head's weights for a CAM spec: `fc.bias` is one too many.
-    let linear = Model::new(spec(Arch::Resnet18, HeadKind::Linear, 2, 64), Device::Cpu).unwrap();
+    let linear = Model::new(spec(Arch::Resnet18, Head::Linear, 2, 64), Device::Cpu).unwrap();
     let bytes = saved(&linear);
     let err = check_weights(&stored(&pets), &bytes)
         .unwrap_err()
@@ -152,7 +151,7 @@ fn weights_for_another_head_or_with_a_tensor_missing_are_refused() {
 
 #[test]
 fn what_the_check_accepts_vision_loads() {
-    let pets = spec(Arch::Resnet34, HeadKind::Fastai, 2, 64);
+    let pets = spec(Arch::Resnet34, Head::Fastai, 2, 64);
     let model = Model::new(pets.clone(), Device::Cpu).unwrap();
     let vars = model.named_variables();
     // Half-precision weights, with PyTorch's BatchNorm counters beside them

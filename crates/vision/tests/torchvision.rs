@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use camshaft_vision::weights::read_named_tensors;
-use camshaft_vision::{
-    Arch, HeadKind, HeadPolicy, Model, ModelSpec, Normalization, import_weights,
-};
+use camshaft_vision::{Arch, Head, HeadPolicy, Model, ModelSpec, Normalization, import_weights};
 use tch::{Device, Tensor};
 
 fn python() -> PathBuf {
@@ -46,7 +44,7 @@ fn reference(arch: &str, cam_classes: usize, dir: &Path) -> (PathBuf, Tensor, Te
     (dir.join(format!("{name}.pth")), get("input"), get("logits"))
 }
 
-fn spec(arch: Arch, head: HeadKind, classes: usize) -> ModelSpec {
+fn spec(arch: Arch, head: Head, classes: usize) -> ModelSpec {
     ModelSpec {
         arch,
         head,
@@ -65,7 +63,7 @@ fn resnet18_and_resnet34_match_torchvision() {
     let dir = tempfile::tempdir().unwrap();
     for (name, arch) in [("resnet18", Arch::Resnet18), ("resnet34", Arch::Resnet34)] {
         let (weights, x, expected) = reference(name, 0, dir.path());
-        let mut model = Model::new(spec(arch, HeadKind::Linear, 1000), Device::Cpu).unwrap();
+        let mut model = Model::new(spec(arch, Head::Linear, 1000), Device::Cpu).unwrap();
         let report = import_weights(&mut model, &weights, HeadPolicy::Require).unwrap();
         assert!(report.kept_initialised.is_empty());
         let logits = tch::no_grad(|| model.forward_t(&x, false));
@@ -79,12 +77,12 @@ fn imagenet_fc_is_dropped_for_a_new_head_and_cam_head_imports_as_is() {
     let dir = tempfile::tempdir().unwrap();
     // ImageNet-shaped weights into a 2-class CAM model: the body loads, fc is dropped.
     let (weights, x, _) = reference("resnet18", 0, dir.path());
-    let mut model = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 2), Device::Cpu).unwrap();
+    let mut model = Model::new(spec(Arch::Resnet18, Head::Cam, 2), Device::Cpu).unwrap();
     let report = import_weights(&mut model, &weights, HeadPolicy::KeepInitialised).unwrap();
     assert_eq!(report.kept_initialised, vec!["fc.weight".to_string()]);
     assert!(report.ignored.iter().any(|k| k.starts_with("fc.bias")));
     // ...and the strict policy names the offending keys.
-    let mut strict = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 2), Device::Cpu).unwrap();
+    let mut strict = Model::new(spec(Arch::Resnet18, Head::Cam, 2), Device::Cpu).unwrap();
     let err = import_weights(&mut strict, &weights, HeadPolicy::Require)
         .unwrap_err()
         .to_string();
@@ -93,7 +91,7 @@ fn imagenet_fc_is_dropped_for_a_new_head_and_cam_head_imports_as_is() {
         "{err}"
     );
     // A body mismatch is always an error.
-    let mut wrong = Model::new(spec(Arch::Resnet34, HeadKind::Cam, 2), Device::Cpu).unwrap();
+    let mut wrong = Model::new(spec(Arch::Resnet34, Head::Cam, 2), Device::Cpu).unwrap();
     let err = import_weights(&mut wrong, &weights, HeadPolicy::KeepInitialised)
         .unwrap_err()
         .to_string();
@@ -102,7 +100,7 @@ fn imagenet_fc_is_dropped_for_a_new_head_and_cam_head_imports_as_is() {
 
     // A torchvision ResNet whose fc is Linear(512, 2, bias=False) is a CAM-head model.
     let (weights, x, expected) = reference("resnet18", 2, dir.path());
-    let mut cam = Model::new(spec(Arch::Resnet18, HeadKind::Cam, 2), Device::Cpu).unwrap();
+    let mut cam = Model::new(spec(Arch::Resnet18, Head::Cam, 2), Device::Cpu).unwrap();
     import_weights(&mut cam, &weights, HeadPolicy::Require).unwrap();
     let logits = tch::no_grad(|| cam.forward_t(&x, false));
     assert!(max_abs_diff(&logits, &expected) <= 1e-4);

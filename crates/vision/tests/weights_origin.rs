@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use camshaft_vision::weights::{WeightsOrigin, read_named_tensors, read_named_tensors_from};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, save_weights};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization, save_weights};
 use tch::{Device, Tensor};
 
 fn cnn() -> Model {
     let spec = ModelSpec {
         arch: Arch::Cnn,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: vec!["a".into(), "b".into()],
         input_size: 16,
         normalization: Normalization::None,

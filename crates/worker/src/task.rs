@@ -354,12 +354,8 @@ pub fn run_sweep(
     send: &dyn Fn(Out),
 ) -> Result<TaskDone, TaskError> {
     use camshaft_spec::sweep::{SWEEP_DTYPE, SWEEP_REDOP, SweepConfig};
-    let config = SweepConfig {
-        min_bytes: bench.min_bytes,
-        max_bytes: bench.max_bytes,
-        iters: (bench.iters > 0).then_some(bench.iters),
-        warmup: bench.warmup.unwrap_or(5),
-    };
+    let config = SweepConfig::complete(bench.min_bytes, bench.max_bytes, bench.iters, bench.warmup)
+        .map_err(|e| TaskError::fatal(e.to_string()))?;
     let rank = comm.rank() as u32;
     if rank == 0 {
         send(Out::Log(v1::WorkerLog {
@@ -571,11 +567,7 @@ fn learner_config(spec: &TrainingSpec, threads: usize) -> LearnerConfig {
         loader: LoaderConfig {
             batch_size: spec.batch_size as usize,
             image_size: spec.image_size,
-            resize: match spec.resize {
-                camshaft_spec::ResizeMethod::Crop => camshaft_data::ResizeMethod::Crop,
-                camshaft_spec::ResizeMethod::Squish => camshaft_data::ResizeMethod::Squish,
-                camshaft_spec::ResizeMethod::Pad => camshaft_data::ResizeMethod::Pad,
-            },
+            resize: spec.resize,
             flip: spec.flip,
             normalization: spec.normalization,
             threads: if threads == 0 {
@@ -592,11 +584,7 @@ fn learner_config(spec: &TrainingSpec, threads: usize) -> LearnerConfig {
         },
         metrics: vec![Metric::Accuracy],
         progress: false,
-        precision: match spec.precision {
-            camshaft_spec::Precision::Fp32 => camshaft_vision::Precision::Fp32,
-            camshaft_spec::Precision::Bf16 => camshaft_vision::Precision::Bf16,
-            camshaft_spec::Precision::Fp16 => camshaft_vision::Precision::Fp16,
-        },
+        precision: spec.precision,
         channels_last: spec.channels_last,
         profile_steps: spec.profile_steps,
         ..defaults
@@ -629,15 +617,8 @@ fn wire_metrics(row: &EpochStats) -> v1::EpochMetrics {
     }
 }
 
-fn wire_phases(seconds: &[f64; 5]) -> Option<v1::StepPhases> {
-    let [data, forward, backward, allreduce, optimizer] = *seconds;
-    Some(v1::StepPhases {
-        data,
-        forward,
-        backward,
-        allreduce,
-        optimizer,
-    })
+fn wire_phases(seconds: &[f64; camshaft_spec::PHASES]) -> Option<v1::StepPhases> {
+    Some(camshaft_proto::vocab::phases_to_wire(seconds))
 }
 
 fn wire_profile(p: &RankStepProfile) -> v1::RankStepProfile {

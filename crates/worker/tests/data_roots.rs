@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use camshaft_data::{DataRoots, SyntheticConfig, write_folder};
 use camshaft_proto::v1::{self, DatasetKind, PretrainedSource};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization, save_weights};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization, save_weights};
 use camshaft_worker::task::{TaskError, import_pretrained, load_data};
 use tch::{Device, Tensor};
 
@@ -65,7 +65,7 @@ fn pretrained_spec(path: &str) -> v1::JobSpec {
 fn cnn() -> Model {
     let spec = ModelSpec {
         arch: Arch::Cnn,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: vec!["a".into(), "b".into()],
         input_size: 16,
         normalization: Normalization::None,

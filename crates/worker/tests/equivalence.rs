@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use camshaft_collective::{CollectiveConfig, DEFAULT_BUCKET_BYTES, RingCommunicator, RingListener};
 use camshaft_data::SyntheticConfig;
 use camshaft_vision::{
-    Arch, HeadKind, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec, Normalization,
+    Arch, Head, Learner, LearnerConfig, LoaderConfig, LrRange, Model, ModelSpec, Normalization,
     Plan, Shard,
 };
 use camshaft_worker::GroupSync;
@@ -29,7 +29,7 @@ fn learner(shard: Shard, batch_size: usize) -> Learner {
     .unwrap();
     let spec = ModelSpec {
         arch: Arch::Cnn,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: data.train.class_names().to_vec(),
         input_size: 32,
         normalization: Normalization::None,

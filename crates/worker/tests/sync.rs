@@ -8,7 +8,7 @@ use std::time::Duration;
 use camshaft_collective::{CollectiveConfig, RingCommunicator, RingListener};
 use camshaft_proto::v1::FailureKind;
 use camshaft_vision::learner::GradientSync;
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use camshaft_worker::GroupSync;
 use camshaft_worker::task::TaskError;
 use tch::{Device, Kind, Tensor};
@@ -50,7 +50,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn cnn() -> Model {
     let spec = ModelSpec {
         arch: Arch::Cnn,
-        head: HeadKind::Linear,
+        head: Head::Linear,
         class_names: (0..10).map(|i| format!("c{i}")).collect(),
         input_size: 32,
         normalization: Normalization::None,

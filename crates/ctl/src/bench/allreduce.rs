@@ -33,7 +33,7 @@ use camshaft_proto::v1::{
     AllReduceRow, CollectiveBackend, CollectiveBench, DeviceKind, JobSpec, JobState,
     SubmitJobRequest,
 };
-use camshaft_spec::sweep::{MAX_SWEEP_BYTES, SWEEP_ELEMENT_BYTES};
+use camshaft_spec::sweep::{DEFAULT_MAX_BYTES, MAX_SWEEP_BYTES, SWEEP_ELEMENT_BYTES};
 use clap::Args;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -148,9 +148,11 @@ impl AllreduceBench {
             return Err(InputError::new("--ranks must be at least 1"));
         }
         let on_gpus = device == Some(RankDevice::Cuda) && collective != CollectiveBackend::Ring;
-        let max_bytes = args
-            .max_bytes
-            .unwrap_or(if on_gpus { MAX_SWEEP_BYTES } else { 64 << 20 });
+        let max_bytes = args.max_bytes.unwrap_or(if on_gpus {
+            MAX_SWEEP_BYTES
+        } else {
+            DEFAULT_MAX_BYTES
+        });
         if args.min_bytes < SWEEP_ELEMENT_BYTES {
             return Err(InputError::new(format!(
                 "--min-bytes must be at least {SWEEP_ELEMENT_BYTES} (one float), not {}",

@@ -10,7 +10,7 @@ use camshaft_proto::MAX_MESSAGE_BYTES;
 use camshaft_proto::v1::explainer_client::ExplainerClient;
 use camshaft_proto::v1::{ExplainMethod, ExplainRequest, ImageInput};
 use camshaft_store::{EmbeddedConfig, EmbeddedStore, Store};
-use camshaft_vision::{Arch, HeadKind, Model, ModelSpec, Normalization};
+use camshaft_vision::{Arch, Head, Model, ModelSpec, Normalization};
 use tonic::transport::Channel;
 
 pub struct Cluster {
@@ -121,7 +121,7 @@ impl Cluster {
 
     /// Registers a random-init ResNet18 (64 px, 2 classes) with `head`;
     /// returns the weights bytes.
-    pub async fn register(&self, name: &str, head: HeadKind) -> Vec<u8> {
+    pub async fn register(&self, name: &str, head: Head) -> Vec<u8> {
         let spec = spec(head);
         let model = Model::new(spec.clone(), tch::Device::Cpu).unwrap();
         let path = self.dir.path().join(format!("{name}.safetensors"));
@@ -145,7 +145,7 @@ impl Cluster {
     }
 }
 
-pub fn spec(head: HeadKind) -> ModelSpec {
+pub fn spec(head: Head) -> ModelSpec {
     ModelSpec {
         arch: Arch::Resnet18,
         head,

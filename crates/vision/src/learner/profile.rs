@@ -15,45 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::GradientSync;
 use crate::Result;
 
-/// How many phases a step has.
-pub const PHASES: usize = 5;
-
-/// The phases of a training step, in the order they run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StepPhase {
-    /// Waiting for the loader's next batch and moving it to the device.
-    Data,
-    /// Forward pass and loss.
-    Forward,
-    /// Backward pass.
-    Backward,
-    /// Gradient all-reduce and the group's finiteness check.
-    Allreduce,
-    /// Optimiser step.
-    Optimizer,
-}
-
-impl StepPhase {
-    /// Every phase, in order.
-    pub const ALL: [StepPhase; PHASES] = [
-        StepPhase::Data,
-        StepPhase::Forward,
-        StepPhase::Backward,
-        StepPhase::Allreduce,
-        StepPhase::Optimizer,
-    ];
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepPhase::Data => "data",
-            StepPhase::Forward => "forward",
-            StepPhase::Backward => "backward",
-            StepPhase::Allreduce => "allreduce",
-            StepPhase::Optimizer => "optimizer",
-        }
-    }
-}
+pub use camshaft_spec::{PHASES, StepPhase};
 
 /// One step of one rank, for a timeline.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -254,7 +216,7 @@ mod tests {
         let profile = |rank: usize, steps: usize| {
             let mut clock = StepClock::new(rank, tch::Device::Cpu);
             for step in 0..steps {
-                for phase in StepPhase::ALL {
+                for &phase in StepPhase::ALL {
                     clock.end(phase, step);
                 }
             }
