@@ -814,3 +814,20 @@ async fn bench_explain_counts_refused_calls_by_code() {
     );
     assert!(value["points"][0]["errors"]["INTERNAL"].as_u64().unwrap() > 0);
 }
+
+/// `ctl` is a client: it runs on a laptop without libtorch, so the binary
+/// names no torch library among those it needs (`ldd`, where there is one).
+#[test]
+fn the_binary_needs_no_libtorch() {
+    let Ok(out) = Command::new("ldd").arg(env!("CARGO_BIN_EXE_ctl")).output() else {
+        eprintln!("no ldd here: not checked");
+        return;
+    };
+    let libraries = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ldd failed: {out:?}");
+    assert!(libraries.contains("libc.so"), "ldd lists: {libraries}");
+    assert!(
+        !libraries.to_ascii_lowercase().contains("torch"),
+        "ctl links libtorch: {libraries}"
+    );
+}
