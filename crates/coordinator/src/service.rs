@@ -271,7 +271,8 @@ impl coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::GetModelRequest>,
     ) -> Result<Response<v1::GetModelResponse>, Status> {
-        let reference = ModelRef::parse(&request.into_inner().model)?;
+        let reference =
+            ModelRef::parse(&request.into_inner().model).map_err(camshaft_proto::Error::from)?;
         let store_ref = match &reference.selector {
             VersionSelector::Version(v) => {
                 camshaft_store::ModelRef::Version(reference.name.clone(), *v)

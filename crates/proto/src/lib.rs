@@ -65,7 +65,8 @@
 //!         request: Request<ExplainRequest>,
 //!     ) -> Result<Response<ExplainResponse>, Status> {
 //!         // A malformed reference becomes INVALID_ARGUMENT with the reason.
-//!         let model = ModelRef::parse(&request.get_ref().model)?;
+//!         let model = ModelRef::parse(&request.get_ref().model)
+//!             .map_err(camshaft_proto::Error::from)?;
 //!         Err(camshaft_proto::ErrorKind::NotFound.status(format!("no model {model}")))
 //!     }
 //!

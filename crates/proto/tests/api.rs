@@ -67,7 +67,7 @@ fn malformed_model_refs_are_refused_with_a_reason() {
         ("chats_é", "'é' is not allowed"),
     ];
     for (text, reason) in cases {
-        let err = ModelRef::parse(text).expect_err(text);
+        let err = Error::from(ModelRef::parse(text).expect_err(text));
         assert!(
             matches!(&err, Error::InvalidModelRef { reference, .. } if reference == text),
             "{text}: {err:?}"

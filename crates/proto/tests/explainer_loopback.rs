@@ -24,7 +24,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 struct EchoExplainer;
 
 fn echo(request: ExplainRequest) -> Result<ExplainResponse, Status> {
-    let model = ModelRef::parse(&request.model)?;
+    let model = ModelRef::parse(&request.model).map_err(camshaft_proto::Error::from)?;
     if model.name == "missing" {
         return Err(ErrorKind::NotFound.status(format!("no model {model}")));
     }
