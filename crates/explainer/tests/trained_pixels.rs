@@ -92,7 +92,12 @@ fn a_squish_trained_model_is_explained_on_its_validation_tensor() {
         &stored_spec,
         &weights,
         tch::Device::Cpu,
-        BatchSettings::from_config(&Config::default()),
+        // No batch-invariance probe: it would run a pass on the inference
+        // thread while this test ends (and the process exits under it).
+        BatchSettings {
+            batch_invariant: false,
+            ..BatchSettings::from_config(&Config::default())
+        },
         Arc::new(Metrics::new().unwrap()),
     )
     .unwrap();
@@ -146,4 +151,8 @@ fn a_squish_trained_model_is_explained_on_its_validation_tensor() {
         .unwrap();
         assert!(!cropped.equal(&validation_input));
     }
+    // The inference thread owns the model and frees it once the version is
+    // dropped; kept, it stays parked on its empty queue until the process
+    // ends instead of freeing tensors while libtorch's statics are torn down.
+    std::mem::forget(loaded);
 }
