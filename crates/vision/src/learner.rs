@@ -34,6 +34,7 @@ pub use self::checkpoint::{CHECKPOINT_FILES, CheckpointMeta};
 pub use self::profile::{PHASES, RankStepProfile, StepPhase, StepTrace, TRACED_STEPS};
 use self::profile::{StepClock, gather_profiles};
 pub use self::table::{EpochStats, EpochTable, Metric};
+use crate::graphs::{GraphSlot, Next, StepGraph};
 use crate::loader::{Batch, Loader, LoaderConfig, Shard, to_device};
 use crate::model::{Model, channels_last};
 use crate::optim::{Adam, AdamConfig};
@@ -96,6 +97,15 @@ pub struct LearnerConfig {
     /// a device synchronisation.
     #[serde(default)]
     pub profile_steps: bool,
+    /// Replay training steps' forward and backward passes from a CUDA
+    /// graph (see [`crate::graphs`]) where they can: on a CUDA device,
+    /// without `profile_steps`. On by default.
+    #[serde(default = "yes")]
+    pub cuda_graphs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for LearnerConfig {
@@ -110,6 +120,7 @@ impl Default for LearnerConfig {
             channels_last: false,
             loss_scale: LossScaleConfig::default(),
             profile_steps: false,
+            cuda_graphs: true,
         }
     }
 }
@@ -140,6 +151,8 @@ pub struct Learner {
     scaler: Option<LossScaler>,
     /// Float16 steps skipped in a row for overflowing gradients.
     skipped_in_a_row: u32,
+    /// The captured training step, when CUDA graphs apply.
+    graph: GraphSlot,
 }
 
 /// Float16 steps skipped in a row before the run counts as diverged: the
@@ -212,6 +225,7 @@ impl Learner {
             cancel: None,
             scaler,
             skipped_in_a_row: 0,
+            graph: GraphSlot::default(),
         })
     }
 
@@ -311,7 +325,13 @@ impl Learner {
             let (mult, mom) = stage.schedule.at(pos);
             let lrs: Vec<f64> = group_lrs.iter().map(|lr| lr * mult).collect();
             last_lr = lrs.last().copied().unwrap_or(0.0);
-            let outcome = self.train_step(&batch, &lrs, mom, clock.as_mut().map(|c| (c, step)))?;
+            let outcome = self.train_step(
+                &batch,
+                &lrs,
+                mom,
+                clock.as_mut().map(|c| (c, step)),
+                Some(stage.frozen),
+            )?;
             if outcome.diverged {
                 return Err(Error::Diverged {
                     epoch,
@@ -444,6 +464,23 @@ impl Learner {
         Ok((x, y))
     }
 
+    /// Why training steps run eagerly rather than replay a CUDA graph
+    /// ([`crate::graphs`]), or `None` when they replay one (after the
+    /// warm-up).
+    pub fn cuda_graphs_unavailable(&self) -> Option<&'static str> {
+        crate::graphs::unavailable(
+            self.config.cuda_graphs,
+            self.model.device(),
+            self.config.profile_steps,
+        )
+    }
+
+    /// Training steps whose forward and backward passes replayed a CUDA
+    /// graph so far.
+    pub fn cuda_graph_replays(&self) -> u64 {
+        self.graph.replays()
+    }
+
     /// Forward (under autocast), backward (of the scaled loss with float16),
     /// gradient averaging, then the optimiser step if the averaged gradients
     /// are finite. The check runs on the all-reduced gradients, which are
@@ -451,31 +488,34 @@ impl Learner {
     /// skips the step and backs the scale off, otherwise every rank fails
     /// with [`Error::Diverged`] (a NaN on one rank reaches the others
     /// through the all-reduce instead of leaving them waiting on it).
+    ///
+    /// `frozen`: the stage's setting, where the forward and backward
+    /// passes may come from a CUDA graph (see [`crate::graphs`]).
     fn train_step(
         &mut self,
         batch: &Batch,
         lrs: &[f64],
         mom: f64,
         mut clock: Option<(&mut StepClock, usize)>,
+        frozen: Option<bool>,
     ) -> Result<StepOutcome> {
         let mut end = |phase| {
             if let Some((clock, step)) = clock.as_mut() {
                 clock.end(phase, *step);
             }
         };
-        let (x, y) = self.inputs(batch)?;
-        end(StepPhase::Data);
-        let loss = {
-            let _autocast = Autocast::enter(self.config.precision, self.model.device())?;
-            cross_entropy(&self.model.forward_t(&x, true), &y, Reduction::Mean)?
+        let loss = match self.graph_step(batch, frozen)? {
+            Some(loss) => loss,
+            None => {
+                let (x, y) = self.inputs(batch)?;
+                end(StepPhase::Data);
+                let loss = self.forward(&x, &y)?;
+                end(StepPhase::Forward);
+                self.backward(&loss)?;
+                end(StepPhase::Backward);
+                loss
+            }
         };
-        end(StepPhase::Forward);
-        self.opt.zero_grad();
-        match &self.scaler {
-            Some(scaler) => scaler.scale(&loss)?.f_backward()?,
-            None => loss.f_backward()?,
-        }
-        end(StepPhase::Backward);
         let grads = self.opt.gradients();
         self.sync.average(&grads)?;
         // The verdict stays on the device: the fused optimiser skips itself
@@ -518,6 +558,64 @@ impl Learner {
         }
         end(StepPhase::Optimizer);
         Ok(outcome)
+    }
+
+    /// The mean loss of a training batch, under autocast.
+    fn forward(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let _autocast = Autocast::enter(self.config.precision, self.model.device())?;
+        cross_entropy(&self.model.forward_t(x, true), y, Reduction::Mean)
+    }
+
+    /// The gradients of `loss` (scaled, with float16) in place of the last.
+    fn backward(&self, loss: &Tensor) -> Result<()> {
+        self.opt.zero_grad();
+        match &self.scaler {
+            Some(scaler) => scaler.scale(loss)?.f_backward()?,
+            None => loss.f_backward()?,
+        }
+        Ok(())
+    }
+
+    /// The forward and backward passes of a training step replayed from a
+    /// CUDA graph (captured first when the warm-up is over): the loss,
+    /// with the gradients in place. `None` where the step runs eagerly.
+    /// A capture that fails is logged and training goes on eagerly.
+    fn graph_step(&mut self, batch: &Batch, frozen: Option<bool>) -> Result<Option<Tensor>> {
+        let Some(frozen) = frozen else {
+            return Ok(None);
+        };
+        if self.cuda_graphs_unavailable().is_some() {
+            return Ok(None);
+        }
+        let values = [&batch.images, &batch.labels];
+        match self.graph.next(frozen, &values) {
+            Next::Eager => Ok(None),
+            Next::Replay(graph) => Ok(Some(graph.replay(&values)?.shallow_clone())),
+            Next::Capture => {
+                let (x, y) = self.inputs(batch)?;
+                let captured = StepGraph::capture(self.model.device(), vec![x, y], |xy| {
+                    let loss = self.forward(&xy[0], &xy[1])?;
+                    self.backward(&loss)?;
+                    Ok(loss)
+                });
+                match captured {
+                    Ok(graph) => {
+                        let loss = graph.replay_as_is()?.shallow_clone();
+                        tracing::info!(frozen, "training steps replay a CUDA graph");
+                        self.graph.captured(frozen, graph);
+                        Ok(Some(loss))
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot capture the training step as a CUDA graph: eager steps from now on"
+                        );
+                        self.graph.failed();
+                        Ok(None)
+                    }
+                }
+            }
+        }
     }
 
     /// The loss scaler's state (float16 runs only).
@@ -654,7 +752,7 @@ impl Learner {
                 }
                 let batch = batch?;
                 let lr = start_lr * (end_lr / start_lr).powf(i as f64 / num_it as f64);
-                let outcome = self.train_step(&batch, &vec![lr; groups], 0.9, None)?;
+                let outcome = self.train_step(&batch, &vec![lr; groups], 0.9, None, None)?;
                 if outcome.diverged {
                     break 'outer;
                 }

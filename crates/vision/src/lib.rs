@@ -9,6 +9,7 @@
 //!   with exact per-epoch sharding ([`Shard`]).
 //! - [`learner`]: [`Learner`] with fastai's `fit`, `fit_one_cycle`,
 //!   `fine_tune`, `lr_find`, the epoch table and exact-resume checkpoints.
+//! - [`graphs`]: CUDA graphs for training steps.
 //! - [`cam`]: CAM and Grad-CAM, batched, and the lecture's panels.
 //!
 //! (Compiled, not run, as a doctest: doctests run from a temporary folder
@@ -37,6 +38,7 @@
 
 pub mod cam;
 mod error;
+pub mod graphs;
 pub mod learner;
 pub mod loader;
 pub mod model;
