@@ -13,9 +13,13 @@
 //! (`torch.autocast` on PyTorch's side) and, for fp16, scales the loss and
 //! unscales and checks the gradients (`GradScaler`); `--channels-last` puts
 //! the weights and the batch in NHWC (`memory_format=torch.channels_last`).
+//! `--cuda-graphs` replays our forward and backward passes from a
+//! [`StepGraph`] captured after the warm-up (the learner's CUDA graphs);
+//! the finiteness check and the optimiser stay eager, as in the learner.
 
 use std::hint::black_box;
 
+use camshaft_vision::graphs::StepGraph;
 use camshaft_vision::model::channels_last;
 use camshaft_vision::optim::{Adam, AdamConfig, AdamKernel};
 use camshaft_vision::precision::{Autocast, LossScaleConfig, LossScaler, found_non_finite};
@@ -81,6 +85,11 @@ pub struct TrainArgs {
     /// Skip the second PyTorch row (AdamW with `fused=True`).
     #[arg(long)]
     pub no_fused_reference: bool,
+    /// Replay our forward and backward passes from a CUDA graph captured
+    /// after the warm-up, as the learner does (`--device cuda` only);
+    /// PyTorch's side stays eager.
+    #[arg(long)]
+    pub cuda_graphs: bool,
 }
 
 /// `--kernel`.
@@ -119,6 +128,9 @@ impl TrainArgs {
         }
         if self.kernel == KernelArg::PerTensor {
             name.push_str("_per_tensor");
+        }
+        if self.cuda_graphs {
+            name.push_str("_graphs");
         }
         name
     }
@@ -185,24 +197,31 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
     };
     let y = Tensor::randint(10, [args.batch], (Kind::Int64, device));
     let steps = args.steps_for(arch);
-    let mut step = || -> anyhow::Result<()> {
-        let loss = {
-            let _autocast = Autocast::enter(args.precision, device)?;
-            let logits = model.forward_t(&x, true);
-            logits.f_cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, -100, 0.0)?
+    let forward_backward =
+        |opt: &Adam, x: &Tensor, y: &Tensor| -> camshaft_vision::Result<Tensor> {
+            let loss = {
+                let _autocast = Autocast::enter(args.precision, device)?;
+                let logits = model.forward_t(x, true);
+                logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)?
+            };
+            opt.zero_grad();
+            match &scaler {
+                Some(scaler) => scaler.scale(&loss)?.f_backward()?,
+                None => loss.f_backward()?,
+            }
+            Ok(loss)
         };
-        opt.zero_grad();
+    let step = |opt: &mut Adam, graph: Option<&StepGraph>| -> anyhow::Result<()> {
+        let loss = match graph {
+            Some(graph) => graph.replay_as_is()?.shallow_clone(),
+            None => forward_backward(opt, &x, &y)?,
+        };
         // The learner's check of the (all-reduced) gradients, left on the
         // device for the step to skip itself, then one read back.
+        let grads = opt.gradients();
         let found_inf = match &scaler {
-            Some(scaler) => {
-                scaler.scale(&loss)?.f_backward()?;
-                scaler.unscale_on_device(&opt.gradients())?
-            }
-            None => {
-                loss.f_backward()?;
-                found_non_finite(&opt.gradients(), device)?
-            }
+            Some(scaler) => scaler.unscale_on_device(&grads)?,
+            None => found_non_finite(&grads, device)?,
         };
         opt.step_unless(&lrs, 0.9, &found_inf)?;
         let read = Tensor::f_cat(
@@ -217,12 +236,20 @@ pub fn ours(arch: Arch, args: &TrainArgs, device: Device) -> anyhow::Result<Vec<
         Ok(())
     };
     for _ in 0..args.warmup_for(arch) {
-        step()?;
+        step(&mut opt, None)?;
     }
+    let graph = if args.cuda_graphs {
+        let inputs = vec![x.shallow_clone(), y.shallow_clone()];
+        Some(StepGraph::capture(device, inputs, |xy| {
+            forward_backward(&opt, &xy[0], &xy[1])
+        })?)
+    } else {
+        None
+    };
     crate::measure::sync(device);
     rates(0, args.repeats, || {
         for _ in 0..steps {
-            step()?;
+            step(&mut opt, graph.as_ref())?;
         }
         crate::measure::sync(device);
         Ok(steps)

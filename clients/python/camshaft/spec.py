@@ -65,6 +65,7 @@ SPEC_KEYS: dict[str, str] = {
     "channels_last": _BOOL,
     "collective": _STR,
     "profile_steps": _BOOL,
+    "no_cuda_graphs": _BOOL,
     "max_failures": _INT,
     "max_membership_changes": _INT,
     "checkpoint_every": _INT,
@@ -83,6 +84,7 @@ EXTRA_KEYS: dict[str, str] = {
     "aliases": _STRS,
     "tags": _TAGS,
     "flip": _BOOL,
+    "cuda_graphs": _BOOL,
     "bucket_mib": _INT,
     "collective_timeout_ms": _INT,
 }
@@ -135,6 +137,10 @@ def normalize_options(options: Mapping[str, Any], source: str = "spec") -> dict[
         if "no_flip" in out:
             raise InvalidArgument(f"{source} has both flip and no_flip")
         out["no_flip"] = not out.pop("flip")
+    if "cuda_graphs" in out:
+        if "no_cuda_graphs" in out:
+            raise InvalidArgument(f"{source} has both cuda_graphs and no_cuda_graphs")
+        out["no_cuda_graphs"] = not out.pop("cuda_graphs")
     return out
 
 
@@ -266,6 +272,8 @@ def _build(o: dict[str, Any]) -> Any:
             setattr(spec, proto_field, o[key])
     if o.get("no_flip"):
         spec.flip = False
+    if o.get("no_cuda_graphs"):
+        spec.cuda_graphs = False
     return spec
 
 
@@ -328,6 +336,10 @@ class JobOptions(TypedDict, total=False):
     collective: str
     """nccl or ring."""
     profile_steps: bool
+    no_cuda_graphs: bool
+    """Every training step eager: no CUDA graphs (on CUDA devices a step's
+    forward and backward passes replay a graph by default)."""
+    cuda_graphs: bool
     max_failures: int
     max_membership_changes: int
     checkpoint_every: int

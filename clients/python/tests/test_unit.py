@@ -52,6 +52,7 @@ def test_spec_file_values_become_the_job_spec(tmp_path: Path) -> None:
                 "lr": 0.002,
                 "alias": "demo",
                 "no-flip": True,
+                "no-cuda-graphs": True,
             }
         )
     )
@@ -60,6 +61,7 @@ def test_spec_file_values_become_the_job_spec(tmp_path: Path) -> None:
     assert _names.short_name(_names.PretrainedSource, spec.pretrained) == "imagenet"
     assert (spec.epochs, spec.lr, spec.image_size, list(spec.aliases)) == (3, 0.002, 48, ["demo"])
     assert spec.fine_tune and spec.HasField("flip") and spec.flip is False
+    assert spec.HasField("cuda_graphs") and spec.cuda_graphs is False
     s = spec.dataset.synthetic
     assert (s.train_len, s.valid_len, s.image_size, s.num_classes) == (64, 32, 48, 3)
 
@@ -69,6 +71,10 @@ def test_options_override_the_file() -> None:
     spec = build_job_spec(merge_options(file, {"epochs": 5, "model": "resnet34", "aliases": ["c"], "flip": False}))
     assert spec.epochs == 5 and _names.short_name(_names.Arch, spec.arch) == "resnet34"
     assert list(spec.aliases) == ["c"] and spec.seed == 1 and spec.flip is False
+    # Unset, the coordinator's default (on); the SDK's other spelling too.
+    assert not spec.HasField("cuda_graphs")
+    off = build_job_spec(merge_options(file, {"cuda_graphs": False}))
+    assert off.HasField("cuda_graphs") and off.cuda_graphs is False
 
 
 def test_spec_mistakes_name_themselves() -> None:
@@ -85,7 +91,7 @@ def test_spec_mistakes_name_themselves() -> None:
     with pytest.raises(camshaft.InvalidArgument, match="bad job option"):
         spec_of(dataset="synthetic", epochs=-1)
     # The keys are ctl's, spelled with `_`.
-    assert "batch_size" in SPEC_KEYS and "alias" in SPEC_KEYS and len(SPEC_KEYS) == 41
+    assert "batch_size" in SPEC_KEYS and "alias" in SPEC_KEYS and len(SPEC_KEYS) == 42
 
 
 def test_pretrained_path_and_device_alias() -> None:

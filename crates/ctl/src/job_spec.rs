@@ -187,6 +187,11 @@ pub struct TrainingOptions {
     /// all-reduce, optimiser), for `ctl jobs trace` and bench breakdowns.
     #[arg(long)]
     pub profile_steps: bool,
+    /// Run every training step eagerly: no CUDA graphs (by default a CUDA
+    /// step's forward and backward passes replay a graph after a few
+    /// eager steps).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
 }
 
 impl TrainingOptions {
@@ -204,6 +209,7 @@ impl TrainingOptions {
             channels_last: self.channels_last || base.channels_last,
             collective: self.collective.or(base.collective),
             profile_steps: self.profile_steps || base.profile_steps,
+            no_cuda_graphs: self.no_cuda_graphs || base.no_cuda_graphs,
         }
     }
 }
@@ -242,6 +248,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "channels-last",
     "collective",
     "profile-steps",
+    "no-cuda-graphs",
     "max-failures",
     "max-membership-changes",
     "checkpoint-every",
@@ -472,6 +479,7 @@ pub fn build_job_spec(options: &JobOptions) -> Result<JobSpec, InputError> {
         collective_timeout_ms: 0,
         aliases: options.aliases.clone(),
         profile_steps: training.profile_steps,
+        cuda_graphs: training.no_cuda_graphs.then_some(false),
         collective_bench: None,
         register: enum_option(options.register.as_deref(), RegisterPolicy::from_short_name)?,
         monitor: enum_option(options.monitor.as_deref(), MonitorMetric::from_short_name)?,
@@ -643,11 +651,13 @@ mod tests {
             no_flip: true,
             training: TrainingOptions {
                 device: Some("cuda".into()),
+                no_cuda_graphs: true,
                 ..Default::default()
             },
             ..Default::default()
         })
         .unwrap();
+        assert_eq!(spec.cuda_graphs, Some(false));
         assert_eq!(spec.pretrained(), PretrainedSource::Path);
         assert_eq!(spec.pretrained_path, "/weights/resnet34.pth");
         assert_eq!(spec.flip, Some(false));

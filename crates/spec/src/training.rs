@@ -160,6 +160,8 @@ pub struct TrainingRequest {
     pub aliases: Vec<String>,
     /// Per-step phase timings.
     pub profile_steps: bool,
+    /// CUDA graphs for training steps (`None`: on).
+    pub cuda_graphs: Option<bool>,
     /// Which epoch is registered.
     pub register: Option<RegisterPolicy>,
     /// The metric for `best` and early stopping.
@@ -277,6 +279,9 @@ pub struct TrainingSpec {
     pub aliases: Vec<String>,
     /// Per-step phase timings.
     pub profile_steps: bool,
+    /// Replay training steps from CUDA graphs where they apply (default
+    /// on; see `camshaft_vision::graphs`).
+    pub cuda_graphs: bool,
     /// Which epoch is registered (default last).
     pub register: RegisterPolicy,
     /// The metric for `best` and early stopping (default valid_loss).
@@ -500,6 +505,7 @@ impl TrainingSpec {
             },
             aliases: r.aliases,
             profile_steps: r.profile_steps,
+            cuda_graphs: r.cuda_graphs.unwrap_or(true),
             register: r.register.unwrap_or_default(),
             monitor: r.monitor.unwrap_or_default(),
             early_stop_patience: r.early_stop_patience,
@@ -584,6 +590,7 @@ impl TrainingSpec {
             collective_timeout_ms: self.collective_timeout_ms,
             aliases: self.aliases.clone(),
             profile_steps: self.profile_steps,
+            cuda_graphs: Some(self.cuda_graphs),
             register: Some(self.register),
             monitor: Some(self.monitor),
             early_stop_patience: self.early_stop_patience,
@@ -771,7 +778,18 @@ mod tests {
             (spec.register, spec.monitor),
             (RegisterPolicy::Last, MonitorMetric::ValidLoss)
         );
+        assert!(spec.cuda_graphs);
         assert_eq!(TrainingSpec::complete(spec.to_request(), 9).unwrap(), spec);
+        let eager = TrainingRequest {
+            cuda_graphs: Some(false),
+            ..minimal()
+        };
+        let eager = TrainingSpec::complete(eager, 7).unwrap();
+        assert!(!eager.cuda_graphs);
+        assert_eq!(
+            TrainingSpec::complete(eager.to_request(), 9).unwrap(),
+            eager
+        );
     }
 
     #[test]

@@ -224,8 +224,13 @@ pub fn run(assignment: &v1::Assignment, ctx: TaskContext) -> Result<TaskDone, Ta
     } else {
         ""
     };
+    let graphs = match learner.cuda_graphs_unavailable() {
+        None => ", CUDA graphs".to_string(),
+        Some(why) if device.is_cuda() => format!(", no CUDA graphs ({why})"),
+        Some(_) => String::new(),
+    };
     say(format!(
-        "training on {device:?} in {}{layout}, rank {rank} of {}, {} intra-op threads",
+        "training on {device:?} in {}{layout}{graphs}, rank {rank} of {}, {} intra-op threads",
         learner.config().precision,
         assignment.world_size,
         tch::get_num_threads()
@@ -587,6 +592,7 @@ fn learner_config(spec: &TrainingSpec, threads: usize) -> LearnerConfig {
         precision: spec.precision,
         channels_last: spec.channels_last,
         profile_steps: spec.profile_steps,
+        cuda_graphs: spec.cuda_graphs,
         ..defaults
     }
 }
