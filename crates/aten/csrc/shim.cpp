@@ -11,6 +11,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 
 #ifdef CAMSHAFT_ATEN_CUDA
 // Only the generic guards (c10/core): c10/cuda/CUDAGuard.h instantiates
@@ -278,6 +280,66 @@ char *cs_contiguous_channels_last(const at::Tensor *t, at::Tensor **out) {
 char *cs_is_channels_last(const at::Tensor *t, bool *out) {
   return guarded(
       [&] { *out = t->is_contiguous(at::MemoryFormat::ChannelsLast); });
+}
+
+// ---- oneDNN convolutions with prepacked weights (CPU inference) ----------
+//
+// The operators PyTorch Inductor's CPU freezing calls: a convolution
+// weight reordered once into oneDNN's blocked format, then convolutions
+// that take it as it is (no reorder per call). Reached through the
+// dispatcher by name (boxed), as they have no C++ API of their own; a
+// libtorch built without oneDNN has no such operator and says so.
+
+namespace {
+c10::IValue int_list(const int64_t *values, size_t n) {
+  return c10::IValue(std::vector<int64_t>(values, values + n));
+}
+
+at::Tensor call_boxed(const char *name, const char *overload,
+                      std::vector<c10::IValue> args) {
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, overload);
+  torch::jit::Stack stack(std::make_move_iterator(args.begin()),
+                          std::make_move_iterator(args.end()));
+  op.callBoxed(&stack);
+  if (stack.size() != 1 || !stack[0].isTensor()) {
+    throw std::logic_error(std::string(name) + " did not return one tensor");
+  }
+  return std::move(stack[0]).toTensor();
+}
+} // namespace
+
+// mkldnn::_reorder_convolution_weight(weight, padding, stride, dilation,
+// groups, input_size=None): the weight in oneDNN's own layout (an opaque
+// MKLDNN tensor, only for cs_mkldnn_convolution).
+char *cs_mkldnn_reorder_conv_weight(const at::Tensor *weight,
+                                    const int64_t *padding,
+                                    const int64_t *stride,
+                                    const int64_t *dilation, int64_t groups,
+                                    at::Tensor **out) {
+  return guarded([&] {
+    *out = new at::Tensor(call_boxed(
+        "mkldnn::_reorder_convolution_weight", "",
+        {c10::IValue(*weight), int_list(padding, 2), int_list(stride, 2),
+         int_list(dilation, 2), c10::IValue(groups), c10::IValue()}));
+  });
+}
+
+// mkldnn::_convolution_pointwise(input, weight, bias, padding, stride,
+// dilation, groups, "none", [], None): a 2-D convolution with a weight
+// from cs_mkldnn_reorder_conv_weight; `bias` may be null. No autograd.
+char *cs_mkldnn_convolution(const at::Tensor *input, const at::Tensor *weight,
+                            const at::Tensor *bias, const int64_t *padding,
+                            const int64_t *stride, const int64_t *dilation,
+                            int64_t groups, at::Tensor **out) {
+  return guarded([&] {
+    *out = new at::Tensor(call_boxed(
+        "mkldnn::_convolution_pointwise", "",
+        {c10::IValue(*input), c10::IValue(*weight),
+         bias ? c10::IValue(*bias) : c10::IValue(), int_list(padding, 2),
+         int_list(stride, 2), int_list(dilation, 2), c10::IValue(groups),
+         c10::IValue(std::string("none")),
+         c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue()}));
+  });
 }
 
 // ---- autocast -----------------------------------------------------------

@@ -10,6 +10,10 @@
 //!   that leaves its answer on the device.
 //! - [`contiguous_channels_last`] / [`is_channels_last`]: the
 //!   channels-last memory format.
+//! - [`PackedConv2d`]: a CPU convolution on a weight reordered once into
+//!   oneDNN's layout (`mkldnn::_reorder_convolution_weight` and
+//!   `mkldnn::_convolution_pointwise`, Inductor's CPU freezing), for
+//!   inference.
 //! - [`autocast`]: libtorch's autocast state, per device type.
 //! - [`CudaGraph`]: `at::cuda::CUDAGraph` capture and replay, compiled when
 //!   the libtorch has CUDA (and its runtime headers are found at build
@@ -48,9 +52,9 @@
 mod shim;
 
 pub use shim::{
-    AdamWStep, AdamWTensors, CudaGraph, LearningRate, autocast, contiguous_channels_last,
-    cuda_device_count, cuda_synchronize, found_non_finite, fused_adamw, is_channels_last,
-    non_finite_check_and_unscale,
+    AdamWStep, AdamWTensors, Conv2dGeometry, CudaGraph, LearningRate, PackedConv2d, autocast,
+    contiguous_channels_last, cuda_device_count, cuda_synchronize, found_non_finite, fused_adamw,
+    is_channels_last, non_finite_check_and_unscale,
 };
 
 /// Whether this build has the CUDA parts (CUDA graphs): libtorch with CUDA

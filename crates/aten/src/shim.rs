@@ -47,6 +47,24 @@ unsafe extern "C" {
     fn cs_found_non_finite(tensors: *const CTensor, n: usize, found_inf: CTensor) -> *mut c_char;
     fn cs_contiguous_channels_last(t: CTensor, out: *mut CTensor) -> *mut c_char;
     fn cs_is_channels_last(t: CTensor, out: *mut bool) -> *mut c_char;
+    fn cs_mkldnn_reorder_conv_weight(
+        weight: CTensor,
+        padding: *const i64,
+        stride: *const i64,
+        dilation: *const i64,
+        groups: i64,
+        out: *mut CTensor,
+    ) -> *mut c_char;
+    fn cs_mkldnn_convolution(
+        input: CTensor,
+        weight: CTensor,
+        bias: CTensor,
+        padding: *const i64,
+        stride: *const i64,
+        dilation: *const i64,
+        groups: i64,
+        out: *mut CTensor,
+    ) -> *mut c_char;
     fn cs_autocast_is_enabled(device: c_int, out: *mut bool) -> *mut c_char;
     fn cs_autocast_set_enabled(device: c_int, enabled: bool) -> *mut c_char;
     fn cs_autocast_get_dtype(device: c_int, out: *mut c_int) -> *mut c_char;
@@ -266,14 +284,8 @@ pub fn contiguous_channels_last(t: &Tensor) -> Result<Tensor> {
     // SAFETY: `t` is defined and borrowed for the call; `out` is written
     // once, on success, with a tensor the C side allocated for us.
     check(unsafe { cs_contiguous_channels_last(ptr(t), &mut out) })?;
-    if out.is_null() {
-        return Err(Error::Torch(
-            "channels-last conversion returned nothing".into(),
-        ));
-    }
-    // SAFETY: `out` is a fresh `new at::Tensor` nobody else owns; tch's
-    // `Tensor` takes it over and deletes it on drop.
-    Ok(unsafe { Tensor::from_ptr(out) })
+    // SAFETY: `out` is null or the fresh tensor the call made.
+    unsafe { take(out, "channels-last conversion") }
 }
 
 /// Whether `t` is contiguous in the channels-last memory format.
@@ -283,6 +295,137 @@ pub fn is_channels_last(t: &Tensor) -> Result<bool> {
     // SAFETY: `t` is defined and borrowed for the call; `out` is a local.
     check(unsafe { cs_is_channels_last(ptr(t), &mut out) })?;
     Ok(out)
+}
+
+/// A tensor the C side allocated for us (`new at::Tensor`), or an error
+/// naming `what` when it wrote nothing.
+///
+/// # Safety
+/// `out` is null or a fresh `at::Tensor*` nobody else owns.
+unsafe fn take(out: CTensor, what: &str) -> Result<Tensor> {
+    if out.is_null() {
+        return Err(Error::Torch(format!("{what} returned nothing")));
+    }
+    // SAFETY: per this function's contract; tch's `Tensor` takes it over
+    // and deletes it on drop.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// Padding, stride and dilation (per spatial dimension) and groups of a
+/// 2-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    /// Zero padding, rows and columns.
+    pub padding: [i64; 2],
+    /// Stride.
+    pub stride: [i64; 2],
+    /// Dilation.
+    pub dilation: [i64; 2],
+    /// Groups.
+    pub groups: i64,
+}
+
+/// A float32 2-D convolution on the CPU whose weight was reordered once
+/// into oneDNN's blocked layout (`mkldnn::_reorder_convolution_weight`,
+/// what PyTorch Inductor's CPU freezing does), so that each call
+/// (`mkldnn::_convolution_pointwise`) skips the reorder eager PyTorch
+/// pays on every call. For inference: the result has no autograd
+/// history. Outputs are ordinary float32 tensors in channels-last order.
+pub struct PackedConv2d {
+    /// An opaque MKLDNN tensor, only ever handed back to the C side.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    geometry: Conv2dGeometry,
+    out_channels: i64,
+}
+
+impl std::fmt::Debug for PackedConv2d {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedConv2d")
+            .field("geometry", &self.geometry)
+            .field("out_channels", &self.out_channels)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cpu_float(what: &str, t: &Tensor, dims: usize) -> Result<()> {
+    defined(what, t)?;
+    if t.device() != tch::Device::Cpu || t.kind() != tch::Kind::Float || t.dim() != dims {
+        return Err(Error::Invalid(format!(
+            "{what} must be a {dims}-D float32 CPU tensor, not {:?} {:?} on {:?}",
+            t.size(),
+            t.kind(),
+            t.device()
+        )));
+    }
+    Ok(())
+}
+
+impl PackedConv2d {
+    /// `weight` (`(out, in/groups, kh, kw)`, float32 on the CPU) packed
+    /// for `geometry`, with `bias` (`(out,)`) kept as it is. An error where
+    /// libtorch was built without oneDNN.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, geometry: Conv2dGeometry) -> Result<Self> {
+        cpu_float("weight", weight, 4)?;
+        let out_channels = weight.size()[0];
+        if let Some(b) = bias {
+            cpu_float("bias", b, 1)?;
+            if b.size() != [out_channels] {
+                return Err(Error::Invalid(format!(
+                    "bias of shape {:?} for {out_channels} output channels",
+                    b.size()
+                )));
+            }
+        }
+        let g = &geometry;
+        let mut out: CTensor = std::ptr::null_mut();
+        // SAFETY: `weight` is defined and borrowed for the call; the arrays
+        // are two elements each, as the C side reads them; `out` is
+        // written once, on success.
+        check(unsafe {
+            cs_mkldnn_reorder_conv_weight(
+                ptr(weight),
+                g.padding.as_ptr(),
+                g.stride.as_ptr(),
+                g.dilation.as_ptr(),
+                g.groups,
+                &mut out,
+            )
+        })?;
+        Ok(PackedConv2d {
+            // SAFETY: `out` is null or the fresh tensor the call made.
+            weight: unsafe { take(out, "the weight reorder") }?,
+            bias: bias.map(|b| b.detach().contiguous()),
+            geometry,
+            out_channels,
+        })
+    }
+
+    /// The convolution of `input` (`(N, C, H, W)`, float32 on the CPU, any
+    /// memory format).
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        cpu_float("input", input, 4)?;
+        let g = &self.geometry;
+        let mut out: CTensor = std::ptr::null_mut();
+        let bias = self.bias.as_ref().map_or(std::ptr::null_mut(), ptr);
+        // SAFETY: the tensors are defined and borrowed for the call (`bias`
+        // may be null, which the C side reads as none); the arrays are two
+        // elements each; `out` is written once, on success.
+        check(unsafe {
+            cs_mkldnn_convolution(
+                ptr(input),
+                ptr(&self.weight),
+                bias,
+                g.padding.as_ptr(),
+                g.stride.as_ptr(),
+                g.dilation.as_ptr(),
+                g.groups,
+                &mut out,
+            )
+        })?;
+        // SAFETY: `out` is null or the fresh tensor the call made.
+        unsafe { take(out, "the packed convolution") }
+    }
 }
 
 /// libtorch's autocast state: per thread, as in PyTorch. The functions

@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use camshaft_aten::{
-    AdamWStep, AdamWTensors, AutocastDevice, AutocastDtype, CudaGraph, Error, LearningRate,
-    autocast, contiguous_channels_last, cuda_device_count, found_non_finite, fused_adamw,
-    is_channels_last, non_finite_check_and_unscale,
+    AdamWStep, AdamWTensors, AutocastDevice, AutocastDtype, Conv2dGeometry, CudaGraph, Error,
+    LearningRate, PackedConv2d, autocast, contiguous_channels_last, cuda_device_count,
+    found_non_finite, fused_adamw, is_channels_last, non_finite_check_and_unscale,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -265,4 +265,55 @@ fn strides_of_length_one_dimensions_do_not_matter() {
     )
     .unwrap_err();
     assert!(matches!(err, Error::Torch(_)), "{err}");
+}
+
+/// A packed convolution is the convolution: 3×3 with padding, a strided
+/// 1×1 without bias, a grouped one, on NCHW and channels-last inputs.
+#[test]
+fn packed_convolutions_equal_conv2d() {
+    let cases: [(&[i64], [i64; 2], [i64; 2], i64, bool); 3] = [
+        (&[16, 8, 3, 3], [1, 1], [1, 1], 1, true),
+        (&[16, 8, 1, 1], [0, 0], [2, 2], 1, false),
+        (&[16, 4, 3, 3], [1, 1], [2, 2], 2, true),
+    ];
+    for (shape, padding, stride, groups, with_bias) in cases {
+        let w = Tensor::randn(shape, F32);
+        let b = with_bias.then(|| Tensor::randn([shape[0]], F32));
+        let geometry = Conv2dGeometry {
+            padding,
+            stride,
+            dilation: [1, 1],
+            groups,
+        };
+        let packed = PackedConv2d::new(&w, b.as_ref(), geometry).unwrap();
+        let x = Tensor::randn([2, 8, 13, 13], F32);
+        let want = x.conv2d(&w, b.as_ref(), stride, padding, [1, 1], groups);
+        for input in [x.shallow_clone(), contiguous_channels_last(&x).unwrap()] {
+            let got = packed.forward(&input).unwrap();
+            assert_eq!(got.size(), want.size());
+            let err = max_diff(&got, &want);
+            assert!(err < 1e-4, "{shape:?} {stride:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn packed_convolutions_refuse_what_they_cannot_run() {
+    let w = Tensor::randn([4, 3, 3, 3], F32);
+    let geometry = Conv2dGeometry {
+        padding: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let bad_bias = Tensor::zeros([5], F32);
+    assert!(PackedConv2d::new(&w, Some(&bad_bias), geometry).is_err());
+    assert!(PackedConv2d::new(&w.to_kind(Kind::Double), None, geometry).is_err());
+    let packed = PackedConv2d::new(&w, None, geometry).unwrap();
+    // Wrong channel count: libtorch's message comes back, no crash.
+    let err = packed
+        .forward(&Tensor::zeros([1, 5, 8, 8], F32))
+        .unwrap_err();
+    assert!(matches!(err, Error::Torch(_)), "{err}");
+    assert!(packed.forward(&Tensor::zeros([5, 8, 8], F32)).is_err());
 }

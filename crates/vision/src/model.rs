@@ -27,6 +27,8 @@ use tch::{Device, Kind, Tensor};
 /// normalisation and the spec a model is built from.
 pub use camshaft_spec::{Arch, Head, IMAGENET_MEAN, IMAGENET_STD, ModelSpec, Normalization};
 
+use camshaft_aten::{Conv2dGeometry, PackedConv2d};
+
 use crate::{Error, Precision, Result};
 
 fn torch_default_init(fan_in: i64) -> nn::Init {
@@ -38,7 +40,39 @@ fn torch_default_init(fan_in: i64) -> nn::Init {
     }
 }
 
-fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+/// A ResNet convolution: tch's layer, its geometry and, for CPU inference,
+/// its weight packed for oneDNN ([`Model::pack_convolutions`]).
+#[derive(Debug)]
+struct Conv {
+    layer: nn::Conv2D,
+    geometry: Conv2dGeometry,
+    packed: Option<PackedConv2d>,
+}
+
+impl Conv {
+    /// The convolution of `xs`: the packed kernel where there is one and
+    /// no gradient is asked of the result (it has no backward), else
+    /// tch's. The packed kernel refuses only inputs it was not made for
+    /// (another dtype or device), which tch's then runs.
+    fn apply(&self, xs: &Tensor) -> Tensor {
+        if let Some(packed) = &self.packed
+            && !xs.requires_grad()
+            && let Ok(ys) = packed.forward(xs)
+        {
+            return ys;
+        }
+        xs.apply(&self.layer)
+    }
+
+    /// Pack the current weight (and bias) for oneDNN.
+    fn pack(&mut self) -> Result<()> {
+        let bias = self.layer.bs.as_ref();
+        self.packed = Some(PackedConv2d::new(&self.layer.ws, bias, self.geometry)?);
+        Ok(())
+    }
+}
+
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> Conv {
     // torchvision's ResNet init: kaiming normal, fan_out, ReLU gain.
     let cfg = nn::ConvConfig {
         stride,
@@ -51,7 +85,16 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
         },
         ..Default::default()
     };
-    nn::conv2d(p, c_in, c_out, k, cfg)
+    Conv {
+        layer: nn::conv2d(p, c_in, c_out, k, cfg),
+        geometry: Conv2dGeometry {
+            padding: [padding; 2],
+            stride: [stride; 2],
+            dilation: [1, 1],
+            groups: 1,
+        },
+        packed: None,
+    }
 }
 
 fn batch_norm(p: nn::Path, n: i64, bn_prefixes: &mut Vec<String>, two_d: bool) -> nn::BatchNorm {
@@ -70,11 +113,11 @@ fn batch_norm(p: nn::Path, n: i64, bn_prefixes: &mut Vec<String>, two_d: bool) -
 
 #[derive(Debug)]
 struct BasicBlock {
-    conv1: nn::Conv2D,
+    conv1: Conv,
     bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
+    conv2: Conv,
     bn2: nn::BatchNorm,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<(Conv, nn::BatchNorm)>,
 }
 
 impl BasicBlock {
@@ -97,11 +140,11 @@ impl BasicBlock {
     /// In-place ReLU and residual add where autograd allows, as torchvision
     /// does (`ReLU(inplace=True)`, `out += identity`): fewer big temporaries.
     fn forward(&self, xs: &Tensor, train: bool, folded: bool) -> Tensor {
-        let mut ys = batch_norm_t(xs.apply(&self.conv1), &self.bn1, train, folded);
+        let mut ys = batch_norm_t(self.conv1.apply(xs), &self.bn1, train, folded);
         let _ = ys.relu_();
-        let mut ys = batch_norm_t(ys.apply(&self.conv2), &self.bn2, train, folded);
+        let mut ys = batch_norm_t(self.conv2.apply(&ys), &self.bn2, train, folded);
         match &self.downsample {
-            Some((c, bn)) => ys += batch_norm_t(xs.apply(c), bn, train, folded),
+            Some((c, bn)) => ys += batch_norm_t(c.apply(xs), bn, train, folded),
             None => ys += xs,
         }
         let _ = ys.relu_();
@@ -162,7 +205,7 @@ fn fold_into_conv(path: nn::Path, conv: &mut nn::Conv2D, bn: &nn::BatchNorm) -> 
 enum Body {
     Cnn(nn::Conv2D),
     Resnet {
-        conv1: nn::Conv2D,
+        conv1: Box<Conv>,
         bn1: nn::BatchNorm,
         layers: Vec<Vec<BasicBlock>>,
     },
@@ -240,7 +283,7 @@ impl Model {
                 } else {
                     [3, 4, 6, 3]
                 };
-                let conv1 = conv(&root / "conv1", 3, 64, 7, 2, 3);
+                let conv1 = Box::new(conv(&root / "conv1", 3, 64, 7, 2, 3));
                 let bn1 = batch_norm(&root / "bn1", 64, &mut bns, true);
                 let mut layers = Vec::new();
                 let mut c_in = 64;
@@ -433,7 +476,7 @@ impl Model {
             Body::Resnet { conv1, bn1, layers } => {
                 for stage in from..=to {
                     if stage == 0 {
-                        x = batch_norm_t(x.apply(conv1), bn1, train, self.folded)
+                        x = batch_norm_t(conv1.apply(&x), bn1, train, self.folded)
                             .relu()
                             .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
                     }
@@ -563,6 +606,11 @@ impl Model {
         let Some(kind) = crate::precision::autocast_kind(precision) else {
             return Ok(());
         };
+        if self.is_packed() {
+            return Err(Error::Config(
+                "convert the body's precision before packing its convolutions".into(),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             for (name, v) in self.vs.variables() {
                 if !self.is_head(&name) && v.is_floating_point() {
@@ -604,14 +652,14 @@ impl Model {
         }
         let root = self.vs.root();
         if let Body::Resnet { conv1, bn1, layers } = &mut self.body {
-            fold_into_conv(&root / "conv1", conv1, bn1)?;
+            fold_into_conv(&root / "conv1", &mut conv1.layer, bn1)?;
             for (i, layer) in layers.iter_mut().enumerate() {
                 for (j, block) in layer.iter_mut().enumerate() {
                     let p = &root / format!("layer{}", i + 1) / j;
-                    fold_into_conv(&p / "conv1", &mut block.conv1, &block.bn1)?;
-                    fold_into_conv(&p / "conv2", &mut block.conv2, &block.bn2)?;
+                    fold_into_conv(&p / "conv1", &mut block.conv1.layer, &block.bn1)?;
+                    fold_into_conv(&p / "conv2", &mut block.conv2.layer, &block.bn2)?;
                     if let Some((conv, bn)) = &mut block.downsample {
-                        fold_into_conv(&p / "downsample" / "0", conv, bn)?;
+                        fold_into_conv(&p / "downsample" / "0", &mut conv.layer, bn)?;
                     }
                 }
             }
@@ -620,9 +668,51 @@ impl Model {
         Ok(())
     }
 
+    /// Whether [`Model::pack_convolutions`] packed this model's
+    /// convolutions.
+    pub fn is_packed(&self) -> bool {
+        matches!(&self.body, Body::Resnet { conv1, .. } if conv1.packed.is_some())
+    }
+
     /// Whether [`Model::fold_batch_norm`] folded this model's BatchNorms.
     pub fn is_folded(&self) -> bool {
         self.folded
+    }
+
+    /// For float32 inference on the CPU, after [`Model::fold_batch_norm`]:
+    /// reorder every convolution weight of a ResNet body once into
+    /// oneDNN's blocked layout ([`PackedConv2d`], what PyTorch Inductor's
+    /// CPU freezing does), so passes that ask no gradient of the body skip
+    /// the reorder eager PyTorch pays on every call: a ResNet34 body at
+    /// 224 px, one image, 2 threads, about 1.17× faster than folded and
+    /// channels-last alone, its features within 1e-5 (relative) of the
+    /// unpacked ones. Gradient methods still differentiate through tch's
+    /// convolutions (a packed one has no backward). The packed weights are
+    /// copies: weights changed afterwards are not seen, which is why only a
+    /// folded (inference-only) model packs. Returns the convolutions
+    /// packed (none for the small CNN).
+    pub fn pack_convolutions(&mut self) -> Result<usize> {
+        if !self.folded || self.body_kind.is_some() || self.device() != Device::Cpu {
+            return Err(Error::Config(
+                "only a folded float32 body on the CPU packs its convolutions (fold_batch_norm first)"
+                    .into(),
+            ));
+        }
+        let mut packed = 0;
+        if let Body::Resnet { conv1, layers, .. } = &mut self.body {
+            conv1.pack()?;
+            packed += 1;
+            for block in layers.iter_mut().flatten() {
+                block.conv1.pack()?;
+                block.conv2.pack()?;
+                packed += 2;
+                if let Some((conv, _)) = &mut block.downsample {
+                    conv.pack()?;
+                    packed += 1;
+                }
+            }
+        }
+        Ok(packed)
     }
 
     /// Store every 4-D weight channels-last (NHWC strides), like

@@ -1,6 +1,7 @@
 //! Conv+BatchNorm folding for serving: the folded ResNet gives the unfolded
 //! model's logits and CAM maps (to 1e-4 in float32; in bfloat16 no farther
-//! from float32 than the unfolded bfloat16 model is), channels-last or not.
+//! from float32 than the unfolded bfloat16 model is), channels-last or not,
+//! and with its convolutions packed for oneDNN.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use camshaft_vision::cam::{CamMethod, cam_all_classes, explain_batch};
@@ -79,7 +80,35 @@ fn folded_resnets_give_the_same_logits_and_maps() {
             max_diff(&logits, &clogits) / scale < 1e-4,
             "{arch} channels-last"
         );
+
+        // Packed for oneDNN: the same logits and maps, and Grad-CAM, which
+        // differentiates through tch's convolutions past the packed
+        // features.
+        let convs = folded.pack_convolutions().unwrap();
+        assert_eq!(convs, if arch == Arch::Resnet18 { 20 } else { 36 });
+        assert!(folded.is_packed());
+        let xl = channels_last(&x).unwrap();
+        let (plogits, pmaps) = cam_all_classes(&folded, &xl).unwrap();
+        assert!(max_diff(&logits, &plogits) / scale < 1e-4, "{arch} packed");
+        assert!(max_diff(&maps, &pmaps) / scale < 1e-4, "{arch} packed maps");
+        let (_, pg, _) = explain_batch(&folded, &xl, CamMethod::GradCam, &targets).unwrap();
+        assert!(max_diff(&g, &pg) / gscale < 1e-4, "{arch} packed grad-cam");
     }
+}
+
+#[test]
+fn only_folded_float32_cpu_bodies_pack() {
+    let arch = Arch::Resnet18;
+    let mut plain = trained_looking(arch);
+    assert!(plain.pack_convolutions().is_err(), "unfolded");
+    let mut bf16 = copy_of(&plain, arch);
+    bf16.fold_batch_norm().unwrap();
+    bf16.body_in(Precision::Bf16).unwrap();
+    assert!(bf16.pack_convolutions().is_err(), "bfloat16 body");
+    plain.fold_batch_norm().unwrap();
+    plain.pack_convolutions().unwrap();
+    assert!(plain.body_in(Precision::Bf16).is_err(), "packed, then bf16");
+    assert!(plain.body_in(Precision::Fp32).is_ok());
 }
 
 #[test]
