@@ -271,28 +271,28 @@ fn strides_of_length_one_dimensions_do_not_matter() {
 /// 1×1 without bias, a grouped one, on NCHW and channels-last inputs.
 #[test]
 fn packed_convolutions_equal_conv2d() {
-    let cases: [(&[i64], [i64; 2], [i64; 2], i64, bool); 3] = [
-        (&[16, 8, 3, 3], [1, 1], [1, 1], 1, true),
-        (&[16, 8, 1, 1], [0, 0], [2, 2], 1, false),
-        (&[16, 4, 3, 3], [1, 1], [2, 2], 2, true),
+    let geometry = |padding: i64, stride: i64, groups: i64| Conv2dGeometry {
+        padding: [padding; 2],
+        stride: [stride; 2],
+        dilation: [1, 1],
+        groups,
+    };
+    let cases: [(&[i64], Conv2dGeometry, bool); 3] = [
+        (&[16, 8, 3, 3], geometry(1, 1, 1), true),
+        (&[16, 8, 1, 1], geometry(0, 2, 1), false),
+        (&[16, 4, 3, 3], geometry(1, 2, 2), true),
     ];
-    for (shape, padding, stride, groups, with_bias) in cases {
+    for (shape, g, with_bias) in cases {
         let w = Tensor::randn(shape, F32);
         let b = with_bias.then(|| Tensor::randn([shape[0]], F32));
-        let geometry = Conv2dGeometry {
-            padding,
-            stride,
-            dilation: [1, 1],
-            groups,
-        };
-        let packed = PackedConv2d::new(&w, b.as_ref(), geometry).unwrap();
+        let packed = PackedConv2d::new(&w, b.as_ref(), g).unwrap();
         let x = Tensor::randn([2, 8, 13, 13], F32);
-        let want = x.conv2d(&w, b.as_ref(), stride, padding, [1, 1], groups);
+        let want = x.conv2d(&w, b.as_ref(), g.stride, g.padding, g.dilation, g.groups);
         for input in [x.shallow_clone(), contiguous_channels_last(&x).unwrap()] {
             let got = packed.forward(&input).unwrap();
             assert_eq!(got.size(), want.size());
             let err = max_diff(&got, &want);
-            assert!(err < 1e-4, "{shape:?} {stride:?}: {err}");
+            assert!(err < 1e-4, "{shape:?} {g:?}: {err}");
         }
     }
 }

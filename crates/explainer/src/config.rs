@@ -104,7 +104,9 @@ pub struct Config {
     /// again; at most a week. Default 60.
     pub failed_load_retry_secs: u64,
     /// Inference threads per loaded model version, each with its own copy
-    /// of the weights (on one GPU, or sharing the CPU's cores). Default 1.
+    /// of the weights (on one GPU, or sharing the CPU's cores; on a CPU in
+    /// float32 each copy also keeps its convolution weights packed for
+    /// oneDNN, a second copy of them). Default 1.
     pub model_replicas: usize,
     /// Keep an image's maps bit-for-bit the same whatever it is batched
     /// with: a pass of one image runs as two copies of it where libtorch
