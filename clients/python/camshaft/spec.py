@@ -89,6 +89,10 @@ EXTRA_KEYS: dict[str, str] = {
     "collective_timeout_ms": _INT,
 }
 
+# JobSpec switches that are on unless set false (`optional bool`): ctl spells
+# them `no_<field>`, the SDK takes `<field>` too.
+DEFAULT_ON = ("flip", "cuda_graphs")
+
 
 def _check_type(key: str, value: Any, kind: str) -> Any:
     ok = {
@@ -133,14 +137,11 @@ def normalize_options(options: Mapping[str, Any], source: str = "spec") -> dict[
         if "tag" in out:
             raise InvalidArgument(f"{source} has both tag and tags")
         out["tag"] = [f"{k}={v}" for k, v in out.pop("tags").items()]
-    if "flip" in out:
-        if "no_flip" in out:
-            raise InvalidArgument(f"{source} has both flip and no_flip")
-        out["no_flip"] = not out.pop("flip")
-    if "cuda_graphs" in out:
-        if "no_cuda_graphs" in out:
-            raise InvalidArgument(f"{source} has both cuda_graphs and no_cuda_graphs")
-        out["no_cuda_graphs"] = not out.pop("cuda_graphs")
+    for field in DEFAULT_ON:
+        if field in out:
+            if f"no_{field}" in out:
+                raise InvalidArgument(f"{source} has both {field} and no_{field}")
+            out[f"no_{field}"] = not out.pop(field)
     return out
 
 
@@ -270,10 +271,9 @@ def _build(o: dict[str, Any]) -> Any:
     ):
         if key in o:
             setattr(spec, proto_field, o[key])
-    if o.get("no_flip"):
-        spec.flip = False
-    if o.get("no_cuda_graphs"):
-        spec.cuda_graphs = False
+    for field in DEFAULT_ON:
+        if o.get(f"no_{field}"):
+            setattr(spec, field, False)
     return spec
 
 

@@ -82,6 +82,8 @@ def test_spec_mistakes_name_themselves() -> None:
         load_spec({"dataset": "pets", "epohcs": 3})
     with pytest.raises(camshaft.InvalidArgument, match="twice"):
         load_spec({"batch_size": 1, "batch-size": 2})
+    with pytest.raises(camshaft.InvalidArgument, match="both cuda_graphs and no_cuda_graphs"):
+        load_spec({"cuda_graphs": True, "no-cuda-graphs": True})
     with pytest.raises(camshaft.InvalidArgument, match="epochs must be an integer"):
         load_spec({"epochs": "three"})
     with pytest.raises(camshaft.InvalidArgument, match="no data set"):
